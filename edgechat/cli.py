@@ -1,0 +1,234 @@
+"""The ``edgechat`` command line: parse arguments, call the services, render.
+
+Start-up must stay instant (a Raspberry Pi runs this): only the standard library is
+imported here; each command imports what it needs when it runs.
+
+Exit codes: 0 ok, 1 a problem the message explains, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from edgechat import __version__
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", help="a GGUF file path or an installed model id")
+    p.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload to the GPU")
+    p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgechat",
+        description="A private assistant that runs entirely on this device. "
+        "With no command it opens a chat.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgechat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = sub.add_parser("chat", help="chat with a model, offline")
+    _add_model_options(chat)
+    chat.add_argument("prompt", nargs="?", help="answer this one message and exit")
+    chat.add_argument("--plain", action="store_true", help="line mode, for SSH and scripts")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt for this session")
+    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    chat.add_argument("--seed", type=int, help="sampling seed, for repeatable replies")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
+    chat.add_argument("--json", action="store_true", help="print each reply as a JSON line")
+    chat.set_defaults(func=cmd_chat)
+
+    summ = sub.add_parser(
+        "summarise", aliases=["summarize"], help="summarise a text or Markdown file, offline"
+    )
+    summ.add_argument("file", help="the file, or - for standard input")
+    _add_model_options(summ)
+    summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
+    summ.set_defaults(func=cmd_summarise)
+
+    cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
+    cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
+    cfg.add_argument("key", nargs="?")
+    cfg.add_argument("value", nargs="?")
+    cfg.add_argument("--json", action="store_true", help="print as JSON")
+    cfg.set_defaults(func=cmd_config)
+    return parser
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _load_engine(args, settings):
+    """Resolve the model and load it, with a progress line on a terminal."""
+    from edgechat import store
+    from edgechat.engine import Engine
+    from edgechat.plan import RunPlan
+
+    path = store.resolve(args.model, settings.default_model)
+    plan = RunPlan(
+        model_path=path,
+        n_ctx=args.ctx or settings.ctx,
+        n_threads=args.threads if args.threads is not None else settings.threads,
+        n_gpu_layers=args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers,
+    )
+    if plan.n_ctx < 64:
+        from edgechat.errors import EdgechatError
+
+        raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")
+    show = sys.stderr.isatty()
+    if show:
+        sys.stderr.write(f"loading {path.name} ...")
+        sys.stderr.flush()
+    engine = Engine(plan, verbose=args.verbose)
+    if show:
+        sys.stderr.write(
+            f"\rloaded {path.name} in {engine.load_s:.1f} s · context {engine.n_ctx} tokens\n"
+        )
+    return engine
+
+
+def _sampling(args, settings, **overrides):
+    from edgechat.plan import Sampling
+
+    values = dict(
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        min_p=settings.min_p,
+        max_tokens=settings.max_tokens,
+    )
+    values.update(overrides)
+    if getattr(args, "temperature", None) is not None:
+        values["temperature"] = args.temperature
+    if getattr(args, "max_tokens", None) is not None:
+        values["max_tokens"] = args.max_tokens
+    if getattr(args, "seed", None) is not None:
+        values["seed"] = args.seed
+    return Sampling(**values)
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def cmd_chat(args) -> int:
+    from edgechat import config, privacy
+    from edgechat.plain import PlainChat
+
+    privacy.go_offline()
+    settings = config.load()
+    engine = _load_engine(args, settings)
+    system = args.system if args.system is not None else settings.system_prompt
+    session = PlainChat(engine, _sampling(args, settings), system, as_json=args.json)
+    if args.prompt:
+        session.ask(args.prompt)
+        return 0
+    interactive = _interactive()
+    if interactive:
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
+        sys.stderr.write("Type a message; /help for commands, Ctrl-D to leave.\n")
+        return session.run(lambda: input(">>> "), interactive=True)
+
+    def read_line() -> str:
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    return session.run(read_line, interactive=False)
+
+
+def cmd_summarise(args) -> int:
+    from edgechat import config, documents, privacy
+    from edgechat.summarise import summarise
+
+    privacy.go_offline()
+    settings = config.load()
+    name, text = documents.read_text(args.file)
+    engine = _load_engine(args, settings)
+    reply = summarise(engine, text, _sampling(args, settings, temperature=0.3, max_tokens=400))
+    for piece in reply:
+        if not args.json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    if args.json:
+        out = {
+            "source": name,
+            "summary": reply.text.strip(),
+            "model": engine.info()["name"],
+            "model_path": str(engine.plan.model_path),
+            "stats": reply.stats.as_dict() if reply.stats else None,
+        }
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write("\n")
+    if not reply.text.strip():
+        sys.stderr.write("edgechat: the model returned an empty summary; try a larger model\n")
+        return 1
+    return 0
+
+
+def cmd_config(args) -> int:
+    from edgechat import config
+    from edgechat.errors import EdgechatError
+    from edgechat.paths import paths
+
+    if args.action in ("set", "unset"):
+        if not args.key or (args.action == "set" and args.value is None):
+            raise EdgechatError(f"usage: edgechat config {args.action} KEY" + (" VALUE" if args.action == "set" else ""))
+        if args.action == "set":
+            config.set_value(args.key, args.value)
+        else:
+            config.unset_value(args.key)
+    p = paths()
+    settings = config.load(p)
+    data = {"version": __version__, "paths": p.as_dict(), "settings": settings.as_dict()}
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"edgechat {__version__}")
+    print("paths:")
+    for key, value in data["paths"].items():
+        print(f"  {key:<14} {value}")
+    print("settings:")
+    for key, value in data["settings"].items():
+        print(f"  {key:<14} {value!r}")
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # No command: chat (the full-screen app arrives with the TUI).
+        args = parser.parse_args(["chat", *(argv if argv is not None else sys.argv[1:])])
+    from edgechat.errors import EdgechatError
+
+    try:
+        return args.func(args)
+    except EdgechatError as exc:
+        sys.stderr.write(f"edgechat: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`edgechat ... | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

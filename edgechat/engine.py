@@ -1,0 +1,542 @@
+"""The llama.cpp engine: load a RunPlan, stream chat replies, and measure them.
+
+It drives llama.cpp's C API directly (decode one token, sample it with llama.cpp's
+own sampler chain) rather than llama-cpp-python's ``Llama`` class: the high-level
+stream reaches only 78-90 % of llama-bench on small models, this loop matches the
+bare C API (see ``benchmarks/generation.py``). It also keeps the KV cache between
+turns, so a follow-up only evaluates the new tokens.
+
+Import cost: ``llama_cpp`` is imported when an engine is loaded, never at start-up.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from edgechat.errors import ContextOverflow, EdgechatError, ModelLoadError
+from edgechat.plan import RunPlan, Sampling
+
+# ggml_type values for the KV cache types llama.cpp accepts.
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+
+# Used when a GGUF carries no chat template: ChatML, the most common format.
+_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class EngineError(EdgechatError):
+    """llama.cpp failed while running a model that had loaded."""
+
+
+Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What one reply cost. Rates are tokens per second of wall-clock time."""
+
+    load_s: float
+    prompt_tokens: int  # tokens in the whole prompt
+    prompt_eval_tokens: int  # of those, evaluated now (the rest were cached)
+    prompt_s: float
+    gen_tokens: int
+    gen_s: float  # from the first generated token to the last
+    ttft_s: float  # from the request to the first token of the reply
+    n_ctx_used: int
+    n_ctx: int
+    finish: str  # stop | length | context | cancelled
+    dropped_messages: int = 0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_eval_tokens / self.prompt_s if self.prompt_s > 0 else 0.0
+
+    @property
+    def gen_tps(self) -> float:
+        # The first token's time belongs to the prompt; rate the ones after it.
+        return (self.gen_tokens - 1) / self.gen_s if self.gen_tokens > 1 and self.gen_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["prompt_tps"] = round(self.prompt_tps, 2)
+        d["gen_tps"] = round(self.gen_tps, 2)
+        return d
+
+
+class _LlamaLog:
+    """Routes llama.cpp's log to a small buffer (and stderr when verbose).
+
+    llama.cpp has one global log callback; the last lines explain load failures and
+    carry the buffer sizes the memory model is calibrated against.
+    """
+
+    def __init__(self) -> None:
+        self.verbose = False
+        self.lines: deque[str] = deque(maxlen=400)
+        self._partial = ""
+        self._callback = None
+
+    def install(self, llama_cpp) -> None:
+        if self._callback is not None:
+            return
+
+        @llama_cpp.llama_log_callback
+        def callback(level, text, user_data):  # noqa: ARG001 - C signature
+            chunk = text.decode("utf-8", "replace") if text else ""
+            if self.verbose:
+                import sys
+
+                sys.stderr.write(chunk)
+            self._partial += chunk
+            if "\n" in self._partial:
+                *done, self._partial = self._partial.split("\n")
+                self.lines.extend(line for line in done if line.strip())
+
+        self._callback = callback  # keep a reference: C holds only a pointer
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+    def last_error(self) -> str:
+        for line in reversed(self.lines):
+            low = line.lower()
+            if "error" in low or "failed" in low or "invalid" in low:
+                return line.split(":", 1)[-1].strip() if line.startswith("llama") else line.strip()
+        return ""
+
+
+LOG = _LlamaLog()
+_backend_ready = False
+
+
+def _llama():
+    """Import llama_cpp lazily, once, with its log routed through LOG."""
+    global _backend_ready
+    import llama_cpp
+
+    if not _backend_ready:
+        LOG.install(llama_cpp)
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+    return llama_cpp
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail early, with a clear message, on what llama.cpp would reject obscurely."""
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a GGUF model file")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror}") from None
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"{path} is not a GGUF model file; edgechat runs llama.cpp GGUF models "
+            "(convert others with llama.cpp's convert_hf_to_gguf.py)"
+        )
+
+
+class Reply:
+    """A streaming reply: iterate for text pieces; ``text`` and ``stats`` afterwards."""
+
+    def __init__(self, pieces: Iterator[str], engine: "Engine", dropped: int) -> None:
+        self._pieces = pieces
+        self._engine = engine
+        self.dropped = dropped
+        self.text = ""
+        self.stats: Stats | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            self.text += piece
+            yield piece
+        self.stats = self._engine.last_stats
+
+    def collect(self) -> str:
+        for _ in self:
+            pass
+        return self.text
+
+
+class Engine:
+    """One loaded model and its context. Not thread-safe, except ``cancel()``."""
+
+    def __init__(self, plan: RunPlan, *, verbose: bool = False) -> None:
+        plan = plan.resolved()
+        check_gguf_file(plan.model_path)
+        if plan.type_k not in KV_CACHE_TYPES or plan.type_v not in KV_CACHE_TYPES:
+            raise EdgechatError(
+                f"unknown KV cache type; choose one of {', '.join(KV_CACHE_TYPES)}"
+            )
+        lc = _llama()
+        self._lc = lc
+        LOG.verbose = verbose
+        self._cancel = threading.Event()
+        self.last_stats: Stats | None = None
+        self._model = None
+        self._ctx = None
+
+        t0 = time.perf_counter()
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = plan.n_gpu_layers
+        mparams.use_mmap = plan.use_mmap
+        self._model = lc.llama_model_load_from_file(str(plan.model_path).encode(), mparams)
+        if not self._model:
+            why = LOG.last_error() or "llama.cpp could not read it"
+            raise ModelLoadError(
+                f"cannot load {plan.model_path.name}: {why}. The file may be truncated or "
+                "from a newer llama.cpp; download it again or update llama-cpp-python"
+            )
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+        if n_ctx_train > 0 and plan.n_ctx > n_ctx_train:
+            # Beyond its trained context a model degrades into nonsense: cap it.
+            plan = replace(plan, n_ctx=n_ctx_train).resolved()
+
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = plan.n_ctx
+        cparams.n_batch = plan.n_batch
+        cparams.n_ubatch = plan.n_ubatch
+        cparams.n_threads = plan.n_threads
+        cparams.n_threads_batch = plan.n_threads_batch
+        cparams.type_k = KV_CACHE_TYPES[plan.type_k]
+        cparams.type_v = KV_CACHE_TYPES[plan.type_v]
+        cparams.flash_attn_type = (
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if plan.flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            why = LOG.last_error() or "out of memory?"
+            self.close()
+            raise ModelLoadError(
+                f"cannot create a context of {plan.n_ctx} tokens: {why}. Try a smaller --ctx"
+            )
+        self.load_s = time.perf_counter() - t0
+        self.plan = plan
+        self.n_ctx = lc.llama_n_ctx(self._ctx)
+        self.n_ctx_train = n_ctx_train
+        self._n_swa = lc.llama_model_n_swa(self._model)
+        self._kv_tokens: list[int] = []  # what the KV cache holds, position by position
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._bos_text = self._token_text(lc.llama_vocab_bos(self._vocab))
+        self._eos_text = self._token_text(lc.llama_vocab_eos(self._vocab))
+        self._formatter = self._make_formatter()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        lc = self._lc
+        if self._ctx:
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            lc.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - depends on GC timing
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- facts -------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = self._lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def info(self) -> dict:
+        lc = self._lc
+        desc = ctypes.create_string_buffer(256)
+        lc.llama_model_desc(self._model, desc, len(desc))
+        return {
+            "path": str(self.plan.model_path),
+            "name": self.meta("general.name") or self.plan.model_path.stem,
+            "architecture": self.meta("general.architecture"),
+            "description": desc.value.decode("utf-8", "replace"),
+            "n_params": lc.llama_model_n_params(self._model),
+            "size_bytes": lc.llama_model_size(self._model),
+            "n_ctx_train": self.n_ctx_train,
+            "n_ctx": self.n_ctx,
+            "n_vocab": lc.llama_vocab_n_tokens(self._vocab),
+            "chat_template": self._has_template,
+            "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
+            "n_gpu_layers": self.plan.n_gpu_layers,
+            "n_threads": self.plan.n_threads,
+        }
+
+    # -- tokens ------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        lc = self._lc
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        arr = (lc.llama_token * cap)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), arr, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            arr = (lc.llama_token * cap)()
+            n = lc.llama_tokenize(self._vocab, data, len(data), arr, cap, add_special, parse_special)
+        return list(arr[:n])
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        raw = b"".join(self._piece(t) for t in tokens)
+        return raw.decode("utf-8", "replace")
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        buf = self._piece_buf
+        n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text = self._lc.llama_vocab_get_text(self._vocab, token)
+        return text.decode("utf-8", "replace") if text else ""
+
+    # -- prompts -----------------------------------------------------------------
+
+    def _make_formatter(self):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._lc.llama_model_chat_template(self._model, None)
+        self._has_template = bool(template)
+        return Jinja2ChatFormatter(
+            template=template.decode("utf-8") if template else _CHATML,
+            eos_token=self._eos_text,
+            bos_token=self._bos_text,
+        )
+
+    def format_chat(self, messages: Sequence[Message]) -> str:
+        """The prompt text, rendered with the model's own chat template."""
+        try:
+            return self._formatter(messages=list(messages)).prompt
+        except Exception as exc:  # jinja2 errors, raise_exception() in templates
+            raise EdgechatError(f"the model's chat template rejected the conversation: {exc}") from None
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        prompt = self.format_chat(messages)
+        # A template that writes the BOS text itself must not get a second BOS.
+        has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
+        return self.tokenize(prompt, add_special=not has_bos, parse_special=True)
+
+    def fit(self, messages: Sequence[Message], reserve: int) -> tuple[list[Message], int, list[int]]:
+        """Drop the oldest turns (never system prompts, never the last message) until the
+        prompt plus ``reserve`` tokens for the reply fits the context.
+
+        Returns the kept messages, how many were dropped, and the prompt's tokens.
+        """
+        kept = list(messages)
+        dropped = 0
+        while True:
+            tokens = self.prompt_tokens(kept)
+            if len(tokens) + reserve <= self.n_ctx:
+                return kept, dropped, tokens
+            droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
+            if not droppable:
+                raise ContextOverflow(
+                    f"the message is {len(tokens)} tokens, and with {reserve} kept for the reply "
+                    f"it does not fit the {self.n_ctx}-token context; shorten it or use a larger "
+                    "--ctx"
+                )
+            first = droppable[0]
+            n = 1
+            # Drop a whole exchange: a user turn and the reply that answered it.
+            if (
+                kept[first].get("role") == "user"
+                and first + 1 < len(kept) - 1
+                and kept[first + 1].get("role") == "assistant"
+            ):
+                n = 2
+            del kept[first : first + n]
+            dropped += n
+
+    # -- generation --------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the reply in progress after the current token. Safe from any thread."""
+        self._cancel.set()
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        sampling: Sampling | None = None,
+        *,
+        drop_oldest: bool = True,
+    ) -> Reply:
+        """Stream the assistant's reply to ``messages``.
+
+        With ``drop_oldest`` the oldest turns make way when the context is full
+        (``Reply.dropped`` says how many); otherwise an overflow raises ContextOverflow.
+        """
+        sampling = sampling or Sampling()
+        self._cancel.clear()
+        t_request = time.perf_counter()
+        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        if drop_oldest:
+            kept, dropped, tokens = self.fit(messages, reserve)
+        else:
+            tokens = self.prompt_tokens(messages)
+            dropped = 0
+            if len(tokens) + reserve > self.n_ctx:
+                raise ContextOverflow(
+                    f"the text is {len(tokens)} tokens, and with {reserve} kept for the answer "
+                    f"it does not fit the {self.n_ctx}-token context; use a larger --ctx "
+                    f"(this model was trained for {self.n_ctx_train})"
+                )
+        return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the cached tokens the new prompt starts with; returns how many."""
+        lc = self._lc
+        cached = self._kv_tokens
+        n = 0
+        limit = min(len(cached), len(tokens) - 1)  # always evaluate one token for logits
+        while n < limit and cached[n] == tokens[n]:
+            n += 1
+        mem = lc.llama_get_memory(self._ctx)
+        if n and not lc.llama_memory_seq_rm(mem, 0, n, -1):
+            n = 0
+        if n and self._n_swa > 0:
+            # Sliding-window layers forget old positions; reuse only what they still hold.
+            if lc.llama_memory_seq_pos_min(mem, 0) > max(0, n - self._n_swa):
+                n = 0
+        if n == 0:
+            lc.llama_memory_clear(mem, True)
+        del cached[n:]
+        return n
+
+    def _sampler(self, s: Sampling):
+        lc = self._lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        add = lc.llama_sampler_chain_add
+        if s.repeat_penalty != 1.0:
+            add(chain, lc.llama_sampler_init_penalties(s.repeat_last_n, s.repeat_penalty, 0.0, 0.0))
+        if s.temperature <= 0:
+            add(chain, lc.llama_sampler_init_greedy())
+        else:
+            if s.top_k > 0:
+                add(chain, lc.llama_sampler_init_top_k(s.top_k))
+            if s.top_p < 1.0:
+                add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0.0:
+                add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
+            add(chain, lc.llama_sampler_init_temp(s.temperature))
+            add(chain, lc.llama_sampler_init_dist(s.seed))
+        return chain
+
+    def _generate(
+        self, tokens: list[int], sampling: Sampling, t_request: float, dropped: int
+    ) -> Iterator[str]:
+        lc = self._lc
+        ctx, vocab = self._ctx, self._vocab
+        cancel = self._cancel
+        n_ctx = self.n_ctx
+        kv = self._kv_tokens
+
+        # Prompt: evaluate what the cache does not already hold, a batch at a time.
+        t0 = time.perf_counter()
+        n_cached = self._reuse_prefix(tokens)
+        todo = tokens[n_cached:]
+        step = self.plan.n_batch
+        for i in range(0, len(todo), step):
+            if cancel.is_set():
+                break
+            chunk = todo[i : i + step]
+            arr = (lc.llama_token * len(chunk))(*chunk)
+            rc = lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(chunk)))
+            if rc != 0:
+                self._reuse_prefix([0])  # the cache is in an unknown state: start clean
+                raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
+            kv.extend(chunk)
+        prompt_s = time.perf_counter() - t0
+
+        finish = "cancelled" if cancel.is_set() else "stop"
+        n_gen = 0
+        t_first = t_last = time.perf_counter()
+        if finish != "cancelled":
+            # The hot loop: locals only, one decode and one native sample per token.
+            sampler = self._sampler(sampling)
+            sample = lc.llama_sampler_sample
+            is_eog = lc.llama_vocab_is_eog
+            to_piece = lc.llama_token_to_piece
+            decode = lc.llama_decode
+            get_one = lc.llama_batch_get_one
+            buf = self._piece_buf
+            buf_len = len(buf)
+            one = (lc.llama_token * 1)()
+            utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+            max_tokens = sampling.max_tokens
+            try:
+                while True:
+                    tok = sample(sampler, ctx, -1)
+                    if is_eog(vocab, tok):
+                        break
+                    n = to_piece(vocab, tok, buf, buf_len, 0, False)
+                    text = utf8.decode(buf.raw[:n]) if n > 0 else ""
+                    n_gen += 1
+                    t_last = time.perf_counter()
+                    if n_gen == 1:
+                        t_first = t_last
+                    if text:
+                        yield text
+                    if n_gen >= max_tokens:
+                        finish = "length"
+                        break
+                    if len(kv) >= n_ctx:
+                        finish = "context"
+                        break
+                    if cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    one[0] = tok
+                    rc = decode(ctx, get_one(one, 1))
+                    if rc != 0:
+                        self._reuse_prefix([0])
+                        raise EngineError(f"llama.cpp failed while generating (code {rc})")
+                    kv.append(tok)
+                tail = utf8.decode(b"", final=True)
+                if tail:
+                    yield tail
+            except (GeneratorExit, KeyboardInterrupt):
+                finish = "cancelled"  # the reader stopped listening, or Ctrl-C
+                raise
+            finally:
+                lc.llama_sampler_free(sampler)
+                self.last_stats = Stats(
+                    load_s=self.load_s,
+                    prompt_tokens=len(tokens),
+                    prompt_eval_tokens=len(todo),
+                    prompt_s=prompt_s,
+                    gen_tokens=n_gen,
+                    gen_s=t_last - t_first,
+                    ttft_s=(t_first - t_request) if n_gen else 0.0,
+                    n_ctx_used=len(kv),
+                    n_ctx=n_ctx,
+                    finish=finish,
+                    dropped_messages=dropped,
+                )
+            return
+        self.last_stats = Stats(
+            self.load_s, len(tokens), len(todo), prompt_s, 0, 0.0, 0.0, len(kv), n_ctx, finish, dropped
+        )

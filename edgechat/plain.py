@@ -1,0 +1,177 @@
+"""The line-mode chat: for SSH sessions, dumb terminals and scripts.
+
+It only reads lines and renders replies; the engine does the work.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from edgechat.engine import Engine, Stats
+from edgechat.errors import EdgechatError
+from edgechat.plan import Sampling
+
+HELP = """Commands:
+  /reset         forget the conversation (keeps the system prompt)
+  /stats         speed and context use of the last reply
+  /system TEXT   set the system prompt (and start afresh)
+  /help          this list
+  /quit          leave (also /exit, /bye, or Ctrl-D)
+Ctrl-C stops a reply. Type \"\"\" on a line of its own to start and end a multi-line message."""
+
+
+def format_stats(stats: Stats | None) -> str:
+    if stats is None:
+        return "no reply yet"
+    return (
+        f"prompt {stats.prompt_eval_tokens} tok at {stats.prompt_tps:.0f} tok/s"
+        f" ({stats.prompt_tokens - stats.prompt_eval_tokens} cached)"
+        f" · reply {stats.gen_tokens} tok at {stats.gen_tps:.1f} tok/s"
+        f" · first token {stats.ttft_s:.2f} s"
+        f" · context {stats.n_ctx_used}/{stats.n_ctx}"
+        f" · load {stats.load_s:.2f} s"
+        + ("" if stats.finish == "stop" else f" · ended: {stats.finish}")
+    )
+
+
+@dataclass
+class Conversation:
+    system: str
+    turns: list[dict] = field(default_factory=list)
+
+    def messages(self) -> list[dict]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.turns
+
+
+class PlainChat:
+    def __init__(
+        self,
+        engine: Engine,
+        sampling: Sampling,
+        system: str,
+        out: TextIO = sys.stdout,
+        err: TextIO = sys.stderr,
+        as_json: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.sampling = sampling
+        self.conv = Conversation(system)
+        self.out = out
+        self.err = err
+        self.as_json = as_json
+        self.last_stats: Stats | None = None
+
+    # -- one message ---------------------------------------------------------------
+
+    def ask(self, text: str) -> str:
+        """Send one user message, stream the reply; Ctrl-C keeps what came so far."""
+        self.conv.turns.append({"role": "user", "content": text})
+        try:
+            reply = self.engine.chat(self.conv.messages(), self.sampling)
+        except EdgechatError:
+            self.conv.turns.pop()
+            raise
+        if reply.dropped:
+            # The engine dropped the oldest turns to fit; forget them here too.
+            del self.conv.turns[: reply.dropped]
+            self.err.write(
+                f"[context full: the {reply.dropped} oldest messages were dropped]\n"
+            )
+        pieces = iter(reply)
+        try:
+            for piece in pieces:
+                if not self.as_json:
+                    self.out.write(piece)
+                    self.out.flush()
+        except KeyboardInterrupt:
+            pieces.close()
+            if not self.as_json:
+                self.out.write("\n")
+            self.err.write("[stopped]\n")
+        else:
+            if not self.as_json:
+                self.out.write("\n")
+        self.last_stats = self.engine.last_stats
+        if reply.text:
+            self.conv.turns.append({"role": "assistant", "content": reply.text})
+        else:
+            self.conv.turns.pop()
+        if self.as_json:
+            record = {"prompt": text, "reply": reply.text}
+            record["stats"] = self.last_stats.as_dict() if self.last_stats else None
+            self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.out.flush()
+        return reply.text
+
+    # -- commands ------------------------------------------------------------------
+
+    def command(self, line: str) -> bool:
+        """Run a /command; returns False when the user asked to leave."""
+        name, _, arg = line.partition(" ")
+        name = name.lower()
+        if name in ("/quit", "/exit", "/bye"):
+            return False
+        if name == "/reset":
+            self.conv.turns.clear()
+            self.err.write("[conversation cleared]\n")
+        elif name == "/stats":
+            self.err.write(format_stats(self.last_stats) + "\n")
+        elif name == "/system":
+            if arg.strip():
+                self.conv.system = arg.strip()
+                self.conv.turns.clear()
+                self.err.write("[system prompt set; conversation cleared]\n")
+            else:
+                self.err.write(f"system prompt: {self.conv.system or '(none)'}\n")
+        elif name in ("/help", "/?"):
+            self.err.write(HELP + "\n")
+        else:
+            self.err.write(f"unknown command {name}; /help lists them\n")
+        return True
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self, read_line: Callable[[], str], interactive: bool) -> int:
+        """Read and answer until EOF or /quit. ``read_line`` raises EOFError at the end."""
+        while True:
+            try:
+                line = read_line()
+            except EOFError:
+                if interactive:
+                    self.err.write("\n")
+                return 0
+            except KeyboardInterrupt:
+                if not interactive:
+                    return 130
+                self.err.write("\n(Ctrl-D or /quit to leave)\n")
+                continue
+            if line.strip() == '"""':
+                line = self._read_block(read_line)
+                if line is None:
+                    return 0
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/") and not text.startswith("//"):
+                if not self.command(text):
+                    return 0
+                continue
+            try:
+                self.ask(text)
+            except EdgechatError as exc:
+                self.err.write(f"edgechat: {exc}\n")
+
+    def _read_block(self, read_line: Callable[[], str]) -> str | None:
+        lines = []
+        while True:
+            try:
+                line = read_line()
+            except EOFError:
+                return "\n".join(lines) if lines else None
+            if line.strip() == '"""':
+                return "\n".join(lines)
+            lines.append(line)

