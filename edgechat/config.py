@@ -57,7 +57,8 @@ def _coerce(key: str, value):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting '{key}' needs a {kind}, got {value!r}") from None
+        wanted = {"int": "a whole number", "float": "a number"}.get(kind, "text")
+        raise ConfigError(f"setting '{key}' needs {wanted}, got {value!r}") from None
 
 
 def _read_raw(p: Paths) -> dict:

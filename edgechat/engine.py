@@ -26,7 +26,15 @@ from edgechat.plan import RunPlan, Sampling
 # ggml_type values for the KV cache types llama.cpp accepts.
 KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 
-# Used when a GGUF carries no chat template: ChatML, the most common format.
+# Used when a GGUF carries no chat template: the family's own format where we know
+# it (Gemma's base models ship without one), else ChatML, the most common.
+_GEMMA = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "<start_of_turn>user\n{{ m['content'] }}<end_of_turn>\n{% else %}"
+    "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 _CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -82,6 +90,7 @@ class _LlamaLog:
     def __init__(self) -> None:
         self.verbose = False
         self.lines: deque[str] = deque(maxlen=400)
+        self.total = 0  # lines ever logged, so callers can mark a point
         self._partial = ""
         self._callback = None
 
@@ -99,16 +108,23 @@ class _LlamaLog:
             self._partial += chunk
             if "\n" in self._partial:
                 *done, self._partial = self._partial.split("\n")
-                self.lines.extend(line for line in done if line.strip())
+                done = [line for line in done if line.strip()]
+                self.lines.extend(done)
+                self.total += len(done)
 
         self._callback = callback  # keep a reference: C holds only a pointer
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
-    def last_error(self) -> str:
-        for line in reversed(self.lines):
+    def mark(self) -> int:
+        return self.total
+
+    def first_error_since(self, mark: int) -> str:
+        """The first complaint logged since ``mark``: usually the real cause."""
+        recent = list(self.lines)[max(0, len(self.lines) - (self.total - mark)) :]
+        for line in recent:
             low = line.lower()
-            if "error" in low or "failed" in low or "invalid" in low:
-                return line.split(":", 1)[-1].strip() if line.startswith("llama") else line.strip()
+            if "error" in low or "failed" in low or "invalid" in low or "not within" in low:
+                return line.strip()
         return ""
 
 
@@ -150,17 +166,20 @@ class Reply:
     """A streaming reply: iterate for text pieces; ``text`` and ``stats`` afterwards."""
 
     def __init__(self, pieces: Iterator[str], engine: "Engine", dropped: int) -> None:
-        self._pieces = pieces
+        self._pieces = pieces  # a generator
         self._engine = engine
         self.dropped = dropped
         self.text = ""
         self.stats: Stats | None = None
 
     def __iter__(self) -> Iterator[str]:
-        for piece in self._pieces:
-            self.text += piece
-            yield piece
-        self.stats = self._engine.last_stats
+        try:
+            for piece in self._pieces:
+                self.text += piece
+                yield piece
+        finally:
+            self._pieces.close()  # an early exit stops generation at once
+            self.stats = self._engine.last_stats
 
     def collect(self) -> str:
         for _ in self:
@@ -187,12 +206,13 @@ class Engine:
         self._ctx = None
 
         t0 = time.perf_counter()
+        mark = LOG.mark()
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = plan.n_gpu_layers
         mparams.use_mmap = plan.use_mmap
         self._model = lc.llama_model_load_from_file(str(plan.model_path).encode(), mparams)
         if not self._model:
-            why = LOG.last_error() or "llama.cpp could not read it"
+            why = LOG.first_error_since(mark) or "llama.cpp could not read it"
             raise ModelLoadError(
                 f"cannot load {plan.model_path.name}: {why}. The file may be truncated or "
                 "from a newer llama.cpp; download it again or update llama-cpp-python"
@@ -216,7 +236,7 @@ class Engine:
         )
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
-            why = LOG.last_error() or "out of memory?"
+            why = LOG.first_error_since(mark) or "out of memory?"
             self.close()
             raise ModelLoadError(
                 f"cannot create a context of {plan.n_ctx} tokens: {why}. Try a smaller --ctx"
@@ -321,8 +341,12 @@ class Engine:
 
         template = self._lc.llama_model_chat_template(self._model, None)
         self._has_template = bool(template)
+        if template:
+            text = template.decode("utf-8")
+        else:
+            text = _GEMMA if (self.meta("general.architecture") or "").startswith("gemma") else _CHATML
         return Jinja2ChatFormatter(
-            template=template.decode("utf-8") if template else _CHATML,
+            template=text,
             eos_token=self._eos_text,
             bos_token=self._bos_text,
         )
@@ -453,30 +477,31 @@ class Engine:
         cancel = self._cancel
         n_ctx = self.n_ctx
         kv = self._kv_tokens
-
-        # Prompt: evaluate what the cache does not already hold, a batch at a time.
-        t0 = time.perf_counter()
-        n_cached = self._reuse_prefix(tokens)
-        todo = tokens[n_cached:]
-        step = self.plan.n_batch
-        for i in range(0, len(todo), step):
-            if cancel.is_set():
-                break
-            chunk = todo[i : i + step]
-            arr = (lc.llama_token * len(chunk))(*chunk)
-            rc = lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(chunk)))
-            if rc != 0:
-                self._reuse_prefix([0])  # the cache is in an unknown state: start clean
-                raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
-            kv.extend(chunk)
-        prompt_s = time.perf_counter() - t0
-
-        finish = "cancelled" if cancel.is_set() else "stop"
+        finish = "stop"
         n_gen = 0
-        t_first = t_last = time.perf_counter()
-        if finish != "cancelled":
+        todo: list[int] = []
+        t0 = t_first = t_last = time.perf_counter()
+        prompt_s = 0.0
+        sampler = self._sampler(sampling)
+        try:
+            # Prompt: evaluate what the cache does not already hold, a batch at a time.
+            n_cached = self._reuse_prefix(tokens)
+            todo = tokens[n_cached:]
+            step = self.plan.n_batch
+            for i in range(0, len(todo), step):
+                if cancel.is_set():
+                    finish = "cancelled"
+                    return
+                chunk = todo[i : i + step]
+                arr = (lc.llama_token * len(chunk))(*chunk)
+                rc = lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(chunk)))
+                if rc != 0:
+                    self._reuse_prefix([0])  # the cache is in an unknown state: start clean
+                    raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
+                kv.extend(chunk)
+            prompt_s = time.perf_counter() - t0
+
             # The hot loop: locals only, one decode and one native sample per token.
-            sampler = self._sampler(sampling)
             sample = lc.llama_sampler_sample
             is_eog = lc.llama_vocab_is_eog
             to_piece = lc.llama_token_to_piece
@@ -487,56 +512,51 @@ class Engine:
             one = (lc.llama_token * 1)()
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             max_tokens = sampling.max_tokens
-            try:
-                while True:
-                    tok = sample(sampler, ctx, -1)
-                    if is_eog(vocab, tok):
-                        break
-                    n = to_piece(vocab, tok, buf, buf_len, 0, False)
-                    text = utf8.decode(buf.raw[:n]) if n > 0 else ""
-                    n_gen += 1
-                    t_last = time.perf_counter()
-                    if n_gen == 1:
-                        t_first = t_last
-                    if text:
-                        yield text
-                    if n_gen >= max_tokens:
-                        finish = "length"
-                        break
-                    if len(kv) >= n_ctx:
-                        finish = "context"
-                        break
-                    if cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    one[0] = tok
-                    rc = decode(ctx, get_one(one, 1))
-                    if rc != 0:
-                        self._reuse_prefix([0])
-                        raise EngineError(f"llama.cpp failed while generating (code {rc})")
-                    kv.append(tok)
-                tail = utf8.decode(b"", final=True)
-                if tail:
-                    yield tail
-            except (GeneratorExit, KeyboardInterrupt):
-                finish = "cancelled"  # the reader stopped listening, or Ctrl-C
-                raise
-            finally:
-                lc.llama_sampler_free(sampler)
-                self.last_stats = Stats(
-                    load_s=self.load_s,
-                    prompt_tokens=len(tokens),
-                    prompt_eval_tokens=len(todo),
-                    prompt_s=prompt_s,
-                    gen_tokens=n_gen,
-                    gen_s=t_last - t_first,
-                    ttft_s=(t_first - t_request) if n_gen else 0.0,
-                    n_ctx_used=len(kv),
-                    n_ctx=n_ctx,
-                    finish=finish,
-                    dropped_messages=dropped,
-                )
-            return
-        self.last_stats = Stats(
-            self.load_s, len(tokens), len(todo), prompt_s, 0, 0.0, 0.0, len(kv), n_ctx, finish, dropped
-        )
+            while True:
+                tok = sample(sampler, ctx, -1)
+                if is_eog(vocab, tok):
+                    break
+                n = to_piece(vocab, tok, buf, buf_len, 0, False)
+                text = utf8.decode(buf.raw[:n]) if n > 0 else ""
+                n_gen += 1
+                t_last = time.perf_counter()
+                if n_gen == 1:
+                    t_first = t_last
+                if text:
+                    yield text
+                if n_gen >= max_tokens:
+                    finish = "length"
+                    break
+                if len(kv) >= n_ctx:
+                    finish = "context"
+                    break
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                one[0] = tok
+                rc = decode(ctx, get_one(one, 1))
+                if rc != 0:
+                    self._reuse_prefix([0])
+                    raise EngineError(f"llama.cpp failed while generating (code {rc})")
+                kv.append(tok)
+            tail = utf8.decode(b"", final=True)
+            if tail:
+                yield tail
+        except (GeneratorExit, KeyboardInterrupt):
+            finish = "cancelled"  # the reader stopped listening, or Ctrl-C
+            raise
+        finally:
+            lc.llama_sampler_free(sampler)
+            self.last_stats = Stats(
+                load_s=self.load_s,
+                prompt_tokens=len(tokens),
+                prompt_eval_tokens=len(todo),
+                prompt_s=prompt_s or (time.perf_counter() - t0),
+                gen_tokens=n_gen,
+                gen_s=t_last - t_first,
+                ttft_s=(t_first - t_request) if n_gen else 0.0,
+                n_ctx_used=len(kv),
+                n_ctx=n_ctx,
+                finish=finish,
+                dropped_messages=dropped,
+            )

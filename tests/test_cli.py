@@ -1,0 +1,214 @@
+"""The `edgechat` command as a user runs it: a real child process, the real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+
+import pytest
+
+from conftest import run_cli
+
+
+def test_help_is_fast_because_heavy_modules_stay_unimported():
+    code = (
+        "import sys\n"
+        "from edgechat.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('llama_cpp', 'textual', 'huggingface_hub', 'numpy', 'jinja2', 'psutil')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "usage: edgechat" in out.stdout
+    assert out.stdout.strip().endswith("[]"), out.stdout
+
+
+def test_version():
+    from edgechat import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"edgechat {__version__}"
+
+
+def test_usage_error_exits_2():
+    result = run_cli("chat", "--ctx", "lots")
+    assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+def test_piped_chat_answers_and_exits_0():
+    result = run_cli("chat", "--plain", input="Name three colours.\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "Traceback" not in result.stderr
+
+
+def test_piped_chat_answers_each_line_and_runs_commands():
+    script = "Hello!\n/stats\n/system You are a pirate.\n/system\nWhat are you?\n/reset\n/bogus\n/quit\nNot answered.\n"
+    result = run_cli("chat", "--plain", "--seed", "1", input=script)
+    assert result.returncode == 0, result.stderr
+    replies = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(replies) >= 2
+    err = result.stderr
+    assert "reply " in err and "tok/s" in err and "context " in err  # /stats
+    assert "system prompt set" in err and "system prompt: You are a pirate." in err
+    assert "conversation cleared" in err and "unknown command /bogus" in err
+
+
+def test_multiline_block_is_one_message():
+    script = '"""\nLine one of the message.\nLine two of the message.\n"""\n'
+    result = run_cli("chat", "--plain", "--json", input=script)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 1
+    assert records[0]["prompt"] == "Line one of the message.\nLine two of the message."
+
+
+def test_one_shot_json():
+    result = run_cli("chat", "--json", "--temperature", "0", "--max-tokens", "20", "Say hello.")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["reply"].strip() and record["prompt"] == "Say hello."
+    assert record["stats"]["gen_tokens"] <= 20 and record["stats"]["n_ctx"] == 4096
+
+
+def test_no_command_opens_a_chat():
+    result = run_cli(input="Hi\n")
+    assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_small_context_drops_old_turns_and_says_so():
+    line = "Tell me about rivers, mountains, forests, deserts and oceans in detail please. " * 6
+    result = run_cli("chat", "--plain", "--ctx", "256", "--max-tokens", "40", input=f"{line}\n" * 4)
+    assert result.returncode == 0, result.stderr
+    assert "context full" in result.stderr
+
+
+def test_model_path_and_bad_model_errors(tmp_path, gemma_path):
+    ok = run_cli("chat", "--model", str(gemma_path), "--max-tokens", "8", "Hello")
+    assert ok.returncode == 0, ok.stderr
+    not_gguf = tmp_path / "notes.txt"
+    not_gguf.write_text("hello")
+    for model, message in [
+        (str(not_gguf), "not a GGUF model file"),
+        (str(tmp_path / "missing.gguf"), "no model file at"),
+        ("no-such-model:Q4_K_M", "no installed model 'no-such-model:Q4_K_M'"),
+    ]:
+        result = run_cli("chat", "--model", model, "Hello")
+        assert result.returncode == 1
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_starter_id_resolves():
+    result = run_cli("chat", "--model", "smollm2-135m-instruct:Q4_1", "--max-tokens", "4", "Hi")
+    assert result.returncode == 0, result.stderr
+
+
+# -- summarise ----------------------------------------------------------------------------
+
+TEXT = (
+    "The town council met on Tuesday to discuss the new library. The building will cost "
+    "four million euros and open in 2027. Residents asked for longer opening hours and a "
+    "children's section. The mayor promised a public consultation in the spring.\n"
+)
+
+
+def test_summarise_file(tmp_path):
+    doc = tmp_path / "report.md"
+    doc.write_text(TEXT)
+    result = run_cli("summarise", str(doc))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) >= 3
+
+
+def test_summarise_stdin_json():
+    result = run_cli("summarize", "-", "--json", input=TEXT)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["summary"] and data["source"] == "stdin"
+    assert data["stats"]["prompt_tokens"] > 40 and data["stats"]["gen_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.txt", b"", "is empty"),
+        ("blank.txt", b"  \n\n ", "is empty"),
+        ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
+        ("latin1.txt", "Caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_summarise_refuses_unusable_input(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = run_cli("summarise", str(path))
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_summarise_missing_devnull_and_folder(tmp_path):
+    for target, message in [
+        (str(tmp_path / "nope.txt"), "no such file"),
+        (os.devnull, "is empty"),
+        (str(tmp_path), "is a folder"),
+    ]:
+        result = run_cli("summarise", target)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_summarise_too_long_for_the_context():
+    licence = "/usr/share/common-licenses/GPL-3"
+    if not os.path.exists(licence):
+        pytest.skip("no Debian licence texts here")
+    result = run_cli("summarise", licence, "--ctx", "1024")
+    assert result.returncode == 1
+    assert "too long to summarise" in result.stderr and "--ctx" in result.stderr
+
+
+# -- config and paths ---------------------------------------------------------------------
+
+
+def test_config_show_set_unset(tmp_path, edgechat_home):
+    env = {"EDGECHAT_HOME": str(edgechat_home)}
+    shown = json.loads(run_cli("config", "--json", env=env, cwd=tmp_path).stdout)
+    assert shown["settings"]["ctx"] == 4096
+    assert shown["paths"]["config_dir"].startswith(str(edgechat_home))
+
+    assert run_cli("config", "set", "ctx", "2048", env=env, cwd=tmp_path).returncode == 0
+    shown = json.loads(run_cli("config", "--json", env=env, cwd=tmp_path).stdout)
+    assert shown["settings"]["ctx"] == 2048
+    cfg = edgechat_home / "config" / "config.toml"
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+
+    bad = run_cli("config", "set", "ctx", "big", env=env, cwd=tmp_path)
+    assert bad.returncode == 1 and "needs a whole number" in bad.stderr
+    unknown = run_cli("config", "set", "colour", "red", env=env, cwd=tmp_path)
+    assert unknown.returncode == 1 and "unknown setting 'colour'" in unknown.stderr
+
+    assert run_cli("config", "unset", "ctx", env=env, cwd=tmp_path).returncode == 0
+    shown = json.loads(run_cli("config", "--json", env=env, cwd=tmp_path).stdout)
+    assert shown["settings"]["ctx"] == 4096
+    assert list(tmp_path.iterdir()) == [], "nothing is written to the current directory"
+
+
+def test_default_model_from_config_is_used(gemma_path, edgechat_home):
+    env = {"EDGECHAT_HOME": str(edgechat_home)}
+    run_cli("config", "set", "default_model", str(gemma_path), env=env)
+    result = run_cli("summarise", "-", "--json", input=TEXT, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model_path"] == str(gemma_path)
+
+
+def test_broken_config_is_a_clear_error(edgechat_home):
+    cfg = edgechat_home / "config" / "config.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("ctx = [unclosed\n")
+    result = run_cli("chat", "Hi", env={"EDGECHAT_HOME": str(edgechat_home)})
+    assert result.returncode == 1 and "not valid TOML" in result.stderr
