@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 a problem the message explains, 2 usage error, 130 interrupt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -134,10 +135,8 @@ def cmd_chat(args) -> int:
         return 0
     interactive = _interactive()
     if interactive:
-        try:
+        with contextlib.suppress(ImportError):
             import readline  # noqa: F401 - line editing and history for input()
-        except ImportError:
-            pass
         sys.stderr.write("Type a message; /help for commands, Ctrl-D to leave.\n")
         return session.run(lambda: input(">>> "), interactive=True)
 
@@ -187,7 +186,10 @@ def cmd_config(args) -> int:
 
     if args.action in ("set", "unset"):
         if not args.key or (args.action == "set" and args.value is None):
-            raise EdgechatError(f"usage: edgechat config {args.action} KEY" + (" VALUE" if args.action == "set" else ""))
+            raise EdgechatError(
+                f"usage: edgechat config {args.action} KEY"
+                + (" VALUE" if args.action == "set" else "")
+            )
         if args.action == "set":
             config.set_value(args.key, args.value)
         else:

@@ -12,19 +12,29 @@ Import cost: ``llama_cpp`` is imported when an engine is loaded, never at start-
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from edgechat.errors import ContextOverflow, EdgechatError, ModelLoadError
 from edgechat.plan import RunPlan, Sampling
 
 # ggml_type values for the KV cache types llama.cpp accepts.
-KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+KV_CACHE_TYPES = {
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "bf16": 30,
+}
 
 # Used when a GGUF carries no chat template: the family's own format where we know
 # it (Gemma's base models ship without one), else ChatML, the most common.
@@ -165,7 +175,7 @@ def check_gguf_file(path: Path) -> None:
 class Reply:
     """A streaming reply: iterate for text pieces; ``text`` and ``stats`` afterwards."""
 
-    def __init__(self, pieces: Iterator[str], engine: "Engine", dropped: int) -> None:
+    def __init__(self, pieces: Iterator[str], engine: Engine, dropped: int) -> None:
         self._pieces = pieces  # a generator
         self._engine = engine
         self.dropped = dropped
@@ -194,9 +204,7 @@ class Engine:
         plan = plan.resolved()
         check_gguf_file(plan.model_path)
         if plan.type_k not in KV_CACHE_TYPES or plan.type_v not in KV_CACHE_TYPES:
-            raise EdgechatError(
-                f"unknown KV cache type; choose one of {', '.join(KV_CACHE_TYPES)}"
-            )
+            raise EdgechatError(f"unknown KV cache type; choose one of {', '.join(KV_CACHE_TYPES)}")
         lc = _llama()
         self._lc = lc
         LOG.verbose = verbose
@@ -232,7 +240,9 @@ class Engine:
         cparams.type_k = KV_CACHE_TYPES[plan.type_k]
         cparams.type_v = KV_CACHE_TYPES[plan.type_v]
         cparams.flash_attn_type = (
-            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if plan.flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if plan.flash_attn
+            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -263,17 +273,15 @@ class Engine:
             lc.llama_model_free(self._model)
             self._model = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - depends on GC timing
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     # -- facts -------------------------------------------------------------------
 
@@ -304,7 +312,9 @@ class Engine:
 
     # -- tokens ------------------------------------------------------------------
 
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
         lc = self._lc
         data = text.encode("utf-8")
         cap = len(data) + 16
@@ -313,7 +323,9 @@ class Engine:
         if n < 0:
             cap = -n
             arr = (lc.llama_token * cap)()
-            n = lc.llama_tokenize(self._vocab, data, len(data), arr, cap, add_special, parse_special)
+            n = lc.llama_tokenize(
+                self._vocab, data, len(data), arr, cap, add_special, parse_special
+            )
         return list(arr[:n])
 
     def detokenize(self, tokens: Sequence[int]) -> str:
@@ -344,7 +356,9 @@ class Engine:
         if template:
             text = template.decode("utf-8")
         else:
-            text = _GEMMA if (self.meta("general.architecture") or "").startswith("gemma") else _CHATML
+            text = (
+                _GEMMA if (self.meta("general.architecture") or "").startswith("gemma") else _CHATML
+            )
         return Jinja2ChatFormatter(
             template=text,
             eos_token=self._eos_text,
@@ -356,7 +370,9 @@ class Engine:
         try:
             return self._formatter(messages=list(messages)).prompt
         except Exception as exc:  # jinja2 errors, raise_exception() in templates
-            raise EdgechatError(f"the model's chat template rejected the conversation: {exc}") from None
+            raise EdgechatError(
+                f"the model's chat template rejected the conversation: {exc}"
+            ) from None
 
     def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
         prompt = self.format_chat(messages)
@@ -364,7 +380,9 @@ class Engine:
         has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
         return self.tokenize(prompt, add_special=not has_bos, parse_special=True)
 
-    def fit(self, messages: Sequence[Message], reserve: int) -> tuple[list[Message], int, list[int]]:
+    def fit(
+        self, messages: Sequence[Message], reserve: int
+    ) -> tuple[list[Message], int, list[int]]:
         """Drop the oldest turns (never system prompts, never the last message) until the
         prompt plus ``reserve`` tokens for the reply fits the context.
 
@@ -441,10 +459,9 @@ class Engine:
         mem = lc.llama_get_memory(self._ctx)
         if n and not lc.llama_memory_seq_rm(mem, 0, n, -1):
             n = 0
-        if n and self._n_swa > 0:
-            # Sliding-window layers forget old positions; reuse only what they still hold.
-            if lc.llama_memory_seq_pos_min(mem, 0) > max(0, n - self._n_swa):
-                n = 0
+        # Sliding-window layers forget old positions; reuse only what they still hold.
+        if n and self._n_swa > 0 and lc.llama_memory_seq_pos_min(mem, 0) > max(0, n - self._n_swa):
+            n = 0
         if n == 0:
             lc.llama_memory_clear(mem, True)
         del cached[n:]

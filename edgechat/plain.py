@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
 from edgechat.engine import Engine, Stats
 from edgechat.errors import EdgechatError
@@ -78,9 +79,7 @@ class PlainChat:
         if reply.dropped:
             # The engine dropped the oldest turns to fit; forget them here too.
             del self.conv.turns[: reply.dropped]
-            self.err.write(
-                f"[context full: the {reply.dropped} oldest messages were dropped]\n"
-            )
+            self.err.write(f"[context full: the {reply.dropped} oldest messages were dropped]\n")
         pieces = iter(reply)
         try:
             for piece in pieces:

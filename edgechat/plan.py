@@ -36,7 +36,7 @@ class RunPlan:
     flash_attn: bool = False
     use_mmap: bool = True
 
-    def resolved(self) -> "RunPlan":
+    def resolved(self) -> RunPlan:
         """The plan with 'auto' fields filled in for this machine."""
         threads = self.n_threads or physical_cores()
         return replace(

@@ -8,7 +8,6 @@ import stat
 import sys
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -47,7 +46,10 @@ def test_piped_chat_answers_and_exits_0():
 
 
 def test_piped_chat_answers_each_line_and_runs_commands():
-    script = "Hello!\n/stats\n/system You are a pirate.\n/system\nWhat are you?\n/reset\n/bogus\n/quit\nNot answered.\n"
+    script = (
+        "Hello!\n/stats\n/system You are a pirate.\n/system\nWhat are you?\n"
+        "/reset\n/bogus\n/quit\nNot answered.\n"
+    )
     result = run_cli("chat", "--plain", "--seed", "1", input=script)
     assert result.returncode == 0, result.stderr
     replies = [line for line in result.stdout.splitlines() if line.strip()]
