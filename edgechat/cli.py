@@ -25,6 +25,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory", metavar="SIZE", help="assume this much RAM (like 8G)")
+    p.add_argument("--vram", metavar="SIZE", help="assume this much GPU memory (like 6G)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgechat",
@@ -52,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(summ)
     summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
     summ.set_defaults(func=cmd_summarise)
+
+    dev = sub.add_parser(
+        "device", help="what this machine has: RAM, CPU, GPUs, disk, llama.cpp build"
+    )
+    _add_device_options(dev)
+    dev.add_argument("--json", action="store_true", help="print as JSON")
+    dev.set_defaults(func=cmd_device)
 
     cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
     cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
@@ -176,6 +188,41 @@ def cmd_summarise(args) -> int:
     if not reply.text.strip():
         sys.stderr.write("edgechat: the model returned an empty summary; try a larger model\n")
         return 1
+    return 0
+
+
+def cmd_device(args) -> int:
+    from edgechat.device import detect, format_size
+
+    d = detect(args.memory, args.vram)
+    if args.json:
+        print(json.dumps(d.as_dict(), indent=2))
+        return 0
+    cores = f"{d.cores_physical or '?'} physical / {d.cores_logical or '?'} logical"
+    rows = [
+        ("memory", f"{format_size(d.ram_total)} total, {format_size(d.ram_available)} available"),
+        ("swap", f"{format_size(d.swap_total)} total, {format_size(d.swap_free)} free"),
+        ("cpu", f"{d.cpu_model or 'unknown'} ({d.arch}), {cores}"),
+        ("simd", " ".join(d.simd) or "unknown"),
+        ("board", d.board or "-"),
+        ("os", d.os),
+        ("models", f"{d.models_dir} ({format_size(d.disk_free)} free)"),
+    ]
+    for g in d.gpus:
+        mem = (
+            "unified memory"
+            if g.unified
+            else (f"{format_size(g.vram_total)} VRAM, {format_size(g.vram_free)} free")
+        )
+        rows.append(("gpu", f"{g.name} ({g.vendor}), {mem}"))
+    if not d.gpus:
+        rows.append(("gpu", "none found"))
+    offload = {True: "GPU offload", False: "CPU only", None: "unknown"}[d.gpu_offload]
+    rows.append(("llama.cpp", f"{', '.join(d.llama_backends) or 'not installed'} ({offload})"))
+    if d.overrides:
+        rows.append(("assumed", ", ".join(d.overrides)))
+    for key, value in rows:
+        print(f"{key:<10} {value}")
     return 0
 
 
