@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--json", action="store_true", help="print as JSON")
     dev.set_defaults(func=cmd_device)
 
+    ins = sub.add_parser("inspect", help="facts from a GGUF header (a file or an http(s) URL)")
+    ins.add_argument("target", metavar="PATH|URL")
+    ins.add_argument("--json", action="store_true", help="print as JSON")
+    ins.add_argument("--tensors", action="store_true", help="with --json: list every tensor")
+    ins.set_defaults(func=cmd_inspect)
+
     cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
     cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
     cfg.add_argument("key", nargs="?")
@@ -223,6 +229,46 @@ def cmd_device(args) -> int:
         rows.append(("assumed", ", ".join(d.overrides)))
     for key, value in rows:
         print(f"{key:<10} {value}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from edgechat.device import format_size
+    from edgechat.gguf import inspect
+
+    f = inspect(args.target)
+    if args.json:
+        print(json.dumps(f.as_dict(with_tensors=args.tensors), indent=2))
+        return 0
+    kv = sorted(set(f.n_head_kv))
+    swa = sum(f.swa_layers)
+    rows = [
+        ("model", f"{f.name or '-'} ({f.architecture}, GGUF v{f.version})"),
+        ("params", f"{f.n_params / 1e9:.3f} B"),
+        ("quant", f"{f.file_type or '?'}, {f.bits_per_weight:.2f} bits per weight"),
+        ("weights", f"{format_size(f.tensor_bytes)} (file {format_size(f.file_size)})"),
+        ("layers", str(f.n_layers)),
+        ("embedding", f"{f.n_embd}, feed-forward {f.n_ff or '?'}"),
+        ("heads", f"{f.n_head} query, {'/'.join(map(str, kv))} KV, head size {f.head_dim_k}"),
+        ("context", f"{f.context_length} trained"),
+        (
+            "window",
+            f"{f.sliding_window} tokens on {swa} of {f.n_layers} layers"
+            if f.sliding_window
+            else "none (full attention)",
+        ),
+        ("vocab", str(f.n_vocab)),
+        ("template", "yes" if f.chat_template else "no chat template"),
+    ]
+    for key, value in rows:
+        print(f"{key:<10} {value}")
+    print("mix")
+    for qtype, m in f.quant_mix.items():
+        share = m["bytes"] / f.tensor_bytes if f.tensor_bytes else 0
+        print(
+            f"  {qtype:<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
+            f"{format_size(m['bytes']):>10} ({share:.0%})"
+        )
     return 0
 
 

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from edgechat import device
 from edgechat.device import GiB, MiB
 from edgechat.errors import EdgechatError
-
-from conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
 
