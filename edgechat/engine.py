@@ -90,6 +90,9 @@ class Stats:
         return d
 
 
+_LOG_DEBUG, _LOG_CONT = 1, 5  # ggml_log_level values (ggml.h)
+
+
 class _LlamaLog:
     """Routes llama.cpp's log to a small buffer (and stderr when verbose).
 
@@ -102,6 +105,7 @@ class _LlamaLog:
         self.lines: deque[str] = deque(maxlen=400)
         self.total = 0  # lines ever logged, so callers can mark a point
         self._partial = ""
+        self._level = 0
         self._callback = None
 
     def install(self, llama_cpp) -> None:
@@ -115,6 +119,10 @@ class _LlamaLog:
                 import sys
 
                 sys.stderr.write(chunk)
+            if level != _LOG_CONT:
+                self._level = level
+            if self._level == _LOG_DEBUG:
+                return  # thousands of lines per load; only --verbose shows them
             self._partial += chunk
             if "\n" in self._partial:
                 *done, self._partial = self._partial.split("\n")
@@ -239,6 +247,7 @@ class Engine:
         cparams.n_threads_batch = plan.n_threads_batch
         cparams.type_k = KV_CACHE_TYPES[plan.type_k]
         cparams.type_v = KV_CACHE_TYPES[plan.type_v]
+        cparams.swa_full = plan.swa_full
         cparams.flash_attn_type = (
             lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
             if plan.flash_attn

@@ -34,6 +34,9 @@ class RunPlan:
     type_k: str = "f16"
     type_v: str = "f16"
     flash_attn: bool = False
+    # Sliding-window layers keep only their window (plus a batch), as llama.cpp's own
+    # tools do; a full-size cache for them buys nothing but memory.
+    swa_full: bool = False
     use_mmap: bool = True
 
     def resolved(self) -> RunPlan:

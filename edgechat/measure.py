@@ -1,0 +1,91 @@
+"""Measure what a plan really costs: load, fill the context, generate, read peak RSS.
+
+Runs in a fresh child process (``python -m edgechat.measure PLAN_JSON``) so the peak
+belongs to that one model and nothing else. Used by the memory benchmark; the
+figures it prints are what the memory model is checked against.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from edgechat.plan import RunPlan, Sampling
+
+
+def _vm_hwm() -> int:
+    """Peak resident set of this process in bytes (Linux VmHWM), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+_BUFFER = re.compile(r"(\w[\w ]*?) (KV|compute|output|model|RS) buffer size\s*=\s*([0-9.]+) MiB")
+
+
+def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
+    """Load ``plan``, fill ``fill`` of its context with a prompt, generate, and measure."""
+    from edgechat.engine import LOG, Engine
+
+    before = _vm_hwm()
+    mark = LOG.mark()
+    engine = Engine(plan)
+    buffers: dict[str, float] = {}
+    for line in list(LOG.lines)[-(LOG.total - mark) :]:
+        m = _BUFFER.search(line)
+        if m:
+            key = f"{m.group(1).strip()} {m.group(2)}"
+            buffers[key] = buffers.get(key, 0.0) + float(m.group(3))
+    after_load = _vm_hwm()
+    # A prompt of plain words, sized to fill the context less room for the reply.
+    target = int(engine.n_ctx * fill) - gen_tokens
+    words = "the quick brown fox jumps over the lazy dog and then runs far away . "
+    text = words * max(1, target // 14 + 1)
+    tokens = engine.tokenize(text, add_special=False)[: max(1, target - 40)]
+    content = engine.detokenize(tokens)
+    reply = engine.chat(
+        [{"role": "user", "content": content}],
+        Sampling(max_tokens=gen_tokens, seed=1),
+        drop_oldest=False,
+    )
+    reply.collect()
+    peak = _vm_hwm()
+    return {
+        "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(engine.plan).items()},
+        "n_ctx": engine.n_ctx,
+        "ctx_used": reply.stats.n_ctx_used,
+        "rss_before_load": before,
+        "rss_after_load": after_load,
+        "rss_peak": peak,
+        "llama_buffers_mib": buffers,
+    }
+
+
+def measure(plan: RunPlan, fill: float = 0.9) -> dict:
+    """``run_plan`` in a fresh process."""
+    spec = json.dumps({**asdict(plan), "model_path": str(plan.model_path), "fill": fill})
+    out = subprocess.run(
+        [sys.executable, "-m", "edgechat.measure", spec],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[1])
+    fill = args.pop("fill", 0.9)
+    args["model_path"] = Path(args["model_path"])
+    print(json.dumps(run_plan(RunPlan(**args), fill=fill)))
