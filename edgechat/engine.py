@@ -211,6 +211,8 @@ class Engine:
     def __init__(self, plan: RunPlan, *, verbose: bool = False) -> None:
         plan = plan.resolved()
         check_gguf_file(plan.model_path)
+        if plan.flash_attn not in ("auto", "on", "off"):
+            raise EdgechatError("flash attention must be auto, on or off")
         if plan.type_k not in KV_CACHE_TYPES or plan.type_v not in KV_CACHE_TYPES:
             raise EdgechatError(f"unknown KV cache type; choose one of {', '.join(KV_CACHE_TYPES)}")
         lc = _llama()
@@ -248,11 +250,11 @@ class Engine:
         cparams.type_k = KV_CACHE_TYPES[plan.type_k]
         cparams.type_v = KV_CACHE_TYPES[plan.type_v]
         cparams.swa_full = plan.swa_full
-        cparams.flash_attn_type = (
-            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if plan.flash_attn
-            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        cparams.flash_attn_type = {
+            "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }[plan.flash_attn]
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             why = LOG.first_error_since(mark) or "out of memory?"

@@ -33,7 +33,7 @@ class RunPlan:
     n_ubatch: int = 512
     type_k: str = "f16"
     type_v: str = "f16"
-    flash_attn: bool = False
+    flash_attn: str = "auto"  # auto | on | off; auto lets llama.cpp decide, as its tools do
     # Sliding-window layers keep only their window (plus a batch), as llama.cpp's own
     # tools do; a full-size cache for them buys nothing but memory.
     swa_full: bool = False
