@@ -9,6 +9,7 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from edgechat.errors import ConfigError
 from edgechat.paths import Paths, paths, write_private
@@ -95,6 +96,8 @@ def set_value(key: str, value: str, p: Paths | None = None) -> Settings:
     p = p or paths()
     raw = _read_raw(p)
     raw[key] = _coerce(key, value)
+    if key == "default_model" and Path(value).expanduser().is_file():
+        raw[key] = str(Path(value).expanduser().resolve())  # a path must not depend on the cwd
     write_private(p.config_file, _dump(raw))
     return load(p)
 

@@ -17,7 +17,7 @@ import ctypes
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -183,8 +183,8 @@ def check_gguf_file(path: Path) -> None:
 class Reply:
     """A streaming reply: iterate for text pieces; ``text`` and ``stats`` afterwards."""
 
-    def __init__(self, pieces: Iterator[str], engine: Engine, dropped: int) -> None:
-        self._pieces = pieces  # a generator
+    def __init__(self, pieces: Generator[str, None, None], engine: Engine, dropped: int) -> None:
+        self._pieces = pieces
         self._engine = engine
         self.dropped = dropped
         self.text = ""
