@@ -111,7 +111,7 @@ def rate(n: int, seconds: float) -> float:
 
 
 def bench_edgechat(engine: Engine, messages, n_predict: int) -> tuple[float, int]:
-    engine._reuse_prefix([0])  # start cold, as the other methods do
+    engine.clear_cache()  # start cold, as the other methods do
     reply = engine.chat(messages, Sampling(max_tokens=n_predict, **SAMPLING))
     reply.collect()
     return reply.stats.gen_tps, reply.stats.gen_tokens

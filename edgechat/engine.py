@@ -459,6 +459,11 @@ class Engine:
                 )
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
 
+    def clear_cache(self) -> None:
+        """Forget every cached token: the next reply evaluates its whole prompt."""
+        self._lc.llama_memory_clear(self._lc.llama_get_memory(self._ctx), True)
+        self._kv_tokens.clear()
+
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Keep the cached tokens the new prompt starts with; returns how many."""
         lc = self._lc
@@ -524,7 +529,7 @@ class Engine:
                 arr = (lc.llama_token * len(chunk))(*chunk)
                 rc = lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(chunk)))
                 if rc != 0:
-                    self._reuse_prefix([0])  # the cache is in an unknown state: start clean
+                    self.clear_cache()  # the cache is in an unknown state: start clean
                     raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
                 kv.extend(chunk)
             prompt_s = time.perf_counter() - t0
@@ -564,7 +569,7 @@ class Engine:
                 one[0] = tok
                 rc = decode(ctx, get_one(one, 1))
                 if rc != 0:
-                    self._reuse_prefix([0])
+                    self.clear_cache()
                     raise EngineError(f"llama.cpp failed while generating (code {rc})")
                 kv.append(tok)
             tail = utf8.decode(b"", final=True)

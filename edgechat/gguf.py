@@ -297,6 +297,9 @@ class HttpRangeFile(io.RawIOBase):
         )
         try:
             with self._open(req, timeout=30) as resp:
+                if resp.status != 206 and self.pos > 0:
+                    # A 200 resends the file from its start: reading on would parse garbage.
+                    raise GGUFError(f"{self.url}: the server does not support range requests")
                 data = resp.read(want)
                 rng = resp.headers.get("Content-Range", "")
         except urllib.error.HTTPError as exc:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 class RangeServer:
-    def __init__(self, files: dict[str, Path]) -> None:
+    def __init__(self, files: dict[str, Path], ranges: bool = True) -> None:
         self.files = files
+        self.ranges = ranges
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         server = self
 
@@ -26,7 +27,7 @@ class RangeServer:
                 size = path.stat().st_size
                 start, end = 0, size - 1
                 rng = self.headers.get("Range")
-                if rng and rng.startswith("bytes="):
+                if rng and rng.startswith("bytes=") and server.ranges:
                     a, _, b = rng[6:].partition("-")
                     start = int(a)
                     end = min(int(b) if b else size - 1, size - 1)

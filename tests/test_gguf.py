@@ -100,6 +100,12 @@ def test_remote_header_through_range_reads(gemma_path):
         assert fetched < header_bytes + (2 << 20) < local.file_size / 10
 
 
+def test_server_without_range_support_is_refused(gemma_path):
+    server = RangeServer({"/gemma.gguf": gemma_path}, ranges=False)
+    with server, pytest.raises(GGUFError, match="does not support range requests"):
+        inspect_url(server.url + "/gemma.gguf")
+
+
 def test_remote_errors():
     with RangeServer({}) as server, pytest.raises(GGUFError, match="404"):
         inspect(server.url + "/missing.gguf")
