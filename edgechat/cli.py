@@ -21,8 +21,16 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", help="a GGUF file path or an installed model id")
     p.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
-    p.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload to the GPU")
+    p.add_argument(
+        "--gpu-layers",
+        type=int,
+        metavar="N",
+        help="layers to offload to the GPU (default: all that fit)",
+    )
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
+    p.add_argument(
+        "--force", action="store_true", help="load even when the memory estimate says it won't fit"
+    )
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
@@ -71,6 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--tensors", action="store_true", help="with --json: list every tensor")
     ins.set_defaults(func=cmd_inspect)
 
+    est = sub.add_parser(
+        "estimate", help="memory and speed a model needs here, before downloading or loading it"
+    )
+    est.add_argument("model", help="a GGUF file, an http(s) URL of one, or a catalog ID[:QUANT]")
+    est.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
+    est.add_argument(
+        "--gpu-layers", type=int, metavar="N", help="layers to offload (default: all that fit)"
+    )
+    _add_device_options(est)
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    est.set_defaults(func=cmd_estimate)
+
+    rec = sub.add_parser("recommend", help="the models and quants that suit this device, ranked")
+    rec.add_argument(
+        "--task", choices=["chat", "code", "math", "summarise"], default="chat", help="what for"
+    )
+    rec.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
+    rec.add_argument("-n", "--limit", type=int, default=8, metavar="N", help="show the best N")
+    rec.add_argument("--all", action="store_true", help="show every catalog model for the task")
+    _add_device_options(rec)
+    rec.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    rec.set_defaults(func=cmd_recommend)
+
     cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
     cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
     cfg.add_argument("key", nargs="?")
@@ -94,16 +125,18 @@ def _load_engine(args, settings):
     from edgechat.plan import RunPlan
 
     path = store.resolve(args.model, settings.default_model)
+    gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
     plan = RunPlan(
         model_path=path,
         n_ctx=args.ctx or settings.ctx,
         n_threads=args.threads if args.threads is not None else settings.threads,
-        n_gpu_layers=args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers,
+        n_gpu_layers=max(0, gpu_layers),
     )
     if plan.n_ctx < 64:
         from edgechat.errors import EdgechatError
 
         raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")
+    plan = _checked_plan(plan, auto_gpu=gpu_layers < 0, force=args.force)
     show = sys.stderr.isatty()
     if show:
         sys.stderr.write(f"loading {path.name} ...")
@@ -114,6 +147,23 @@ def _load_engine(args, settings):
             f"\rloaded {path.name} in {engine.load_s:.1f} s · context {engine.n_ctx} tokens\n"
         )
     return engine
+
+
+def _checked_plan(plan, auto_gpu: bool, force: bool):
+    """The plan the memory estimate says fits here; refuse one that does not, unless forced."""
+    from edgechat.device import detect
+    from edgechat.errors import EdgechatError
+    from edgechat.fit import plan_for, refusal
+    from edgechat.gguf import inspect_file
+    from edgechat.memory import Shape
+
+    shape = Shape.from_facts(inspect_file(plan.model_path))
+    est, fit = plan_for(plan, shape, detect(), auto_gpu)
+    if not fit.fits:
+        if not force:
+            raise EdgechatError(refusal(fit, est))
+        sys.stderr.write(f"edgechat: loading anyway (--force): {fit.why}\n")
+    return est.plan
 
 
 def _sampling(args, settings, **overrides):
@@ -269,6 +319,112 @@ def cmd_inspect(args) -> int:
             f"  {qtype:<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
             f"{format_size(m['bytes']):>10} ({share:.0%})"
         )
+    return 0
+
+
+def _size(n: int | None) -> str:
+    from edgechat.device import format_size
+
+    return format_size(n)
+
+
+def cmd_estimate(args) -> int:
+    from edgechat import config, store
+    from edgechat.device import detect
+    from edgechat.fit import plan_for
+    from edgechat.plan import RunPlan
+    from edgechat.speed import cpu_bandwidth, tokens_per_second
+
+    settings = config.load()
+    target = store.locate(args.model, settings.default_model)
+    device = detect(args.memory, args.vram)
+    gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
+    plan = RunPlan(target.path, n_ctx=args.ctx or settings.ctx, n_gpu_layers=max(0, gpu_layers))
+    est, fit = plan_for(plan, target.shape, device, auto_gpu=gpu_layers < 0)
+    speed = tokens_per_second(target.shape, est, device, cpu_bandwidth(device))
+    if args.json:
+        out = {
+            "model": target.label,
+            "source": target.source,
+            "quant": target.quant,
+            "params": target.shape.n_params,
+            "weights_bytes": target.shape.weight_bytes,
+            **est.as_dict(),
+            "fit": fit.label,
+            "fit_reason": fit.why or None,
+            "ram_available_bytes": fit.ram_available,
+            "vram_free_bytes": fit.vram_free,
+            "tokens_per_s": round(speed.tokens_per_s, 1),
+            "speed_bound": speed.bound,
+            "assumed": list(device.overrides),
+        }
+        out["model_path"] = str(target.path)
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"model      {target.label} ({target.source})")
+    print(
+        f"weights    {_size(target.shape.weight_bytes)}, {target.shape.n_params / 1e9:.2f} B params"
+    )
+    gpu = f", {est.n_gpu_layers} GPU layers ({est.backend})" if est.n_gpu_layers else ", CPU only"
+    print(f"plan       context {est.n_ctx} tokens{gpu}")
+    print(f"{'part':<18} {'RAM':>10} {'VRAM':>10}")
+    for name, (ram, vram) in est.parts.items():
+        if ram or vram:
+            print(
+                f"  {name:<16} {_size(ram) if ram else '-':>10} {_size(vram) if vram else '-':>10}"
+            )
+    print(f"{'peak':<18} {_size(est.ram_peak):>10} {_size(est.vram) if est.vram else '-':>10}")
+    if est.ram_needed != est.ram_peak:
+        print(f"  needed (the OS can reclaim the rest): {_size(est.ram_needed)}")
+    print(f"speed      about {speed.tokens_per_s:.1f} tokens/s ({speed.bound}-bound)")
+    print(f"fit        {fit.label}" + (f": {fit.why}" if fit.why else ""))
+    if device.overrides:
+        print(f"assumed    {', '.join(device.overrides)}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from edgechat import catalog, config
+    from edgechat.device import detect
+    from edgechat.recommend import recommend
+    from edgechat.speed import cpu_bandwidth
+
+    settings = config.load()
+    device = detect(args.memory, args.vram)
+    choices = recommend(
+        catalog.load(), device, args.task, args.ctx or settings.ctx, cpu_bandwidth(device)
+    )
+    shown = choices if args.all else choices[: max(1, args.limit)]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "task": args.task,
+                    "device": {
+                        "ram_total_bytes": device.ram_total,
+                        "ram_available_bytes": device.ram_available,
+                        "gpus": [g.name for g in device.gpus],
+                        "assumed": list(device.overrides),
+                    },
+                    "choices": [c.as_dict() for c in shown],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    gpu = ", ".join(f"{g.name} {_size(g.vram_total)}" for g in device.gpus) or "no GPU"
+    print(f"for {args.task} on {_size(device.ram_total)} RAM, {gpu}:")
+    print(f"  {'model':<36} {'RAM':>9} {'VRAM':>9} {'tok/s':>6}  fit")
+    for i, c in enumerate(shown, 1):
+        e = c.estimate
+        vram = "unified" if e.backend == "metal" else (_size(e.vram) if e.vram else "-")
+        print(
+            f"{i:>2} {c.model.id + ':' + c.quant:<36} {_size(e.ram_needed):>9} {vram:>9} "
+            f"{c.speed.tokens_per_s:>6.1f}  {c.fit.label}"
+        )
+        print(f"   {c.reason}")
+    if device.overrides:
+        print(f"assumed: {', '.join(device.overrides)}")
     return 0
 
 

@@ -25,7 +25,7 @@ class Settings:
     default_model: str = ""
     ctx: int = 4096
     threads: int = 0  # 0: one per physical core
-    gpu_layers: int = 0
+    gpu_layers: int = -1  # -1: as many as fit the GPU (all when they do)
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
     temperature: float = 0.7
     top_k: int = 40

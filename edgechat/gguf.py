@@ -237,11 +237,16 @@ def _first(value) -> int:
 
 
 def _swa_layers(arch: str, n_layers: int, window, pattern) -> tuple[bool, ...]:
+    if window and isinstance(pattern, list):  # per-layer flags, as newer converters write
+        return tuple(bool(p) for p in pattern[:n_layers])
+    return swa_pattern(n_layers, window, pattern or _SWA_PATTERN.get(arch, 0))
+
+
+def swa_pattern(n_layers: int, window, every) -> tuple[bool, ...]:
+    """Which layers see only the sliding window: all but every ``every``-th, as llama.cpp."""
     if not window:
         return (False,) * n_layers
-    if isinstance(pattern, list):  # per-layer flags, as newer converters write them
-        return tuple(bool(p) for p in pattern[:n_layers])
-    every = int(pattern) if pattern else _SWA_PATTERN.get(arch, 0)
+    every = int(every or 0)
     if every <= 0:
         return (True,) * n_layers
     # llama.cpp: layer il uses the window unless (il % every) == every - 1.

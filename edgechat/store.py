@@ -8,9 +8,14 @@ online has something to chat with.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgechat.errors import ModelNotFound
+from edgechat.errors import EdgechatError, ModelNotFound
+
+if TYPE_CHECKING:
+    from edgechat.memory import Shape
 
 STARTER_ID = "smollm2-135m-instruct:Q4_1"
 STARTER_ALIASES = {STARTER_ID.lower(), "smollm2-135m-instruct", "starter"}
@@ -72,3 +77,37 @@ def resolve(model: str | None, default_model: str = "") -> Path:
         f"no installed model '{wanted}' (from {source}); installed: {ids}. "
         f"Pass a GGUF file path, or {_no_model_help()}"
     )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to estimate: a file on disk, a remote GGUF, or a catalog entry not yet pulled."""
+
+    label: str
+    source: str  # file | url | catalog
+    shape: Shape
+    path: Path  # the file, or a stand-in naming the repo and quant
+    quant: str | None
+
+
+def locate(text: str, default_model: str = "") -> Target:
+    """What ``edgechat estimate`` was asked about: a path, URL, installed id or ID[:QUANT]."""
+    from edgechat import catalog, gguf
+    from edgechat.memory import Shape
+
+    if text.startswith(("http://", "https://")):
+        facts = gguf.inspect_url(text)
+        return Target(text, "url", Shape.from_facts(facts), Path(text), facts.file_type)
+    try:
+        path = resolve(text, default_model)
+    except ModelNotFound as missing:
+        if Path(text).suffix.lower() == ".gguf" or "/" in text:
+            raise
+        try:
+            model, quant = catalog.find(text)
+        except EdgechatError as not_listed:
+            raise ModelNotFound(f"{missing} ({not_listed})") from None
+        stand_in = Path(model.repo) / quant
+        return Target(f"{model.id}:{quant}", "catalog", model.shape(quant), stand_in, quant)
+    facts = gguf.inspect_file(path)
+    return Target(str(path), "file", Shape.from_facts(facts), path, facts.file_type)

@@ -1,0 +1,209 @@
+"""Which model and quant to run here, for a task: ranked, with the figures behind it.
+
+Policy, as the field practises it:
+- Q4_K_M by default: the usual balance of size and quality;
+- for code and maths, Q8_0, then Q6_K, then Q5_K_M when they fit, since exact
+  tokens matter more there; 4-bit counts against a choice for those tasks;
+- below 4 bits only when nothing better fits (a 70B on one 24 GB GPU);
+- leave room for the OS and other programs; offload every layer to the GPU when
+  it fits, else as many as do (fit.py);
+- a choice that does not fit never ranks above one that does, nor one slower than
+  reading (3 tokens/s) above one that is not; then size times the quality its quant
+  keeps, scaled down by how far it falls short of conversational speed (10 tokens/s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgechat.catalog import CatalogModel
+from edgechat.device import Device, format_size
+from edgechat.fit import COMFORTABLE, NO_FIT, TIGHT, Fit, plan_gpu_layers
+from edgechat.memory import QUANT_BITS, MemoryEstimate
+from edgechat.plan import RunPlan
+from edgechat.speed import SpeedEstimate, tokens_per_second
+
+TASKS = ("chat", "code", "math", "summarise")
+# Below this many tokens per second a reply comes slower than people read; above
+# FAST it keeps up with a conversation.
+SLOW_TOKENS_PER_S = 3.0
+FAST_TOKENS_PER_S = 10.0
+_GENERAL = [
+    "Q4_K_M",
+    "Q4_K_S",
+    "IQ4_XS",
+    "Q4_0",
+    "Q4_1",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "Q3_K_L",
+    "Q3_K_M",
+    "IQ3_M",
+    "Q3_K_S",
+    "Q2_K",
+    "IQ2_M",
+    "IQ2_XS",
+    "IQ2_XXS",
+    "IQ1_M",
+]
+_PRECISE = ["Q8_0", "Q6_K", "Q5_K_M", *[q for q in _GENERAL if q not in ("Q8_0", "Q6_K", "Q5_K_M")]]
+QUANT_PREFERENCE = {"chat": _GENERAL, "summarise": _GENERAL, "code": _PRECISE, "math": _PRECISE}
+
+
+@dataclass(frozen=True)
+class Choice:
+    model: CatalogModel
+    quant: str
+    plan: RunPlan
+    estimate: MemoryEstimate
+    fit: Fit
+    speed: SpeedEstimate
+    download_bytes: int
+    reason: str
+    score: float
+
+    @property
+    def slow(self) -> bool:
+        return self.speed.tokens_per_s < SLOW_TOKENS_PER_S
+
+    def as_dict(self) -> dict:
+        return {
+            "id": f"{self.model.id}:{self.quant}",
+            "model": self.model.id,
+            "name": self.model.name,
+            "quant": self.quant,
+            "repo": self.model.repo,
+            "gated": self.model.gated,
+            "license": self.model.license,
+            "n_ctx": self.estimate.n_ctx,
+            "gpu_layers": self.estimate.n_gpu_layers,
+            "ram_bytes": self.estimate.ram_needed,
+            "vram_bytes": self.estimate.vram,
+            "download_bytes": self.download_bytes,
+            "fit": self.fit.label,
+            "tokens_per_s": round(self.speed.tokens_per_s, 1),
+            "reason": self.reason,
+        }
+
+
+def _quality(quant: str, task: str) -> float:
+    """How much of a model's quality a quant keeps, roughly, for ranking."""
+    bits = QUANT_BITS[quant]
+    keep = 1.0 if bits >= 4.4 else 0.8 if bits >= 3.4 else 0.5 if bits >= 2.5 else 0.35
+    if task in ("code", "math") and bits < 5.5:
+        keep *= 0.4
+    return keep
+
+
+def _reason(
+    model: CatalogModel,
+    quant: str,
+    est: MemoryEstimate,
+    fit: Fit,
+    tps: float,
+    task: str,
+    n_layers: int,
+) -> str:
+    if fit.label == NO_FIT:
+        return f"does not fit: {fit.why}"
+    parts = []
+    if quant == "Q4_K_M":
+        parts.append("Q4_K_M, the usual balance of size and quality")
+    elif task in ("code", "math") and quant in ("Q8_0", "Q6_K", "Q5_K_M"):
+        parts.append(f"{quant}: {task} keeps more of its accuracy at higher precision")
+    elif QUANT_BITS[quant] < 3.4:
+        parts.append(f"{quant}: very low bit width, the only way this size fits")
+    else:
+        parts.append(quant)
+    if task in model.tasks and "chat" not in model.tasks:
+        parts.append(f"a {task} specialist")
+    if est.n_gpu_layers > n_layers:
+        parts.append("all layers on the GPU")
+    elif est.n_gpu_layers:
+        parts.append(f"{est.n_gpu_layers} of {n_layers} layers on the GPU")
+    if fit.label == TIGHT:
+        parts.append(f"tight: {fit.why}")
+    if tps < SLOW_TOKENS_PER_S:
+        parts.append(f"slow here (about {tps:.1f} tokens/s)")
+    return "; ".join(parts)
+
+
+def choose(
+    model: CatalogModel,
+    task: str,
+    n_ctx: int,
+    device: Device,
+    cpu_gb_s: float,
+    quant: str | None = None,
+) -> Choice:
+    """The best quant of ``model`` for ``task`` here (or ``quant``), with its plan and figures."""
+    wanted = [quant] if quant else [q for q in QUANT_PREFERENCE[task] if q in model.quants]
+    wanted = wanted or list(model.quants)
+    candidates = []
+    for q in wanted:
+        shape = model.shape(q)
+        plan = RunPlan(model_path=Path(model.repo) / q, n_ctx=n_ctx)
+        est, fit = plan_gpu_layers(plan, shape, device)
+        speed = tokens_per_second(shape, est, device, cpu_gb_s)
+        candidates.append((q, shape, est, fit, speed))
+    # First the preferred quant that fits comfortably at reading speed; else comfortable;
+    # else tight; else the smallest, which comes nearest to fitting.
+    picked = None
+    for test in (
+        lambda c: c[3].label == COMFORTABLE and c[4].tokens_per_s >= SLOW_TOKENS_PER_S,
+        lambda c: c[3].label == COMFORTABLE,
+        lambda c: c[3].label == TIGHT,
+    ):
+        picked = next((c for c in candidates if test(c)), None)
+        if picked:
+            break
+    if picked is None:
+        picked = min(candidates, key=lambda c: c[2].ram_needed + c[2].vram)
+    q, shape, est, fit, speed = picked
+    score = model.params_b * _quality(q, task)
+    if task in model.tasks and "chat" not in model.tasks:
+        score *= 1.5  # a specialist beats a generalist of its size at its task
+    score *= min(1.0, speed.tokens_per_s / FAST_TOKENS_PER_S)
+    return Choice(
+        model=model,
+        quant=q,
+        plan=est.plan,
+        estimate=est,
+        fit=fit,
+        speed=speed,
+        download_bytes=shape.weight_bytes,
+        reason=_reason(model, q, est, fit, speed.tokens_per_s, task, shape.n_layers),
+        score=score,
+    )
+
+
+def _rank_key(c: Choice):
+    fit_rank = {COMFORTABLE: 0, TIGHT: 1, NO_FIT: 2}[c.fit.label]
+    return (fit_rank, c.slow if c.fit.fits else False, -c.score, -c.speed.tokens_per_s)
+
+
+def recommend(
+    catalog: dict[str, CatalogModel],
+    device: Device,
+    task: str = "chat",
+    n_ctx: int = 4096,
+    cpu_gb_s: float = 25.0,
+) -> list[Choice]:
+    """Every catalog model suited to ``task``, best first, each at its best quant here."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task}; choose from {', '.join(TASKS)}")
+    suited = [m for m in catalog.values() if task in m.tasks]
+    if task == "chat":  # any instruct model chats; specialists only when nothing else
+        suited = [m for m in catalog.values() if "chat" in m.tasks or "summarise" in m.tasks]
+    choices = [choose(m, task, min(n_ctx, m.context), device, cpu_gb_s) for m in suited]
+    return sorted(choices, key=_rank_key)
+
+
+def summary_line(c: Choice) -> str:
+    ram = format_size(c.estimate.ram_needed)
+    vram = f" + {format_size(c.estimate.vram)} VRAM" if c.estimate.vram else ""
+    if c.estimate.backend == "metal":
+        vram = " unified"
+    return f"{c.model.id}:{c.quant} {ram}{vram} {c.fit.label} ~{c.speed.tokens_per_s:.0f} tok/s"
