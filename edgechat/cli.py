@@ -31,6 +31,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force", action="store_true", help="load even when the memory estimate says it won't fit"
     )
+    _add_device_options(p)
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
@@ -121,6 +122,7 @@ def _interactive() -> bool:
 def _load_engine(args, settings):
     """Resolve the model and load it, with a progress line on a terminal."""
     from edgechat import store
+    from edgechat.device import detect
     from edgechat.engine import Engine
     from edgechat.plan import RunPlan
 
@@ -136,7 +138,7 @@ def _load_engine(args, settings):
         from edgechat.errors import EdgechatError
 
         raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")
-    plan = _checked_plan(plan, auto_gpu=gpu_layers < 0, force=args.force)
+    plan = _checked_plan(plan, detect(args.memory, args.vram), gpu_layers < 0, args.force)
     show = sys.stderr.isatty()
     if show:
         sys.stderr.write(f"loading {path.name} ...")
@@ -149,16 +151,15 @@ def _load_engine(args, settings):
     return engine
 
 
-def _checked_plan(plan, auto_gpu: bool, force: bool):
+def _checked_plan(plan, device, auto_gpu: bool, force: bool):
     """The plan the memory estimate says fits here; refuse one that does not, unless forced."""
-    from edgechat.device import detect
     from edgechat.errors import EdgechatError
     from edgechat.fit import plan_for, refusal
     from edgechat.gguf import inspect_file
     from edgechat.memory import Shape
 
     shape = Shape.from_facts(inspect_file(plan.model_path))
-    est, fit = plan_for(plan, shape, detect(), auto_gpu)
+    est, fit = plan_for(plan, shape, device, auto_gpu)
     if not fit.fits:
         if not force:
             raise EdgechatError(refusal(fit, est))

@@ -68,6 +68,7 @@ def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
         "rss_before_load": before,
         "rss_after_load": after_load,
         "rss_peak": peak,
+        "gen_tokens_per_s": reply.stats.gen_tps,
         "llama_buffers_mib": buffers,
     }
 

@@ -105,6 +105,7 @@ class Shape:
     n_embd: int
     n_ff: int
     n_vocab: int
+    n_head: int
     n_head_kv: tuple[int, ...]
     head_dim_k: int
     head_dim_v: int
@@ -141,6 +142,7 @@ class Shape:
             n_embd=facts.n_embd,
             n_ff=facts.n_ff or 4 * facts.n_embd,
             n_vocab=facts.n_vocab,
+            n_head=facts.n_head,
             n_head_kv=facts.n_head_kv,
             head_dim_k=facts.head_dim_k,
             head_dim_v=facts.head_dim_v,
@@ -186,6 +188,7 @@ class Shape:
             n_embd=n_embd,
             n_ff=int(arch["ff"]),
             n_vocab=n_vocab,
+            n_head=int(arch["heads"]),
             n_head_kv=(n_head_kv,) * n_layers,
             head_dim_k=head_dim,
             head_dim_v=head_dim,

@@ -9,7 +9,8 @@ Policy, as the field practises it:
   it fits, else as many as do (fit.py);
 - a choice that does not fit never ranks above one that does, nor one slower than
   reading (3 tokens/s) above one that is not; then size times the quality its quant
-  keeps, scaled down by how far it falls short of conversational speed (10 tokens/s).
+  keeps, scaled down by how far it falls short of conversational speed (10 tokens/s);
+  where everything is slower than reading (a Pi 4), the quickest first.
 """
 
 from __future__ import annotations
@@ -148,18 +149,20 @@ def choose(
         est, fit = plan_gpu_layers(plan, shape, device)
         speed = tokens_per_second(shape, est, device, cpu_gb_s)
         candidates.append((q, shape, est, fit, speed))
-    # First the preferred quant that fits comfortably at reading speed; else comfortable;
-    # else tight; else the smallest, which comes nearest to fitting.
-    picked = None
-    for test in (
-        lambda c: c[3].label == COMFORTABLE and c[4].tokens_per_s >= SLOW_TOKENS_PER_S,
-        lambda c: c[3].label == COMFORTABLE,
-        lambda c: c[3].label == TIGHT,
-    ):
-        picked = next((c for c in candidates if test(c)), None)
-        if picked:
-            break
-    if picked is None:
+    # The preferred quant that fits comfortably at reading speed; when every 4-bit-or-
+    # better quant is slower than that, the quickest of them; below 4 bits only when
+    # nothing else fits comfortably; else tight; else the one nearest to fitting.
+    comfortable = [c for c in candidates if c[3].label == COMFORTABLE]
+    four_bit = [c for c in comfortable if QUANT_BITS[c[0]] >= 4.4]
+    quick = [c for c in four_bit if c[4].tokens_per_s >= SLOW_TOKENS_PER_S]
+    tight = [c for c in candidates if c[3].label == TIGHT]
+    if quick:
+        picked = quick[0]
+    elif four_bit:
+        picked = max(four_bit, key=lambda c: c[4].tokens_per_s)
+    elif comfortable or tight:
+        picked = (comfortable or tight)[0]
+    else:
         picked = min(candidates, key=lambda c: c[2].ram_needed + c[2].vram)
     q, shape, est, fit, speed = picked
     score = model.params_b * _quality(q, task)
@@ -181,7 +184,9 @@ def choose(
 
 def _rank_key(c: Choice):
     fit_rank = {COMFORTABLE: 0, TIGHT: 1, NO_FIT: 2}[c.fit.label]
-    return (fit_rank, c.slow if c.fit.fits else False, -c.score, -c.speed.tokens_per_s)
+    if c.fit.fits and c.slow:  # slower than reading: the quicker the better
+        return (fit_rank, True, -c.speed.tokens_per_s, -c.score)
+    return (fit_rank, False, -c.score, -c.speed.tokens_per_s)
 
 
 def recommend(

@@ -23,17 +23,20 @@ GB = 1e9
 CPU_EFFICIENCY = 0.8
 GPU_EFFICIENCY = 0.7
 # Sustained arithmetic per core while generating (GFLOP/s, two per weight per token),
-# by the best SIMD the core has. AVX512_VNNI is measured on the project's machine
-# (SmolLM2 and Gemma 3 270M on two cores: 17.7 and 15.6); the rest are scaled from it.
+# by the best SIMD the core has, and a fixed cost per token (graph, sampling over the
+# vocabulary). Fitted on the project's machine (AVX512_VNNI, two cores): SmolLM2 and
+# Gemma 3 270M; the other rows are scaled from it by SIMD width.
 _CORE_GFLOPS = (
     ("AMX_INT8", 30.0),
-    ("AVX512_VNNI", 17.0),
-    ("AVX512", 15.0),
-    ("AVX2", 12.0),
-    ("I8MM", 14.0),
-    ("DOTPROD", 8.0),
+    ("AVX512_VNNI", 20.0),
+    ("AVX512", 18.0),
+    ("AVX2", 14.0),
+    ("I8MM", 12.0),
+    ("DOTPROD", 7.0),
     ("NEON", 2.5),
 )
+TOKEN_OVERHEAD_S = 0.002
+VOCAB_OVERHEAD_S = 8e-9  # per vocabulary entry, per token
 _DEFAULT_CORE_GFLOPS = 4.0
 
 # Memory bandwidth (GB/s) of common GPUs and Apple chips, from their data sheets.
@@ -92,6 +95,24 @@ def gpu_bandwidth(name: str) -> float:
         if re.search(rf"\b{re.escape(key)}\b", name, re.IGNORECASE):
             return float(bw)
     return _DEFAULT_GPU_BANDWIDTH
+
+
+def _bits(types: dict[str, int]) -> float:
+    """Average bits per weight of a layer's tensors, from their types' block sizes."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    total = weights = 0.0
+    for name, nbytes in types.items():
+        try:
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType[name]]
+            bits = size * 8 / block
+        except KeyError:  # a catalog stand-in like Q4_K_M: its typical figure
+            from edgechat.memory import QUANT_BITS
+
+            bits = QUANT_BITS.get(name, 4.5)
+        total += nbytes
+        weights += nbytes * 8 / bits
+    return total * 8 / weights if weights else 4.5
 
 
 def core_gflops(simd: tuple[str, ...]) -> float:
@@ -167,18 +188,26 @@ def tokens_per_second(
     cells = kv_cells(shape, plan, est.n_ctx)
     per_value = KV_TYPE_BYTES.get(plan.type_k, 2.0)
     cpu_bytes = gpu_bytes = 0.0
+    cpu_flops = 0.0
     for il, types in enumerate(shape.layers):
         heads = shape.n_head_kv[il] if il < len(shape.n_head_kv) else shape.n_head_kv[-1]
-        kv = cells[il] * context_fill * heads * (shape.head_dim_k + shape.head_dim_v) * per_value
+        used = cells[il] * context_fill
+        kv = used * heads * (shape.head_dim_k + shape.head_dim_v) * per_value
         read = sum(types.values()) + kv
         if il >= first_gpu:
             gpu_bytes += read
         else:
             cpu_bytes += read
+            # Two operations per weight, and attention: every query head against every cell.
+            n_weights = sum(types.values()) * 8 / _bits(types)
+            cpu_flops += 2 * n_weights + 2 * used * shape.n_head * (
+                shape.head_dim_k + shape.head_dim_v
+            )
     if est.n_gpu_layers > shape.n_layers:
         gpu_bytes += head
     else:
         cpu_bytes += head
+        cpu_flops += 2 * shape.n_vocab * shape.n_embd
     gpu = next((g for g in device.gpus), None)
     gpu_gb_s = gpu_bandwidth(gpu.name) if gpu and est.n_gpu_layers else None
     if gpu and gpu.unified and gpu_gb_s:
@@ -186,10 +215,9 @@ def tokens_per_second(
     memory_s = cpu_bytes / (cpu_gb_s * GB * CPU_EFFICIENCY)
     if gpu_gb_s:
         memory_s += gpu_bytes / (gpu_gb_s * GB * GPU_EFFICIENCY)
-    cpu_share = cpu_bytes / (cpu_bytes + gpu_bytes) if cpu_bytes + gpu_bytes else 1.0
     cores = plan.n_threads or device.cores_physical or 1
-    compute_s = 2 * shape.n_params * cpu_share / (cores * core_gflops(device.simd) * GB)
-    seconds = max(memory_s, compute_s)
+    compute_s = cpu_flops / (cores * core_gflops(device.simd) * GB)
+    seconds = max(memory_s, compute_s) + TOKEN_OVERHEAD_S + VOCAB_OVERHEAD_S * shape.n_vocab
     return SpeedEstimate(
         tokens_per_s=1 / seconds if seconds else 0.0,
         bound="memory" if memory_s >= compute_s else "compute",

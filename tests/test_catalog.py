@@ -1,0 +1,80 @@
+"""The model catalog: every entry valid, the range the issue asks for, user overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgechat import catalog
+from edgechat.errors import ConfigError
+
+
+def test_every_shipped_entry_is_valid():
+    raw = catalog._read(catalog._builtin_file())
+    problems = [p for model_id, entry in raw.items() for p in catalog.validate(model_id, entry)]
+    assert problems == []
+
+
+def test_catalog_covers_small_to_70b_with_specialists():
+    models = catalog.load()
+    assert len(models) >= 20
+    sizes = [m.params_b for m in models.values()]
+    assert min(sizes) <= 0.15 and max(sizes) >= 70
+    assert sum("code" in m.tasks and "chat" not in m.tasks for m in models.values()) >= 2
+    assert sum("math" in m.tasks and "chat" not in m.tasks for m in models.values()) >= 2
+    assert sum(m.params_b <= 1.8 and "chat" in m.tasks for m in models.values()) >= 5  # Pi-fit
+    assert any(m.gated for m in models.values())
+    for m in models.values():
+        assert "Q4_K_M" in m.quants or m.params_b < 2 or m.gated or m.quants == ("Q8_0",)
+        assert m.context >= 2048 and m.repo.count("/") == 1
+
+
+def test_validate_names_each_problem():
+    entry = {"name": "x", "repo": "nope", "license": "mit", "gated": "no", "params_b": 1}
+    problems = catalog.validate("Bad:Id", entry)
+    assert any("gated" in p for p in problems) and any("missing 'arch'" in p for p in problems)
+    good = catalog._read(catalog._builtin_file())["qwen2.5-1.5b-instruct"]
+    bad = {**good, "quants": ["Q4_K_M", "Q9_X"], "tasks": ["poetry"], "repo": "x"}
+    problems = catalog.validate("qwen", bad)
+    assert len(problems) == 3
+
+
+def test_user_file_adds_and_overrides(edgechat_home):
+    user = edgechat_home / "config" / "models.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text(
+        '[models."qwen2.5-1.5b-instruct"]\n'
+        'repo = "my-mirror/Qwen2.5-1.5B-Instruct-GGUF"\n'
+        "arch = { layers = 28 }\n\n"
+        '[models."my-model"]\n'
+        'name = "Mine"\nrepo = "me/mine-GGUF"\nlicense = "mit"\ngated = false\n'
+        'params_b = 0.5\ncontext = 4096\ntasks = ["chat"]\nquants = ["q4_k_m"]\n'
+        "arch = { layers = 24, embd = 896, ff = 4864, vocab = 151936, heads = 14, "
+        "kv_heads = 2, head_dim = 64, tied = true }\n"
+    )
+    models = catalog.load()
+    assert models["qwen2.5-1.5b-instruct"].repo == "my-mirror/Qwen2.5-1.5B-Instruct-GGUF"
+    assert models["qwen2.5-1.5b-instruct"].arch["embd"] == 1536  # the rest kept
+    assert models["my-model"].quants == ("Q4_K_M",)
+    model, quant = catalog.find("my-model")
+    assert (model.id, quant) == ("my-model", "Q4_K_M")
+
+
+def test_broken_user_file_is_a_clear_error(edgechat_home):
+    user = edgechat_home / "config" / "models.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('[models."x"]\nname = "x"\n')
+    with pytest.raises(ConfigError, match="missing 'repo'"):
+        catalog.load()
+    user.write_text("[models\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        catalog.load()
+
+
+def test_find_by_id_and_quant():
+    model, quant = catalog.find("Qwen2.5-7B-Instruct:q8_0")
+    assert (model.id, quant) == ("qwen2.5-7b-instruct", "Q8_0")
+    assert catalog.find("qwen2.5-7b-instruct")[1] == "Q4_K_M"
+    with pytest.raises(ConfigError, match="offers Q2_K"):
+        catalog.find("qwen2.5-7b-instruct:IQ1_S")
+    with pytest.raises(ConfigError, match="Did you mean"):
+        catalog.find("qwen9")
