@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 
 from edgechat import __version__
 
@@ -103,6 +104,44 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true", help="print the ranking as JSON")
     rec.set_defaults(func=cmd_recommend)
 
+    mod = sub.add_parser("models", help="list, pull, remove, import and verify models")
+    msub = mod.add_subparsers(dest="action", metavar="ACTION")
+    mod.set_defaults(func=cmd_models_list, json=False)
+    m_list = msub.add_parser("list", help="the models on this machine")
+    m_list.add_argument("--json", action="store_true", help="print them as JSON")
+    m_list.set_defaults(func=cmd_models_list)
+    m_pull = msub.add_parser("pull", help="download ID[:QUANT] or owner/repo[:QUANT], verified")
+    m_pull.add_argument(
+        "model", help="a catalog id like qwen2.5-1.5b-instruct[:Q4_K_M], or owner/repo:QUANT"
+    )
+    m_pull.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_pull.set_defaults(func=cmd_models_pull)
+    m_rm = msub.add_parser("rm", help="remove a pulled or imported model and free its space")
+    m_rm.add_argument("model", help="the model id, as `edgechat models list` shows it")
+    m_rm.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_rm.set_defaults(func=cmd_models_rm)
+    m_imp = msub.add_parser("import", help="register a local GGUF file (no copy unless --copy)")
+    m_imp.add_argument("path", help="the GGUF file")
+    m_imp.add_argument("--id", help="the id to give it (default: from the file name)")
+    m_imp.add_argument("--copy", action="store_true", help="copy it into edgechat's data dir")
+    m_imp.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_imp.set_defaults(func=cmd_models_import)
+    m_ver = msub.add_parser("verify", help="re-check pulled files against the hub's SHA-256")
+    m_ver.add_argument("model", nargs="?", help="one model id (default: all pulled models)")
+    m_ver.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_ver.set_defaults(func=cmd_models_verify)
+    m_info = msub.add_parser("info", help="catalog facts, header facts and the memory estimate")
+    m_info.add_argument("model", help="an installed id, a catalog ID[:QUANT] or a GGUF path")
+    m_info.add_argument("--ctx", type=int, metavar="N", help="context for the estimate")
+    m_info.add_argument("--json", action="store_true", help="print it as JSON")
+    m_info.set_defaults(func=cmd_models_info)
+
+    login = sub.add_parser("login", help="store a Hugging Face token for gated models")
+    login.add_argument("--token", help=argparse.SUPPRESS)  # for scripts; prefer the prompt
+    login.set_defaults(func=cmd_login)
+    logout = sub.add_parser("logout", help="remove the stored Hugging Face token")
+    logout.set_defaults(func=cmd_logout)
+
     cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
     cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
     cfg.add_argument("key", nargs="?")
@@ -144,6 +183,7 @@ def _load_engine(args, settings):
         sys.stderr.write(f"loading {path.name} ...")
         sys.stderr.flush()
     engine = Engine(plan, verbose=args.verbose)
+    store.touch(path)
     if show:
         sys.stderr.write(
             f"\rloaded {path.name} in {engine.load_s:.1f} s · context {engine.n_ctx} tokens\n"
@@ -426,6 +466,250 @@ def cmd_recommend(args) -> int:
         print(f"   {c.reason}")
     if device.overrides:
         print(f"assumed: {', '.join(device.overrides)}")
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    import time
+
+    from edgechat import store
+
+    records = store.registry()
+    rows = []
+    starter = store.starter_model_path()
+    if starter and store.STARTER_ID not in records:
+        rows.append(
+            {
+                "id": store.STARTER_ID,
+                "quant": "Q4_1",
+                "size": starter.stat().st_size,
+                "path": str(starter),
+                "source": "starter package",
+                "last_used": None,
+            }
+        )
+    for model_id, r in sorted(records.items()):
+        present = Path(r.get("path", "")).is_file()
+        rows.append(
+            {
+                "id": model_id,
+                "quant": r.get("quant"),
+                "size": r.get("size"),
+                "path": r.get("path"),
+                "source": r.get("source") if present else f"{r.get('source')} (file missing)",
+                "last_used": r.get("last_used"),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models yet: `edgechat recommend` suggests one, `edgechat models pull ID` gets it")
+        return 0
+    print(f"{'id':<44} {'size':>9}  {'last used':<16} source")
+    for r in rows:
+        used = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_used"]))
+            if r["last_used"]
+            else "-"
+        )
+        print(f"{r['id']:<44} {_size(r['size']):>9}  {used:<16} {r['source']}")
+    return 0
+
+
+def _recommended_quant(catalog_id: str) -> str:
+    from edgechat import catalog, config
+    from edgechat.device import detect
+    from edgechat.recommend import choose
+    from edgechat.speed import cpu_bandwidth
+
+    model = catalog.load()[catalog_id]
+    device = detect()
+    task = model.tasks[0]
+    return choose(model, task, config.load().ctx, device, cpu_bandwidth(device)).quant
+
+
+def cmd_models_pull(args) -> int:
+    from edgechat import hub
+
+    say = (lambda line: None) if args.json else (lambda line: sys.stderr.write(line + "\n"))
+    try:
+        pulled = hub.pull(args.model, _recommended_quant, hub.progress_bar(), say)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted: the partial download is kept; pull again to resume\n")
+        return 130
+    out = {
+        "id": pulled.model_id,
+        "repo": pulled.repo,
+        "quant": pulled.quant,
+        "path": str(pulled.path),
+        "size": pulled.size,
+        "downloaded": pulled.downloaded,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        already = " (already here)" if not pulled.downloaded else ""
+        print(f"{pulled.model_id}{already}: {pulled.path}")
+        print(f"chat with it: edgechat chat --model {pulled.model_id}")
+    return 0
+
+
+def cmd_models_rm(args) -> int:
+    from edgechat import hub
+
+    record, freed = hub.remove(args.model)
+    if args.json:
+        print(json.dumps({"id": record["id"], "freed": freed, "path": record.get("path")}))
+    elif record.get("source") == "import":
+        print(f"forgot {record['id']}; the file stays at {record['path']}")
+    else:
+        print(f"removed {record['id']}, freed {_size(freed)}")
+    return 0
+
+
+def cmd_models_import(args) -> int:
+    import re
+    import shutil
+
+    from edgechat import store
+    from edgechat.gguf import inspect_file
+    from edgechat.paths import ensure_private_dir, paths
+
+    src = Path(args.path).expanduser().resolve()
+    facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line
+    model_id = (args.id or re.sub(r"[^a-z0-9._-]+", "-", src.stem.lower())).strip("-")
+    quant = facts.file_type or "?"
+    if ":" not in model_id:
+        model_id = f"{model_id}:{quant}"
+    path = src
+    if args.copy:
+        folder = ensure_private_dir(paths().data_dir / "models")
+        path = folder / src.name
+        tmp = path.with_name(f".{path.name}.partial")
+        shutil.copyfile(src, tmp)
+        tmp.replace(path)
+    store.register(
+        model_id,
+        {
+            "path": str(path),
+            "files": [str(path)],
+            "quant": quant,
+            "size": path.stat().st_size,
+            "source": "copy" if args.copy else "import",
+            "sha256": [],
+        },
+    )
+    if args.json:
+        print(json.dumps({"id": model_id, "path": str(path), "quant": quant}))
+    else:
+        print(f"imported {model_id}: {path}")
+    return 0
+
+
+def cmd_models_verify(args) -> int:
+    from edgechat import hub, store
+
+    ids = (
+        [args.model] if args.model else [k for k, r in store.registry().items() if r.get("sha256")]
+    )
+    results = {}
+    for model_id in ids:
+        ok, problems = hub.verify(model_id)
+        results[model_id] = {"ok": ok, "problems": problems}
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for model_id, r in results.items():
+            print(f"{model_id}: {'ok' if r['ok'] else '; '.join(r['problems'])}")
+        if not results:
+            print("no pulled models to verify")
+    return 0 if all(r["ok"] for r in results.values()) else 1
+
+
+def cmd_models_info(args) -> int:
+    from edgechat import catalog, config, store
+    from edgechat.device import detect
+    from edgechat.fit import plan_for
+    from edgechat.plan import RunPlan
+
+    settings = config.load()
+    target = store.locate(args.model, settings.default_model)
+    est, fit = plan_for(
+        RunPlan(target.path, n_ctx=args.ctx or settings.ctx), target.shape, detect(), auto_gpu=True
+    )
+    cat_id = args.model.partition(":")[0].lower()
+    record = store.registry().get(args.model)
+    if record is None and target.source == "file":
+        record = next(
+            (r for r in store.registry().values() if r.get("path") == str(target.path)), None
+        )
+    entry = catalog.load().get(cat_id) or next(
+        (m for m in catalog.load().values() if record and m.repo == record.get("repo")), None
+    )
+    facts = None
+    if target.source == "file":
+        from edgechat.gguf import inspect_file
+
+        facts = inspect_file(target.path).as_dict()
+    out = {
+        "model": target.label,
+        "installed": record is not None or target.source == "file",
+        "catalog": entry.as_dict() if entry else None,
+        "header": facts,
+        "estimate": {**est.as_dict(), "fit": fit.label, "fit_reason": fit.why or None},
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"model      {target.label}" + ("" if out["installed"] else " (not pulled)"))
+    if entry:
+        print(
+            f"catalog    {entry.name}; {entry.repo}; licence {entry.license}"
+            + ("; gated" if entry.gated else "")
+        )
+        print(
+            f"           {entry.params_b} B params, {entry.context} context, "
+            f"tasks {', '.join(entry.tasks)}, quants {', '.join(entry.quants)}"
+        )
+    if facts:
+        print(
+            f"header     {facts['architecture']}, {facts['file_type']}, "
+            f"{facts['bits_per_weight']} bits per weight, {facts['n_layers']} layers"
+        )
+    print(
+        f"estimate   RAM {_size(est.ram_needed)}"
+        + (f", VRAM {_size(est.vram)}" if est.vram else "")
+        + f" at {est.n_ctx} tokens: {fit.label}"
+        + (f" ({fit.why})" if fit.why else "")
+    )
+    return 0
+
+
+def cmd_login(args) -> int:
+    import getpass
+
+    from edgechat import credentials
+
+    value = args.token
+    if value is None:
+        if not sys.stdin.isatty():
+            value = sys.stdin.readline()
+        else:
+            sys.stderr.write("Paste a token from https://huggingface.co/settings/tokens\n")
+            value = getpass.getpass("token (not shown): ")
+    where = credentials.store(value)
+    print(f"token saved in {where}")
+    return 0
+
+
+def cmd_logout(args) -> int:
+    from edgechat import credentials
+
+    removed = credentials.forget()
+    print(f"token removed from {', '.join(removed)}" if removed else "no stored token")
+    if __import__("os").environ.get("HF_TOKEN"):
+        print("HF_TOKEN is still set in this shell's environment")
     return 0
 
 

@@ -8,6 +8,8 @@ online has something to chat with.
 from __future__ import annotations
 
 import importlib.util
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,12 +36,68 @@ def starter_model_path() -> Path | None:
     return None
 
 
+def _registry_file() -> Path:
+    from edgechat.paths import paths
+
+    return paths().data_dir / "models.json"
+
+
+def registry() -> dict[str, dict]:
+    """Models edgechat pulled or imported: id -> record (path, repo, quant, size, ...).
+
+    A model is written here only once its files are complete and verified, so what
+    is listed is usable.
+    """
+    try:
+        data = json.loads(_registry_file().read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise EdgechatError(
+            f"{_registry_file()} is damaged ({e}); move it aside and pull or import again"
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _save(data: dict[str, dict]) -> None:
+    from edgechat.paths import write_private
+
+    write_private(_registry_file(), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def register(model_id: str, record: dict) -> None:
+    data = registry()
+    data[model_id] = {**record, "added": record.get("added") or time.time()}
+    _save(data)
+
+
+def unregister(model_id: str) -> dict | None:
+    data = registry()
+    record = data.pop(model_id, None)
+    _save(data)
+    return record
+
+
+def touch(path: Path) -> None:
+    """Note that the model at ``path`` was just used (for `models list`)."""
+    data = registry()
+    for record in data.values():
+        if record.get("path") == str(path):
+            record["last_used"] = time.time()
+            _save(data)
+            return
+
+
 def installed() -> dict[str, Path]:
     """Model id -> file, for the models on this machine."""
     found = {}
     starter = starter_model_path()
     if starter:
         found[STARTER_ID] = starter
+    for model_id, record in registry().items():
+        path = Path(record.get("path", ""))
+        if path.is_file():
+            found[model_id] = path
     return found
 
 
@@ -61,14 +119,14 @@ def resolve(model: str | None, default_model: str = "") -> Path:
     path = Path(wanted).expanduser()
     if path.is_file():
         return path
+    for model_id, file in installed().items():
+        if model_id.lower() == wanted.lower():
+            return file
     if wanted.lower() in STARTER_ALIASES:
         starter = starter_model_path()
         if starter is None:
             raise ModelNotFound(f"the starter model is not installed: {_no_model_help()}")
         return starter
-    for model_id, file in installed().items():
-        if model_id.lower() == wanted.lower():
-            return file
     if path.suffix.lower() == ".gguf" or "/" in wanted or path.exists():
         raise ModelNotFound(f"no model file at {path}")
     ids = ", ".join(installed()) or "none"

@@ -1,0 +1,378 @@
+"""Pull GGUF models from the Hugging Face hub into its own cache, resumably and verified.
+
+Files land where huggingface_hub keeps them (``HF_HOME``/``HF_HUB_CACHE``:
+``models--owner--name/blobs/<sha256>`` with ``snapshots/<commit>/<file>`` links), so
+other tools share them. Why not ``hf_hub_download``? It deletes its partial file
+when interrupted, so a Ctrl-C halfway through four gigabytes starts again from
+zero, and it does not check the SHA-256 of what arrived. Here the transfer is
+huggingface_hub's own (``get_hf_file_metadata`` for the redirect, size and hash;
+``http_get`` for the bytes, which resumes after a dropped connection), into a
+partial file kept across runs; the file is hashed, and only then moved into the
+cache and registered as installed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from edgechat import store
+from edgechat.device import format_size, models_dir
+from edgechat.errors import EdgechatError
+
+TIMEOUT_S = 10.0  # connect/read timeout: an unreachable hub fails fast
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_QUANT_TAG = re.compile(
+    r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9_]*?|F16|BF16|F32)(?=[-.]|$)", re.IGNORECASE
+)
+
+
+class HubError(EdgechatError):
+    """The hub said no, or could not be reached."""
+
+
+class ChecksumMismatch(HubError):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str  # path in the repo
+    size: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Pulled:
+    model_id: str
+    repo: str
+    quant: str
+    path: Path  # the file to load (the first part of a split model)
+    size: int
+    downloaded: int  # bytes fetched this time (0 when already present)
+
+
+def endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
+    """``ID[:QUANT]`` or ``owner/repo[:QUANT]`` -> (catalog id or None, repo or id, quant)."""
+    name, _, quant = spec.partition(":")
+    quant = quant.upper() or None
+    if "/" in name:
+        return None, name, quant
+    return name.lower(), name.lower(), quant
+
+
+def quant_of(filename: str) -> str | None:
+    base = _SPLIT.sub(".gguf", Path(filename).name)
+    tags = _QUANT_TAG.findall(base.removesuffix(".gguf"))
+    return tags[-1].upper() if tags else None
+
+
+def pick_files(siblings: list[RemoteFile], quant: str, repo: str) -> list[RemoteFile]:
+    """The GGUF file(s) of ``quant`` in a repo listing; every part of a split model."""
+    ggufs = [
+        f
+        for f in siblings
+        if f.name.lower().endswith(".gguf") and not Path(f.name).name.lower().startswith("mmproj")
+    ]
+    match = [f for f in ggufs if quant_of(f.name) == quant.upper()]
+    if not match:
+        offered = sorted({q for f in ggufs if (q := quant_of(f.name))})
+        raise HubError(
+            f"{repo} has no {quant} GGUF file; it offers {', '.join(offered) or 'no GGUF files'}"
+        )
+    first_parts = [f for f in match if (m := _SPLIT.search(f.name)) and int(m.group(1)) == 1]
+    if first_parts:
+        prefix = _SPLIT.sub("", first_parts[0].name)
+        return sorted((f for f in match if _SPLIT.sub("", f.name) == prefix), key=lambda f: f.name)
+    return [min(match, key=lambda f: (len(f.name), f.name))]
+
+
+def _hub_error(e: Exception, repo: str) -> HubError:
+    """One clear line for what huggingface_hub raised."""
+    from huggingface_hub import errors
+
+    if isinstance(e, errors.GatedRepoError):
+        return HubError(
+            f"{repo} is gated: accept its licence at {endpoint()}/{repo} while signed in, "
+            "then run `edgechat login` with a token from your account settings"
+        )
+    if isinstance(e, errors.RepositoryNotFoundError):
+        return HubError(
+            f"no repo {repo} on the hub (or it is private: `edgechat login` first if it is yours)"
+        )
+    if isinstance(e, errors.OfflineModeIsEnabled):
+        return HubError("HF_HUB_OFFLINE is set, so nothing can be pulled; unset it to download")
+    if isinstance(e, errors.HfHubHTTPError):
+        status = e.response.status_code if e.response is not None else "?"
+        return HubError(f"the hub answered {status} for {repo}; try again later")
+    return HubError(
+        f"cannot reach the Hugging Face hub at {endpoint()} ({type(e).__name__}); "
+        "check the connection, or use a model already on disk (`edgechat models list`)"
+    )
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import httpx2  # huggingface_hub's own HTTP client
+    from huggingface_hub import errors
+
+    return (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, httpx2.HTTPError)
+
+
+def list_files(repo: str, token: str | None) -> tuple[str, list[RemoteFile]]:
+    """The repo's commit and its files, with sizes and LFS hashes."""
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi(endpoint=endpoint(), token=token or False).model_info(
+            repo, files_metadata=True, timeout=TIMEOUT_S
+        )
+    except _network_errors() as e:
+        raise _hub_error(e, repo) from None
+    files = [
+        RemoteFile(
+            s.rfilename, (s.lfs.size if s.lfs else s.size) or 0, s.lfs.sha256 if s.lfs else None
+        )
+        for s in info.siblings or []
+    ]
+    return info.sha or "main", files
+
+
+def repo_folder(repo: str) -> Path:
+    from huggingface_hub.file_download import repo_folder_name
+
+    return models_dir() / repo_folder_name(repo_id=repo, repo_type="model")
+
+
+def check_disk(needed: int, where: Path) -> None:
+    """Refuse before downloading when the disk cannot hold the file and a margin."""
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    margin = max(256 * 1024**2, needed // 50)
+    if needed + margin > free:
+        raise HubError(
+            f"not enough disk space: the download needs {format_size(needed)} (plus "
+            f"{format_size(margin)} to spare) and {probe} has {format_size(free)} free; "
+            "free some space, pick a smaller quant, or set HF_HOME to a bigger disk"
+        )
+
+
+def sha256_of(path: Path, chunk: int = 8 * 1024**2) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fetch(
+    repo: str, commit: str, f: RemoteFile, folder: Path, token: str | None, tqdm_class
+) -> tuple[Path, int]:
+    """Bring one file into the blob store; returns (blob path, bytes downloaded now)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo, f.name, revision=commit, endpoint=endpoint())
+    try:
+        meta = get_hf_file_metadata(url, token=token or False, timeout=TIMEOUT_S)
+    except _network_errors() as e:
+        raise _hub_error(e, repo) from None
+    digest = f.sha256 or meta.etag
+    if not digest:
+        raise HubError(f"the hub gave no hash for {f.name}, so it cannot be verified")
+    blobs = folder / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    blob = blobs / digest
+    if blob.is_file() and blob.stat().st_size == f.size:
+        return blob, 0
+    partial = blobs / f"{digest}.incomplete"
+    have = partial.stat().st_size if partial.exists() else 0
+    if have > f.size:  # not ours, or a different file: start again
+        partial.unlink()
+        have = 0
+    headers = build_hf_headers(token=token or False)
+    if urlparse(meta.location).netloc != urlparse(url).netloc:
+        headers.pop("authorization", None)  # the token is for the hub, not the file host
+    try:
+        with partial.open("ab") as fh:
+            http_get(
+                meta.location,
+                fh,
+                resume_size=have,
+                headers=headers,
+                expected_size=f.size,
+                displayed_filename=Path(f.name).name,
+                tqdm_class=tqdm_class,
+            )
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise HubError(
+                f"the disk filled up while downloading {f.name}; the partial file is kept at "
+                f"{partial}: free some space and pull again to resume"
+            ) from None
+        raise
+    except _network_errors() as e:
+        raise HubError(
+            f"{_hub_error(e, repo)}; the {format_size(partial.stat().st_size)} received are "
+            "kept: pull again to resume"
+        ) from None
+    actual = sha256_of(partial)
+    if actual != digest:
+        partial.unlink()
+        raise ChecksumMismatch(
+            f"{f.name} arrived corrupted (SHA-256 {actual[:12]}..., the hub says "
+            f"{digest[:12]}...); the bad file was deleted: pull again"
+        )
+    os.chmod(partial, 0o644)
+    os.replace(partial, blob)
+    return blob, f.size - have
+
+
+def _link(folder: Path, commit: str, name: str, blob: Path) -> Path:
+    """The snapshot entry huggingface_hub would make: a relative link to the blob."""
+    pointer = folder / "snapshots" / commit / name
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    if pointer.is_symlink() or pointer.exists():
+        pointer.unlink()
+    try:
+        pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+    except OSError:  # no symlinks here (some Windows setups): a copy, as huggingface_hub does
+        shutil.copyfile(blob, pointer)
+    refs = folder / "refs"
+    refs.mkdir(exist_ok=True)
+    (refs / "main").write_text(commit)
+    return pointer
+
+
+def pull(
+    spec: str,
+    default_quant: Callable[[str], str] | None = None,
+    tqdm_class=None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Pulled:
+    """Download ``ID[:QUANT]`` or ``owner/repo[:QUANT]``, verify it and register it.
+
+    ``default_quant(catalog_id)`` picks the quant when none is given (the recommender's
+    choice for this device); outside the catalog it is Q4_K_M.
+    """
+    from edgechat import catalog, credentials
+
+    catalog_id, repo, quant = parse_spec(spec)
+    if catalog_id is not None:
+        model, listed_quant = catalog.find(catalog_id if quant is None else f"{catalog_id}:{quant}")
+        repo = model.repo
+        quant = quant or (default_quant(model.id) if default_quant else listed_quant)
+        model_id = f"{model.id}:{quant}"
+    else:
+        quant = quant or "Q4_K_M"
+        model_id = f"{repo}:{quant}"
+    token, _ = credentials.token()
+    commit, files = list_files(repo, token)
+    wanted = pick_files(files, quant, repo)
+    folder = repo_folder(repo)
+    remaining = 0
+    for f in wanted:
+        blob = folder / "blobs" / (f.sha256 or "")
+        partial = blob.with_name(blob.name + ".incomplete")
+        if not (f.sha256 and blob.is_file()):
+            remaining += f.size - (partial.stat().st_size if partial.is_file() else 0)
+    check_disk(remaining, folder)
+    total = sum(f.size for f in wanted)
+    say(f"pulling {model_id} from {repo}: {len(wanted)} file(s), {format_size(total)}")
+    started, fetched, pointers = time.monotonic(), 0, []
+    for f in wanted:
+        blob, got = _fetch(repo, commit, f, folder, token, tqdm_class)
+        fetched += got
+        pointers.append(_link(folder, commit, f.name, blob))
+    elapsed = time.monotonic() - started
+    if fetched:
+        say(f"downloaded {format_size(fetched)} in {elapsed:.1f} s, SHA-256 verified")
+    store.register(
+        model_id,
+        {
+            "path": str(pointers[0]),
+            "files": [str(p) for p in pointers],
+            "repo": repo,
+            "commit": commit,
+            "quant": quant,
+            "size": total,
+            "sha256": [f.sha256 for f in wanted],
+            "source": "hub",
+        },
+    )
+    return Pulled(model_id, repo, quant, pointers[0], total, fetched)
+
+
+def remove(model_id: str) -> tuple[dict, int]:
+    """Forget a model and delete the files edgechat put there; returns (record, bytes freed)."""
+    data = store.registry()
+    key = next((k for k in data if k.lower() == model_id.lower()), None)
+    if key is None:
+        names = ", ".join(data) or "none"
+        raise EdgechatError(f"no pulled or imported model '{model_id}'; installed: {names}")
+    record = data[key]
+    freed = 0
+    if record.get("source") in ("hub", "copy"):
+        for name in record.get("files") or [record["path"]]:
+            pointer = Path(name)
+            target = pointer.resolve() if pointer.is_symlink() else pointer
+            if pointer.is_symlink() or pointer.exists():
+                pointer.unlink()
+            if target.is_file() and not _still_linked(target):
+                freed += target.stat().st_size
+                target.unlink()
+    store.unregister(key)
+    return {**record, "id": key}, freed
+
+
+def _still_linked(blob: Path) -> bool:
+    """Does another snapshot of the repo still point at this blob?"""
+    snapshots = blob.parent.parent / "snapshots"
+    if blob.parent.name != "blobs" or not snapshots.is_dir():
+        return False
+    return any(p.is_symlink() and p.resolve() == blob for p in snapshots.rglob("*"))
+
+
+def verify(model_id: str) -> tuple[bool, list[str]]:
+    """Re-hash a pulled model's files against the hub's hashes recorded at pull time."""
+    record = store.registry().get(model_id)
+    if record is None:
+        raise EdgechatError(f"no pulled model '{model_id}'")
+    problems = []
+    hashes = record.get("sha256") or []
+    for name, digest in zip(record.get("files") or [record["path"]], hashes, strict=False):
+        path = Path(name)
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif digest and sha256_of(path) != digest:
+            problems.append(f"{path} does not match its SHA-256")
+    return not problems, problems
+
+
+def progress_bar():
+    """A tqdm for byte transfers on stderr (speed and ETA), silent when stderr is not a TTY."""
+    from tqdm.auto import tqdm
+
+    class Bar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("file", sys.stderr)
+            kwargs["disable"] = not sys.stderr.isatty()
+            kwargs.pop("name", None)
+            super().__init__(*args, **kwargs)
+
+    return Bar
