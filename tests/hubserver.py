@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -226,3 +227,16 @@ class Hub:
                     pass
 
         return Handler
+
+
+if __name__ == "__main__":
+    # Serve the starter model as the hub would, for trying `edgechat models pull` by hand:
+    #   python tests/hubserver.py   then, in another shell, the export line it prints.
+    from edgechat.store import starter_model_path
+
+    repo = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+    with Hub({repo: {"smollm2-135m-instruct-q4_1.gguf": starter_model_path()}}) as server:
+        print(f"export HF_ENDPOINT={server.url}", flush=True)
+        print("edgechat models pull smollm2-135m-instruct:Q4_1", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()

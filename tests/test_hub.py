@@ -191,8 +191,18 @@ def test_hub_unreachable_fails_fast(hf_home, monkeypatch):
     result = run_cli("models", "pull", "smollm2-135m-instruct:Q4_1")
     assert result.returncode == 1 and "cannot reach the Hugging Face hub" in result.stderr
     assert time.monotonic() - started < 15
-    offline = run_cli("models", "list")
-    assert offline.returncode == 0
+    # Without the hub, what is on disk still works.
+    assert run_cli("models", "list").returncode == 0
+    info = run_cli("models", "info", "qwen2.5-7b-instruct:Q4_K_M", "--json")
+    assert info.returncode == 0 and json.loads(info.stdout)["installed"] is False
+
+
+def test_pull_without_a_quant_takes_the_recommended_one(smol_hub):
+    from edgechat.cli import _recommended_quant
+
+    expected = _recommended_quant("smollm2-135m-instruct")
+    pulled = hub.pull("smollm2-135m-instruct", default_quant=_recommended_quant)
+    assert pulled.quant == expected == "Q4_1"
 
 
 def test_import_registers_without_copying(tmp_path, gemma_path):
