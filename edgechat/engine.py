@@ -488,7 +488,11 @@ class Engine:
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         add = lc.llama_sampler_chain_add
         if s.repeat_penalty != 1.0:
-            add(chain, lc.llama_sampler_init_penalties(s.repeat_last_n, s.repeat_penalty, 0.0, 0.0))
+            n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+            penalties = lc.llama_sampler_init_penalties(
+                n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0
+            )
+            add(chain, penalties)
         if s.temperature <= 0:
             add(chain, lc.llama_sampler_init_greedy())
         else:

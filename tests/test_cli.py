@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import sys
 
-import pytest
 from conftest import run_cli
 
 
@@ -110,70 +108,6 @@ def test_starter_id_resolves():
     assert result.returncode == 0, result.stderr
 
 
-# -- summarise ----------------------------------------------------------------------------
-
-TEXT = (
-    "The town council met on Tuesday to discuss the new library. The building will cost "
-    "four million euros and open in 2027. Residents asked for longer opening hours and a "
-    "children's section. The mayor promised a public consultation in the spring.\n"
-)
-
-
-def test_summarise_file(tmp_path):
-    doc = tmp_path / "report.md"
-    doc.write_text(TEXT)
-    result = run_cli("summarise", str(doc))
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.split()) >= 3
-
-
-def test_summarise_stdin_json():
-    result = run_cli("summarize", "-", "--json", input=TEXT)
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert data["summary"] and data["source"] == "stdin"
-    assert data["stats"]["prompt_tokens"] > 40 and data["stats"]["gen_tokens"] > 0
-
-
-@pytest.mark.parametrize(
-    "name, content, message",
-    [
-        ("empty.txt", b"", "is empty"),
-        ("blank.txt", b"  \n\n ", "is empty"),
-        ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
-        ("latin1.txt", "Caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8"),
-    ],
-)
-def test_summarise_refuses_unusable_input(tmp_path, name, content, message):
-    path = tmp_path / name
-    path.write_bytes(content)
-    result = run_cli("summarise", str(path))
-    assert result.returncode == 1
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stdout == ""
-
-
-def test_summarise_missing_devnull_and_folder(tmp_path):
-    for target, message in [
-        (str(tmp_path / "nope.txt"), "no such file"),
-        (os.devnull, "is empty"),
-        (str(tmp_path), "is a folder"),
-    ]:
-        result = run_cli("summarise", target)
-        assert result.returncode == 1 and message in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
-
-
-def test_summarise_too_long_for_the_context():
-    licence = "/usr/share/common-licenses/GPL-3"
-    if not os.path.exists(licence):
-        pytest.skip("no Debian licence texts here")
-    result = run_cli("summarise", licence, "--ctx", "1024")
-    assert result.returncode == 1
-    assert "too long to summarise" in result.stderr and "--ctx" in result.stderr
-
-
 # -- config and paths ---------------------------------------------------------------------
 
 
@@ -203,7 +137,8 @@ def test_config_show_set_unset(tmp_path, edgechat_home):
 def test_default_model_from_config_is_used(gemma_path, edgechat_home):
     env = {"EDGECHAT_HOME": str(edgechat_home)}
     run_cli("config", "set", "default_model", str(gemma_path), env=env)
-    result = run_cli("summarise", "-", "--json", input=TEXT, env=env)
+    text = "The council met on Tuesday. The library will cost four million euros.\n"
+    result = run_cli("summarise", "-", "--json", input=text, env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model_path"] == str(gemma_path)
 

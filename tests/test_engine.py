@@ -178,3 +178,12 @@ def test_stats_are_json_ready(engine):
     reply.collect()
     data = json.loads(json.dumps(reply.stats.as_dict()))
     assert data["gen_tokens"] == reply.stats.gen_tokens and "gen_tps" in data
+
+
+def test_repeat_penalty_is_applied(engine):
+    """llama.cpp's penalties sampler, as summaries use it: a reply, and a different one."""
+    ask = [{"role": "user", "content": "List the days of the week, again and again."}]
+    plain = engine.chat(ask, Sampling(temperature=0, max_tokens=48)).collect()
+    penalised = engine.chat(ask, Sampling(temperature=0, max_tokens=48, repeat_penalty=1.5))
+    text = penalised.collect()
+    assert text.strip() and text != plain
