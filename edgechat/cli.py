@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgechat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    chat = sub.add_parser("chat", help="chat with a model, offline")
+    chat = sub.add_parser(
+        "chat", help="chat with a model, offline (full-screen; --plain for lines)"
+    )
     _add_model_options(chat)
     chat.add_argument("prompt", nargs="?", help="answer this one message and exit")
     chat.add_argument("--plain", action="store_true", help="line mode, for SSH and scripts")
@@ -165,52 +167,33 @@ def _interactive() -> bool:
 
 
 def _load_engine(args, settings):
-    """Resolve the model and load it, with a progress line on a terminal."""
+    """Resolve the model, check it fits, load it, with a progress line on a terminal."""
     from edgechat import store
-    from edgechat.device import detect
     from edgechat.engine import Engine
-    from edgechat.plan import RunPlan
+    from edgechat.loading import checked_plan
 
-    path = store.resolve(args.model, settings.default_model)
-    gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
-    plan = RunPlan(
-        model_path=path,
-        n_ctx=args.ctx or settings.ctx,
-        n_threads=args.threads if args.threads is not None else settings.threads,
-        n_gpu_layers=max(0, gpu_layers),
+    plan = checked_plan(
+        args.model,
+        settings,
+        args.ctx,
+        args.threads,
+        args.gpu_layers,
+        args.memory,
+        args.vram,
+        args.force,
     )
-    if plan.n_ctx < 64:
-        from edgechat.errors import EdgechatError
-
-        raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")
-    plan = _checked_plan(plan, detect(args.memory, args.vram), gpu_layers < 0, args.force)
+    name = plan.model_path.name
     show = sys.stderr.isatty()
     if show:
-        sys.stderr.write(f"loading {path.name} ...")
+        sys.stderr.write(f"loading {name} ...")
         sys.stderr.flush()
     engine = Engine(plan, verbose=args.verbose)
-    store.touch(path)
+    store.touch(plan.model_path)
     if show:
         sys.stderr.write(
-            f"\rloaded {path.name} in {engine.load_s:.1f} s · context {engine.n_ctx} tokens\n"
+            f"\rloaded {name} in {engine.load_s:.1f} s · context {engine.n_ctx} tokens\n"
         )
     return engine
-
-
-def _checked_plan(plan, device, auto_gpu: bool, force: bool):
-    """The plan the memory estimate says fits here; refuse one that does not, unless forced."""
-    from edgechat.errors import EdgechatError
-    from edgechat.fit import plan_for, refusal
-    from edgechat.gguf import inspect_file
-    from edgechat.memory import Shape
-
-    shape = Shape.from_facts(inspect_file(plan.model_path))
-    est, fit = plan_for(plan, shape, device, auto_gpu)
-    if not fit.fits:
-        if not force:
-            raise EdgechatError(refusal(fit, est))
-        sys.stderr.write(f"edgechat: loading anyway (--force): {fit.why}\n")
-    return est.plan
 
 
 def _sampling(args, settings, **overrides):
@@ -236,10 +219,32 @@ def _sampling(args, settings, **overrides):
 # -- commands --------------------------------------------------------------------------
 
 
+def _wants_app(args) -> bool:
+    """The full-screen app, unless asked for lines or talking to a pipe."""
+    if args.plain or args.prompt or args.json:
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def cmd_chat(args) -> int:
     from edgechat import config, privacy
     from edgechat.plain import PlainChat
 
+    if _wants_app(args):
+        from edgechat.tui.app import LaunchOptions, run
+
+        return run(
+            LaunchOptions(
+                args.model,
+                args.ctx,
+                args.threads,
+                args.gpu_layers,
+                args.memory,
+                args.vram,
+                args.force,
+                start="auto" if getattr(args, "no_command", False) else "chat",
+            )
+        )
     privacy.go_offline()
     settings = config.load()
     engine = _load_engine(args, settings)
@@ -810,8 +815,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        # No command: chat (the full-screen app arrives with the TUI).
+        # No command: the app (or, on a pipe, the line chat), with the model picker first.
         args = parser.parse_args(["chat", *(argv if argv is not None else sys.argv[1:])])
+        args.no_command = True
     from edgechat.errors import EdgechatError
 
     try:

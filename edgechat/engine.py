@@ -301,6 +301,11 @@ class Engine:
         n = self._lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
+    @property
+    def n_ctx_used(self) -> int:
+        """Tokens the context holds now (the cached conversation)."""
+        return len(self._kv_tokens)
+
     def info(self) -> dict:
         lc = self._lc
         desc = ctypes.create_string_buffer(256)

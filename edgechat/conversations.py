@@ -1,0 +1,148 @@
+"""Conversations kept in SQLite (WAL) under the data dir, readable by this user only.
+
+Each message is committed when it completes; a reply is written as it streams
+(``update_message`` at most once a second from the app), so a killed app loses at
+most the last second of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgechat.paths import ensure_private_dir, paths
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    system TEXT NOT NULL DEFAULT '',
+    sampling TEXT NOT NULL DEFAULT '{}',
+    model TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    conversation INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
+"""
+
+
+@dataclass
+class Message:
+    id: int
+    role: str
+    content: str
+    complete: bool = True
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    system: str = ""
+    sampling: dict = field(default_factory=dict)
+    model: str = ""
+    updated: float = 0.0
+
+
+class Store:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or paths().data_dir / "conversations.db"
+        ensure_private_dir(self.path.parent)
+        fresh = not self.path.exists()
+        # The app writes from its worker threads too; sqlite serialises, we share one handle.
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if fresh:
+            os.chmod(self.path, 0o600)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        for side in ("-wal", "-shm"):
+            extra = Path(f"{self.path}{side}")
+            if extra.exists():
+                os.chmod(extra, 0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- conversations --------------------------------------------------------------------
+
+    def create(self, title: str = "New chat", system: str = "", model: str = "") -> Conversation:
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO conversations (title, system, model, created, updated) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (title, system, model, now, now),
+        )
+        return Conversation(cur.lastrowid, title, system, {}, model, now)
+
+    def list(self) -> list[Conversation]:
+        rows = self.db.execute(
+            "SELECT id, title, system, sampling, model, updated FROM conversations "
+            "ORDER BY updated DESC, id DESC"
+        ).fetchall()
+        return [Conversation(r[0], r[1], r[2], json.loads(r[3] or "{}"), r[4], r[5]) for r in rows]
+
+    def get(self, conversation_id: int) -> Conversation | None:
+        return next((c for c in self.list() if c.id == conversation_id), None)
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        self.db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
+
+    def configure(self, conversation_id: int, system: str, sampling: dict) -> None:
+        self.db.execute(
+            "UPDATE conversations SET system=?, sampling=? WHERE id=?",
+            (system, json.dumps(sampling), conversation_id),
+        )
+
+    def delete(self, conversation_id: int) -> None:
+        self.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+
+    # -- messages -------------------------------------------------------------------------
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        rows = self.db.execute(
+            "SELECT id, role, content, complete FROM messages WHERE conversation=? ORDER BY id",
+            (conversation_id,),
+        ).fetchall()
+        return [Message(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def add_message(self, conversation_id: int, role: str, content: str, complete=True) -> int:
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO messages (conversation, role, content, complete, created) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (conversation_id, role, content, int(complete), now),
+        )
+        self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation_id))
+        return cur.lastrowid
+
+    def update_message(self, message_id: int, content: str, complete: bool = False) -> None:
+        self.db.execute(
+            "UPDATE messages SET content=?, complete=? WHERE id=?",
+            (content, int(complete), message_id),
+        )
+
+    def export_markdown(self, conversation_id: int) -> str:
+        conv = self.get(conversation_id)
+        if conv is None:
+            return ""
+        out = [f"# {conv.title}", ""]
+        if conv.system:
+            out += [f"_System: {conv.system}_", ""]
+        for m in self.messages(conversation_id):
+            who = {"user": "You", "assistant": "Assistant"}.get(m.role, m.role)
+            note = "" if m.complete else " (stopped)"
+            out += [f"## {who}{note}", "", m.content.strip(), ""]
+        return "\n".join(out)

@@ -1,0 +1,46 @@
+"""From what the user asked for (--model, --ctx, ...) to a RunPlan that fits, shared by
+the command line and the TUI: resolve the model, estimate it, refuse what won't fit."""
+
+from __future__ import annotations
+
+import sys
+
+from edgechat.config import Settings
+from edgechat.errors import EdgechatError
+from edgechat.plan import RunPlan
+
+
+def checked_plan(
+    model: str | None,
+    settings: Settings,
+    ctx: int | None = None,
+    threads: int | None = None,
+    gpu_layers: int | None = None,
+    memory: str | None = None,
+    vram: str | None = None,
+    force: bool = False,
+) -> RunPlan:
+    """The plan to load; raises with the figures and the ways out when it does not fit."""
+    from edgechat import store
+    from edgechat.device import detect
+    from edgechat.fit import plan_for, refusal
+    from edgechat.gguf import inspect_file
+    from edgechat.memory import Shape
+
+    path = store.resolve(model, settings.default_model)
+    layers = gpu_layers if gpu_layers is not None else settings.gpu_layers
+    plan = RunPlan(
+        model_path=path,
+        n_ctx=ctx or settings.ctx,
+        n_threads=threads if threads is not None else settings.threads,
+        n_gpu_layers=max(0, layers),
+    )
+    if plan.n_ctx < 64:
+        raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")
+    shape = Shape.from_facts(inspect_file(path))
+    est, fit = plan_for(plan, shape, detect(memory, vram), auto_gpu=layers < 0)
+    if not fit.fits:
+        if not force:
+            raise EdgechatError(refusal(fit, est))
+        sys.stderr.write(f"edgechat: loading anyway (--force): {fit.why}\n")
+    return est.plan

@@ -1,0 +1,196 @@
+"""The edgechat app: holds the engine, the conversation store and the device; screens
+render, workers load models, pull them and generate, so the UI always answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from edgechat.conversations import Store
+from edgechat.errors import EdgechatError
+from edgechat.plan import Sampling
+
+
+@dataclass
+class LaunchOptions:
+    """What the command line asked for; the TUI honours it as the plain chat does."""
+
+    model: str | None = None
+    ctx: int | None = None
+    threads: int | None = None
+    gpu_layers: int | None = None
+    memory: str | None = None
+    vram: str | None = None
+    force: bool = False
+    start: str = "auto"  # auto: the picker on first run; chat: straight to the chat
+
+
+class EdgechatApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "edgechat"
+
+    def __init__(
+        self,
+        options: LaunchOptions | None = None,
+        store: Store | None = None,
+        sample_readouts: Callable | None = None,
+    ) -> None:
+        super().__init__()
+        from edgechat import config
+        from edgechat.device import detect
+
+        self.options = options or LaunchOptions()
+        self.settings = config.load()
+        self.store = store or Store()
+        self.device = detect(self.options.memory, self.options.vram)
+        self.engine = None
+        self.model_id: str | None = None
+        if sample_readouts is None:
+            from edgechat.readouts import Sampler
+
+            sample_readouts = Sampler()
+        self.sample_readouts = sample_readouts
+        self.sampling = Sampling(
+            temperature=self.settings.temperature,
+            top_k=self.settings.top_k,
+            top_p=self.settings.top_p,
+            min_p=self.settings.min_p,
+            max_tokens=self.settings.max_tokens,
+        )
+        self._recommended: dict[str, list] = {}
+
+    # -- start ----------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        from edgechat.tui.chat import ChatScreen
+
+        self.push_screen(ChatScreen())
+        first_run = not (self.options.model or self.settings.default_model)
+        if self.options.start == "auto" and first_run:
+            self.open_wizard()
+        else:
+            self.use_model(self.options.model)
+
+    def greeting(self) -> str:
+        if self.engine is None:
+            return "Loading the model ..."
+        return (
+            f"{self.model_id} is ready. Type a message; Enter sends, Ctrl+J adds a line, "
+            "Esc stops a reply, Ctrl+P lists every command."
+        )
+
+    # -- models ---------------------------------------------------------------------------
+
+    def installed_models(self) -> dict[str, Path]:
+        from edgechat import store
+
+        return store.installed()
+
+    def recommendations(self, task: str) -> list:
+        if task not in self._recommended:
+            from edgechat import catalog
+            from edgechat.recommend import recommend
+            from edgechat.speed import cpu_bandwidth
+
+            self._recommended[task] = recommend(
+                catalog.load(),
+                self.device,
+                task,
+                self.options.ctx or self.settings.ctx,
+                cpu_bandwidth(self.device),
+            )[:15]
+        return self._recommended[task]
+
+    def open_wizard(self) -> None:
+        from edgechat.tui.wizard import WizardScreen
+
+        self.push_screen(WizardScreen())
+
+    def use_model(self, model: str | None) -> None:
+        """Check the model fits, then load it in a worker; the chat opens meanwhile."""
+        from edgechat.tui.chat import ChatScreen
+        from edgechat.tui.wizard import WizardScreen
+
+        while isinstance(self.screen, WizardScreen):
+            self.pop_screen()
+        if isinstance(self.screen, ChatScreen):
+            self.screen.query_one("#input").loading = True
+        self._load(model)
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load(self, model: str | None) -> None:
+        from edgechat import store
+        from edgechat.engine import Engine
+        from edgechat.loading import checked_plan
+
+        o = self.options
+        try:
+            plan = checked_plan(
+                model, self.settings, o.ctx, o.threads, o.gpu_layers, o.memory, o.vram, o.force
+            )
+            engine = Engine(plan)
+        except EdgechatError as e:
+            self.call_from_thread(self._load_failed, str(e))
+            return
+        store.touch(plan.model_path)
+        label = model or next(
+            (k for k, p in store.installed().items() if p == plan.model_path), plan.model_path.name
+        )
+        self.call_from_thread(self._loaded, engine, label)
+
+    def _loaded(self, engine, label: str) -> None:
+        old, self.engine, self.model_id = self.engine, engine, label
+        if old is not None:
+            old.close()
+        self.title = f"edgechat · {label}"
+        self.notify(f"loaded {label} in {engine.load_s:.1f} s")
+        self._refresh_chat()
+
+    def _load_failed(self, why: str) -> None:
+        self.notify(why, title="cannot load this model", severity="error", timeout=15)
+        self._refresh_chat()
+        self.open_wizard()
+
+    def _refresh_chat(self) -> None:
+        from edgechat.tui.chat import ChatScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, ChatScreen):
+                screen.query_one("#input").loading = False
+                for note in screen.query(".note"):
+                    note.update(self.greeting())
+
+    # -- commands -------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        from edgechat.tui.chat import ChatScreen
+
+        yield SystemCommand("Choose a model", "Device, recommendations, pull", self.open_wizard)
+        if isinstance(screen, ChatScreen):
+            for title, help_text, action in [
+                ("New chat", "Start a new conversation", screen.action_new_conversation),
+                ("Rename chat", "Give this conversation a title", screen.action_rename),
+                ("Delete chat", "Delete this conversation", screen.action_delete),
+                ("Export chat", "Save this conversation as Markdown", screen.action_export),
+                ("Chat settings", "System prompt and sampling", screen.action_settings),
+                ("Copy last reply", "To the clipboard", screen.action_copy_reply),
+                ("Stop reply", "Stop the reply being written", screen.action_stop),
+                ("Toggle chats sidebar", "Show or hide the list", screen.action_toggle_sidebar),
+            ]:
+                yield SystemCommand(title, help_text, action)
+
+    def on_unmount(self) -> None:
+        if self.engine is not None:
+            self.engine.cancel()
+        self.store.close()
+
+
+def run(options: LaunchOptions) -> int:
+    EdgechatApp(options).run()
+    return 0

@@ -1,0 +1,188 @@
+"""The model picker: this device, the ranked recommendations for a task, pull and load."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Label, ProgressBar
+
+from edgechat.device import format_size
+
+FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
+
+
+class PullProgress(Message):
+    def __init__(self, done: int, total: int, rate: float) -> None:
+        super().__init__()
+        self.done, self.total, self.rate = done, total, rate
+
+
+class PullDone(Message):
+    def __init__(self, model_id: str | None, error: str | None = None) -> None:
+        super().__init__()
+        self.model_id, self.error = model_id, error
+
+
+class PullCancelled(Exception):
+    pass
+
+
+class WizardScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel / back"),
+        Binding("enter", "choose", "Use this model", show=True, priority=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chosen_task = "chat"
+        self.rows: list[str] = []  # model id per table row
+        self._cancel = False
+        self._pulling = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="wizard"):
+            yield Label("", id="device")
+            with Horizontal(id="tasks"):
+                for task in ("chat", "code", "math", "summarise"):
+                    yield Button(task, id=f"task-{task}", compact=True)
+            yield DataTable(id="choices", cursor_type="row", zebra_stripes=True)
+            yield Label(
+                "Enter: use the highlighted model (installed ones load at once, "
+                "others download first). Esc: back.",
+                id="wizard-help",
+            )
+            with Vertical(id="pull"):
+                yield Label("", id="pull-label")
+                yield ProgressBar(id="pull-bar", show_eta=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        d = self.app.device
+        gpus = (
+            ", ".join(
+                f"{g.name} ({'unified' if g.unified else format_size(g.vram_total)})"
+                for g in d.gpus
+            )
+            or "no GPU"
+        )
+        board = f" · {d.board}" if d.board else ""
+        self.query_one("#device", Label).update(
+            f"This device: {format_size(d.ram_total)} RAM ({format_size(d.ram_available)} free)"
+            f" · {d.cores_physical or '?'} cores · {gpus}{board}"
+        )
+        table = self.query_one(DataTable)
+        table.add_columns("model", "RAM", "VRAM", "tok/s", "fit", "")
+        self.show_task("chat")
+        table.focus()
+
+    def show_task(self, task: str) -> None:
+        self.chosen_task = task
+        for button in self.query("#tasks Button"):
+            button.variant = "primary" if button.id == f"task-{task}" else "default"
+        table = self.query_one(DataTable)
+        table.clear()
+        self.rows = []
+        installed = self.app.installed_models()
+        for model_id in installed:  # what is here already comes first, and works offline
+            table.add_row(model_id, "", "", "", "installed", "●")
+            self.rows.append(model_id)
+        for c in self.app.recommendations(task):
+            model_id = f"{c.model.id}:{c.quant}"
+            if model_id in installed:
+                continue
+            e = c.estimate
+            vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
+            table.add_row(
+                model_id,
+                format_size(e.ram_needed),
+                vram,
+                f"{c.speed.tokens_per_s:.0f}",
+                FIT_BADGE[c.fit.label],
+                "",
+            )
+            self.rows.append(model_id)
+
+    @on(Button.Pressed, "#tasks Button")
+    def _task(self, event: Button.Pressed) -> None:
+        self.show_task(event.button.id.removeprefix("task-"))
+        self.query_one(DataTable).focus()
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.action_choose()
+
+    def action_choose(self) -> None:
+        if self._pulling or not self.rows:
+            return
+        model_id = self.rows[self.query_one(DataTable).cursor_row]
+        if model_id in self.app.installed_models():
+            self.app.use_model(model_id)
+            return
+        self._pulling, self._cancel = True, False
+        self.query_one("#pull").add_class("active")
+        self.query_one("#pull-label", Label).update(f"pulling {model_id} ... (Esc cancels)")
+        self._pull(model_id)
+
+    def action_cancel(self) -> None:
+        if self._pulling:
+            self._cancel = True
+        elif self.app.engine is not None or len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    @work(thread=True, exclusive=True, group="pull")
+    def _pull(self, model_id: str) -> None:
+        from tqdm import tqdm
+
+        from edgechat import hub
+        from edgechat.errors import EdgechatError
+
+        screen = self
+
+        class Bar(tqdm):
+            """Reports to the screen; raising here is how Esc stops a transfer."""
+
+            def __init__(self, *args, **kwargs):
+                kwargs["disable"] = False
+                kwargs["file"] = io.StringIO()  # drawn by the screen, not by tqdm
+                super().__init__(*args, **kwargs)
+                self._t0 = time.monotonic()
+
+            def update(self, n=1):
+                if screen._cancel:
+                    raise PullCancelled()
+                super().update(n)
+                rate = self.n / max(1e-3, time.monotonic() - self._t0)
+                screen.post_message(PullProgress(self.n, self.total or 0, rate))
+
+        try:
+            pulled = hub.pull(model_id, tqdm_class=Bar)
+            self.post_message(PullDone(pulled.model_id))
+        except PullCancelled:
+            self.post_message(PullDone(None, "cancelled; the partial download is kept"))
+        except EdgechatError as e:
+            self.post_message(PullDone(None, str(e)))
+
+    def on_pull_progress(self, message: PullProgress) -> None:
+        bar = self.query_one("#pull-bar", ProgressBar)
+        bar.update(total=max(1, message.total), progress=message.done)
+        self.query_one("#pull-label", Label).update(
+            f"{format_size(message.done)} of {format_size(message.total)} at "
+            f"{format_size(int(message.rate))}/s (Esc cancels)"
+        )
+
+    def on_pull_done(self, message: PullDone) -> None:
+        self._pulling = False
+        self.query_one("#pull").remove_class("active")
+        if message.error:
+            self.notify(message.error, severity="error", timeout=10)
+            return
+        self.show_task(self.chosen_task)
+        self.app.use_model(message.model_id)
