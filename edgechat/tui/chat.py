@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import (
     Footer,
+    Header,
     Label,
     ListItem,
     ListView,
