@@ -19,6 +19,7 @@ def checked_plan(
     memory: str | None = None,
     vram: str | None = None,
     force: bool = False,
+    device=None,
 ) -> RunPlan:
     """The plan to load; raises with the figures and the ways out when it does not fit."""
     from edgechat import store
@@ -38,7 +39,8 @@ def checked_plan(
     if plan.n_ctx < 64:
         raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")
     shape = Shape.from_facts(inspect_file(path))
-    est, fit = plan_for(plan, shape, detect(memory, vram), auto_gpu=layers < 0)
+    device = device or detect(memory, vram)
+    est, fit = plan_for(plan, shape, device, auto_gpu=layers < 0)
     if not fit.fits:
         if not force:
             raise EdgechatError(refusal(fit, est))

@@ -39,6 +39,7 @@ class EdgechatApp(App):
         options: LaunchOptions | None = None,
         store: Store | None = None,
         sample_readouts: Callable | None = None,
+        device=None,
     ) -> None:
         super().__init__()
         from edgechat import config
@@ -47,7 +48,7 @@ class EdgechatApp(App):
         self.options = options or LaunchOptions()
         self.settings = config.load()
         self.store = store or Store()
-        self.device = detect(self.options.memory, self.options.vram)
+        self.device = device or detect(self.options.memory, self.options.vram)
         self.engine = None
         self.model_id: str | None = None
         if sample_readouts is None:
@@ -119,7 +120,8 @@ class EdgechatApp(App):
         while isinstance(self.screen, WizardScreen):
             self.pop_screen()
         if isinstance(self.screen, ChatScreen):
-            self.screen.query_one("#input").loading = True
+            for box in self.screen.query("#input"):  # not there before the screen mounts
+                box.loading = True
         self._load(model)
 
     @work(thread=True, exclusive=True, group="load")
@@ -131,7 +133,13 @@ class EdgechatApp(App):
         o = self.options
         try:
             plan = checked_plan(
-                model, self.settings, o.ctx, o.threads, o.gpu_layers, o.memory, o.vram, o.force
+                model,
+                self.settings,
+                o.ctx,
+                o.threads,
+                o.gpu_layers,
+                force=o.force,
+                device=self.device,
             )
             engine = Engine(plan)
         except EdgechatError as e:
@@ -161,7 +169,11 @@ class EdgechatApp(App):
 
         for screen in self.screen_stack:
             if isinstance(screen, ChatScreen):
-                screen.query_one("#input").loading = False
+                box = screen.query_one("#input")
+                box.loading = False
+                if screen is self.screen:
+                    box.focus()
+                screen.refresh_readouts()
                 for note in screen.query(".note"):
                     note.update(self.greeting())
 

@@ -90,18 +90,16 @@ class Readouts(Horizontal):
         self.query_one("#rss-spark", Sparkline).data = list(history)
         self.query_one("#ram", Label).update(f"RAM {_short(r.ram_used)}/{_short(r.ram_total)}")
         if r.vram_total:
-            self.query_one("#vram", Label).update(
-                f"VRAM {_short(r.vram_used)}/{_short(r.vram_total)}"
-            )
+            vram = self.query_one("#vram", Label)
+            vram.update(f"VRAM {_short(r.vram_used)}/{_short(r.vram_total)}")
+            vram.add_class("shown")
 
     def show_context(self, used: int, size: int) -> None:
         self.query_one("#ctx", Label).update(f"ctx {used}/{size}")
         self.query_one("#ctx-bar", ProgressBar).update(total=max(1, size), progress=used)
 
     def show_speed(self, stats) -> None:
-        self.query_one("#speed", Label).update(
-            f"{stats.ttft_s:.2f}s TTFT {stats.gen_tps:.0f} tok/s"
-        )
+        self.query_one("#speed", Label).update(f"{stats.gen_tps:.0f} tok/s {stats.ttft_s:.1f}s")
 
 
 def _short(n: int | None) -> str:
@@ -144,7 +142,7 @@ class ChatScreen(Screen):
         self._reply_text = ""
         self._reply_id: int | None = None
         self._saved_at = 0.0
-        self._rss: deque[float] = deque([0.0] * 30, maxlen=30)
+        self._rss: deque[float] = deque(maxlen=30)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -162,6 +160,7 @@ class ChatScreen(Screen):
         if self.app.size.width >= 100:
             self.query_one("#sidebar").add_class("shown")
         self.query_one(ChatInput).focus()
+        self.query_one(ChatInput).loading = self.app.engine is None
         self.set_interval(1.0, self.refresh_readouts)
         self.refresh_readouts()
         conversations = self.app.store.list()
@@ -171,6 +170,8 @@ class ChatScreen(Screen):
 
     def refresh_readouts(self) -> None:
         r = self.app.sample_readouts()
+        if not self._rss:  # start level, not from zero
+            self._rss.extend([r.rss / 2**20] * 29)
         self._rss.append(r.rss / 2**20)
         self.query_one(Readouts).show_memory(r, self._rss)
         engine = self.app.engine

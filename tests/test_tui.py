@@ -1,0 +1,254 @@
+"""The Textual app on the real starter model: Pilot walks the flows, snapshots pin the
+screens, and one test drives it in a real terminal under tmux."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+from conftest import REPO
+
+from edgechat.conversations import Store
+from edgechat.device import GPU, Device, GiB
+from edgechat.readouts import Readout
+from edgechat.tui.app import EdgechatApp, LaunchOptions
+from edgechat.tui.chat import ChatScreen
+from edgechat.tui.wizard import WizardScreen
+
+READOUT = Readout(rss=210 * 2**20, ram_used=6 * GiB, ram_available=10 * GiB, ram_total=16 * GiB)
+LAPTOP = Device(
+    ram_total=16 * GiB,
+    ram_available=12 * GiB,
+    swap_total=0,
+    swap_free=0,
+    cpu_model="simulated",
+    cores_physical=4,
+    cores_logical=8,
+    simd=("AVX2", "FMA"),
+    arch="x86_64",
+    os="Linux",
+    board=None,
+    models_dir="/models",
+    disk_free=100 * GiB,
+    gpus=(),
+    llama_backends=("cpu",),
+    gpu_offload=False,
+    overrides=("memory=16.0 GiB",),
+)
+
+
+def make_app(start="chat", device=LAPTOP, **options) -> EdgechatApp:
+    return EdgechatApp(
+        LaunchOptions(start=start, **options), sample_readouts=lambda: READOUT, device=device
+    )
+
+
+async def until(pilot, condition, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+def conversation_text(app) -> str:
+    return app.store.export_markdown(app.screen.conversation.id)
+
+
+async def test_wizard_to_chat_send_and_reply(starter_path):
+    app = make_app(start="auto")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, WizardScreen))
+        wizard = app.screen
+        assert wizard.rows[0] == "smollm2-135m-instruct:Q4_1"  # installed first: works offline
+        assert any(":Q4_K_M" in r for r in wizard.rows[1:])  # then the recommendations
+        await pilot.press("enter")
+        await until(pilot, lambda: app.engine is not None and isinstance(app.screen, ChatScreen))
+        assert app.model_id == "smollm2-135m-instruct:Q4_1"
+        await pilot.press(*"What is the capital of France?", "enter")
+        await until(
+            pilot, lambda: not app.screen.generating and "## Assistant" in conversation_text(app)
+        )
+        await until(pilot, lambda: not app.screen.generating)
+        messages = app.store.messages(app.screen.conversation.id)
+        assert [m.role for m in messages] == ["user", "assistant"]
+        assert messages[1].content.strip() and messages[1].complete
+        assert app.screen.conversation.title == "What is the capital of France?"
+        bubbles = app.screen.query(".assistant")
+        assert bubbles and bubbles.last().source.strip() == messages[1].content.strip()
+
+
+async def test_stop_keeps_the_partial_reply(starter_path):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        screen = app.screen
+        app.store.configure(screen.conversation.id, "", {"max_tokens": 2000, "temperature": 0.8})
+        screen.conversation.sampling = {"max_tokens": 2000, "temperature": 0.8}
+        await pilot.press(*"Write a very long story about the sea.", "enter")
+        await until(pilot, lambda: len(screen._reply_text) > 20)
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating)
+        reply = app.store.messages(screen.conversation.id)[-1]
+        assert reply.role == "assistant" and reply.content and not reply.complete
+        assert screen.query(".assistant").last().has_class("stopped")
+        # The app answered keys while generating: a second chat can start right after.
+        await pilot.press("ctrl+n")
+        assert len(app.store.list()) == 2
+
+
+async def test_reopen_a_stored_conversation_history_and_export(tmp_path, starter_path):
+    store = Store()
+    conv = store.create("Trip planning")
+    store.add_message(conv.id, "user", "Where should I go in May?")
+    store.add_message(conv.id, "assistant", "**Lisbon** is lovely in May.")
+    other = store.create("Other")
+    store.close()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        screen = app.screen
+        assert screen.conversation.id == other.id  # the newest first
+        items = screen.query_one("#conversations").children
+        assert [i.name for i in items] == [str(other.id), str(conv.id)]
+        screen.open_conversation(conv.id)
+        await pilot.pause()
+        assert screen.query(".assistant").last().source == "**Lisbon** is lovely in May."
+        # Up recalls what was sent in this session.
+        await pilot.press(*"hello", "enter")
+        await until(pilot, lambda: not screen.generating and len(app.store.messages(conv.id)) == 4)
+        await pilot.press("up")
+        assert screen.query_one("#input").text == "hello"
+        target = tmp_path / "trip.md"
+        screen.action_export()
+        await pilot.pause()
+        app.screen.query_one("#answer").value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        text = target.read_text()
+        assert text.startswith("# Trip planning") and "**Lisbon** is lovely in May." in text
+
+
+async def test_a_model_that_does_not_fit_is_refused_with_the_way_out(starter_path):
+    tiny = Device(**{**LAPTOP.__dict__, "ram_total": 100 * 2**20, "ram_available": 100 * 2**20})
+    app = make_app(device=tiny)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, WizardScreen))
+        assert app.engine is None
+        notes = [n.message for n in app._notifications]
+        assert any("will not fit" in n and "--force" in n for n in notes)
+
+
+async def test_chat_in_the_app_opens_no_network_connection(starter_path, monkeypatch):
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        await pilot.press(*"Hi", "enter")
+        await until(
+            pilot,
+            lambda: (
+                not app.screen.generating
+                and len(app.store.messages(app.screen.conversation.id)) == 2
+            ),
+        )
+    assert attempts == []
+
+
+def test_readouts_sample_real_memory():
+    from edgechat.readouts import Sampler
+
+    r = Sampler()()
+    assert 10 * 2**20 < r.rss < r.ram_total and r.ram_available > 0
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+def _stored_chat() -> None:
+    store = Store()
+    conv = store.create("Library plans")
+    store.add_message(conv.id, "user", "When does the new library open?")
+    store.add_message(
+        conv.id,
+        "assistant",
+        "The library opens in **2027**.\n\n- cost: four million euros\n- children's section",
+    )
+    store.close()
+
+
+async def _loaded(pilot) -> None:
+    await until(pilot, lambda: pilot.app.engine is not None)
+    pilot.app.clear_notifications()
+    pilot.app.screen.query_one("#input").cursor_blink = False  # a blink is not a change
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (140, 40)])
+def test_snapshot_chat(snap_compare, starter_path, size):
+    _stored_chat()
+    assert snap_compare(make_app(), terminal_size=size, run_before=_loaded)
+
+
+def test_snapshot_wizard(snap_compare, starter_path):
+    nvidia = Device(
+        **{
+            **LAPTOP.__dict__,
+            "gpus": (GPU("nvidia", "NVIDIA GeForce RTX 4060", 8 * GiB, 8 * GiB),),
+            "llama_backends": ("cuda", "cpu"),
+            "gpu_offload": True,
+        }
+    )
+
+    async def shown(pilot):
+        await until(pilot, lambda: isinstance(pilot.app.screen, WizardScreen))
+        await pilot.pause()
+
+    assert snap_compare(
+        make_app(start="auto", device=nvidia), terminal_size=(80, 24), run_before=shown
+    )
+
+
+# -- a real terminal ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_in_a_real_terminal_under_tmux(edgechat_home, starter_path):
+    session = f"edgechat-test-{time.monotonic_ns()}"
+    env = f"EDGECHAT_HOME={edgechat_home} TERM=xterm-256color"
+    cmd = f"cd {REPO} && {env} {shutil.which('python') or 'python3'} -m edgechat chat"
+    import sys
+
+    cmd = f"cd {REPO} && {env} {sys.executable} -m edgechat chat"
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True
+    )
+
+    def screen() -> str:
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+        ).stdout
+
+    try:
+        deadline = time.monotonic() + 60
+        while "edgechat · smollm2" not in screen():
+            assert time.monotonic() < deadline, screen()
+            time.sleep(0.2)
+        subprocess.run(["tmux", "send-keys", "-t", session, "What is the capital of France?"])
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"])
+        while "Paris" not in screen() and "paris" not in screen().lower():
+            assert time.monotonic() < deadline, screen()
+            time.sleep(0.2)
+        text = screen()
+        assert "What is the capital of France?" in text and "RSS" in text and "ctx" in text
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
