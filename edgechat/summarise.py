@@ -107,9 +107,7 @@ def apply_style(text: str, style: str) -> str:
     lines = _unique(ln.strip() for ln in text.splitlines() if ln.strip())
     if style == "bullets":
         if sum(bool(_BULLET.match(ln)) for ln in lines) >= max(1, len(lines) // 2):
-            return "\n".join(
-                "- " + _BULLET.sub("", ln) if _BULLET.match(ln) else ln for ln in lines
-            )
+            return "\n".join("- " + _BULLET.sub("", ln) for ln in lines)
         sentences = _unique(s.strip() for s in _SENTENCE.split(" ".join(lines)) if s.strip())
         return "\n".join(f"- {s}" for s in sentences)
     prose = " ".join(_BULLET.sub("", ln) for ln in lines)
@@ -249,6 +247,7 @@ class Summariser:
             notes.append(self._call("map", chunk, self.map_sampling))
             self.progress(Progress("map", i, total, self._eta(i, total)))
         chunks = len(notes)
+        self.progress(Progress("map", chunks, chunks, 0.0))  # the exact total, now known
         levels = 0
         while True:
             joined = "\n\n".join(n for n in notes if n)

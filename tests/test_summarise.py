@@ -14,6 +14,7 @@ from conftest import run_cli
 
 from edgechat import documents
 from edgechat.errors import InputError
+from edgechat.plan import Sampling
 from edgechat.summarise import Options, Summariser, _instruction, apply_style
 
 LICENCE = Path("/usr/share/common-licenses/GPL-3")
@@ -49,7 +50,8 @@ def test_a_document_ten_times_the_context_is_summarised(small_engine):
     n_tokens = len(small_engine.tokenize(text, add_special=False))
     assert n_tokens >= 10 * small_engine.n_ctx
     seen = []
-    s = Summariser(small_engine, Options("short", "bullets"), progress=seen.append)
+    sampling = Sampling(temperature=0.3, seed=7)
+    s = Summariser(small_engine, Options("short", "bullets"), sampling, progress=seen.append)
     paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
     result = s.run(paragraphs, size_hint=len(text))
     assert result.text and result.chunks >= 10 and result.levels >= 1
@@ -98,6 +100,7 @@ def test_apply_style():
     loopy = "The plan costs 4 million. It opens in 2027. The plan costs 4 million."
     assert apply_style(loopy, "bullets") == "- The plan costs 4 million.\n- It opens in 2027."
     assert apply_style("- one\n* two\n1. three", "bullets") == "- one\n- two\n- three"
+    assert apply_style("Points:\n- one\n- two", "bullets") == "- Points:\n- one\n- two"
     assert apply_style("- one.\n- two.", "paragraph") == "one. two."
 
 

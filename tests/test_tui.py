@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -131,6 +132,32 @@ async def test_reopen_a_stored_conversation_history_and_export(tmp_path, starter
         assert text.startswith("# Trip planning") and "**Lisbon** is lovely in May." in text
 
 
+async def test_summarise_a_file_from_the_command_palette(tmp_path, starter_path):
+    doc = tmp_path / "minutes.md"
+    doc.write_text(
+        "The council met on Tuesday. The library will cost four million euros "
+        "and open in 2027.\n\nResidents asked for a children's section.\n"
+    )
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Summarise a file")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.query("#answer"))
+        app.screen.query_one("#answer").value = str(doc)
+        await pilot.press("enter")
+        screen = app.screen
+        await until(
+            pilot,
+            lambda: not screen.generating and len(app.store.messages(screen.conversation.id)) == 2,
+        )
+        user, answer = app.store.messages(screen.conversation.id)
+        assert user.content == f"Summarise {doc}" and "chunk(s)" in answer.content
+        assert screen.query(".assistant").last().source == answer.content
+
+
 async def test_a_model_that_does_not_fit_is_refused_with_the_way_out(starter_path):
     tiny = Device(**{**LAPTOP.__dict__, "ram_total": 100 * 2**20, "ram_available": 100 * 2**20})
     app = make_app(device=tiny)
@@ -222,13 +249,19 @@ def test_snapshot_wizard(snap_compare, starter_path):
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_in_a_real_terminal_under_tmux(edgechat_home, starter_path):
+@pytest.mark.parametrize(
+    "colours",
+    [
+        "TERM=xterm-256color",
+        "TERM=xterm-256color NO_COLOR=1",
+        "TERM=xterm TEXTUAL_COLOR_SYSTEM=standard",
+    ],
+    ids=["256-colours", "no-color", "16-colours"],
+)
+def test_in_a_real_terminal_under_tmux(edgechat_home, starter_path, colours):
     session = f"edgechat-test-{time.monotonic_ns()}"
-    env = f"EDGECHAT_HOME={edgechat_home} TERM=xterm-256color"
-    cmd = f"cd {REPO} && {env} {shutil.which('python') or 'python3'} -m edgechat chat"
-    import sys
-
-    cmd = f"cd {REPO} && {env} {sys.executable} -m edgechat chat"
+    env = f"EDGECHAT_HOME={edgechat_home} {colours}"
+    cmd = f"cd {REPO} && env {env} {sys.executable} -m edgechat chat"
     subprocess.run(
         ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True
     )

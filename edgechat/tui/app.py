@@ -4,6 +4,7 @@ render, workers load models, pull them and generate, so the UI always answers.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class EdgechatApp(App):
         store: Store | None = None,
         sample_readouts: Callable | None = None,
         device=None,
+        engine=None,
+        llama_thread: ThreadPoolExecutor | None = None,
     ) -> None:
         super().__init__()
         from edgechat import config
@@ -50,6 +53,12 @@ class EdgechatApp(App):
         self.store = store or Store()
         self.device = device or detect(self.options.memory, self.options.vram)
         self.engine = None
+        self._given_engine = engine  # already loaded (benchmarks, embedding)
+        # Every llama.cpp call runs on this one thread: its OpenMP thread team belongs to
+        # the calling thread, and a second team (from a load or reply on another
+        # thread) competes for the cores and slows generation by a third on two cores.
+        self._own_llama = llama_thread is None
+        self.llama = llama_thread or ThreadPoolExecutor(1, thread_name_prefix="llama")
         self.model_id: str | None = None
         if sample_readouts is None:
             from edgechat.readouts import Sampler
@@ -71,6 +80,11 @@ class EdgechatApp(App):
         from edgechat.tui.chat import ChatScreen
 
         self.push_screen(ChatScreen())
+        if self._given_engine is not None:
+            self.call_later(
+                self._loaded, self._given_engine, self._given_engine.plan.model_path.name
+            )
+            return
         first_run = not (self.options.model or self.settings.default_model)
         if self.options.start == "auto" and first_run:
             self.open_wizard()
@@ -141,7 +155,7 @@ class EdgechatApp(App):
                 force=o.force,
                 device=self.device,
             )
-            engine = Engine(plan)
+            engine = self.llama.submit(Engine, plan).result()
         except EdgechatError as e:
             self.call_from_thread(self._load_failed, str(e))
             return
@@ -153,7 +167,7 @@ class EdgechatApp(App):
 
     def _loaded(self, engine, label: str) -> None:
         old, self.engine, self.model_id = self.engine, engine, label
-        if old is not None:
+        if old is not None and old is not self._given_engine:
             old.close()
         self.title = f"edgechat · {label}"
         self.notify(f"loaded {label} in {engine.load_s:.1f} s")
@@ -190,6 +204,11 @@ class EdgechatApp(App):
                 ("Rename chat", "Give this conversation a title", screen.action_rename),
                 ("Delete chat", "Delete this conversation", screen.action_delete),
                 ("Export chat", "Save this conversation as Markdown", screen.action_export),
+                (
+                    "Summarise a file",
+                    "Text, Markdown, HTML, PDF or DOCX, any length",
+                    screen.action_summarise_file,
+                ),
                 ("Chat settings", "System prompt and sampling", screen.action_settings),
                 ("Copy last reply", "To the clipboard", screen.action_copy_reply),
                 ("Stop reply", "Stop the reply being written", screen.action_stop),
@@ -200,6 +219,8 @@ class EdgechatApp(App):
     def on_unmount(self) -> None:
         if self.engine is not None:
             self.engine.cancel()
+        if self._own_llama:
+            self.llama.shutdown(wait=False)
         self.store.close()
 
 

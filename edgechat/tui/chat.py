@@ -25,6 +25,8 @@ from textual.widgets import (
     TextArea,
 )
 
+UI_BATCH_S = 0.25
+
 
 class ChatInput(TextArea):
     """Enter sends; Ctrl+J (or Shift+Enter where the terminal reports it) adds a line;
@@ -276,6 +278,66 @@ class ChatScreen(Screen):
 
         self.app.push_screen(Settings(conv.system, conv.sampling), done)
 
+    def action_summarise_file(self) -> None:
+        from edgechat.tui.dialogs import Ask
+
+        def done(path: str | None) -> None:
+            if path and path.strip():
+                self._summarise(path.strip())
+
+        self.app.push_screen(Ask("Summarise which file? (text, Markdown, HTML, PDF, DOCX)"), done)
+
+    def _summarise(self, path: str) -> None:
+        from edgechat import documents
+        from edgechat.errors import EdgechatError
+
+        if self.app.engine is None or self.generating:
+            self.notify("wait for the model, or for the reply to finish", severity="warning")
+            return
+        try:
+            doc = documents.open_document(path)
+        except EdgechatError as e:
+            self.notify(str(e), severity="error", timeout=10)
+            return
+        self.generating = True
+        self.app.store.add_message(self.conversation.id, "user", f"Summarise {doc.name}")
+        self._run_summary(doc)
+
+    @work(thread=True, exclusive=True, group="reply")
+    def _run_summary(self, doc) -> None:
+        from edgechat.errors import EdgechatError
+        from edgechat.summarise import Summariser
+
+        def progress(p) -> None:
+            total = f"/{p.total}" if p.total else ""
+            eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
+            self.app.call_from_thread(self._summary_progress, f"{p.stage}: {p.done}{total}{eta}")
+
+        try:
+            summariser = Summariser(self.app.engine, progress=progress)
+            result = self.app.llama.submit(summariser.run, doc.paragraphs, doc.size).result()
+            text = (
+                f"{result.text}\n\n_{result.chunks} chunk(s), {result.tokens_in} tokens in, "
+                f"{result.seconds:.0f} s_"
+            )
+            self.app.call_from_thread(self._summary_done, doc.name, text, None)
+        except EdgechatError as e:
+            self.app.call_from_thread(self._summary_done, doc.name, None, str(e))
+
+    def _summary_progress(self, line: str) -> None:
+        self.notify(line, timeout=2)
+
+    async def _summary_done(self, name: str, text: str | None, error: str | None) -> None:
+        self.generating = False
+        messages = self.query_one("#messages", VerticalScroll)
+        if error:
+            self.notify(error, severity="error", timeout=10)
+            return
+        self.app.store.add_message(self.conversation.id, "assistant", text)
+        await messages.mount(self._bubble("user", f"Summarise {name}"))
+        await messages.mount(self._bubble("assistant", text))
+        messages.scroll_end(animate=False)
+
     def action_copy_reply(self) -> None:
         replies = [
             m for m in self.app.store.messages(self.conversation.id) if m.role == "assistant"
@@ -323,14 +385,32 @@ class ChatScreen(Screen):
         self.generating = True
         self._generate(chat, sampling)
 
+    def watch_generating(self, generating: bool) -> None:
+        # While a reply streams, the UI keeps still: a blinking cursor is a redraw too.
+        for box in self.query(ChatInput):
+            box.cursor_blink = not generating
+
     @work(thread=True, exclusive=True, group="reply")
     def _generate(self, chat: list[dict], sampling) -> None:
+        self.app.llama.submit(self._stream_reply, chat, sampling).result()
+
+    def _stream_reply(self, chat: list[dict], sampling) -> None:
+        """On the llama thread: generate, handing text to the screen in batches."""
         from edgechat.errors import EdgechatError
 
         try:
             reply = self.app.engine.chat(chat, sampling)
+            # Four batches a second: rendering each token would take CPU from
+            # llama.cpp, which wants every core.
+            pending, sent_at = [], 0.0
             for piece in reply:
-                self.post_message(Token(piece))
+                pending.append(piece)
+                now = time.monotonic()
+                if now - sent_at >= UI_BATCH_S:
+                    self.post_message(Token("".join(pending)))
+                    pending, sent_at = [], now
+            if pending:
+                self.post_message(Token("".join(pending)))
             self.post_message(Finished(reply.stats, reply.dropped))
         except EdgechatError as e:
             self.post_message(Finished(None, 0, str(e)))
