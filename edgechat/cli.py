@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     logout = sub.add_parser("logout", help="remove the stored Hugging Face token")
     logout.set_defaults(func=cmd_logout)
 
+    doc = sub.add_parser("doctor", help="check this install and print the fix for each problem")
+    doc.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doc.set_defaults(func=cmd_doctor)
+
     cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
     cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
     cfg.add_argument("key", nargs="?")
@@ -775,6 +779,21 @@ def cmd_logout(args) -> int:
     if __import__("os").environ.get("HF_TOKEN"):
         print("HF_TOKEN is still set in this shell's environment")
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from edgechat.doctor import FAIL, run_all
+
+    checks = run_all()
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        mark = {"ok": "✔", "warn": "!", "fail": "✘"}
+        for c in checks:
+            print(f"{mark[c.status]} {c.name:<14} {c.detail}")
+            if c.fix and c.status != "ok":
+                print(f"  {'fix:':<14} {c.fix}")
+    return 1 if any(c.status == FAIL for c in checks) else 0
 
 
 def cmd_config(args) -> int:

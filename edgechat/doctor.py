@@ -1,0 +1,197 @@
+"""`edgechat doctor`: what is wrong with this install, and the exact command that fixes it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgechat.device import Device, GiB, format_size
+from edgechat.paths import Paths
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+LLAMA_SPEC = "llama-cpp-python>=0.3.36,<0.4"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def reinstall_llama(cmake_args: str) -> str:
+    """The pip line that rebuilds llama-cpp-python for a backend, in this environment."""
+    pip = f"{shlex.quote(sys.executable)} -m pip"
+    return (
+        f'CMAKE_ARGS="{cmake_args}" {pip} install --force-reinstall --no-cache-dir "{LLAMA_SPEC}"'
+    )
+
+
+_GPU_FLAGS = {
+    "nvidia": ("cuda", "-DGGML_CUDA=on"),
+    "apple": ("metal", "-DGGML_METAL=on"),
+    "amd": ("hip", "-DGGML_HIP=on"),
+}
+
+
+def check_llama(device: Device) -> Check:
+    if not device.llama_backends:
+        return Check(
+            "llama.cpp",
+            FAIL,
+            "llama-cpp-python is not installed",
+            f'{shlex.quote(sys.executable)} -m pip install "{LLAMA_SPEC}"',
+        )
+    built = ", ".join(device.llama_backends)
+    gpu = device.gpus[0] if device.gpus else None
+    if gpu is None:
+        if device.gpu_offload:
+            return Check(
+                "llama.cpp",
+                WARN,
+                f"built for {built}, but no GPU was found: it will run on the CPU",
+                None,
+            )
+        return Check("llama.cpp", OK, f"built for {built}; no GPU here, CPU it is")
+    backend, flags = _GPU_FLAGS.get(gpu.vendor, ("vulkan", "-DGGML_VULKAN=on"))
+    if backend not in device.llama_backends:
+        return Check(
+            "llama.cpp",
+            FAIL,
+            f"{gpu.name} found, but this llama.cpp is built for {built}: the GPU sits idle",
+            reinstall_llama(flags),
+        )
+    return Check("llama.cpp", OK, f"built for {built}; offloads to {gpu.name}")
+
+
+def check_keyring() -> Check:
+    from edgechat.credentials import _keyring
+
+    backend = _keyring()
+    if backend is None:
+        return Check(
+            "keyring",
+            WARN,
+            "no system keyring: `edgechat login` keeps the token in huggingface_hub's token "
+            "file (0600), or set HF_TOKEN",
+            "sudo apt install gnome-keyring   # or: export HF_TOKEN=... in your shell profile",
+        )
+    return Check("keyring", OK, f"tokens go to {type(backend).__module__}.{type(backend).__name__}")
+
+
+def check_disk(device: Device, warn_below: int = 10 * GiB, fail_below: int = 2 * GiB) -> Check:
+    free = device.disk_free
+    where = device.models_dir
+    if free is None:
+        return Check("disk", WARN, f"cannot tell the free space at {where}", None)
+    detail = f"{format_size(free)} free at {where}"
+    fix = (
+        "free some space there, or put models on a bigger disk: export "
+        "HF_HOME=/path/on/bigger/disk/huggingface"
+    )
+    if free < fail_below:
+        return Check("disk", FAIL, detail + ": too little for any but the smallest models", fix)
+    if free < warn_below:
+        return Check("disk", WARN, detail + ": enough for small models only", fix)
+    return Check("disk", OK, detail)
+
+
+def check_paths(p: Paths, token_file: Path | None = None) -> list[Check]:
+    checks = []
+    for label, folder in (
+        ("config dir", p.config_dir),
+        ("data dir", p.data_dir),
+        ("cache dir", p.cache_dir),
+    ):
+        if folder.exists() and not folder.is_dir():
+            checks.append(
+                Check(
+                    label,
+                    FAIL,
+                    f"{folder} is a file, not a folder",
+                    f"mv {shlex.quote(str(folder))} {shlex.quote(str(folder))}.bak",
+                )
+            )
+            continue
+        probe = (
+            folder
+            if folder.exists()
+            else next((q for q in folder.parents if q.exists()), Path("/"))
+        )
+        if not os.access(probe, os.W_OK):
+            checks.append(
+                Check(
+                    label,
+                    FAIL,
+                    f"{probe} is not writable",
+                    f"sudo chown -R $USER {shlex.quote(str(probe))}",
+                )
+            )
+        else:
+            checks.append(Check(label, OK, str(folder)))
+    private = [p.config_file, p.data_dir / "conversations.db", p.data_dir / "models.json"]
+    if token_file is not None:
+        private.append(token_file)
+    loose = [f for f in private if f.is_file() and f.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)]
+    if loose:
+        names = " ".join(shlex.quote(str(f)) for f in loose)
+        checks.append(
+            Check(
+                "private files",
+                FAIL,
+                f"readable by others: {', '.join(map(str, loose))}",
+                f"chmod 600 {names}",
+            )
+        )
+    else:
+        checks.append(Check("private files", OK, "settings, chats and tokens are 0600"))
+    return checks
+
+
+def check_hub(endpoint: str, timeout: float = 3.0) -> Check:
+    url = endpoint.rstrip("/") + "/api/models/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            pass
+    except urllib.error.HTTPError as e:  # it answered: reachable
+        if e.code >= 500:
+            return Check("hub", WARN, f"{endpoint} answered {e.code}", "try again later")
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        return Check(
+            "hub",
+            WARN,
+            f"cannot reach {endpoint} ({reason}): pulls will fail; chat, summarise and "
+            "installed models work offline",
+            "check the network or proxy (HTTPS_PROXY), or point HF_ENDPOINT at a mirror",
+        )
+    ms = (time.monotonic() - started) * 1000
+    return Check("hub", OK, f"{endpoint} answers ({ms:.0f} ms)")
+
+
+def run_all(device: Device | None = None, endpoint: str | None = None) -> list[Check]:
+    from edgechat.credentials import _token_file
+    from edgechat.device import detect
+    from edgechat.paths import paths
+
+    device = device or detect()
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return [
+        check_llama(device),
+        check_keyring(),
+        check_disk(device),
+        *check_paths(paths(), _token_file()),
+        check_hub(endpoint),
+    ]

@@ -1,0 +1,253 @@
+"""install.sh on simulated hosts (dry run), and every doctor check, healthy and broken."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from conftest import REPO, run_cli
+from hubserver import Hub
+
+from edgechat import doctor
+from edgechat.device import GPU, Device, GiB
+from edgechat.paths import paths
+
+INSTALL = REPO / "packaging" / "install.sh"
+STUB = "#!/bin/sh\nexit 0\n"
+
+
+def host(tmp_path, *, uname=("Linux", "x86_64"), tools=(), files=None) -> dict:
+    """A simulated host: a sysroot with the given files and a PATH with stub tools."""
+    root = tmp_path / "root"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        (bin_dir / tool).write_text(STUB)
+        (bin_dir / tool).chmod(0o755)
+    for name, text in (files or {}).items():
+        path = root / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "PYTHON": sys.executable,
+        "EDGECHAT_SYSROOT": str(root),
+        "EDGECHAT_UNAME_S": uname[0],
+        "EDGECHAT_UNAME_M": uname[1],
+    }
+
+
+def dry_run(env: dict, *args: str) -> str:
+    result = subprocess.run(
+        ["bash", str(INSTALL), "--dry-run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+DEBIAN = {"/etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'}
+PI_OS = {
+    "/etc/os-release": 'PRETTY_NAME="Raspbian GNU/Linux 12 (bookworm)"\n',
+    "/proc/device-tree/model": "Raspberry Pi 4 Model B Rev 1.4\x00",
+}
+
+
+@pytest.mark.parametrize(
+    "name, uname, tools, files, backend, flags",
+    [
+        ("plain x86", ("Linux", "x86_64"), (), DEBIAN, "cpu", "(none: plain CPU build)"),
+        (
+            "NVIDIA",
+            ("Linux", "x86_64"),
+            ("nvcc",),
+            {**DEBIAN, "/dev/nvidia0": ""},
+            "cuda",
+            "-DGGML_CUDA=on",
+        ),
+        ("nvcc, no GPU", ("Linux", "x86_64"), ("nvcc",), DEBIAN, "cpu", "(none"),
+        ("Apple Silicon", ("Darwin", "arm64"), (), {}, "metal", "-DGGML_METAL=on"),
+        (
+            "Vulkan",
+            ("Linux", "x86_64"),
+            ("glslc", "vulkaninfo"),
+            DEBIAN,
+            "vulkan",
+            "-DGGML_VULKAN=on",
+        ),
+        (
+            "OpenBLAS",
+            ("Linux", "x86_64"),
+            (),
+            {**DEBIAN, "/usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h": ""},
+            "openblas",
+            "-DGGML_BLAS=on -DGGML_BLAS_VENDOR=OpenBLAS",
+        ),
+        ("Raspberry Pi 4", ("Linux", "aarch64"), (), PI_OS, "cpu", "-DGGML_NATIVE=on"),
+        (
+            "Raspberry Pi 5",
+            ("Linux", "aarch64"),
+            (),
+            {**PI_OS, "/proc/device-tree/model": "Raspberry Pi 5 Model B Rev 1.0\x00"},
+            "cpu",
+            "-DGGML_NATIVE=on -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16",
+        ),
+    ],
+)
+def test_install_picks_the_build_for_the_host(tmp_path, name, uname, tools, files, backend, flags):
+    out = dry_run(host(tmp_path, uname=uname, tools=tools, files=files))
+    assert f"llama.cpp backend: {backend}\n" in out
+    assert f"CMAKE_ARGS={flags}" in out
+    assert "would run:" in out and "+ " not in out  # a dry run runs nothing
+    assert not (tmp_path / "home").exists()
+
+
+def test_install_cpu_flag_and_rerun(tmp_path):
+    env = host(tmp_path, tools=("nvcc",), files={**DEBIAN, "/dev/nvidia0": ""})
+    assert "llama.cpp backend: cpu" in dry_run(env, "--cpu")
+    # A second run reuses the environment and rebuilds llama.cpp only if the flags changed.
+    prefix = tmp_path / "prefix"
+    (prefix / "venv" / "bin").mkdir(parents=True)
+    (prefix / "venv" / "bin" / "python").write_text(STUB)
+    (prefix / "venv" / "bin" / "python").chmod(0o755)
+    (prefix / "llama-cmake-args").write_text("-DGGML_CUDA=on")
+    again = dry_run(env, "--prefix", str(prefix))
+    assert f"reusing {prefix}/venv" in again and "--force-reinstall" not in again
+    changed = dry_run(env, "--prefix", str(prefix), "--cpu")
+    assert "--force-reinstall" in changed
+
+
+def test_install_uses_pipx_when_present(tmp_path):
+    out = dry_run(host(tmp_path, tools=("pipx",), files=DEBIAN))
+    assert "environment: pipx" in out and "pipx install --force edgechat[starter]" in out
+
+
+def test_install_refuses_old_python_with_the_fix(tmp_path):
+    env = host(tmp_path, files=DEBIAN)
+    old = tmp_path / "bin" / "python-old"
+    old.write_text("#!/bin/sh\nexit 1\n")
+    old.chmod(0o755)
+    env["PYTHON"] = str(old)
+    result = subprocess.run(
+        ["bash", str(INSTALL), "--dry-run"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "needs Python 3.10" in result.stderr
+
+
+# -- doctor ----------------------------------------------------------------------------------
+
+
+def device(**changes) -> Device:
+    base = Device(
+        ram_total=16 * GiB,
+        ram_available=12 * GiB,
+        swap_total=0,
+        swap_free=0,
+        cpu_model="x",
+        cores_physical=4,
+        cores_logical=8,
+        simd=("AVX2",),
+        arch="x86_64",
+        os="Linux",
+        board=None,
+        models_dir="/models",
+        disk_free=100 * GiB,
+        gpus=(),
+        llama_backends=("cpu",),
+        gpu_offload=False,
+    )
+    return replace(base, **changes)
+
+
+def test_doctor_llama_build():
+    assert doctor.check_llama(device()).status == doctor.OK
+    nvidia = GPU("nvidia", "NVIDIA GeForce RTX 4060", 8 * GiB, 8 * GiB)
+    idle = doctor.check_llama(device(gpus=(nvidia,)))
+    assert idle.status == doctor.FAIL and "sits idle" in idle.detail
+    assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in idle.fix and "--force-reinstall" in idle.fix
+    good = doctor.check_llama(
+        device(gpus=(nvidia,), llama_backends=("cuda", "cpu"), gpu_offload=True)
+    )
+    assert good.status == doctor.OK
+    apple = GPU("apple", "Apple M2", 16 * GiB, None, unified=True)
+    assert "-DGGML_METAL=on" in doctor.check_llama(device(gpus=(apple,))).fix
+    missing = doctor.check_llama(device(llama_backends=(), gpu_offload=None))
+    assert missing.status == doctor.FAIL and "pip install" in missing.fix
+
+
+def test_doctor_keyring(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    import keyring.core
+
+    keyring.core.init_backend()
+    none = doctor.check_keyring()
+    assert none.status == doctor.WARN and "HF_TOKEN" in none.detail and none.fix
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "filekeyring.FileKeyring")
+    monkeypatch.setenv("TEST_KEYRING_FILE", str(tmp_path / "k.json"))
+    keyring.core.init_backend()
+    try:
+        assert doctor.check_keyring().status == doctor.OK
+    finally:
+        monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+        keyring.core.init_backend()
+
+
+def test_doctor_disk():
+    assert doctor.check_disk(device()).status == doctor.OK
+    low = doctor.check_disk(device(disk_free=1 * GiB))
+    assert low.status == doctor.FAIL and "HF_HOME" in low.fix
+    assert doctor.check_disk(device(disk_free=5 * GiB)).status == doctor.WARN
+
+
+def test_doctor_paths(edgechat_home):
+    run_cli("config", "set", "ctx", "2048")
+    p = paths()
+    assert all(c.status == doctor.OK for c in doctor.check_paths(p))
+    p.config_file.chmod(0o644)
+    loose = [c for c in doctor.check_paths(p) if c.name == "private files"][0]
+    assert loose.status == doctor.FAIL and loose.fix == f"chmod 600 {p.config_file}"
+    p.config_file.chmod(0o600)
+    if p.cache_dir.exists():
+        p.cache_dir.rmdir()
+    p.cache_dir.write_text("not a folder")
+    broken = [c for c in doctor.check_paths(p) if c.name == "cache dir"][0]
+    assert broken.status == doctor.FAIL and "is a file" in broken.detail
+
+
+def test_doctor_hub(starter_path):
+    with Hub({"HuggingFaceTB/SmolLM2-135M-Instruct-GGUF": {"x.gguf": b"x"}}) as server:
+        assert doctor.check_hub(server.url).status == doctor.OK
+    down = doctor.check_hub("http://127.0.0.1:9", timeout=2)
+    assert down.status == doctor.WARN and "work offline" in down.detail and down.fix
+
+
+def test_doctor_command_json(edgechat_home):
+    result = run_cli("doctor", "--json", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    checks = json.loads(result.stdout)
+    names = {c["name"] for c in checks}
+    assert {"llama.cpp", "keyring", "disk", "config dir", "private files", "hub"} <= names
+    failing = [c for c in checks if c["status"] == "fail"]
+    assert result.returncode == (1 if failing else 0)
+    text = run_cli("doctor", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert "fix:" in text.stdout and "hub" in text.stdout
+
+
+def test_desktop_entry_and_release_files():
+    entry = (REPO / "packaging" / "edgechat.desktop").read_text()
+    assert "Exec=edgechat" in entry and "Terminal=true" in entry and "Type=Application" in entry
+    assert "Apache License" in (REPO / "LICENSE").read_text()
+    assert "## [0.1.0]" in (REPO / "CHANGELOG.md").read_text()
+    notice = (REPO / "edgechat" / "licenses" / "SmolLM2-135M-Instruct.txt").read_text()
+    assert "Apache" in notice and "HuggingFaceTB" in notice
+    from edgechat import __version__
+
+    assert __version__ in (REPO / "CHANGELOG.md").read_text()
+    assert os.path.exists(REPO / "packaging" / "edgechat.spec")
