@@ -150,6 +150,44 @@ def build_parser() -> argparse.ArgumentParser:
     logout = sub.add_parser("logout", help="remove the stored Hugging Face token")
     logout.set_defaults(func=cmd_logout)
 
+    ben = sub.add_parser("bench", help="measure load, prompt and generation speed, TTFT, memory")
+    ben.add_argument(
+        "models", nargs="*", metavar="MODEL", help="paths or ids (default: the default)"
+    )
+    ben.add_argument("--ctx", type=int, default=2048, metavar="N", help="context (default 2048)")
+    ben.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per model (3)")
+    ben.add_argument("--tokens", type=int, default=128, metavar="N", help="tokens to generate")
+    ben.add_argument("--json", action="store_true", help="print the table as JSON")
+    ben.set_defaults(func=cmd_bench)
+
+    qual = sub.add_parser(
+        "quality", help="perplexity, KL divergence and top-1 agreement against a reference"
+    )
+    qual.add_argument("model", help="the model to judge (path or id)")
+    qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
+    qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
+    qual.add_argument("--ctx", type=int, default=512, metavar="N", help="chunk size (512)")
+    qual.add_argument("--json", action="store_true", help="print the figures as JSON")
+    qual.set_defaults(func=cmd_quality)
+
+    qnt = sub.add_parser("quantize", aliases=["quantise"], help="quantise a GGUF model yourself")
+    qnt.add_argument("src", metavar="IN.gguf")
+    qnt.add_argument("dst", metavar="OUT.gguf")
+    qnt.add_argument("--type", required=True, help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0 ...")
+    qnt.add_argument(
+        "--recipe",
+        choices=["uniform", "mixed"],
+        default="mixed",
+        help="mixed keeps embeddings and output head at higher precision",
+    )
+    qnt.add_argument(
+        "--allow-requantize",
+        action="store_true",
+        help="quantise a file that is already quantised (loses quality)",
+    )
+    qnt.add_argument("--json", action="store_true", help="print the result as JSON")
+    qnt.set_defaults(func=cmd_quantize)
+
     doc = sub.add_parser("doctor", help="check this install and print the fix for each problem")
     doc.add_argument("--json", action="store_true", help="print the checks as JSON")
     doc.set_defaults(func=cmd_doctor)
@@ -778,6 +816,120 @@ def cmd_logout(args) -> int:
     print(f"token removed from {', '.join(removed)}" if removed else "no stored token")
     if __import__("os").environ.get("HF_TOKEN"):
         print("HF_TOKEN is still set in this shell's environment")
+    return 0
+
+
+def _counter(what: str):
+    """Progress ``what i/n`` on stderr: redrawn on a terminal, every tenth otherwise."""
+    tty = sys.stderr.isatty()
+    shown = {-1}
+
+    def show(i: int, n: int) -> None:
+        tenth = 10 * i // max(n, 1)
+        if tty:
+            sys.stderr.write(f"\r\033[K{what} {i}/{n}")
+        elif tenth not in shown:
+            shown.add(tenth)
+            sys.stderr.write(f"{what} {i}/{n}\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_bench(args) -> int:
+    from edgechat import config, store
+    from edgechat.bench import bars, bench
+
+    settings = config.load()
+    wanted = args.models or [None]
+    models = [(m or "default", store.resolve(m, settings.default_model)) for m in wanted]
+    results = bench(
+        models,
+        args.ctx,
+        max(1, args.repeat),
+        args.tokens,
+        progress=lambda label, i, n: _counter(f"{label}: run")(i, n),
+    )
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    print(f"medians of {args.repeat} runs, context {args.ctx}, greedy")
+    print(
+        f"{'model':<36} {'load s':>7} {'prompt t/s':>10} {'gen t/s':>8} {'TTFT s':>7} "
+        f"{'peak RSS':>9}"
+    )
+    for r in results:
+        print(
+            f"{r.model[:36]:<36} {r.load_s:>7.2f} {r.prompt_tokens_per_s:>10.1f} "
+            f"{r.gen_tokens_per_s:>8.1f} {r.ttft_s:>7.3f} {_size(r.rss_peak):>9}"
+        )
+    print()
+    for line in bars(results):
+        print(line)
+    return 0
+
+
+def cmd_quality(args) -> int:
+    from edgechat import config, documents, store
+    from edgechat.engine import Engine
+    from edgechat.plan import RunPlan
+    from edgechat.quality import compare
+
+    settings = config.load()
+    _, text = documents.read_text(args.text)
+    paths_ = [store.resolve(m, settings.default_model) for m in (args.model, args.ref)]
+    model, ref = (Engine(RunPlan(p, n_ctx=args.ctx)) for p in paths_)
+    try:
+        q = compare(model, ref, text, args.ctx, progress=_counter("chunk"))
+    finally:
+        model.close()
+        ref.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    if args.json:
+        print(json.dumps(q.as_dict(), indent=2))
+        return 0
+    print(f"text      {args.text}: {q.chunks} chunks of {q.n_ctx}, {q.tokens_scored} tokens scored")
+    print(f"{'':<10}{'perplexity':>12}")
+    print(f"{'model':<10}{q.ppl:>12.4f}  {paths_[0].name}")
+    print(f"{'ref':<10}{q.ppl_ref:>12.4f}  {paths_[1].name}")
+    print(f"delta     {q.ppl_delta_pct:+.2f} %")
+    print(f"KL        {q.kl_mean:.5f} (mean, model from ref)")
+    print(f"top-1     {100 * q.top1_agreement:.2f} % same next token")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from edgechat.quantize import quantize
+
+    result = quantize(
+        args.src,
+        args.dst,
+        args.type,
+        args.recipe,
+        args.allow_requantize,
+        progress=_counter("tensor"),
+        warn=lambda text: sys.stderr.write(f"edgechat: warning: {text}\n"),
+    )
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    out = {
+        "path": str(result.path),
+        "type": result.type,
+        "recipe": result.recipe,
+        "size_in": result.size_in,
+        "size_out": result.size_out,
+        "bits_per_weight": round(result.bits_per_weight, 3),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"wrote {result.path}: {result.type} ({result.recipe}), {_size(result.size_in)} -> "
+            f"{_size(result.size_out)}, {result.bits_per_weight:.2f} bits per weight"
+        )
     return 0
 
 

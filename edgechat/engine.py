@@ -107,6 +107,7 @@ class _LlamaLog:
         self._partial = ""
         self._level = 0
         self._callback = None
+        self.listener = None  # called with each complete line (progress of long calls)
 
     def install(self, llama_cpp) -> None:
         if self._callback is not None:
@@ -129,6 +130,9 @@ class _LlamaLog:
                 done = [line for line in done if line.strip()]
                 self.lines.extend(done)
                 self.total += len(done)
+                if self.listener is not None:
+                    for line in done:
+                        self.listener(line)
 
         self._callback = callback  # keep a reference: C holds only a pointer
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
@@ -463,6 +467,53 @@ class Engine:
                     f"(this model was trained for {self.n_ctx_train})"
                 )
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
+
+    @property
+    def n_vocab(self) -> int:
+        return self._lc.llama_vocab_n_tokens(self._vocab)
+
+    def vocabulary(self) -> list[str]:
+        """Every token's text, in id order (to tell whether two models share a vocabulary)."""
+        return [self._token_text(t) for t in range(self.n_vocab)]
+
+    def logits(self, tokens: Sequence[int], first: int = 0):
+        """Raw next-token logits at positions ``first`` .. end of a fresh sequence.
+
+        Row i predicts ``tokens[first + i + 1]``: what perplexity and KL divergence
+        are computed from. The cache is cleared before and after.
+        """
+        import numpy as np
+
+        lc, ctx = self._lc, self._ctx
+        n = len(tokens)
+        if n > self.n_ctx:
+            raise ContextOverflow(f"{n} tokens do not fit the {self.n_ctx}-token context")
+        n_vocab = self.n_vocab
+        out = np.empty((max(0, n - first), n_vocab), dtype=np.float32)
+        step = self.plan.n_batch
+        self.clear_cache()
+        batch = lc.llama_batch_init(step, 0, 1)
+        try:
+            for start in range(0, n, step):
+                chunk = tokens[start : start + step]
+                batch.n_tokens = len(chunk)
+                for j, tok in enumerate(chunk):
+                    batch.token[j] = tok
+                    batch.pos[j] = start + j
+                    batch.n_seq_id[j] = 1
+                    batch.seq_id[j][0] = 0
+                    batch.logits[j] = start + j >= first
+                rc = lc.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise EngineError(f"llama.cpp failed to evaluate the text (code {rc})")
+                for j in range(len(chunk)):
+                    if start + j >= first:
+                        row = lc.llama_get_logits_ith(ctx, j)
+                        out[start + j - first] = np.ctypeslib.as_array(row, shape=(n_vocab,))
+        finally:
+            lc.llama_batch_free(batch)
+            self.clear_cache()
+        return out
 
     def clear_cache(self) -> None:
         """Forget every cached token: the next reply evaluates its whole prompt."""

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,7 +41,9 @@ def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
 
     before = _vm_hwm()
     mark = LOG.mark()
+    t0 = time.perf_counter()
     engine = Engine(plan)
+    load_s = time.perf_counter() - t0
     buffers: dict[str, float] = {}
     for line in list(LOG.lines)[-(LOG.total - mark) :]:
         m = _BUFFER.search(line)
@@ -53,10 +56,10 @@ def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
     words = "the quick brown fox jumps over the lazy dog and then runs far away . "
     text = words * max(1, target // 14 + 1)
     tokens = engine.tokenize(text, add_special=False)[: max(1, target - 40)]
-    content = engine.detokenize(tokens)
+    content = engine.detokenize(tokens) + "\n\nNow write a long story about a lighthouse."
     reply = engine.chat(
         [{"role": "user", "content": content}],
-        Sampling(max_tokens=gen_tokens, seed=1),
+        Sampling(temperature=0, max_tokens=gen_tokens),
         drop_oldest=False,
     )
     reply.collect()
@@ -69,13 +72,20 @@ def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
         "rss_after_load": after_load,
         "rss_peak": peak,
         "gen_tokens_per_s": reply.stats.gen_tps,
+        "gen_tokens": reply.stats.gen_tokens,
+        "prompt_tokens": reply.stats.prompt_eval_tokens,
+        "prompt_tokens_per_s": reply.stats.prompt_tps,
+        "ttft_s": reply.stats.ttft_s,
+        "load_s": load_s,
         "llama_buffers_mib": buffers,
     }
 
 
-def measure(plan: RunPlan, fill: float = 0.9) -> dict:
+def measure(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
     """``run_plan`` in a fresh process."""
-    spec = json.dumps({**asdict(plan), "model_path": str(plan.model_path), "fill": fill})
+    spec = json.dumps(
+        {**asdict(plan), "model_path": str(plan.model_path), "fill": fill, "gen": gen_tokens}
+    )
     out = subprocess.run(
         [sys.executable, "-m", "edgechat.measure", spec],
         capture_output=True,
@@ -88,5 +98,6 @@ def measure(plan: RunPlan, fill: float = 0.9) -> dict:
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
     fill = args.pop("fill", 0.9)
+    gen = args.pop("gen", 32)
     args["model_path"] = Path(args["model_path"])
-    print(json.dumps(run_plan(RunPlan(**args), fill=fill)))
+    print(json.dumps(run_plan(RunPlan(**args), fill=fill, gen_tokens=gen)))

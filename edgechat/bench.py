@@ -1,0 +1,84 @@
+"""`edgechat bench`: load time, prompt and generation speed, TTFT and peak memory of
+each model, as medians of repeated runs in fresh processes, side by side."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgechat.plan import RunPlan
+
+FIELDS = ("load_s", "prompt_tokens_per_s", "gen_tokens_per_s", "ttft_s", "rss_peak")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    path: str
+    runs: int
+    n_ctx: int
+    prompt_tokens: int
+    gen_tokens: int
+    load_s: float
+    prompt_tokens_per_s: float
+    gen_tokens_per_s: float
+    ttft_s: float
+    rss_peak: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench(
+    models: list[tuple[str, Path]],
+    n_ctx: int = 2048,
+    repeat: int = 3,
+    gen_tokens: int = 128,
+    plan_for: Callable[[Path], RunPlan] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[BenchResult]:
+    """Each model ``repeat`` times, each run a fresh process: a quarter of the context
+    as prompt, then ``gen_tokens`` generated greedily. Medians of every figure."""
+    from edgechat.measure import measure
+
+    results = []
+    for label, path in models:
+        plan = plan_for(path) if plan_for else RunPlan(path, n_ctx=n_ctx)
+        runs = []
+        for i in range(repeat):
+            if progress:
+                progress(label, i + 1, repeat)
+            runs.append(measure(plan, fill=0.25, gen_tokens=gen_tokens))
+
+        def median(key: str, runs: list[dict] = runs) -> float:
+            return statistics.median(r[key] for r in runs)
+
+        results.append(
+            BenchResult(
+                model=label,
+                path=str(path),
+                runs=repeat,
+                n_ctx=runs[0]["n_ctx"],
+                prompt_tokens=int(median("prompt_tokens")),
+                gen_tokens=int(median("gen_tokens")),
+                load_s=median("load_s"),
+                prompt_tokens_per_s=median("prompt_tokens_per_s"),
+                gen_tokens_per_s=median("gen_tokens_per_s"),
+                ttft_s=median("ttft_s"),
+                rss_peak=int(median("rss_peak")),
+            )
+        )
+    return results
+
+
+def bars(results: list[BenchResult], width: int = 40) -> list[str]:
+    """Generation speed drawn in the terminal, one bar per model."""
+    top = max((r.gen_tokens_per_s for r in results), default=0) or 1
+    name = max((len(r.model) for r in results), default=0)
+    return [
+        f"{r.model:<{name}} {'█' * max(1, round(width * r.gen_tokens_per_s / top))} "
+        f"{r.gen_tokens_per_s:.1f} tok/s"
+        for r in results
+    ]

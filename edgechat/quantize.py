@@ -1,0 +1,166 @@
+"""Quantise a GGUF model yourself, through llama.cpp's own quantisation API.
+
+Recipes:
+- ``uniform``: every weight in the target type, embeddings and output head included
+  (llama.cpp's ``--pure``; a row length the type cannot hold falls back per tensor);
+- ``mixed``: llama.cpp's usual mixture for the type, with the token embeddings at
+  8 bits and the output head at 6 bits (8 for 8-bit targets), which keeps most of
+  the quality where the field says it is lost first.
+
+The output is written to a temporary name beside the target and renamed when
+complete, so a half-written model is never left as if it were whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgechat.errors import EdgechatError
+
+# Target -> (llama_ftype name, the tensor type it is made of)
+TYPES = {
+    "Q2_K": ("MOSTLY_Q2_K", "Q2_K"),
+    "Q3_K_M": ("MOSTLY_Q3_K_M", "Q3_K"),
+    "Q4_0": ("MOSTLY_Q4_0", "Q4_0"),
+    "Q4_1": ("MOSTLY_Q4_1", "Q4_1"),
+    "Q4_K_S": ("MOSTLY_Q4_K_S", "Q4_K"),
+    "Q4_K_M": ("MOSTLY_Q4_K_M", "Q4_K"),
+    "Q5_0": ("MOSTLY_Q5_0", "Q5_0"),
+    "Q5_K_S": ("MOSTLY_Q5_K_S", "Q5_K"),
+    "Q5_K_M": ("MOSTLY_Q5_K_M", "Q5_K"),
+    "Q6_K": ("MOSTLY_Q6_K", "Q6_K"),
+    "Q8_0": ("MOSTLY_Q8_0", "Q8_0"),
+    "F16": ("MOSTLY_F16", "F16"),
+    "BF16": ("MOSTLY_BF16", "BF16"),
+}
+_FULL = {"F32", "F16", "BF16"}
+_PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Quantized:
+    path: Path
+    type: str
+    recipe: str
+    size_in: int
+    size_out: int
+    bits_per_weight: float
+
+
+def quantize(
+    src: str | Path,
+    dst: str | Path,
+    qtype: str,
+    recipe: str = "mixed",
+    allow_requantize: bool = False,
+    threads: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] = lambda _: None,
+) -> Quantized:
+    from gguf.constants import GGMLQuantizationType, LlamaFileType
+
+    from edgechat.engine import LOG, _llama
+    from edgechat.gguf import inspect_file
+
+    qtype = qtype.upper()
+    if qtype not in TYPES:
+        raise EdgechatError(f"unknown type {qtype}; choose from {', '.join(TYPES)}")
+    if recipe not in ("uniform", "mixed"):
+        raise EdgechatError("the recipe is uniform or mixed")
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    facts = inspect_file(src)  # a truncated or non-GGUF input fails here, with one line
+    quantized = [t for t in facts.tensors if t.type_name not in _FULL and t.layer is not None]
+    if quantized:
+        if not allow_requantize:
+            raise EdgechatError(
+                f"{src.name} is already quantised ({facts.file_type}); quantising again loses "
+                "more quality than quantising the original. Start from an F16/F32 file, or "
+                "pass --allow-requantize to do it anyway"
+            )
+        warn(
+            f"{src.name} is already quantised ({facts.file_type}): the result will be worse "
+            f"than {qtype} made from the full-precision model"
+        )
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise EdgechatError("the output must be a different file from the input")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+
+    ftype_name, base = TYPES[qtype]
+    lc = _llama()
+    params = lc.llama_model_quantize_default_params()
+    params.ftype = int(LlamaFileType[ftype_name])
+    params.allow_requantize = allow_requantize
+    params.nthread = threads
+    if recipe == "uniform":
+        # Every tensor, embeddings and head too, in the target type; where a row length
+        # does not fit the type's blocks llama.cpp falls back to the nearest that does.
+        params.pure = True
+    else:
+        params.token_embedding_type = int(GGMLQuantizationType.Q8_0)
+        # Q6_K needs rows in multiples of 256; smaller models often have 576 or 640.
+        six_bit = "Q6_K" if facts.n_embd % 256 == 0 else "Q8_0"
+        head = "Q8_0" if base in ("Q8_0", "F16", "BF16") else six_bit
+        params.output_tensor_type = int(GGMLQuantizationType[head])
+
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+
+    def listen(line: str) -> None:
+        m = _PROGRESS.search(line)
+        if m and progress:
+            progress(int(m.group(1)), int(m.group(2)))
+
+    LOG.listener = listen
+    mark = LOG.mark()
+    try:
+        rc = lc.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+        if rc != 0:
+            why = LOG.first_error_since(mark) or f"code {rc}"
+            raise EdgechatError(f"llama.cpp could not quantise {src.name}: {why}")
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        LOG.listener = None
+    out = inspect_file(dst)
+    return Quantized(
+        dst, qtype, recipe, src.stat().st_size, dst.stat().st_size, out.bits_per_weight
+    )
+
+
+def dequantize(src: str | Path, dst: str | Path, to: str = "F16") -> Path:
+    """Write a full-precision copy of a quantised GGUF (for tests and experiments): the same
+    metadata and tensors, every quantised tensor expanded to ``to`` (F16 or F32)."""
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
+    from gguf.quants import dequantize as expand
+
+    src, dst = Path(src), Path(dst)
+    reader = GGUFReader(src)
+    arch = str(reader.fields["general.architecture"].contents())
+    tmp = dst.with_name(f".{dst.name}.partial")
+    writer = GGUFWriter(tmp, arch)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue
+        vtype = field.types[0]
+        if vtype == GGUFValueType.ARRAY:
+            writer.add_key_value(name, field.contents(), vtype, sub_type=field.types[-1])
+        else:
+            writer.add_key_value(name, field.contents(), vtype)
+    writer.add_file_type(int(LlamaFileType.MOSTLY_F16 if to == "F16" else LlamaFileType.ALL_F32))
+    dtype = np.float16 if to == "F16" else np.float32
+    for t in reader.tensors:
+        data = expand(t.data, t.tensor_type).reshape(list(reversed(t.shape.tolist())))
+        keep_f32 = len(t.shape) == 1 or t.tensor_type.name == "F32"
+        writer.add_tensor(t.name, data.astype(np.float32 if keep_f32 else dtype))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, dst)
+    return dst

@@ -1,0 +1,159 @@
+"""The quantisation lab: quantise a full-precision model both ways, measure what each
+quant costs, and benchmark; on the real starter model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import GREEDY, run_cli
+
+from edgechat.engine import Engine
+from edgechat.errors import EdgechatError
+from edgechat.gguf import inspect_file
+from edgechat.plan import RunPlan
+from edgechat.quality import compare
+from edgechat.quantize import dequantize, quantize
+
+LICENCE = Path("/usr/share/common-licenses/GPL-3")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, starter_path):
+    """An F16 model made from the starter (the gguf package expands every tensor), and
+    Q8_0 and Q4_K_M made from it with both recipes."""
+    folder = tmp_path_factory.mktemp("lab")
+    f16 = dequantize(starter_path, folder / "smol-f16.gguf")
+    out = {"F16": f16}
+    for qtype in ("Q8_0", "Q4_K_M"):
+        for recipe in ("uniform", "mixed"):
+            seen = []
+            result = quantize(
+                f16,
+                folder / f"smol-{qtype}-{recipe}.gguf",
+                qtype,
+                recipe,
+                progress=lambda i, n, seen=seen: seen.append((i, n)),
+            )
+            assert seen and seen[-1][0] == seen[-1][1]  # progress reached the last tensor
+            out[f"{qtype}-{recipe}"] = result.path
+    return out
+
+
+@pytest.fixture(scope="module")
+def text():
+    if LICENCE.exists():
+        return LICENCE.read_text()[:7000]
+    return " ".join(
+        f"Sentence {i} says that the council met and the library opens in 2027." for i in range(300)
+    )
+
+
+def test_full_precision_model_is_what_was_asked(lab, starter_path):
+    f16 = inspect_file(lab["F16"])
+    assert f16.file_type == "F16" and set(f16.quant_mix) <= {"F16", "F32"}
+    assert f16.n_params == inspect_file(starter_path).n_params
+
+
+def test_recipes_differ_where_they_should(lab):
+    mixed = inspect_file(lab["Q4_K_M-mixed"])
+    uniform = inspect_file(lab["Q4_K_M-uniform"])
+    embd = {t.name: t.type_name for t in mixed.tensors}["token_embd.weight"]
+    assert embd == "Q8_0"  # mixed keeps the embeddings at 8 bits
+    assert {t.name: t.type_name for t in uniform.tensors}["token_embd.weight"] != "Q8_0"
+    assert mixed.bits_per_weight > uniform.bits_per_weight
+    assert inspect_file(lab["Q8_0-mixed"]).file_type == "Q8_0"
+
+
+def test_quality_is_ordered_as_expected(lab, text):
+    ref = Engine(RunPlan(lab["F16"], n_ctx=256))
+    try:
+        results = {}
+        for name in ("Q8_0-mixed", "Q4_K_M-mixed", "Q4_K_M-uniform"):
+            with Engine(RunPlan(lab[name], n_ctx=256)) as model:
+                results[name] = compare(model, ref, text, 256)
+                # And the quantised model loads and chats.
+                assert model.chat([{"role": "user", "content": "Hi"}], GREEDY).collect()
+    finally:
+        ref.close()
+    q8, q4m, q4u = (results[k] for k in ("Q8_0-mixed", "Q4_K_M-mixed", "Q4_K_M-uniform"))
+    assert q8.kl_mean < q4m.kl_mean < q4u.kl_mean
+    assert q8.top1_agreement > q4m.top1_agreement > q4u.top1_agreement
+    assert abs(q8.ppl_delta_pct) < abs(q4m.ppl_delta_pct)
+    assert q8.chunks >= 3 and q8.tokens_scored == q8.chunks * 127
+
+
+def test_a_model_against_itself(starter_path, text):
+    with (
+        Engine(RunPlan(starter_path, n_ctx=256)) as a,
+        Engine(RunPlan(starter_path, n_ctx=256)) as b,
+    ):
+        q = compare(a, b, text, 256)
+    assert q.ppl == pytest.approx(q.ppl_ref) and q.kl_mean == pytest.approx(0, abs=1e-6)
+    assert q.top1_agreement == 1.0 and 1 < q.ppl < 200
+
+
+def test_requantising_is_refused_unless_allowed(lab, tmp_path):
+    with pytest.raises(EdgechatError, match="already quantised.*--allow-requantize"):
+        quantize(lab["Q8_0-mixed"], tmp_path / "again.gguf", "Q4_K_M")
+    warnings = []
+    out = quantize(
+        lab["Q8_0-mixed"],
+        tmp_path / "again.gguf",
+        "Q4_0",
+        "uniform",
+        allow_requantize=True,
+        warn=warnings.append,
+    )
+    assert out.path.exists() and warnings and "worse" in warnings[0]
+    assert not list(tmp_path.glob(".*partial"))
+    with pytest.raises(EdgechatError, match="unknown type"):
+        quantize(lab["F16"], tmp_path / "x.gguf", "Q9_K")
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(lab["F16"].read_bytes()[:4096])
+    with pytest.raises(EdgechatError, match="truncated|ends"):
+        quantize(truncated, tmp_path / "y.gguf", "Q8_0")
+    assert not (tmp_path / "y.gguf").exists()
+
+
+def test_quality_and_quantize_commands(lab, tmp_path, text, gemma_path):
+    doc = tmp_path / "text.txt"
+    doc.write_text(text)
+    result = run_cli(
+        "quality",
+        str(lab["Q4_K_M-mixed"]),
+        "--ref",
+        str(lab["F16"]),
+        "--text",
+        str(doc),
+        "--ctx",
+        "256",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    q = json.loads(result.stdout)
+    assert q["kl_mean"] > 0 and 0 < q["top1_agreement"] < 1 and "ppl_delta_pct" in q
+    assert "chunk" in result.stderr  # progress
+    other = run_cli("quality", str(lab["F16"]), "--ref", str(gemma_path), "--text", str(doc))
+    assert other.returncode == 1 and "different vocabularies" in other.stderr
+    made = run_cli(
+        "quantize", str(lab["F16"]), str(tmp_path / "q.gguf"), "--type", "Q8_0", "--json"
+    )
+    assert made.returncode == 0 and json.loads(made.stdout)["bits_per_weight"] == pytest.approx(
+        8.5, abs=0.1
+    )
+
+
+def test_bench_command(starter_path):
+    result = run_cli(
+        "bench", "starter", "--repeat", "2", "--ctx", "512", "--tokens", "16", "--json", timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["runs"] == 2 and row["n_ctx"] == 512 and row["prompt_tokens"] > 64
+    assert row["gen_tokens_per_s"] > 0 and row["prompt_tokens_per_s"] > 0
+    assert 0 < row["load_s"] < 30 and 0 < row["ttft_s"] < 30
+    assert 100 * 2**20 < row["rss_peak"] < 2**30
+    text = run_cli("bench", "starter", "--repeat", "1", "--ctx", "512", "--tokens", "8")
+    assert "tok/s" in text.stdout and "█" in text.stdout
