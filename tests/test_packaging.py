@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, simulated_device
 from hubserver import Hub
 
 from edgechat import doctor
@@ -146,25 +145,7 @@ def test_install_refuses_old_python_with_the_fix(tmp_path):
 
 
 def device(**changes) -> Device:
-    base = Device(
-        ram_total=16 * GiB,
-        ram_available=12 * GiB,
-        swap_total=0,
-        swap_free=0,
-        cpu_model="x",
-        cores_physical=4,
-        cores_logical=8,
-        simd=("AVX2",),
-        arch="x86_64",
-        os="Linux",
-        board=None,
-        models_dir="/models",
-        disk_free=100 * GiB,
-        gpus=(),
-        llama_backends=("cpu",),
-        gpu_offload=False,
-    )
-    return replace(base, **changes)
+    return simulated_device(simd=("AVX2",), **changes)
 
 
 def test_doctor_llama_build():

@@ -8,37 +8,20 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
-from conftest import REPO
+from conftest import REPO, simulated_device
 
 from edgechat.conversations import Store
-from edgechat.device import GPU, Device, GiB
+from edgechat.device import GPU, GiB
 from edgechat.readouts import Readout
 from edgechat.tui.app import EdgechatApp, LaunchOptions
 from edgechat.tui.chat import ChatScreen
 from edgechat.tui.wizard import WizardScreen
 
 READOUT = Readout(rss=210 * 2**20, ram_used=6 * GiB, ram_available=10 * GiB, ram_total=16 * GiB)
-LAPTOP = Device(
-    ram_total=16 * GiB,
-    ram_available=12 * GiB,
-    swap_total=0,
-    swap_free=0,
-    cpu_model="simulated",
-    cores_physical=4,
-    cores_logical=8,
-    simd=("AVX2", "FMA"),
-    arch="x86_64",
-    os="Linux",
-    board=None,
-    models_dir="/models",
-    disk_free=100 * GiB,
-    gpus=(),
-    llama_backends=("cpu",),
-    gpu_offload=False,
-    overrides=("memory=16.0 GiB",),
-)
+LAPTOP = simulated_device(overrides=("memory=16.0 GiB",))
 
 
 def make_app(start="chat", device=LAPTOP, **options) -> EdgechatApp:
@@ -159,7 +142,7 @@ async def test_summarise_a_file_from_the_command_palette(tmp_path, starter_path)
 
 
 async def test_a_model_that_does_not_fit_is_refused_with_the_way_out(starter_path):
-    tiny = Device(**{**LAPTOP.__dict__, "ram_total": 100 * 2**20, "ram_available": 100 * 2**20})
+    tiny = replace(LAPTOP, ram_total=100 * 2**20, ram_available=100 * 2**20)
     app = make_app(device=tiny)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, WizardScreen))
@@ -227,14 +210,8 @@ def test_snapshot_chat(snap_compare, starter_path, size):
 
 
 def test_snapshot_wizard(snap_compare, starter_path):
-    nvidia = Device(
-        **{
-            **LAPTOP.__dict__,
-            "gpus": (GPU("nvidia", "NVIDIA GeForce RTX 4060", 8 * GiB, 8 * GiB),),
-            "llama_backends": ("cuda", "cpu"),
-            "gpu_offload": True,
-        }
-    )
+    rtx = GPU("nvidia", "NVIDIA GeForce RTX 4060", 8 * GiB, 8 * GiB)
+    nvidia = replace(LAPTOP, gpus=(rtx,), llama_backends=("cuda", "cpu"), gpu_offload=True)
 
     async def shown(pilot):
         await until(pilot, lambda: isinstance(pilot.app.screen, WizardScreen))

@@ -338,15 +338,15 @@ class ChatScreen(Screen):
         self.notify(line, timeout=2)
 
     async def _summary_done(self, name: str, text: str | None, error: str | None) -> None:
-        self.generating = False
         messages = self.query_one("#messages", VerticalScroll)
         if error:
             self.notify(error, severity="error", timeout=10)
-            return
-        self.app.store.add_message(self.conversation.id, "assistant", text)
-        await messages.mount(self._bubble("user", f"Summarise {name}"))
-        await messages.mount(self._bubble("assistant", text))
-        messages.scroll_end(animate=False)
+        else:
+            await messages.mount(self._bubble("user", f"Summarise {name}"))
+            await messages.mount(self._bubble("assistant", text))
+            self.app.store.add_message(self.conversation.id, "assistant", text)
+            messages.scroll_end(animate=False)
+        self.generating = False
 
     def action_copy_reply(self) -> None:
         replies = [
