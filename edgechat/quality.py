@@ -1,9 +1,9 @@
 """What a quant costs in quality, measured on the user's own text.
 
 The method of llama.cpp's ``llama-perplexity --kl-divergence``: the text is tokenized
-once (with BOS), cut into chunks of n_ctx tokens whose first token is BOS; in each
-chunk only the second half is scored, so every scored token has at least n_ctx/2
-tokens of context. For each scored position: the model's negative log-likelihood of
+once and cut into chunks of n_ctx tokens, each starting with BOS for models that use
+one; in each chunk only the second half is scored, so every scored token has at
+least n_ctx/2 tokens of context. For each scored position: the model's negative log-likelihood of
 the true next token (perplexity = exp of the mean), the KL divergence of its
 next-token distribution from the reference model's, and whether both put the same
 token first.
@@ -50,7 +50,8 @@ def _log_softmax(logits):
 
 def chunks_of(engine: Engine, text: str, n_ctx: int) -> list[list[int]]:
     tokens = engine.tokenize(text, add_special=True)
-    bos = engine._lc.llama_vocab_bos(engine._vocab)
+    lc, vocab = engine._lc, engine._vocab
+    bos = lc.llama_vocab_bos(vocab) if lc.llama_vocab_get_add_bos(vocab) else -1
     n_chunks = len(tokens) // n_ctx
     if n_chunks < 1:
         raise EdgechatError(
@@ -61,7 +62,7 @@ def chunks_of(engine: Engine, text: str, n_ctx: int) -> list[list[int]]:
     for i in range(n_chunks):
         chunk = tokens[i * n_ctx : (i + 1) * n_ctx]
         if bos >= 0:
-            chunk[0] = bos  # as llama-perplexity does
+            chunk[0] = bos  # as llama-perplexity does, for models that start with BOS
         out.append(chunk)
     return out
 
