@@ -842,7 +842,11 @@ def cmd_bench(args) -> int:
 
     settings = config.load()
     wanted = args.models or [None]
-    models = [(m or "default", store.resolve(m, settings.default_model)) for m in wanted]
+    models = []
+    for m in wanted:
+        path = store.resolve(m, settings.default_model)
+        label = path.name if m is None or Path(m).expanduser().is_file() else m
+        models.append((label, path))
     results = bench(
         models,
         args.ctx,
