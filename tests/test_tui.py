@@ -64,6 +64,36 @@ async def test_wizard_to_chat_send_and_reply(starter_path):
         assert bubbles and bubbles.last().source.strip() == messages[1].content.strip()
 
 
+async def test_picker_pulls_a_recommended_model_then_chats(starter_path, monkeypatch, tmp_path):
+    from hubserver import Hub
+
+    repo, name = "bartowski/SmolLM2-360M-Instruct-GGUF", "SmolLM2-360M-Instruct-Q4_K_M.gguf"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with Hub({repo: {name: starter_path}}) as hub:  # the starter's bytes stand in for it
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        small = replace(LAPTOP, ram_total=GiB, ram_available=GiB)  # where a 360M model ranks high
+        app = make_app(start="auto", device=small)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, WizardScreen))
+            wizard = app.screen
+            row = wizard.rows.index("smollm2-360m-instruct:Q4_K_M")
+            wizard.query_one("#choices").move_cursor(row=row)
+            await pilot.press("enter")
+            await until(pilot, lambda: app.model_id == "smollm2-360m-instruct:Q4_K_M")
+            assert isinstance(app.screen, ChatScreen) and app.engine is not None
+            await pilot.press(*"Hi", "enter")
+            await until(
+                pilot,
+                lambda: (
+                    not app.screen.generating
+                    and len(app.store.messages(app.screen.conversation.id)) == 2
+                ),
+            )
+    from edgechat import store
+
+    assert "smollm2-360m-instruct:Q4_K_M" in store.installed()
+
+
 async def test_stop_keeps_the_partial_reply(starter_path):
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
