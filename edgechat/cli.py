@@ -882,7 +882,7 @@ def cmd_quality(args) -> int:
     from edgechat.quality import compare
 
     settings = config.load()
-    _, text = documents.read_text(args.text)
+    _, text = documents.read_text(args.text, exact=True)
     paths_ = [store.resolve(m, settings.default_model) for m in (args.model, args.ref)]
     model, ref = (Engine(RunPlan(p, n_ctx=args.ctx)) for p in paths_)
     try:

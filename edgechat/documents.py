@@ -39,6 +39,7 @@ class Document:
     kind: str  # text | html | pdf | docx
     size: int | None  # bytes, when known (for progress)
     paragraphs: Iterator[str]
+    encoding: str | None = None  # plain text: the encoding it was read in
 
 
 def _encoding(sample: bytes, name: str) -> str:
@@ -262,7 +263,7 @@ def open_document(source: str) -> Document:
     if kind == "html":
         pieces = _html(pieces)
     first = _first_text(pieces, name)
-    return Document(name, kind, size, paragraphs_of(_chain(first, pieces)))
+    return Document(name, kind, size, paragraphs_of(_chain(first, pieces)), encoding)
 
 
 def _first_text(pieces: Iterator[str], name: str) -> str:
@@ -282,7 +283,10 @@ def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
     yield from rest
 
 
-def read_text(source: str) -> tuple[str, str]:
-    """The whole text of a (small) document: name and text."""
+def read_text(source: str, exact: bool = False) -> tuple[str, str]:
+    """The whole text of a (small) document: name and text. ``exact`` keeps a plain text
+    file's characters as they are (perplexity must see what llama-perplexity sees)."""
     doc = open_document(source)
+    if exact and doc.kind == "text" and source != "-":
+        return doc.name, Path(source).expanduser().read_text(encoding=doc.encoding)
     return doc.name, "\n\n".join(doc.paragraphs)
