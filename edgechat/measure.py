@@ -90,8 +90,13 @@ def measure(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
         [sys.executable, "-m", "edgechat.measure", spec],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        from edgechat.errors import EdgechatError
+
+        lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit code {out.returncode}"
+        raise EdgechatError(f"measuring {Path(plan.model_path).name} failed: {why}")
     return json.loads(out.stdout)
 
 
@@ -100,4 +105,9 @@ if __name__ == "__main__":
     fill = args.pop("fill", 0.9)
     gen = args.pop("gen", 32)
     args["model_path"] = Path(args["model_path"])
-    print(json.dumps(run_plan(RunPlan(**args), fill=fill, gen_tokens=gen)))
+    from edgechat.errors import EdgechatError
+
+    try:
+        print(json.dumps(run_plan(RunPlan(**args), fill=fill, gen_tokens=gen)))
+    except EdgechatError as e:
+        sys.exit(str(e))  # one line on stderr, for measure() to pass on
