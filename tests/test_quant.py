@@ -157,3 +157,11 @@ def test_bench_command(starter_path):
     assert 100 * 2**20 < row["rss_peak"] < 2**30
     text = run_cli("bench", "starter", "--repeat", "1", "--ctx", "512", "--tokens", "8")
     assert "tok/s" in text.stdout and "█" in text.stdout
+
+
+def test_bench_of_a_broken_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("not a model")
+    result = run_cli("bench", str(bad), "--repeat", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "measuring bad.gguf failed" in result.stderr and "not a GGUF" in result.stderr
