@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import REPO, simulated_device
+from conftest import REPO, run_cli, simulated_device
 
 from edgechat.conversations import Store
 from edgechat.device import GPU, GiB
@@ -266,6 +266,8 @@ def test_snapshot_wizard(snap_compare, starter_path):
     ids=["256-colours", "no-color", "16-colours"],
 )
 def test_in_a_real_terminal_under_tmux(edgechat_home, starter_path, colours):
+    # Greedy, so the small model's answer is the same every run.
+    run_cli("config", "set", "temperature", "0", env={"EDGECHAT_HOME": str(edgechat_home)})
     session = f"edgechat-test-{time.monotonic_ns()}"
     env = f"EDGECHAT_HOME={edgechat_home} {colours}"
     cmd = f"cd {REPO} && env {env} {sys.executable} -m edgechat chat"
