@@ -345,6 +345,7 @@ def _chained(docs) -> object:
 
 def cmd_summarise(args) -> int:
     from edgechat import config, documents, privacy
+    from edgechat.errors import EdgechatError
     from edgechat.summarise import Options, Summariser
 
     privacy.go_offline()
@@ -367,7 +368,11 @@ def cmd_summarise(args) -> int:
     if args.out:
         from edgechat.paths import write_atomic
 
-        write_atomic(Path(args.out).expanduser(), result.text + "\n")
+        try:
+            write_atomic(Path(args.out).expanduser(), result.text + "\n")
+        except EdgechatError:
+            print(result.text)  # the summary took minutes: never lose it to a bad path
+            raise
     if args.json:
         out = {
             "summary": result.text,
@@ -693,8 +698,17 @@ def cmd_models_import(args) -> int:
         folder = ensure_private_dir(paths().data_dir / "models")
         path = folder / src.name
         tmp = path.with_name(f".{path.name}.partial")
-        shutil.copyfile(src, tmp)
-        tmp.replace(path)
+        try:
+            shutil.copyfile(src, tmp)
+            tmp.replace(path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            from edgechat.errors import EdgechatError
+
+            raise EdgechatError(
+                f"cannot copy {src.name} into {folder}: {e.strerror or e}; free some space, "
+                "or import without --copy"
+            ) from None
     store.register(
         model_id,
         {
@@ -750,14 +764,11 @@ def cmd_models_info(args) -> int:
         record = next(
             (r for r in store.registry().values() if r.get("path") == str(target.path)), None
         )
-    entry = catalog.load().get(cat_id) or next(
-        (m for m in catalog.load().values() if record and m.repo == record.get("repo")), None
+    models = catalog.load()
+    entry = models.get(cat_id) or next(
+        (m for m in models.values() if record and m.repo == record.get("repo")), None
     )
-    facts = None
-    if target.source == "file":
-        from edgechat.gguf import inspect_file
-
-        facts = inspect_file(target.path).as_dict()
+    facts = target.facts.as_dict() if target.facts else None
     out = {
         "model": target.label,
         "installed": record is not None or target.source == "file",
@@ -814,7 +825,7 @@ def cmd_logout(args) -> int:
 
     removed = credentials.forget()
     print(f"token removed from {', '.join(removed)}" if removed else "no stored token")
-    if __import__("os").environ.get("HF_TOKEN"):
+    if os.environ.get("HF_TOKEN"):
         print("HF_TOKEN is still set in this shell's environment")
     return 0
 

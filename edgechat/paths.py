@@ -6,6 +6,7 @@ Nothing is ever written to the current directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,19 @@ def write_private(path: Path, text: str) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from edgechat.errors import EdgechatError
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # the folder may not even exist
+            tmp.unlink(missing_ok=True)
+        raise EdgechatError(
+            f"cannot write {path}: {e.strerror or e}; choose another place"
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -87,7 +87,10 @@ def quantize(
         )
     if dst.exists() and dst.resolve() == src.resolve():
         raise EdgechatError("the output must be a different file from the input")
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgechatError(f"cannot write to {dst.parent}: {e.strerror or e}") from None
 
     ftype_name, base = TYPES[qtype]
     lc = _llama()

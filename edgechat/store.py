@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from edgechat.errors import EdgechatError, ModelNotFound
 
 if TYPE_CHECKING:
+    from edgechat.gguf import ModelFacts
     from edgechat.memory import Shape
 
 STARTER_ID = "smollm2-135m-instruct:Q4_1"
@@ -150,6 +151,7 @@ class Target:
     shape: Shape
     path: Path  # the file, or a stand-in naming the repo and quant
     quant: str | None
+    facts: ModelFacts | None = None  # the header, when there is a file or URL
 
 
 def locate(text: str, default_model: str = "") -> Target:
@@ -159,7 +161,7 @@ def locate(text: str, default_model: str = "") -> Target:
 
     if text.startswith(("http://", "https://")):
         facts = gguf.inspect_url(text)
-        return Target(text, "url", Shape.from_facts(facts), Path(text), facts.file_type)
+        return Target(text, "url", Shape.from_facts(facts), Path(text), facts.file_type, facts)
     try:
         path = resolve(text, default_model)
     except ModelNotFound as missing:
@@ -172,4 +174,4 @@ def locate(text: str, default_model: str = "") -> Target:
         stand_in = Path(model.repo) / quant
         return Target(f"{model.id}:{quant}", "catalog", model.shape(quant), stand_in, quant)
     facts = gguf.inspect_file(path)
-    return Target(str(path), "file", Shape.from_facts(facts), path, facts.file_type)
+    return Target(str(path), "file", Shape.from_facts(facts), path, facts.file_type, facts)

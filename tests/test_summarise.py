@@ -275,3 +275,11 @@ def test_summarise_files_to_out_with_progress(tmp_path):
     written = out.read_text()
     assert written.strip() and all(ln.startswith("- ") for ln in written.strip().splitlines())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".summary.md")]
+
+
+def test_an_unwritable_out_loses_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("summarise", "-", "--out", str(blocker / "summary.md"), input=TEXT)
+    assert result.returncode == 1 and "cannot write" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout.strip()  # the summary is printed

@@ -268,8 +268,14 @@ class ChatScreen(Screen):
             if path:
                 from pathlib import Path
 
+                from edgechat.errors import EdgechatError
+
                 target = Path(path).expanduser()
-                write_atomic(target, self.app.store.export_markdown(conv.id))
+                try:
+                    write_atomic(target, self.app.store.export_markdown(conv.id))
+                except EdgechatError as e:
+                    self.notify(str(e), severity="error", timeout=10)
+                    return
                 self.notify(f"exported to {target}")
 
         self.app.push_screen(Ask("Export this chat as Markdown to", str(default)), done)
