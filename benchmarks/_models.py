@@ -6,12 +6,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgechat import store
+from edgechat.models import registry
 
 
 def models() -> dict[str, Path]:
     found = {}
-    starter = store.starter_model_path()
+    starter = registry.starter_model_path()
     if starter:
         found["SmolLM2-135M Q4_1"] = starter
     try:

@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from edgechat.engine import Engine
-from edgechat.plan import RunPlan, Sampling, physical_cores
+from edgechat.llama.engine import Engine
+from edgechat.planning.plan import RunPlan, Sampling, physical_cores
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import models  # noqa: E402

@@ -16,13 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-from edgechat.device import detect
-from edgechat.fit import plan_for
-from edgechat.gguf import inspect_file
-from edgechat.measure import measure
-from edgechat.memory import Shape
-from edgechat.plan import RunPlan
-from edgechat.speed import cpu_bandwidth, tokens_per_second
+from edgechat.facts.device import detect
+from edgechat.facts.gguf import inspect_file
+from edgechat.lab.measure import measure
+from edgechat.planning.fit import plan_for
+from edgechat.planning.memory import Shape
+from edgechat.planning.plan import RunPlan
+from edgechat.planning.speed import cpu_bandwidth, tokens_per_second
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import models  # noqa: E402

@@ -16,10 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgechat.engine import Engine
-from edgechat.plan import RunPlan
-from edgechat.quality import compare
-from edgechat.quantize import dequantize, quantize
+from edgechat.lab.quality import compare
+from edgechat.lab.quantize import dequantize, quantize
+from edgechat.llama.engine import Engine
+from edgechat.planning.plan import RunPlan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import models  # noqa: E402

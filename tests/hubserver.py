@@ -232,7 +232,7 @@ class Hub:
 if __name__ == "__main__":
     # Serve the starter model as the hub would, for trying `edgechat models pull` by hand:
     #   python tests/hubserver.py   then, in another shell, the export line it prints.
-    from edgechat.store import starter_model_path
+    from edgechat.models.registry import starter_model_path
 
     repo = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
     with Hub({repo: {"smollm2-135m-instruct-q4_1.gguf": starter_model_path()}}) as server:

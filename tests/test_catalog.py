@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgechat import catalog
 from edgechat.errors import ConfigError
+from edgechat.planning import catalog
 
 
 def test_every_shipped_entry_is_valid():

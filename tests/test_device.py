@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from edgechat import device
-from edgechat.device import GiB, MiB
 from edgechat.errors import EdgechatError
+from edgechat.facts import device
+from edgechat.facts.device import GiB, MiB
 
 DATA = Path(__file__).parent / "data"
 

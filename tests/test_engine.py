@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 from conftest import GREEDY
 
-from edgechat.engine import Engine
 from edgechat.errors import ContextOverflow, ModelLoadError
-from edgechat.plan import RunPlan, Sampling
+from edgechat.llama.engine import Engine
+from edgechat.planning.plan import RunPlan, Sampling
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from rangeserver import RangeServer
 
-from edgechat.gguf import GGUFError, inspect, inspect_file, inspect_url
+from edgechat.facts.gguf import GGUFError, inspect, inspect_file, inspect_url
 
 
 def test_starter_model_facts(starter_path):

@@ -14,8 +14,8 @@ import pytest
 from conftest import REPO, run_cli
 from hubserver import Hub
 
-from edgechat import hub, store
 from edgechat.errors import EdgechatError
+from edgechat.models import hub, registry
 
 SMOL_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 SMOL_FILE = "smollm2-135m-instruct-q4_1.gguf"
@@ -87,7 +87,7 @@ def test_dropped_connection_resumes_and_verifies(smol_hub, starter_path):
     ranges = cdn_gets(smol_hub)
     assert ranges[0] is None and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
     assert pulled.path.read_bytes() == starter_path.read_bytes()
-    assert f"{SMOL_REPO}:Q4_1" in store.installed()
+    assert f"{SMOL_REPO}:Q4_1" in registry.installed()
 
 
 def test_partial_from_an_earlier_run_is_resumed(smol_hub, starter_path, hf_home):
@@ -126,7 +126,7 @@ def test_ctrl_c_keeps_a_resumable_partial_and_exits_130(smol_hub, starter_path, 
     assert proc.returncode == 130, err
     assert "pull again to resume" in err and "Traceback" not in err
     kept = list(blobs.glob("*.incomplete"))[0].stat().st_size
-    assert kept > 0 and store.registry() == {}  # nothing listed as installed
+    assert kept > 0 and registry.records() == {}  # nothing listed as installed
     smol_hub.chunk_delay = 0
     smol_hub.requests.clear()
     hub.pull("smollm2-135m-instruct:Q4_1")
@@ -138,7 +138,7 @@ def test_corrupted_bytes_are_rejected_and_deleted(smol_hub):
     with pytest.raises(hub.ChecksumMismatch, match="corrupted.*deleted"):
         hub.pull("smollm2-135m-instruct:Q4_1")
     blobs = hub.repo_folder(SMOL_REPO) / "blobs"
-    assert list(blobs.iterdir()) == [] and store.registry() == {}
+    assert list(blobs.iterdir()) == [] and registry.records() == {}
 
 
 def test_gated_repo_names_the_licence_and_login(smol_hub, hf_home):
@@ -198,7 +198,7 @@ def test_hub_unreachable_fails_fast(hf_home, monkeypatch):
 
 
 def test_pull_without_a_quant_takes_the_recommended_one(smol_hub):
-    from edgechat.cli import _recommended_quant
+    from edgechat.cli.models import _recommended_quant
 
     expected = _recommended_quant("smollm2-135m-instruct")
     pulled = hub.pull("smollm2-135m-instruct", default_quant=_recommended_quant)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgechat.measure import measure
-from edgechat.plan import RunPlan
+from edgechat.lab.measure import measure
+from edgechat.planning.plan import RunPlan
 
 MiB = 2**20
 

@@ -10,13 +10,13 @@ import pytest
 from conftest import run_cli
 from rangeserver import RangeServer
 
-from edgechat import catalog
-from edgechat.device import detect
-from edgechat.engine import LOG, Engine
-from edgechat.gguf import inspect_file
-from edgechat.measure import measure
-from edgechat.memory import Shape, estimate, kv_cells, repack_types
-from edgechat.plan import RunPlan
+from edgechat.facts.device import detect
+from edgechat.facts.gguf import inspect_file
+from edgechat.lab.measure import measure
+from edgechat.llama.engine import LOG, Engine
+from edgechat.planning import catalog
+from edgechat.planning.memory import Shape, estimate, kv_cells, repack_types
+from edgechat.planning.plan import RunPlan
 
 MiB = 1024**2
 SIMD = detect().simd

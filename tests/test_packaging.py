@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO, run_cli, simulated_device
 from hubserver import Hub
 
-from edgechat import doctor
-from edgechat.device import GPU, Device, GiB
+from edgechat.facts import doctor
+from edgechat.facts.device import GPU, Device, GiB
 from edgechat.paths import paths
 
 INSTALL = REPO / "packaging" / "install.sh"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import GREEDY, run_cli
 
-from edgechat.engine import Engine
 from edgechat.errors import EdgechatError
-from edgechat.gguf import inspect_file
-from edgechat.plan import RunPlan
-from edgechat.quality import compare
-from edgechat.quantize import dequantize, quantize
+from edgechat.facts.gguf import inspect_file
+from edgechat.lab.quality import compare
+from edgechat.lab.quantize import dequantize, quantize
+from edgechat.llama.engine import Engine
+from edgechat.planning.plan import RunPlan
 
 LICENCE = Path("/usr/share/common-licenses/GPL-3")
 

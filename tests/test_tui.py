@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 from conftest import REPO, run_cli, simulated_device
 
-from edgechat.conversations import Store
-from edgechat.device import GPU, GiB
-from edgechat.readouts import Readout
+from edgechat.facts.device import GPU, GiB
+from edgechat.facts.readouts import Readout
+from edgechat.tasks.conversations import Store
 from edgechat.tui.app import EdgechatApp, LaunchOptions
 from edgechat.tui.chat import ChatScreen
 from edgechat.tui.wizard import WizardScreen
@@ -89,9 +89,9 @@ async def test_picker_pulls_a_recommended_model_then_chats(starter_path, monkeyp
                     and len(app.store.messages(app.screen.conversation.id)) == 2
                 ),
             )
-    from edgechat import store
+    from edgechat.models import registry
 
-    assert "smollm2-360m-instruct:Q4_K_M" in store.installed()
+    assert "smollm2-360m-instruct:Q4_K_M" in registry.installed()
 
 
 async def test_stop_keeps_the_partial_reply(starter_path):
@@ -205,7 +205,7 @@ async def test_chat_in_the_app_opens_no_network_connection(starter_path, monkeyp
 
 
 def test_readouts_sample_real_memory():
-    from edgechat.readouts import Sampler
+    from edgechat.facts.readouts import Sampler
 
     r = Sampler()()
     assert 10 * 2**20 < r.rss < r.ram_total and r.ram_available > 0

@@ -12,9 +12,9 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from edgechat.conversations import Store
 from edgechat.errors import EdgechatError
-from edgechat.plan import Sampling
+from edgechat.planning.plan import Sampling
+from edgechat.tasks.conversations import Store
 
 
 @dataclass
@@ -46,7 +46,7 @@ class EdgechatApp(App):
     ) -> None:
         super().__init__()
         from edgechat import config
-        from edgechat.device import detect
+        from edgechat.facts.device import detect
 
         self.options = options or LaunchOptions()
         self.settings = config.load()
@@ -61,7 +61,7 @@ class EdgechatApp(App):
         self.llama = llama_thread or ThreadPoolExecutor(1, thread_name_prefix="llama")
         self.model_id: str | None = None
         if sample_readouts is None:
-            from edgechat.readouts import Sampler
+            from edgechat.facts.readouts import Sampler
 
             sample_readouts = Sampler()
         self.sample_readouts = sample_readouts
@@ -102,15 +102,15 @@ class EdgechatApp(App):
     # -- models ---------------------------------------------------------------------------
 
     def installed_models(self) -> dict[str, Path]:
-        from edgechat import store
+        from edgechat.models import registry
 
-        return store.installed()
+        return registry.installed()
 
     def recommendations(self, task: str) -> list:
         if task not in self._recommended:
-            from edgechat import catalog
-            from edgechat.recommend import recommend
-            from edgechat.speed import cpu_bandwidth
+            from edgechat.planning import catalog
+            from edgechat.planning.recommend import recommend
+            from edgechat.planning.speed import cpu_bandwidth
 
             self._recommended[task] = recommend(
                 catalog.load(),
@@ -140,9 +140,9 @@ class EdgechatApp(App):
 
     @work(thread=True, exclusive=True, group="load")
     def _load(self, model: str | None) -> None:
-        from edgechat import store
-        from edgechat.engine import Engine
-        from edgechat.loading import checked_plan
+        from edgechat.llama.engine import Engine
+        from edgechat.models import registry
+        from edgechat.service import checked_plan
 
         o = self.options
         try:
@@ -159,9 +159,10 @@ class EdgechatApp(App):
         except EdgechatError as e:
             self.call_from_thread(self._load_failed, str(e))
             return
-        store.touch(plan.model_path)
+        registry.touch(plan.model_path)
         label = model or next(
-            (k for k, p in store.installed().items() if p == plan.model_path), plan.model_path.name
+            (k for k, p in registry.installed().items() if p == plan.model_path),
+            plan.model_path.name,
         )
         self.call_from_thread(self._loaded, engine, label)
 

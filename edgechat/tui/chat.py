@@ -30,7 +30,7 @@ def _batch_seconds() -> float:
     """How often streamed text reaches the screen. With few cores every redraw is taken
     from llama.cpp's threads (measured on two cores: 4 redraws a second cost ~12 % of
     generation speed, 2 a second ~2 %); with cores to spare, redraw often."""
-    from edgechat.plan import physical_cores
+    from edgechat.planning.plan import physical_cores
 
     return 0.5 if physical_cores() <= 2 else 0.1
 
@@ -304,8 +304,8 @@ class ChatScreen(Screen):
         self.app.push_screen(Ask("Summarise which file? (text, Markdown, HTML, PDF, DOCX)"), done)
 
     def _summarise(self, path: str) -> None:
-        from edgechat import documents
         from edgechat.errors import EdgechatError
+        from edgechat.tasks import documents
 
         if self.app.engine is None or self.generating:
             self.notify("wait for the model, or for the reply to finish", severity="warning")
@@ -322,7 +322,7 @@ class ChatScreen(Screen):
     @work(thread=True, exclusive=True, group="reply")
     def _run_summary(self, doc) -> None:
         from edgechat.errors import EdgechatError
-        from edgechat.summarise import Summariser
+        from edgechat.tasks.summarise import Summariser
 
         def progress(p) -> None:
             total = f"/{p.total}" if p.total else ""

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Label, ProgressBar
 
-from edgechat.device import format_size
+from edgechat.facts.device import format_size
 
 FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
 
@@ -141,8 +141,8 @@ class WizardScreen(Screen):
     def _pull(self, model_id: str) -> None:
         from tqdm import tqdm
 
-        from edgechat import hub
         from edgechat.errors import EdgechatError
+        from edgechat.models import hub
 
         screen = self
 

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgechat.device import Device, GiB, format_size
+from edgechat.facts.device import Device, GiB, format_size
 from edgechat.paths import Paths
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -76,7 +76,7 @@ def check_llama(device: Device) -> Check:
 
 
 def check_keyring() -> Check:
-    from edgechat.credentials import _keyring
+    from edgechat.models.credentials import _keyring
 
     backend = _keyring()
     if backend is None:
@@ -182,8 +182,8 @@ def check_hub(endpoint: str, timeout: float = 3.0) -> Check:
 
 
 def run_all(device: Device | None = None, endpoint: str | None = None) -> list[Check]:
-    from edgechat.credentials import _token_file
-    from edgechat.device import detect
+    from edgechat.facts.device import detect
+    from edgechat.models.credentials import _token_file
     from edgechat.paths import paths
 
     device = device or detect()

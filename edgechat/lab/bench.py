@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgechat.plan import RunPlan
+from edgechat.planning.plan import RunPlan
 
 FIELDS = ("load_s", "prompt_tokens_per_s", "gen_tokens_per_s", "ttft_s", "rss_peak")
 
@@ -41,7 +41,7 @@ def bench(
 ) -> list[BenchResult]:
     """Each model ``repeat`` times, each run a fresh process: a quarter of the context
     as prompt, then ``gen_tokens`` generated greedily. Medians of every figure."""
-    from edgechat.measure import measure
+    from edgechat.lab.measure import measure
 
     results = []
     for label, path in models:

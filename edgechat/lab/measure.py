@@ -1,6 +1,6 @@
 """Measure what a plan really costs: load, fill the context, generate, read peak RSS.
 
-Runs in a fresh child process (``python -m edgechat.measure PLAN_JSON``) so the peak
+Runs in a fresh child process (``python -m edgechat.lab.measure PLAN_JSON``) so the peak
 belongs to that one model and nothing else. Used by the memory benchmark; the
 figures it prints are what the memory model is checked against.
 """
@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from edgechat.plan import RunPlan, Sampling
+from edgechat.planning.plan import RunPlan, Sampling
 
 
 def _vm_hwm() -> int:
@@ -37,7 +37,7 @@ _BUFFER = re.compile(r"(\w[\w ]*?) (KV|compute|output|model|RS) buffer size\s*=\
 
 def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
     """Load ``plan``, fill ``fill`` of its context with a prompt, generate, and measure."""
-    from edgechat.engine import LOG, Engine
+    from edgechat.llama.engine import LOG, Engine
 
     before = _vm_hwm()
     mark = LOG.mark()
@@ -87,7 +87,7 @@ def measure(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
         {**asdict(plan), "model_path": str(plan.model_path), "fill": fill, "gen": gen_tokens}
     )
     out = subprocess.run(
-        [sys.executable, "-m", "edgechat.measure", spec],
+        [sys.executable, "-m", "edgechat.lab.measure", spec],
         capture_output=True,
         text=True,
     )

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from edgechat.errors import EdgechatError, ModelNotFound
 
 if TYPE_CHECKING:
-    from edgechat.gguf import ModelFacts
-    from edgechat.memory import Shape
+    from edgechat.facts.gguf import ModelFacts
+    from edgechat.planning.memory import Shape
 
 STARTER_ID = "smollm2-135m-instruct:Q4_1"
 STARTER_ALIASES = {STARTER_ID.lower(), "smollm2-135m-instruct", "starter"}
@@ -47,7 +47,7 @@ def _registry_file() -> Path:
     return paths().data_dir / "models.json"
 
 
-def registry() -> dict[str, dict]:
+def records() -> dict[str, dict]:
     """Models edgechat pulled or imported: id -> record (path, repo, quant, size, ...).
 
     A model is written here only once its files are complete and verified, so what
@@ -71,13 +71,13 @@ def _save(data: dict[str, dict]) -> None:
 
 
 def register(model_id: str, record: dict) -> None:
-    data = registry()
+    data = records()
     data[model_id] = {**record, "added": record.get("added") or time.time()}
     _save(data)
 
 
 def unregister(model_id: str) -> dict | None:
-    data = registry()
+    data = records()
     record = data.pop(model_id, None)
     _save(data)
     return record
@@ -85,7 +85,7 @@ def unregister(model_id: str) -> dict | None:
 
 def touch(path: Path) -> None:
     """Note that the model at ``path`` was just used (for `models list`)."""
-    data = registry()
+    data = records()
     for record in data.values():
         if record.get("path") == str(path):
             record["last_used"] = time.time()
@@ -99,7 +99,7 @@ def installed() -> dict[str, Path]:
     starter = starter_model_path()
     if starter:
         found[STARTER_ID] = starter
-    for model_id, record in registry().items():
+    for model_id, record in records().items():
         path = Path(record.get("path", ""))
         if path.is_file():
             found[model_id] = path
@@ -156,8 +156,9 @@ class Target:
 
 def locate(text: str, default_model: str = "") -> Target:
     """What ``edgechat estimate`` was asked about: a path, URL, installed id or ID[:QUANT]."""
-    from edgechat import catalog, gguf
-    from edgechat.memory import Shape
+    from edgechat.facts import gguf
+    from edgechat.planning import catalog
+    from edgechat.planning.memory import Shape
 
     if text.startswith(("http://", "https://")):
         facts = gguf.inspect_url(text)

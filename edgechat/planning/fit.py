@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from edgechat.device import Device, GiB, format_size
-from edgechat.memory import MemoryEstimate, Shape, estimate
-from edgechat.plan import RunPlan
+from edgechat.facts.device import Device, GiB, format_size
+from edgechat.planning.memory import MemoryEstimate, Shape, estimate
+from edgechat.planning.plan import RunPlan
 
 COMFORTABLE, TIGHT, NO_FIT = "comfortable", "tight", "does not fit"
 _ORDER = {COMFORTABLE: 0, TIGHT: 1, NO_FIT: 2}

@@ -63,8 +63,8 @@ def quantize(
 ) -> Quantized:
     from gguf.constants import GGMLQuantizationType, LlamaFileType
 
-    from edgechat.engine import LOG, _llama
-    from edgechat.gguf import inspect_file
+    from edgechat.facts.gguf import inspect_file
+    from edgechat.llama.engine import LOG, _llama
 
     qtype = qtype.upper()
     if qtype not in TYPES:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from edgechat.errors import ContextOverflow, EdgechatError, ModelLoadError
-from edgechat.plan import RunPlan, Sampling
+from edgechat.planning.plan import RunPlan, Sampling
 
 # ggml_type values for the KV cache types llama.cpp accepts.
 KV_CACHE_TYPES = {

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgechat.errors import ConfigError
-from edgechat.memory import QUANT_BITS, Shape
 from edgechat.paths import paths
+from edgechat.planning.memory import QUANT_BITS, Shape
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,9 +105,10 @@ def validate(model_id: str, entry: dict) -> list[str]:
 
 
 def _builtin_file() -> Path:
-    here = Path(__file__).parent
+    package = Path(__file__).parent.parent
     # In the wheel it sits inside the package; in a source checkout at the repo root.
-    return here / "models.toml" if (here / "models.toml").is_file() else here.parent / "models.toml"
+    inside = package / "models.toml"
+    return inside if inside.is_file() else package.parent / "models.toml"
 
 
 def _read(path: Path) -> dict:

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from edgechat.engine import Engine, Stats
 from edgechat.errors import EdgechatError
-from edgechat.plan import Sampling
+from edgechat.llama.engine import Engine, Stats
+from edgechat.planning.plan import Sampling
 
 SYSTEM = (
     "You summarise documents faithfully. Keep the main points, names and figures; "

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from edgechat import store
-from edgechat.device import format_size, models_dir
 from edgechat.errors import EdgechatError
+from edgechat.facts.device import format_size, models_dir
+from edgechat.models import registry
 
 TIMEOUT_S = 10.0  # connect/read timeout: an unreachable hub fails fast
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -270,7 +270,8 @@ def pull(
     ``default_quant(catalog_id)`` picks the quant when none is given (the recommender's
     choice for this device); outside the catalog it is Q4_K_M.
     """
-    from edgechat import catalog, credentials
+    from edgechat.models import credentials
+    from edgechat.planning import catalog
 
     catalog_id, repo, quant = parse_spec(spec)
     if catalog_id is not None:
@@ -302,7 +303,7 @@ def pull(
     elapsed = time.monotonic() - started
     if fetched:
         say(f"downloaded {format_size(fetched)} in {elapsed:.1f} s, SHA-256 verified")
-    store.register(
+    registry.register(
         model_id,
         {
             "path": str(pointers[0]),
@@ -320,7 +321,7 @@ def pull(
 
 def remove(model_id: str) -> tuple[dict, int]:
     """Forget a model and delete the files edgechat put there; returns (record, bytes freed)."""
-    data = store.registry()
+    data = registry.records()
     key = next((k for k in data if k.lower() == model_id.lower()), None)
     if key is None:
         names = ", ".join(data) or "none"
@@ -336,7 +337,7 @@ def remove(model_id: str) -> tuple[dict, int]:
             if target.is_file() and not _still_linked(target):
                 freed += target.stat().st_size
                 target.unlink()
-    store.unregister(key)
+    registry.unregister(key)
     return {**record, "id": key}, freed
 
 
@@ -350,7 +351,7 @@ def _still_linked(blob: Path) -> bool:
 
 def verify(model_id: str) -> tuple[bool, list[str]]:
     """Re-hash a pulled model's files against the hub's hashes recorded at pull time."""
-    record = store.registry().get(model_id)
+    record = registry.records().get(model_id)
     if record is None:
         raise EdgechatError(f"no pulled model '{model_id}'")
     problems = []

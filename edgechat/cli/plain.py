@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from edgechat.engine import Engine, Stats
 from edgechat.errors import EdgechatError
-from edgechat.plan import Sampling
+from edgechat.llama.engine import Engine, Stats
+from edgechat.planning.plan import Sampling
 
 HELP = """Commands:
   /reset         forget the conversation (keeps the system prompt)

@@ -15,8 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from edgechat.device import Device
-from edgechat.memory import KV_TYPE_BYTES, MemoryEstimate, Shape, kv_cells
+from edgechat.facts.device import Device
+from edgechat.planning.memory import KV_TYPE_BYTES, MemoryEstimate, Shape, kv_cells
 
 GB = 1e9
 # Share of peak bandwidth llama.cpp's generation loop sustains.
@@ -107,7 +107,7 @@ def _bits(types: dict[str, int]) -> float:
             block, size = GGML_QUANT_SIZES[GGMLQuantizationType[name]]
             bits = size * 8 / block
         except KeyError:  # a catalog stand-in like Q4_K_M: its typical figure
-            from edgechat.memory import QUANT_BITS
+            from edgechat.planning.memory import QUANT_BITS
 
             bits = QUANT_BITS.get(name, 4.5)
         total += nbytes

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edgechat.plan import RunPlan
+from edgechat.planning.plan import RunPlan
 
 if TYPE_CHECKING:
-    from edgechat.gguf import ModelFacts
+    from edgechat.facts.gguf import ModelFacts
 
 MiB = 1024**2
 
@@ -176,7 +176,7 @@ class Shape:
         layer_params = max(0, n_params - embd_params * (1 if tied else 2))
         per_layer = int(layer_params * bits / 8) // n_layers
         main = _MAIN_TYPE.get(quant, quant)
-        from edgechat.gguf import swa_pattern
+        from edgechat.facts.gguf import swa_pattern
 
         window = arch.get("sliding_window")
         n_head_kv = int(arch["kv_heads"])

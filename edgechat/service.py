@@ -7,7 +7,7 @@ import sys
 
 from edgechat.config import Settings
 from edgechat.errors import EdgechatError
-from edgechat.plan import RunPlan
+from edgechat.planning.plan import RunPlan
 
 
 def checked_plan(
@@ -22,13 +22,13 @@ def checked_plan(
     device=None,
 ) -> RunPlan:
     """The plan to load; raises with the figures and the ways out when it does not fit."""
-    from edgechat import store
-    from edgechat.device import detect
-    from edgechat.fit import plan_for, refusal
-    from edgechat.gguf import inspect_file
-    from edgechat.memory import Shape
+    from edgechat.facts.device import detect
+    from edgechat.facts.gguf import inspect_file
+    from edgechat.models import registry
+    from edgechat.planning.fit import plan_for, refusal
+    from edgechat.planning.memory import Shape
 
-    path = store.resolve(model, settings.default_model)
+    path = registry.resolve(model, settings.default_model)
     layers = gpu_layers if gpu_layers is not None else settings.gpu_layers
     plan = RunPlan(
         model_path=path,

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from edgechat.engine import Engine
 from edgechat.errors import EdgechatError
+from edgechat.llama.engine import Engine
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgechat.catalog import CatalogModel
-from edgechat.device import Device, format_size
-from edgechat.fit import COMFORTABLE, NO_FIT, TIGHT, Fit, plan_gpu_layers
-from edgechat.memory import QUANT_BITS, MemoryEstimate
-from edgechat.plan import RunPlan
-from edgechat.speed import SpeedEstimate, tokens_per_second
+from edgechat.facts.device import Device, format_size
+from edgechat.planning.catalog import CatalogModel
+from edgechat.planning.fit import COMFORTABLE, NO_FIT, TIGHT, Fit, plan_gpu_layers
+from edgechat.planning.memory import QUANT_BITS, MemoryEstimate
+from edgechat.planning.plan import RunPlan
+from edgechat.planning.speed import SpeedEstimate, tokens_per_second
 
 TASKS = ("chat", "code", "math", "summarise")
 # Below this many tokens per second a reply comes slower than people read; above

@@ -1,0 +1,246 @@
+"""The ``edgechat`` command line: parse arguments, call the services, render.
+
+Start-up must stay instant (a Raspberry Pi runs this): only the standard library is
+imported here; each command imports what it needs when it runs.
+
+Exit codes: 0 ok, 1 a problem the message explains, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from edgechat import __version__
+from edgechat.cli.admin import cmd_config, cmd_doctor
+from edgechat.cli.chat import cmd_chat
+from edgechat.cli.facts import cmd_device, cmd_estimate, cmd_inspect, cmd_recommend
+from edgechat.cli.lab import cmd_bench, cmd_quality, cmd_quantize
+from edgechat.cli.models import (
+    cmd_login,
+    cmd_logout,
+    cmd_models_import,
+    cmd_models_info,
+    cmd_models_list,
+    cmd_models_pull,
+    cmd_models_rm,
+    cmd_models_verify,
+)
+from edgechat.cli.summarise import cmd_summarise
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", help="a GGUF file path or an installed model id")
+    p.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--gpu-layers",
+        type=int,
+        metavar="N",
+        help="layers to offload to the GPU (default: all that fit)",
+    )
+    p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
+    p.add_argument(
+        "--force", action="store_true", help="load even when the memory estimate says it won't fit"
+    )
+    _add_device_options(p)
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory", metavar="SIZE", help="assume this much RAM (like 8G)")
+    p.add_argument("--vram", metavar="SIZE", help="assume this much GPU memory (like 6G)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgechat",
+        description="A private assistant that runs entirely on this device. "
+        "With no command it opens a chat.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgechat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = sub.add_parser(
+        "chat", help="chat with a model, offline (full-screen; --plain for lines)"
+    )
+    _add_model_options(chat)
+    chat.add_argument("prompt", nargs="?", help="answer this one message and exit")
+    chat.add_argument("--plain", action="store_true", help="line mode, for SSH and scripts")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt for this session")
+    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    chat.add_argument("--seed", type=int, help="sampling seed, for repeatable replies")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
+    chat.add_argument("--json", action="store_true", help="print each reply as a JSON line")
+    chat.set_defaults(func=cmd_chat)
+
+    summ = sub.add_parser(
+        "summarise",
+        aliases=["summarize"],
+        help="summarise documents of any length, offline (text, Markdown, HTML, PDF, DOCX)",
+    )
+    summ.add_argument("files", nargs="+", metavar="FILE", help="files, or - for standard input")
+    _add_model_options(summ)
+    summ.add_argument("--length", choices=["short", "medium", "long"], default="medium")
+    summ.add_argument("--style", choices=["paragraph", "bullets"], default="paragraph")
+    summ.add_argument("--focus", metavar="TEXT", help="what the reader cares about")
+    summ.add_argument("--out", metavar="FILE", help="write the summary to FILE (atomically)")
+    summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
+    summ.set_defaults(func=cmd_summarise)
+
+    dev = sub.add_parser(
+        "device", help="what this machine has: RAM, CPU, GPUs, disk, llama.cpp build"
+    )
+    _add_device_options(dev)
+    dev.add_argument("--json", action="store_true", help="print as JSON")
+    dev.set_defaults(func=cmd_device)
+
+    ins = sub.add_parser("inspect", help="facts from a GGUF header (a file or an http(s) URL)")
+    ins.add_argument("target", metavar="PATH|URL")
+    ins.add_argument("--json", action="store_true", help="print as JSON")
+    ins.add_argument("--tensors", action="store_true", help="with --json: list every tensor")
+    ins.set_defaults(func=cmd_inspect)
+
+    est = sub.add_parser(
+        "estimate", help="memory and speed a model needs here, before downloading or loading it"
+    )
+    est.add_argument("model", help="a GGUF file, an http(s) URL of one, or a catalog ID[:QUANT]")
+    est.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
+    est.add_argument(
+        "--gpu-layers", type=int, metavar="N", help="layers to offload (default: all that fit)"
+    )
+    _add_device_options(est)
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    est.set_defaults(func=cmd_estimate)
+
+    rec = sub.add_parser("recommend", help="the models and quants that suit this device, ranked")
+    rec.add_argument(
+        "--task", choices=["chat", "code", "math", "summarise"], default="chat", help="what for"
+    )
+    rec.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
+    rec.add_argument("-n", "--limit", type=int, default=8, metavar="N", help="show the best N")
+    rec.add_argument("--all", action="store_true", help="show every catalog model for the task")
+    _add_device_options(rec)
+    rec.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    rec.set_defaults(func=cmd_recommend)
+
+    mod = sub.add_parser("models", help="list, pull, remove, import and verify models")
+    msub = mod.add_subparsers(dest="action", metavar="ACTION")
+    mod.set_defaults(func=cmd_models_list, json=False)
+    m_list = msub.add_parser("list", help="the models on this machine")
+    m_list.add_argument("--json", action="store_true", help="print them as JSON")
+    m_list.set_defaults(func=cmd_models_list)
+    m_pull = msub.add_parser("pull", help="download ID[:QUANT] or owner/repo[:QUANT], verified")
+    m_pull.add_argument(
+        "model", help="a catalog id like qwen2.5-1.5b-instruct[:Q4_K_M], or owner/repo:QUANT"
+    )
+    m_pull.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_pull.set_defaults(func=cmd_models_pull)
+    m_rm = msub.add_parser("rm", help="remove a pulled or imported model and free its space")
+    m_rm.add_argument("model", help="the model id, as `edgechat models list` shows it")
+    m_rm.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_rm.set_defaults(func=cmd_models_rm)
+    m_imp = msub.add_parser("import", help="register a local GGUF file (no copy unless --copy)")
+    m_imp.add_argument("path", help="the GGUF file")
+    m_imp.add_argument("--id", help="the id to give it (default: from the file name)")
+    m_imp.add_argument("--copy", action="store_true", help="copy it into edgechat's data dir")
+    m_imp.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_imp.set_defaults(func=cmd_models_import)
+    m_ver = msub.add_parser("verify", help="re-check pulled files against the hub's SHA-256")
+    m_ver.add_argument("model", nargs="?", help="one model id (default: all pulled models)")
+    m_ver.add_argument("--json", action="store_true", help="print the result as JSON")
+    m_ver.set_defaults(func=cmd_models_verify)
+    m_info = msub.add_parser("info", help="catalog facts, header facts and the memory estimate")
+    m_info.add_argument("model", help="an installed id, a catalog ID[:QUANT] or a GGUF path")
+    m_info.add_argument("--ctx", type=int, metavar="N", help="context for the estimate")
+    m_info.add_argument("--json", action="store_true", help="print it as JSON")
+    m_info.set_defaults(func=cmd_models_info)
+
+    login = sub.add_parser("login", help="store a Hugging Face token for gated models")
+    login.add_argument("--token", help=argparse.SUPPRESS)  # for scripts; prefer the prompt
+    login.set_defaults(func=cmd_login)
+    logout = sub.add_parser("logout", help="remove the stored Hugging Face token")
+    logout.set_defaults(func=cmd_logout)
+
+    ben = sub.add_parser("bench", help="measure load, prompt and generation speed, TTFT, memory")
+    ben.add_argument(
+        "models", nargs="*", metavar="MODEL", help="paths or ids (default: the default)"
+    )
+    ben.add_argument("--ctx", type=int, default=2048, metavar="N", help="context (default 2048)")
+    ben.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per model (3)")
+    ben.add_argument("--tokens", type=int, default=128, metavar="N", help="tokens to generate")
+    ben.add_argument("--json", action="store_true", help="print the table as JSON")
+    ben.set_defaults(func=cmd_bench)
+
+    qual = sub.add_parser(
+        "quality", help="perplexity, KL divergence and top-1 agreement against a reference"
+    )
+    qual.add_argument("model", help="the model to judge (path or id)")
+    qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
+    qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
+    qual.add_argument("--ctx", type=int, default=512, metavar="N", help="chunk size (512)")
+    qual.add_argument("--json", action="store_true", help="print the figures as JSON")
+    qual.set_defaults(func=cmd_quality)
+
+    qnt = sub.add_parser("quantize", aliases=["quantise"], help="quantise a GGUF model yourself")
+    qnt.add_argument("src", metavar="IN.gguf")
+    qnt.add_argument("dst", metavar="OUT.gguf")
+    qnt.add_argument("--type", required=True, help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0 ...")
+    qnt.add_argument(
+        "--recipe",
+        choices=["uniform", "mixed"],
+        default="mixed",
+        help="mixed keeps embeddings and output head at higher precision",
+    )
+    qnt.add_argument(
+        "--allow-requantize",
+        action="store_true",
+        help="quantise a file that is already quantised (loses quality)",
+    )
+    qnt.add_argument("--json", action="store_true", help="print the result as JSON")
+    qnt.set_defaults(func=cmd_quantize)
+
+    doc = sub.add_parser("doctor", help="check this install and print the fix for each problem")
+    doc.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doc.set_defaults(func=cmd_doctor)
+
+    cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
+    cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
+    cfg.add_argument("key", nargs="?")
+    cfg.add_argument("value", nargs="?")
+    cfg.add_argument("--json", action="store_true", help="print as JSON")
+    cfg.set_defaults(func=cmd_config)
+    return parser
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+# -- entry point -----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # No command: the app (or, on a pipe, the line chat), with the model picker first.
+        args = parser.parse_args(["chat", *(argv if argv is not None else sys.argv[1:])])
+        args.no_command = True
+    from edgechat.errors import EdgechatError
+
+    try:
+        return args.func(args)
+    except EdgechatError as exc:
+        sys.stderr.write(f"edgechat: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`edgechat ... | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

@@ -1,0 +1,53 @@
+"""`doctor` and `config`: the install's health and the settings."""
+
+from __future__ import annotations
+
+import json
+
+from edgechat import __version__
+
+
+def cmd_doctor(args) -> int:
+    from edgechat.facts.doctor import FAIL, run_all
+
+    checks = run_all()
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        mark = {"ok": "✔", "warn": "!", "fail": "✘"}
+        for c in checks:
+            print(f"{mark[c.status]} {c.name:<14} {c.detail}")
+            if c.fix and c.status != "ok":
+                print(f"  {'fix:':<14} {c.fix}")
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def cmd_config(args) -> int:
+    from edgechat import config
+    from edgechat.errors import EdgechatError
+    from edgechat.paths import paths
+
+    if args.action in ("set", "unset"):
+        if not args.key or (args.action == "set" and args.value is None):
+            raise EdgechatError(
+                f"usage: edgechat config {args.action} KEY"
+                + (" VALUE" if args.action == "set" else "")
+            )
+        if args.action == "set":
+            config.set_value(args.key, args.value)
+        else:
+            config.unset_value(args.key)
+    p = paths()
+    settings = config.load(p)
+    data = {"version": __version__, "paths": p.as_dict(), "settings": settings.as_dict()}
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"edgechat {__version__}")
+    print("paths:")
+    for key, value in data["paths"].items():
+        print(f"  {key:<14} {value}")
+    print("settings:")
+    for key, value in data["settings"].items():
+        print(f"  {key:<14} {value!r}")
+    return 0

@@ -1,0 +1,186 @@
+"""`device`, `inspect`, `estimate`, `recommend`: what this machine and a model are, and what
+fits.
+"""
+
+from __future__ import annotations
+
+import json
+
+from edgechat.cli.common import _size
+
+
+def cmd_device(args) -> int:
+    from edgechat.facts.device import detect, format_size
+
+    d = detect(args.memory, args.vram)
+    if args.json:
+        print(json.dumps(d.as_dict(), indent=2))
+        return 0
+    cores = f"{d.cores_physical or '?'} physical / {d.cores_logical or '?'} logical"
+    rows = [
+        ("memory", f"{format_size(d.ram_total)} total, {format_size(d.ram_available)} available"),
+        ("swap", f"{format_size(d.swap_total)} total, {format_size(d.swap_free)} free"),
+        ("cpu", f"{d.cpu_model or 'unknown'} ({d.arch}), {cores}"),
+        ("simd", " ".join(d.simd) or "unknown"),
+        ("board", d.board or "-"),
+        ("os", d.os),
+        ("models", f"{d.models_dir} ({format_size(d.disk_free)} free)"),
+    ]
+    for g in d.gpus:
+        mem = (
+            "unified memory"
+            if g.unified
+            else (f"{format_size(g.vram_total)} VRAM, {format_size(g.vram_free)} free")
+        )
+        rows.append(("gpu", f"{g.name} ({g.vendor}), {mem}"))
+    if not d.gpus:
+        rows.append(("gpu", "none found"))
+    offload = {True: "GPU offload", False: "CPU only", None: "unknown"}[d.gpu_offload]
+    rows.append(("llama.cpp", f"{', '.join(d.llama_backends) or 'not installed'} ({offload})"))
+    if d.overrides:
+        rows.append(("assumed", ", ".join(d.overrides)))
+    for key, value in rows:
+        print(f"{key:<10} {value}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from edgechat.facts.device import format_size
+    from edgechat.facts.gguf import inspect
+
+    f = inspect(args.target)
+    if args.json:
+        print(json.dumps(f.as_dict(with_tensors=args.tensors), indent=2))
+        return 0
+    kv = sorted(set(f.n_head_kv))
+    swa = sum(f.swa_layers)
+    rows = [
+        ("model", f"{f.name or '-'} ({f.architecture}, GGUF v{f.version})"),
+        ("params", f"{f.n_params / 1e9:.3f} B"),
+        ("quant", f"{f.file_type or '?'}, {f.bits_per_weight:.2f} bits per weight"),
+        ("weights", f"{format_size(f.tensor_bytes)} (file {format_size(f.file_size)})"),
+        ("layers", str(f.n_layers)),
+        ("embedding", f"{f.n_embd}, feed-forward {f.n_ff or '?'}"),
+        ("heads", f"{f.n_head} query, {'/'.join(map(str, kv))} KV, head size {f.head_dim_k}"),
+        ("context", f"{f.context_length} trained"),
+        (
+            "window",
+            f"{f.sliding_window} tokens on {swa} of {f.n_layers} layers"
+            if f.sliding_window
+            else "none (full attention)",
+        ),
+        ("vocab", str(f.n_vocab)),
+        ("template", "yes" if f.chat_template else "no chat template"),
+    ]
+    for key, value in rows:
+        print(f"{key:<10} {value}")
+    print("mix")
+    for qtype, m in f.quant_mix.items():
+        share = m["bytes"] / f.tensor_bytes if f.tensor_bytes else 0
+        print(
+            f"  {qtype:<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
+            f"{format_size(m['bytes']):>10} ({share:.0%})"
+        )
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    from edgechat import config
+    from edgechat.facts.device import detect
+    from edgechat.models import registry
+    from edgechat.planning.fit import plan_for
+    from edgechat.planning.plan import RunPlan
+    from edgechat.planning.speed import cpu_bandwidth, tokens_per_second
+
+    settings = config.load()
+    target = registry.locate(args.model, settings.default_model)
+    device = detect(args.memory, args.vram)
+    gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
+    plan = RunPlan(target.path, n_ctx=args.ctx or settings.ctx, n_gpu_layers=max(0, gpu_layers))
+    est, fit = plan_for(plan, target.shape, device, auto_gpu=gpu_layers < 0)
+    speed = tokens_per_second(target.shape, est, device, cpu_bandwidth(device))
+    if args.json:
+        out = {
+            "model": target.label,
+            "source": target.source,
+            "quant": target.quant,
+            "params": target.shape.n_params,
+            "weights_bytes": target.shape.weight_bytes,
+            **est.as_dict(),
+            "fit": fit.label,
+            "fit_reason": fit.why or None,
+            "ram_available_bytes": fit.ram_available,
+            "vram_free_bytes": fit.vram_free,
+            "tokens_per_s": round(speed.tokens_per_s, 1),
+            "speed_bound": speed.bound,
+            "assumed": list(device.overrides),
+        }
+        out["model_path"] = str(target.path)
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"model      {target.label} ({target.source})")
+    print(
+        f"weights    {_size(target.shape.weight_bytes)}, {target.shape.n_params / 1e9:.2f} B params"
+    )
+    gpu = f", {est.n_gpu_layers} GPU layers ({est.backend})" if est.n_gpu_layers else ", CPU only"
+    print(f"plan       context {est.n_ctx} tokens{gpu}")
+    print(f"{'part':<18} {'RAM':>10} {'VRAM':>10}")
+    for name, (ram, vram) in est.parts.items():
+        if ram or vram:
+            print(
+                f"  {name:<16} {_size(ram) if ram else '-':>10} {_size(vram) if vram else '-':>10}"
+            )
+    print(f"{'peak':<18} {_size(est.ram_peak):>10} {_size(est.vram) if est.vram else '-':>10}")
+    if est.ram_needed != est.ram_peak:
+        print(f"  needed (the OS can reclaim the rest): {_size(est.ram_needed)}")
+    print(f"speed      about {speed.tokens_per_s:.1f} tokens/s ({speed.bound}-bound)")
+    print(f"fit        {fit.label}" + (f": {fit.why}" if fit.why else ""))
+    if device.overrides:
+        print(f"assumed    {', '.join(device.overrides)}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from edgechat import config
+    from edgechat.facts.device import detect
+    from edgechat.planning import catalog
+    from edgechat.planning.recommend import recommend
+    from edgechat.planning.speed import cpu_bandwidth
+
+    settings = config.load()
+    device = detect(args.memory, args.vram)
+    choices = recommend(
+        catalog.load(), device, args.task, args.ctx or settings.ctx, cpu_bandwidth(device)
+    )
+    shown = choices if args.all else choices[: max(1, args.limit)]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "task": args.task,
+                    "device": {
+                        "ram_total_bytes": device.ram_total,
+                        "ram_available_bytes": device.ram_available,
+                        "gpus": [g.name for g in device.gpus],
+                        "assumed": list(device.overrides),
+                    },
+                    "choices": [c.as_dict() for c in shown],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    gpu = ", ".join(f"{g.name} {_size(g.vram_total)}" for g in device.gpus) or "no GPU"
+    print(f"for {args.task} on {_size(device.ram_total)} RAM, {gpu}:")
+    print(f"  {'model':<36} {'RAM':>9} {'VRAM':>9} {'tok/s':>6}  fit")
+    for i, c in enumerate(shown, 1):
+        e = c.estimate
+        vram = "unified" if e.backend == "metal" else (_size(e.vram) if e.vram else "-")
+        print(
+            f"{i:>2} {c.model.id + ':' + c.quant:<36} {_size(e.ram_needed):>9} {vram:>9} "
+            f"{c.speed.tokens_per_s:>6.1f}  {c.fit.label}"
+        )
+        print(f"   {c.reason}")
+    if device.overrides:
+        print(f"assumed: {', '.join(device.overrides)}")
+    return 0

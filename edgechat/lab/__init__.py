@@ -1,0 +1,1 @@
+"""Measuring models on this machine: bench, measure, quality, quantize."""

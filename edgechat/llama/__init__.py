@@ -1,0 +1,1 @@
+"""Everything that touches llama.cpp: the backend, the engine, prompts."""

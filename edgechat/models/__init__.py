@@ -1,0 +1,3 @@
+"""Getting and keeping model files: the local registry, hub pulls and verification, the hub
+token.
+"""

@@ -1,0 +1,1 @@
+"""What the user asks for: documents, summaries, conversations."""
