@@ -27,6 +27,7 @@ from edgechat.cli.models import (
     cmd_models_rm,
     cmd_models_verify,
 )
+from edgechat.cli.serve import cmd_serve
 from edgechat.cli.summarise import cmd_summarise
 
 
@@ -45,6 +46,19 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="load even when the memory estimate says it won't fit"
     )
     _add_device_options(p)
+
+
+def _add_remote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--remote",
+        metavar="URL",
+        help="run on an OpenAI-compatible server instead (like http://HOST:8080/v1); "
+        "the text is sent there",
+    )
+    p.add_argument("--remote-model", metavar="NAME", help="the server's model (default: its first)")
+    p.add_argument(
+        "--api-key", metavar="KEY", help="the server's API key (default: EDGECHAT_API_KEY, keyring)"
+    )
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
@@ -72,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, help="sampling seed, for repeatable replies")
     chat.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
     chat.add_argument("--json", action="store_true", help="print each reply as a JSON line")
+    _add_remote_options(chat)
     chat.set_defaults(func=cmd_chat)
 
     summ = sub.add_parser(
@@ -86,7 +101,34 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--focus", metavar="TEXT", help="what the reader cares about")
     summ.add_argument("--out", metavar="FILE", help="write the summary to FILE (atomically)")
     summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
+    _add_remote_options(summ)
     summ.set_defaults(func=cmd_summarise)
+
+    srv = sub.add_parser(
+        "serve", help="serve the model over an OpenAI-compatible HTTP API (loopback by default)"
+    )
+    _add_model_options(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
+    srv.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require this key (needed beyond loopback; EDGECHAT_API_KEY or the keyring "
+        "keep it out of the process list)",
+    )
+    srv.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="requests generated at once (1)"
+    )
+    srv.add_argument(
+        "--queue", type=int, default=32, metavar="N", help="requests that may wait (32)"
+    )
+    srv.add_argument("--temperature", type=float, metavar="T", help="default temperature")
+    srv.add_argument("--max-tokens", type=int, metavar="N", help="default longest reply")
+    srv.add_argument("--quiet", action="store_true", help="no line per request")
+    srv.add_argument(
+        "--store-key", action="store_true", help="keep the API key in the keyring and exit"
+    )
+    srv.set_defaults(func=cmd_serve)
 
     dev = sub.add_parser(
         "device", help="what this machine has: RAM, CPU, GPUs, disk, llama.cpp build"

@@ -11,8 +11,25 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
+def _open_remote(args):
+    """A remote engine for --remote; says where the text will go before any is sent."""
+    from edgechat.llama.remote import RemoteEngine
+    from edgechat.models import credentials
+
+    key, _ = credentials.api_key(getattr(args, "api_key", None))
+    engine = RemoteEngine(args.remote, getattr(args, "remote_model", None), key)
+    sys.stderr.write(
+        f"remote model {engine.model} at {engine.url}: your text is sent to {engine.where} "
+        "and answered there, not on this machine\n"
+    )
+    return engine
+
+
 def _load_engine(args, settings):
-    """Resolve the model, check it fits, load it, with a progress line on a terminal."""
+    """Resolve the model, check it fits, load it, with a progress line on a terminal.
+    With --remote, connect to that server instead."""
+    if getattr(args, "remote", None):
+        return _open_remote(args)
     from edgechat.llama.engine import Engine
     from edgechat.models import registry
     from edgechat.service import checked_plan

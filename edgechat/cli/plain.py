@@ -118,7 +118,9 @@ class PlainChat:
             self.conv.turns.clear()
             self.err.write("[conversation cleared]\n")
         elif name == "/stats":
-            self.err.write(format_stats(self.last_stats) + "\n")
+            where = getattr(self.engine, "where", None)  # a remote engine: no local memory
+            head = f"remote model at {where} · measured here: " if where else ""
+            self.err.write(head + format_stats(self.last_stats) + "\n")
         elif name == "/system":
             if arg.strip():
                 self.conv.system = arg.strip()

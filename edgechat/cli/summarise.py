@@ -77,7 +77,7 @@ def cmd_summarise(args) -> int:
             "summary": result.text,
             "sources": [d.name for d in docs],
             "model": engine.info()["name"],
-            "model_path": str(engine.plan.model_path),
+            "model_path": engine.info()["path"],
             "length": args.length,
             "style": args.style,
             "focus": args.focus,

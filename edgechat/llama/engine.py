@@ -468,6 +468,22 @@ class Engine:
                 )
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
 
+    def complete(self, prompt: str, sampling: Sampling | None = None) -> Reply:
+        """Stream the continuation of raw ``prompt`` text (no chat template): what an
+        OpenAI ``/v1/completions`` request asks for. Raises ContextOverflow when it
+        does not fit with room for the reply."""
+        sampling = sampling or Sampling()
+        self._cancel.clear()
+        t_request = time.perf_counter()
+        tokens = self.tokenize(prompt, add_special=True, parse_special=False)
+        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        if len(tokens) + reserve > self.n_ctx:
+            raise ContextOverflow(
+                f"the prompt is {len(tokens)} tokens, and with {reserve} kept for the answer "
+                f"it does not fit the {self.n_ctx}-token context"
+            )
+        return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
+
     @property
     def n_vocab(self) -> int:
         return self._lc.llama_vocab_n_tokens(self._vocab)

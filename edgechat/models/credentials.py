@@ -94,3 +94,44 @@ def forget() -> list[str]:
         path.unlink()
         removed.append(str(path))
     return removed
+
+
+# -- the API key of an OpenAI-compatible server (edgechat serve, or a remote one) ------
+
+API_ACCOUNT = "api-key"
+API_ENV = "EDGECHAT_API_KEY"
+
+
+def api_key(given: str | None = None) -> tuple[str | None, str]:
+    """The API key and where it came from (--api-key, EDGECHAT_API_KEY, keyring, none).
+    Never printed: callers say only where it came from."""
+    if given:
+        return given, "--api-key"
+    if os.environ.get(API_ENV):
+        return os.environ[API_ENV], API_ENV
+    backend = _keyring()
+    if backend is not None:
+        try:
+            found = backend.get_password(SERVICE, API_ACCOUNT)
+        except Exception:
+            found = None
+        if found:
+            return found, "keyring"
+    return None, "none"
+
+
+def store_api_key(value: str) -> str:
+    """Keep the API key in the keyring; returns where it went, in words."""
+    value = value.strip()
+    if not value or any(c.isspace() for c in value):
+        raise EdgechatError("an API key is one word with no spaces")
+    backend = _keyring()
+    if backend is None:
+        raise EdgechatError(
+            f"there is no system keyring here; set {API_ENV} in the server's environment instead"
+        )
+    try:
+        backend.set_password(SERVICE, API_ACCOUNT, value)
+    except Exception as e:
+        raise EdgechatError(f"the keyring refused the key: {type(e).__name__}") from None
+    return f"the system keyring ({type(backend).__name__})"

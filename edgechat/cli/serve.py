@@ -1,0 +1,104 @@
+"""`edgechat serve`: the loaded model behind an OpenAI-compatible HTTP API.
+
+Same model resolution, fit check and sampling defaults as `chat`. Loopback needs no
+key; any other address does, so a model is never open to a network by accident.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from edgechat.cli.common import _sampling
+
+
+def _store_key(args) -> int:
+    import getpass
+
+    from edgechat.models import credentials
+
+    value, _ = credentials.api_key(args.api_key)
+    if value is None:
+        value = getpass.getpass("API key to keep in the keyring: ")
+    where = credentials.store_api_key(value)
+    sys.stderr.write(f"API key stored in {where}\n")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from edgechat import config, privacy
+    from edgechat.errors import EdgechatError
+    from edgechat.models import credentials, registry
+    from edgechat.serve.app import ServeConfig
+    from edgechat.serve.server import bind, is_loopback, run
+    from edgechat.serve.worker import LlamaWorker
+    from edgechat.service import checked_plan
+
+    if args.store_key:
+        return _store_key(args)
+    privacy.go_offline()
+    if args.parallel != 1:
+        raise EdgechatError(
+            "--parallel above 1 (several llama.cpp sequences at once) is not available yet; "
+            "requests take turns on the one engine (--queue N sets how many may wait)"
+        )
+    if args.queue < 1:
+        raise EdgechatError("--queue must be 1 or more")
+    key, source = credentials.api_key(args.api_key)
+    if not is_loopback(args.host) and key is None:
+        raise EdgechatError(
+            f"listening on {args.host} opens the model to other machines, so it needs an API "
+            f"key: set {credentials.API_ENV}, store one with `edgechat serve --store-key`, "
+            "or pass --api-key KEY"
+        )
+    settings = config.load()
+    plan = checked_plan(
+        args.model,
+        settings,
+        args.ctx,
+        args.threads,
+        args.gpu_layers,
+        args.memory,
+        args.vram,
+        args.force,
+    )
+    sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
+
+    def load():
+        from edgechat.llama.engine import Engine
+
+        return Engine(plan, verbose=args.verbose)
+
+    worker = LlamaWorker(load, queue_size=args.queue)
+    sys.stderr.write(f"loading {plan.model_path.name} ...\n")
+    worker.start()
+    registry.touch(plan.model_path)
+    path = plan.model_path
+    model_id = next((k for k, v in registry.installed().items() if v == path), path.stem)
+    info = worker.info
+    meta = {k: info.get(k) for k in ("n_ctx", "n_ctx_train", "n_params", "size_bytes")}
+    serve_config = ServeConfig(
+        model_id=model_id,
+        aliases=frozenset({model_id, path.name, path.stem}),
+        sampling=_sampling(args, settings),
+        api_key=key,
+        meta=meta | {"architecture": info.get("architecture")},
+    )
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    rule = (
+        f"API key required (from {source})" if key else "no API key: only this machine can connect"
+    )
+
+    def ready() -> None:
+        sys.stderr.write(
+            f"edgechat: serving {model_id} at http://{shown}:{port}/v1 · context {info['n_ctx']}"
+            f" · queue {args.queue} · {rule} · Ctrl-C stops\n"
+        )
+        sys.stderr.flush()
+
+    try:
+        run(worker, serve_config, sock, on_ready=ready, access_log=not args.quiet)
+    finally:
+        worker.stop()
+        sock.close()
+    return 0

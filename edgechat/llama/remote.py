@@ -1,0 +1,282 @@
+"""A remote engine: the conversation runs on an OpenAI-compatible server (edgechat serve,
+llama-server, Ollama, vLLM, LM Studio) through the official ``openai`` client.
+
+It offers what the plain chat, the app and the summariser use from ``Engine``: ``chat``
+streaming a reply with its ``Stats``, ``info``, ``n_ctx``, ``cancel``, and token counts.
+The API has no tokenizer, so counts are a cautious estimate (about three characters
+per token, one per non-ASCII character), enough to chunk documents and to drop the
+oldest turns before the server would refuse them. ``openai`` is imported only when a
+remote engine is made: nothing that is not remote opens a socket.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from urllib.parse import urlsplit
+
+from edgechat.errors import ContextOverflow, EdgechatError
+from edgechat.llama.engine import Message, Stats
+from edgechat.planning.plan import Sampling
+
+DEFAULT_CTX = 4096  # when the server does not say (OpenAI's model list has no field for it)
+_PER_MESSAGE = 8  # role markers and separators a chat template adds
+_RANDOM_SEED = 0xFFFFFFFF
+
+
+def base_url(url: str) -> str:
+    """``http://host:port`` becomes ``http://host:port/v1``; a path given is kept."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise EdgechatError(f"{url!r} is not a server address; give one like http://HOST:8080/v1")
+    path = parts.path.rstrip("/") or "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def estimate_tokens(text: str) -> list[str]:
+    """Pseudo-tokens: runs of up to three ASCII characters, or one other character.
+    Real tokenizers average more characters per token, so counts come out high."""
+    out: list[str] = []
+    run = ""
+    for ch in text:
+        if ch.isascii():
+            run += ch
+            if len(run) == 3:
+                out.append(run)
+                run = ""
+        else:
+            if run:
+                out.append(run)
+                run = ""
+            out.append(ch)
+    if run:
+        out.append(run)
+    return out
+
+
+class RemoteReply:
+    """A streaming reply, like ``Reply``: iterate for text; ``text`` and ``stats`` after."""
+
+    def __init__(self, pieces: Iterator[str], engine: RemoteEngine, dropped: int) -> None:
+        self._pieces = pieces
+        self._engine = engine
+        self.dropped = dropped
+        self.text = ""
+        self.stats: Stats | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for piece in self._pieces:
+                self.text += piece
+                yield piece
+        finally:
+            self._pieces.close()  # closes the HTTP stream: the server stops generating
+            self.stats = self._engine.last_stats
+
+    def collect(self) -> str:
+        for _ in self:
+            pass
+        return self.text
+
+
+class RemoteEngine:
+    """A model on another machine, reached over HTTP. ``cancel()`` is safe from any thread."""
+
+    remote = True
+
+    def __init__(
+        self, url: str, model: str | None = None, api_key: str | None = None, timeout: float = 600
+    ) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise EdgechatError(
+                "a remote model needs the openai package: pip install 'edgechat[remote]'"
+            ) from None
+        self._openai = openai
+        self.url = base_url(url)
+        self.where = urlsplit(self.url).netloc
+        t0 = time.perf_counter()
+        self._client = openai.OpenAI(
+            base_url=self.url, api_key=api_key or "none", timeout=timeout, max_retries=2
+        )
+        try:
+            listed = list(self._client.models.list())
+        except openai.APIError as exc:
+            raise self._explain(exc) from None
+        ids = [m.id for m in listed]
+        if not ids:
+            raise EdgechatError(f"the server at {self.url} lists no models")
+        if model is not None and model not in ids:
+            raise EdgechatError(
+                f"the server at {self.url} has no model {model!r}; it has: {', '.join(ids)}"
+            )
+        self.model = model or ids[0]
+        entry = next(m for m in listed if m.id == self.model)
+        meta = (entry.model_extra or {}).get("meta") or {}
+        self.n_ctx = int(meta.get("n_ctx") or meta.get("n_ctx_train") or DEFAULT_CTX)
+        self.n_ctx_known = bool(meta.get("n_ctx") or meta.get("n_ctx_train"))
+        self.models = ids
+        self.load_s = time.perf_counter() - t0
+        self.last_stats: Stats | None = None
+        self.n_ctx_used = 0
+        self._cancel = threading.Event()
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _explain(self, exc) -> EdgechatError:
+        o = self._openai
+        if isinstance(exc, o.APIConnectionError):
+            return EdgechatError(
+                f"cannot reach {self.url}: is the server running and the address right?"
+            )
+        if isinstance(exc, o.AuthenticationError):
+            return EdgechatError(
+                f"the server at {self.where} refused the API key; give the right one with "
+                "--api-key or EDGECHAT_API_KEY"
+            )
+        if isinstance(exc, o.NotFoundError) and "model" not in str(exc.message).lower():
+            return EdgechatError(
+                f"{self.url} does not answer as an OpenAI-compatible API; give its /v1 address"
+            )
+        status = getattr(exc, "status_code", None)
+        if status == 413 or "context" in str(getattr(exc, "message", "")).lower():
+            return ContextOverflow(f"the server says the text is too long: {exc.message}")
+        detail = getattr(exc, "message", None) or type(exc).__name__
+        return EdgechatError(f"the server at {self.where} answered: {detail}")
+
+    # -- facts ---------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        return {
+            "name": self.model,
+            "path": self.url,
+            "remote": True,
+            "url": self.url,
+            "n_ctx": self.n_ctx,
+            "n_ctx_known": self.n_ctx_known,
+            "models": self.models,
+        }
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RemoteEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- token counts (estimated) ----------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False):
+        return estimate_tokens(text)
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        return "".join(tokens)
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[str]:
+        out: list[str] = []
+        for m in messages:
+            out += ["<m>"] * _PER_MESSAGE + estimate_tokens(m.get("content") or "")
+        return out
+
+    def fit(self, messages: Sequence[Message], reserve: int) -> tuple[list[Message], int, int]:
+        """Drop the oldest turns (never system prompts, never the last) until it fits."""
+        kept, dropped = list(messages), 0
+        while True:
+            n = len(self.prompt_tokens(kept))
+            if n + reserve <= self.n_ctx:
+                return kept, dropped, n
+            droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
+            if not droppable:
+                raise ContextOverflow(
+                    f"the message is about {n} tokens, and with {reserve} kept for the reply it "
+                    f"does not fit the server's {self.n_ctx}-token context; shorten it"
+                )
+            del kept[droppable[0]]
+            dropped += 1
+
+    # -- generation ----------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def chat(
+        self, messages: Sequence[Message], sampling: Sampling | None = None, *, drop_oldest=True
+    ) -> RemoteReply:
+        sampling = sampling or Sampling()
+        self._cancel.clear()
+        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        if drop_oldest:
+            kept, dropped, n = self.fit(messages, reserve)
+        else:
+            kept, dropped, n = list(messages), 0, len(self.prompt_tokens(messages))
+            if n + reserve > self.n_ctx:
+                raise ContextOverflow(
+                    f"the text is about {n} tokens, and with {reserve} kept for the answer it "
+                    f"does not fit the server's {self.n_ctx}-token context"
+                )
+        return RemoteReply(self._stream(kept, sampling, n, dropped), self, dropped)
+
+    def _stream(
+        self, messages: list[Message], s: Sampling, estimate: int, dropped: int
+    ) -> Iterator[str]:
+        args = dict(
+            model=self.model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+        )
+        if s.seed != _RANDOM_SEED:
+            args["seed"] = s.seed
+        t0 = t_first = t_last = time.perf_counter()
+        n_chunks, finish, use = 0, "cancelled", None
+        stream = None
+        try:
+            try:
+                stream = self._client.chat.completions.create(**args)
+            except self._openai.APIError as exc:
+                raise self._explain(exc) from None
+            try:
+                for chunk in stream:
+                    if chunk.usage is not None:
+                        use = chunk.usage
+                    for choice in chunk.choices:
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            n_chunks += 1
+                            t_last = time.perf_counter()
+                            if n_chunks == 1:
+                                t_first = t_last
+                            yield text
+                        if choice.finish_reason:
+                            finish = "length" if choice.finish_reason == "length" else "stop"
+                    if self._cancel.is_set():
+                        finish = "cancelled"
+                        break
+            except self._openai.APIError as exc:
+                raise self._explain(exc) from None
+        finally:
+            if stream is not None:
+                stream.close()
+            prompt = use.prompt_tokens if use else estimate
+            gen = use.completion_tokens if use else n_chunks
+            self.n_ctx_used = prompt + gen
+            self.last_stats = Stats(
+                load_s=self.load_s,
+                prompt_tokens=prompt,
+                prompt_eval_tokens=prompt,
+                prompt_s=(t_first - t0) if n_chunks else time.perf_counter() - t0,
+                gen_tokens=gen,
+                gen_s=t_last - t_first,
+                ttft_s=(t_first - t0) if n_chunks else 0.0,
+                n_ctx_used=self.n_ctx_used,
+                n_ctx=self.n_ctx,
+                finish=finish,
+                dropped_messages=dropped,
+            )

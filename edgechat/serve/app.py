@@ -1,0 +1,258 @@
+"""The HTTP side: Starlette routes speaking OpenAI's API in front of the llama worker.
+
+A request is validated, queued, and answered from the events its job emits. The
+status is decided by the first event (a prompt too long for the context is a 413 even
+for a streamed request); a client that goes away cancels its job, whether it was
+waiting or generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from edgechat.planning.plan import Sampling
+from edgechat.serve import protocol as p
+from edgechat.serve.worker import Job, LlamaWorker, QueueFull
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_id: str  # the name clients use; also the file's name and stem are accepted
+    aliases: frozenset[str]
+    sampling: Sampling  # the chat defaults; requests override some fields
+    api_key: str | None = None
+    meta: dict | None = None  # n_ctx and friends, shown in /v1/models
+
+
+def _error(err: p.ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _sse(obj) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+class _Events:
+    """The job's events, handed from the llama thread to this request's coroutine."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple] = asyncio.Queue()
+
+    def emit(self, event: tuple) -> None:  # on the llama thread
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+    async def get(self) -> tuple:
+        return await self.queue.get()
+
+
+async def _watch_disconnect(request: Request, worker: LlamaWorker, job: Job) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            worker.cancel(job)
+            return
+
+
+def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
+    def check_key(request: Request) -> None:
+        if config.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            token.strip().encode(), config.api_key.encode()
+        ):
+            raise p.ApiError(
+                401,
+                "a valid API key is required: send it as 'Authorization: Bearer KEY'",
+                "invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def check_model(name: str | None) -> None:
+        if name and name not in config.aliases:
+            raise p.ApiError(
+                404,
+                f"the model '{name}' does not exist here; this server has '{config.model_id}'",
+                "model_not_found",
+                "model",
+            )
+
+    async def parse(request: Request, kind):
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise p.ApiError(400, "the request body is not valid JSON", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise p.ApiError(400, "the request body must be a JSON object", "invalid_json")
+        try:
+            req = kind.model_validate(body)
+        except p.ValidationError as exc:
+            raise p.from_validation(exc) from None
+        check_model(req.model)
+        return req
+
+    def sampling_for(req) -> Sampling:
+        changes = {}
+        if req.temperature is not None:
+            changes["temperature"] = req.temperature
+        if req.top_p is not None:
+            changes["top_p"] = req.top_p
+        if req.limit is not None:
+            changes["max_tokens"] = req.limit
+        if req.seed is not None:
+            changes["seed"] = req.seed % 0xFFFFFFFF  # llama.cpp's seeds are uint32
+        return replace(config.sampling, **changes)
+
+    async def run(request: Request, req, job_args: dict, chat: bool) -> Response:
+        events = _Events()
+        job = Job(sampling_for(req), events.emit, stops=req.stop, **job_args)
+        try:
+            worker.submit(job)
+        except QueueFull as full:
+            raise p.ApiError(
+                503,
+                "the server is busy: every place in its queue is taken; try again shortly",
+                "server_busy",
+                headers={"Retry-After": str(full.retry_after)},
+            ) from None
+        watcher = asyncio.create_task(_watch_disconnect(request, worker, job))
+        try:
+            first = await events.get()
+            if first[0] == "error":
+                raise first[1]
+            rid = p.new_id("chatcmpl" if chat else "cmpl")
+            if req.stream:
+                watcher.cancel()  # the streaming response watches for it from here
+                return StreamingResponse(
+                    _stream(worker, job, events, rid, req, chat),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            text = []
+            while True:
+                event = await events.get()
+                if event[0] == "text":
+                    text.append(event[1])
+                elif event[0] == "error":
+                    raise event[1]
+                else:
+                    break
+            finish, stats = event[1], event[2]
+            if finish == "cancelled":
+                raise p.ApiError(503, "the server is shutting down", "shutting_down")
+            use = p.usage(stats.prompt_tokens if stats else 0, stats.gen_tokens if stats else 0)
+            if chat:
+                body = p.chat_response(rid, config.model_id, "".join(text), finish, use)
+            else:
+                body = p.completion_response(rid, config.model_id, "".join(text), finish, use)
+            return JSONResponse(body)
+        except asyncio.CancelledError:
+            worker.cancel(job)
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _stream(
+        worker: LlamaWorker, job: Job, events: _Events, rid: str, req, chat: bool
+    ) -> AsyncIterator[bytes]:
+        model = config.model_id
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        try:
+            if chat:
+                yield _sse(p.chat_chunk(rid, model, {"role": "assistant", "content": ""}))
+            while True:
+                event = await events.get()
+                kind = event[0]
+                if kind == "text":
+                    if chat:
+                        yield _sse(p.chat_chunk(rid, model, {"content": event[1]}))
+                    else:
+                        yield _sse(p.completion_response(rid, model, event[1], None, None))
+                    continue
+                if kind == "error":
+                    yield _sse(event[1].body())
+                    return
+                finish, stats = event[1], event[2]
+                if finish == "cancelled":
+                    return  # shutting down: end the stream without pretending it finished
+                if chat:
+                    yield _sse(p.chat_chunk(rid, model, {}, finish))
+                else:
+                    yield _sse(p.completion_response(rid, model, "", finish, None))
+                if req.include_usage and stats is not None:
+                    use = p.usage(stats.prompt_tokens, stats.gen_tokens)
+                    yield _sse(p.usage_chunk(rid, model, obj, use))
+                yield _sse("[DONE]")
+                return
+        finally:
+            worker.cancel(job)  # no-op once it ended; stops it when the client left
+
+    async def chat_completions(request: Request) -> Response:
+        check_key(request)
+        req = await parse(request, p.ChatRequest)
+        messages = [m.as_engine() for m in req.messages]
+        return await run(request, req, {"messages": messages}, chat=True)
+
+    async def completions(request: Request) -> Response:
+        check_key(request)
+        req = await parse(request, p.CompletionRequest)
+        return await run(request, req, {"prompt": req.text()}, chat=False)
+
+    async def models(request: Request) -> Response:
+        check_key(request)
+        entry = {
+            "id": config.model_id,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "edgechat",
+        }
+        if config.meta:
+            entry["meta"] = config.meta
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def model(request: Request) -> Response:
+        check_key(request)
+        check_model(request.path_params["name"])
+        listing = json.loads((await models(request)).body)
+        return JSONResponse(listing["data"][0])
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": config.model_id, **worker.status()})
+
+    async def on_api_error(request: Request, exc: p.ApiError) -> Response:
+        return _error(exc)
+
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        return _error(p.ApiError(exc.status_code, message, code))
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{name:path}", model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={p.ApiError: on_api_error, HTTPException: on_http_error},
+    )

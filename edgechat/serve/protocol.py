@@ -1,0 +1,233 @@
+"""The OpenAI wire format: request validation (pydantic), response and chunk shapes,
+errors in OpenAI's shape, and stop strings, so the server module only routes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["ApiError", "ChatRequest", "CompletionRequest", "StopFilter", "ValidationError"]
+
+
+class ApiError(Exception):
+    """An error to answer in OpenAI's shape, with its HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        kind = {
+            401: "authentication_error",
+            404: "invalid_request_error",
+            429: "rate_limit_error",
+        }.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
+        return {
+            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        }
+
+
+def from_validation(exc: ValidationError) -> ApiError:
+    """The first complaint pydantic found, as a 400 that names the field."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return ApiError(400, f"{where}: {first.get('msg', 'invalid')}", "invalid_value", where or None)
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[_Part] | None = None
+
+    def as_engine(self) -> dict:
+        """{"role", "content"} as the chat template wants it; text parts joined."""
+        content = self.content
+        if isinstance(content, list):
+            if any(p.type != "text" for p in content):
+                raise ApiError(
+                    400, "only text content is supported by this model", "unsupported_content"
+                )
+            content = "".join(p.text or "" for p in content)
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": content or ""}
+
+
+class _Common(BaseModel):
+    """The sampling fields both endpoints share."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = 1
+
+    @field_validator("n")
+    @classmethod
+    def _one(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("only n=1 is supported")
+        return n
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop):
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return [s for s in stops if s]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+class ChatRequest(_Common):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    @property
+    def limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str]
+
+    @property
+    def limit(self) -> int | None:
+        return self.max_tokens
+
+    def text(self) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) != 1:
+            raise ApiError(400, "give one prompt per request", "invalid_value", "prompt")
+        return self.prompt[0]
+
+
+class StopFilter:
+    """Cut the reply at the first stop string, across token boundaries: text that may
+    be the start of a stop string is held back until it is known not to be."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
+        self.pending = ""
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """(text safe to send now, whether a stop string was reached)."""
+        if not self.stops:
+            return piece, False
+        self.pending += piece
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out = self.pending[: min(hits)]
+            self.pending = ""
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex}"
+
+
+def usage(prompt: int, completion: int) -> dict:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def chat_response(rid: str, model: str, text: str, finish: str, use: dict) -> dict:
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+        "usage": use,
+    }
+
+
+def chat_chunk(rid: str, model: str, delta: dict, finish: str | None = None) -> dict:
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+def completion_response(
+    rid: str, model: str, text: str, finish: str | None, use: dict | None
+) -> dict:
+    body = {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+    }
+    if use is not None:
+        body["usage"] = use
+    return body
+
+
+def usage_chunk(rid: str, model: str, obj: str, use: dict) -> dict:
+    """The last chunk of a stream asked for with stream_options.include_usage."""
+    return {
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": use,
+    }
