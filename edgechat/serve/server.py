@@ -58,9 +58,16 @@ def run(
             if on_ready is not None and self.started:
                 on_ready()
 
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    logs = copy.deepcopy(LOGGING_CONFIG)
+    logs["handlers"]["access"]["stream"] = "ext://sys.stderr"  # one log, on stderr
     uconfig = uvicorn.Config(
         build_app(worker, config),
         log_level="info",
+        log_config=logs,
         access_log=access_log,
         lifespan="off",
         timeout_graceful_shutdown=5,

@@ -1,0 +1,121 @@
+"""Start real servers in child processes for the serve and remote tests: `edgechat serve`
+and llama-cpp-python's own `python -m llama_cpp.server`, both on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
+
+class Server:
+    """A child process serving HTTP; ``log`` collects everything it wrote to stderr."""
+
+    def __init__(self, args: list[str], env: dict | None = None) -> None:
+        full_env = {**os.environ, **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(TESTS), full_env.get("PYTHONPATH", "")) if p
+        )
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = ""
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = 90) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"the server did not start:\n{self.log}")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+def edgechat_serve(model: Path, *extra: str, env: dict | None = None) -> Server:
+    """`edgechat serve` on a free port; ``url`` is its /v1 address once it listens."""
+    server = Server(
+        [sys.executable, "-m", "edgechat", "serve", "-m", str(model), "--port", "0", *extra],
+        env,
+    )
+    found = server.wait_for_line(r"serving \S+ at (http://\S+/v1)")
+    server.url = found.group(1).replace("0.0.0.0", "127.0.0.1")
+    return server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def llama_cpp_server(model: Path, n_ctx: int = 1024) -> Server:
+    """llama-cpp-python's own OpenAI-compatible server (its `server` extra)."""
+    port = free_port()
+    server = Server(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(n_ctx),
+        ]
+    )
+    server.url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(server.url + "/models", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            if server.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    server.stop()
+    raise AssertionError(f"llama_cpp.server did not start:\n{server.log}")
