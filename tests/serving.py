@@ -104,6 +104,10 @@ def llama_cpp_server(model: Path, n_ctx: int = 1024) -> Server:
             str(port),
             "--n_ctx",
             str(n_ctx),
+            "--n_threads",
+            "1",  # as the edgechat servers in the tests: two cores are shared
+            "--n_threads_batch",
+            "1",
         ]
     )
     server.url = f"http://127.0.0.1:{port}/v1"

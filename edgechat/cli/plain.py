@@ -54,15 +54,15 @@ class PlainChat:
         engine: Engine,
         sampling: Sampling,
         system: str,
-        out: TextIO = sys.stdout,
-        err: TextIO = sys.stderr,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
         as_json: bool = False,
     ) -> None:
         self.engine = engine
         self.sampling = sampling
         self.conv = Conversation(system)
-        self.out = out
-        self.err = err
+        self.out = out or sys.stdout  # looked up now: tests and the app swap them
+        self.err = err or sys.stderr
         self.as_json = as_json
         self.last_stats: Stats | None = None
 
