@@ -142,3 +142,27 @@ def test_remote_failures_are_one_line(ours, capsys):
         from edgechat.llama.remote import base_url
 
         base_url("ftp://x")
+
+
+async def test_the_app_chats_through_llama_cpp_server(theirs):
+    from test_tui import READOUT, conversation_text, until
+
+    from edgechat.tui.app import EdgechatApp, LaunchOptions
+    from edgechat.tui.chat import ChatScreen
+
+    app = EdgechatApp(
+        LaunchOptions(start="chat", remote=theirs.url), sample_readouts=lambda: READOUT
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.engine is not None and isinstance(app.screen, ChatScreen))
+        assert app.engine.remote and "127.0.0.1" in app.model_id
+        note = str(app.screen.query(".note").first().render())
+        assert "sent there" in note  # said before anything is typed
+        await pilot.press(*"Name three colours.", "enter")
+        await until(
+            pilot, lambda: not app.screen.generating and "## Assistant" in conversation_text(app)
+        )
+        messages = app.store.messages(app.screen.conversation.id)
+        assert [m.role for m in messages] == ["user", "assistant"]
+        assert messages[1].content.strip()
+        assert "remote" in str(app.screen.query_one("#rss").render())

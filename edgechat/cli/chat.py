@@ -33,6 +33,9 @@ def cmd_chat(args) -> int:
                 args.vram,
                 args.force,
                 start="auto" if getattr(args, "no_command", False) else "chat",
+                remote=args.remote,
+                remote_model=args.remote_model,
+                api_key=args.api_key,
             )
         )
     privacy.go_offline()

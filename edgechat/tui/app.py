@@ -29,6 +29,9 @@ class LaunchOptions:
     vram: str | None = None
     force: bool = False
     start: str = "auto"  # auto: the picker on first run; chat: straight to the chat
+    remote: str | None = None  # an OpenAI-compatible server's URL: chat there instead
+    remote_model: str | None = None
+    api_key: str | None = None
 
 
 class EdgechatApp(App):
@@ -85,6 +88,9 @@ class EdgechatApp(App):
                 self._loaded, self._given_engine, self._given_engine.plan.model_path.name
             )
             return
+        if self.options.remote:
+            self.use_remote(self.options.remote, self.options.remote_model)
+            return
         first_run = not (self.options.model or self.settings.default_model)
         if self.options.start == "auto" and first_run:
             self.open_wizard()
@@ -94,6 +100,11 @@ class EdgechatApp(App):
     def greeting(self) -> str:
         if self.engine is None:
             return "Loading the model ..."
+        if getattr(self.engine, "remote", False):
+            return (
+                f"{self.model_id} runs on {self.engine.where}: what you type is sent there and "
+                "answered there, not on this machine. Enter sends, Esc stops a reply."
+            )
         return (
             f"{self.model_id} is ready. Type a message; Enter sends, Ctrl+J adds a line, "
             "Esc stops a reply, Ctrl+P lists every command."
@@ -166,6 +177,36 @@ class EdgechatApp(App):
         )
         self.call_from_thread(self._loaded, engine, label)
 
+    def ask_remote(self) -> None:
+        from edgechat.tui.dialogs import Ask
+
+        def chosen(url: str | None) -> None:
+            if url and url.strip():
+                self.use_remote(url.strip())
+
+        self.push_screen(Ask("OpenAI-compatible server (like http://HOST:8080/v1)"), chosen)
+
+    def use_remote(self, url: str, model: str | None = None) -> None:
+        """Chat through a server: what is typed goes there (the greeting says so)."""
+        from edgechat.tui.wizard import WizardScreen
+
+        while isinstance(self.screen, WizardScreen):
+            self.pop_screen()
+        self._connect(url, model)
+
+    @work(thread=True, exclusive=True, group="load")
+    def _connect(self, url: str, model: str | None) -> None:
+        from edgechat.llama.remote import RemoteEngine
+        from edgechat.models import credentials
+
+        try:
+            key, _ = credentials.api_key(self.options.api_key)
+            engine = RemoteEngine(url, model, key)
+        except EdgechatError as e:
+            self.call_from_thread(self._load_failed, str(e))
+            return
+        self.call_from_thread(self._loaded, engine, f"{engine.model} @ {engine.where}")
+
     def _loaded(self, engine, label: str) -> None:
         old, self.engine, self.model_id = self.engine, engine, label
         if old is not None and old is not self._given_engine:
@@ -199,6 +240,9 @@ class EdgechatApp(App):
         from edgechat.tui.chat import ChatScreen
 
         yield SystemCommand("Choose a model", "Device, recommendations, pull", self.open_wizard)
+        yield SystemCommand(
+            "Use a remote server", "Chat on an OpenAI-compatible server", self.ask_remote
+        )
         if isinstance(screen, ChatScreen):
             for title, help_text, action in [
                 ("New chat", "Start a new conversation", screen.action_new_conversation),

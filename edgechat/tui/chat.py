@@ -187,6 +187,8 @@ class ChatScreen(Screen):
         self._rss.append(r.rss / 2**20)
         self.query_one(Readouts).show_memory(r, self._rss)
         engine = self.app.engine
+        if getattr(engine, "remote", False):  # the model's memory is on the server
+            self.query_one("#rss", Label).update(f"remote · app {_short(r.rss)}")
         if engine is not None and not self.generating:
             used = engine.n_ctx_used
             self.query_one(Readouts).show_context(used, engine.n_ctx)
