@@ -9,7 +9,12 @@ The engine and the single client alternate, so drift hits both alike. Rates are
 (tokens - 1) / (last token - first token), as ``Stats.gen_tps``; tokens are the
 server's own usage counts. The two must match token for token at temperature 0.
 
-    python benchmarks/serve.py [--tokens 128] [--clients 4] [--repeat 3] [--threads N] [--json]
+With ``--soak N`` it then sends N more short streamed requests from 20 clients at once
+(some cancelled half-way, as real clients do) and prints the server's RSS along the way:
+it should stay flat.
+
+    python benchmarks/serve.py [--tokens 128] [--clients 4] [--repeat 3] [--threads N]
+                               [--soak 200] [--json]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,6 +77,47 @@ def client_run(client, model: str, tokens: int) -> dict:
     }
 
 
+def soak(client, model: str, pid: int, n: int) -> dict:
+    """N short streamed requests, 20 at a time, every fifth abandoned after one chunk."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    rss = [proc.memory_info().rss]
+    done = {"answered": 0, "abandoned": 0, "refused": 0}
+    lock = threading.Lock()
+
+    def count(what: str) -> None:
+        with lock:
+            done[what] += 1
+
+    def one(i: int) -> None:
+        try:
+            stream = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": f"Say something about the number {i}."}],
+                max_tokens=6,
+                stream=True,
+            )
+            for j, _ in enumerate(stream):
+                if i % 5 == 0 and j == 1:
+                    stream.close()
+                    count("abandoned")
+                    return
+            count("answered")
+        except Exception as exc:  # a 503 from a full queue is an answer too
+            if getattr(exc, "status_code", None) == 503:
+                count("refused")
+            else:
+                raise
+
+    step = max(1, n // 4)
+    with ThreadPoolExecutor(20) as pool:
+        for start in range(0, n, step):
+            list(pool.map(one, range(start, min(n, start + step))))
+            rss.append(proc.memory_info().rss)
+    return {"requests": n, **done, "rss_mib": [round(r / 2**20, 1) for r in rss]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a GGUF file (default: the starter model)")
@@ -79,6 +126,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=physical_cores())
     ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--soak", type=int, default=0, metavar="N")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -105,6 +153,7 @@ def main() -> int:
             )
         wall = time.perf_counter() - t0
         rows[f"served x{args.clients}"] = many
+        soaked = soak(client, model, server.proc.pid, args.soak) if args.soak else None
     finally:
         engine.close()
         server.stop()
@@ -130,6 +179,8 @@ def main() -> int:
     out["rows"][f"served x{args.clients}"]["tok_s_per_client_wall"] = round(
         statistics.median(r["tokens"] / r["wall_s"] for r in many), 1
     )
+    if soaked:
+        out["soak"] = soaked
     e = out["rows"]["engine"]["tok_s_per_client"]
     out["served_x1_vs_engine"] = round(out["rows"]["served x1"]["tok_s_per_client"] / e, 3)
     if args.json:
@@ -144,6 +195,12 @@ def main() -> int:
         f"one streamed client / bare engine: {out['served_x1_vs_engine']:.1%}"
         f" · same text: {'yes' if same else 'NO'}"
     )
+    if soaked:
+        print(
+            f"soak: {soaked['requests']} requests, {soaked['answered']} answered, "
+            f"{soaked['abandoned']} abandoned, {soaked['refused']} refused · server RSS MiB "
+            + " -> ".join(str(x) for x in soaked["rss_mib"])
+        )
     print(json.dumps(out))
     return 0
 

@@ -175,28 +175,39 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
             if chat:
                 yield _sse(p.chat_chunk(rid, model, {"role": "assistant", "content": ""}))
             while True:
-                event = await events.get()
-                kind = event[0]
-                if kind == "text":
+                # Send every piece that is ready in one write: a slow reader gets fewer,
+                # larger writes instead of a backlog of tiny ones.
+                batch = [await events.get()]
+                while not events.queue.empty() and batch[-1][0] == "text":
+                    batch.append(events.queue.get_nowait())
+                out = b""
+                for event in batch:
+                    if event[0] != "text":
+                        break
                     if chat:
-                        yield _sse(p.chat_chunk(rid, model, {"content": event[1]}))
+                        out += _sse(p.chat_chunk(rid, model, {"content": event[1]}))
                     else:
-                        yield _sse(p.completion_response(rid, model, event[1], None, None))
+                        out += _sse(p.completion_response(rid, model, event[1], None, None))
+                if out:
+                    yield out
+                event = batch[-1]
+                if event[0] == "text":
                     continue
-                if kind == "error":
+                if event[0] == "error":
                     yield _sse(event[1].body())
                     return
                 finish, stats = event[1], event[2]
                 if finish == "cancelled":
                     return  # shutting down: end the stream without pretending it finished
-                if chat:
-                    yield _sse(p.chat_chunk(rid, model, {}, finish))
-                else:
-                    yield _sse(p.completion_response(rid, model, "", finish, None))
+                tail = [
+                    p.chat_chunk(rid, model, {}, finish)
+                    if chat
+                    else p.completion_response(rid, model, "", finish, None)
+                ]
                 if req.include_usage and stats is not None:
                     use = p.usage(stats.prompt_tokens, stats.gen_tokens)
-                    yield _sse(p.usage_chunk(rid, model, obj, use))
-                yield _sse("[DONE]")
+                    tail.append(p.usage_chunk(rid, model, obj, use))
+                yield b"".join(_sse(x) for x in [*tail, "[DONE]"])
                 return
         finally:
             worker.cancel(job)  # no-op once it ended; stops it when the client left
