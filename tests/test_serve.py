@@ -304,6 +304,37 @@ def test_a_full_queue_answers_503_with_retry_after(keyed):
     assert health(keyed.url)["refused"] == 1
 
 
+def test_a_waiting_client_that_leaves_is_dropped_from_the_queue(keyed):
+    import socket
+
+    with openai.OpenAI(base_url=keyed.url, api_key=KEY, max_retries=0) as c:
+        model = c.models.list().data[0].id
+        running = c.completions.create(
+            model=model, prompt=COUNT, max_tokens=1000, temperature=0, stream=True
+        )
+        next(iter(running))
+        before = health(keyed.url)
+        body = json.dumps({"model": model, "prompt": "Hi", "max_tokens": 3}).encode()
+        host, port = keyed.url.split("//")[1].split("/")[0].split(":")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 30
+            while health(keyed.url)["waiting"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert health(keyed.url)["waiting"] == 1
+        deadline = time.monotonic() + 30
+        while health(keyed.url)["waiting"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = health(keyed.url)
+        assert after["waiting"] == 0 and after["cancelled"] == before["cancelled"] + 1
+        assert after["busy"]  # the running reply goes on
+        running.close()
+
+
 def test_ctrl_c_stops_a_reply_and_shuts_down_cleanly(keyed):
     with openai.OpenAI(base_url=keyed.url, api_key=KEY, max_retries=0) as c:
         stream = c.completions.create(

@@ -25,6 +25,8 @@ from edgechat.planning.plan import Sampling
 from edgechat.serve import protocol as p
 from edgechat.serve.worker import Job, LlamaWorker, QueueFull
 
+MAX_BODY = 32 * 2**20  # far beyond any context; refuses a runaway upload early
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -56,6 +58,21 @@ class _Events:
 
     async def get(self) -> tuple:
         return await self.queue.get()
+
+
+class _JobStream(StreamingResponse):
+    """A streamed reply whose job is cancelled however the response ends, even when the
+    client left before the first byte (the body iterator then never starts)."""
+
+    def __init__(self, worker: LlamaWorker, job: Job, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._worker, self._job = worker, job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._worker.cancel(self._job)
 
 
 async def _watch_disconnect(request: Request, worker: LlamaWorker, job: Job) -> None:
@@ -92,6 +109,9 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
             )
 
     async def parse(request: Request, kind):
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > MAX_BODY:
+            raise p.ApiError(413, f"the request is over {MAX_BODY // 2**20} MiB", "body_too_large")
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -134,10 +154,14 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
             first = await events.get()
             if first[0] == "error":
                 raise first[1]
+            if first[0] == "end":  # cancelled while it waited: the client has gone
+                raise p.ApiError(503, "the request was cancelled", "cancelled")
             rid = p.new_id("chatcmpl" if chat else "cmpl")
             if req.stream:
                 watcher.cancel()  # the streaming response watches for it from here
-                return StreamingResponse(
+                return _JobStream(
+                    worker,
+                    job,
                     _stream(worker, job, events, rid, req, chat),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

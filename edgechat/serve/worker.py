@@ -113,6 +113,7 @@ class LlamaWorker:
             elif job in self._waiting:
                 self._waiting.remove(job)
                 self.counts["cancelled"] += 1
+                job.emit(("end", "cancelled", None))  # its request stops waiting too
 
     def _cancel_current(self) -> None:
         if self._current is not None:
