@@ -183,6 +183,8 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 body = p.chat_response(rid, config.model_id, "".join(text), finish, use)
             else:
                 body = p.completion_response(rid, config.model_id, "".join(text), finish, use)
+            if stats is not None:
+                body["timings"] = p.timings(stats)
             return JSONResponse(body)
         except asyncio.CancelledError:
             worker.cancel(job)
@@ -223,11 +225,14 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 finish, stats = event[1], event[2]
                 if finish == "cancelled":
                     return  # shutting down: end the stream without pretending it finished
-                tail = [
+                last = (
                     p.chat_chunk(rid, model, {}, finish)
                     if chat
                     else p.completion_response(rid, model, "", finish, None)
-                ]
+                )
+                if stats is not None:
+                    last["timings"] = p.timings(stats)  # as llama-server: the server's own rates
+                tail = [last]
                 if req.include_usage and stats is not None:
                     use = p.usage(stats.prompt_tokens, stats.gen_tokens)
                     tail.append(p.usage_chunk(rid, model, obj, use))

@@ -221,6 +221,18 @@ def completion_response(
     return body
 
 
+def timings(stats) -> dict:
+    """The engine's own figures for one reply, in llama-server's ``timings`` shape."""
+    return {
+        "prompt_n": stats.prompt_eval_tokens,
+        "prompt_ms": round(stats.prompt_s * 1000, 2),
+        "prompt_per_second": round(stats.prompt_tps, 2),
+        "predicted_n": stats.gen_tokens,
+        "predicted_ms": round(stats.gen_s * 1000, 2),
+        "predicted_per_second": round(stats.gen_tps, 2),
+    }
+
+
 def usage_chunk(rid: str, model: str, obj: str, use: dict) -> dict:
     """The last chunk of a stream asked for with stream_options.include_usage."""
     return {
