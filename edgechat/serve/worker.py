@@ -115,6 +115,10 @@ class LlamaWorker:
                 self.counts["cancelled"] += 1
                 job.emit(("end", "cancelled", None))  # its request stops waiting too
 
+    def _count(self, what: str) -> None:
+        with self._cond:
+            self.counts[what] += 1
+
     def _cancel_current(self) -> None:
         if self._current is not None:
             self._current.cancelled.set()
@@ -153,6 +157,10 @@ class LlamaWorker:
                 t0 = time.perf_counter()
                 try:
                     self._serve(job)
+                except Exception as exc:  # a bug must fail one request, not the server
+                    self._count("failed")
+                    why = f"internal error: {type(exc).__name__}: {exc}"
+                    job.emit(("error", ApiError(500, why, "internal_error")))
                 finally:
                     with self._cond:
                         self._current = None
@@ -168,11 +176,11 @@ class LlamaWorker:
             else:
                 reply = engine.complete(job.prompt or "", job.sampling)
         except ContextOverflow as exc:
-            self.counts["failed"] += 1
+            self._count("failed")
             job.emit(("error", ApiError(413, str(exc), "context_length_exceeded")))
             return
         except EdgechatError as exc:
-            self.counts["failed"] += 1
+            self._count("failed")
             job.emit(("error", ApiError(400, str(exc), "invalid_request")))
             return
         stops = StopFilter(job.stops)
@@ -191,7 +199,7 @@ class LlamaWorker:
                     finish = "stop"
                     break
         except EdgechatError as exc:
-            self.counts["failed"] += 1
+            self._count("failed")
             job.emit(("error", ApiError(500, str(exc), "engine_error")))
             return
         finally:
@@ -204,5 +212,5 @@ class LlamaWorker:
             finish = FINISH.get(stats.finish if stats else "stop", "stop")
             if job.cancelled.is_set():
                 finish = "cancelled"
-        self.counts["cancelled" if finish == "cancelled" else "served"] += 1
+        self._count("cancelled" if finish == "cancelled" else "served")
         job.emit(("end", finish, stats))
