@@ -22,6 +22,9 @@ def checked_plan(
     device=None,
 ) -> RunPlan:
     """The plan to load; raises with the figures and the ways out when it does not fit."""
+    from edgechat.llama import backend
+
+    backend.load()  # llama.cpp before gguf's numpy, or a CUDA build crashes on load
     from edgechat.facts.device import detect
     from edgechat.facts.gguf import inspect_file
     from edgechat.models import registry

@@ -30,6 +30,9 @@ def _load_engine(args, settings):
     With --remote, connect to that server instead."""
     if getattr(args, "remote", None):
         return _open_remote(args)
+    from edgechat.llama import backend
+
+    backend.load()  # before the header is read with gguf (numpy): see llama/backend.py
     from edgechat.llama.engine import Engine
     from edgechat.models import registry
     from edgechat.service import checked_plan

@@ -50,6 +50,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_quality(args) -> int:
+    from edgechat.llama import backend
+
+    backend.load()  # llama.cpp before numpy: see llama/backend.py
     from edgechat import config
     from edgechat.lab.quality import compare
     from edgechat.llama.engine import Engine

@@ -37,7 +37,10 @@ _BUFFER = re.compile(r"(\w[\w ]*?) (KV|compute|output|model|RS) buffer size\s*=\
 
 def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
     """Load ``plan``, fill ``fill`` of its context with a prompt, generate, and measure."""
-    from edgechat.llama.engine import LOG, Engine
+    from edgechat.llama.backend import LOG, load, state
+
+    load()
+    from edgechat.llama.engine import Engine
 
     before = _vm_hwm()
     mark = LOG.mark()
@@ -78,6 +81,7 @@ def run_plan(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
         "ttft_s": reply.stats.ttft_s,
         "load_s": load_s,
         "llama_buffers_mib": buffers,
+        "backend": state(),
     }
 
 
@@ -101,6 +105,9 @@ def measure(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
 
 
 if __name__ == "__main__":
+    from edgechat.llama import backend
+
+    backend.load()  # first thing in the child: llama.cpp before anything imports numpy
     args = json.loads(sys.argv[1])
     fill = args.pop("fill", 0.9)
     gen = args.pop("gen", 32)

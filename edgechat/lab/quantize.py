@@ -61,10 +61,12 @@ def quantize(
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = lambda _: None,
 ) -> Quantized:
+    from edgechat.llama.backend import LOG, load
+
+    lc = load()  # llama.cpp before gguf's numpy: see llama/backend.py
     from gguf.constants import GGMLQuantizationType, LlamaFileType
 
     from edgechat.facts.gguf import inspect_file
-    from edgechat.llama.engine import LOG, _llama
 
     qtype = qtype.upper()
     if qtype not in TYPES:
@@ -93,7 +95,6 @@ def quantize(
         raise EdgechatError(f"cannot write to {dst.parent}: {e.strerror or e}") from None
 
     ftype_name, base = TYPES[qtype]
-    lc = _llama()
     params = lc.llama_model_quantize_default_params()
     params.ftype = int(LlamaFileType[ftype_name])
     params.allow_requantize = allow_requantize

@@ -16,12 +16,14 @@ import contextlib
 import ctypes
 import threading
 import time
-from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from edgechat.errors import ContextOverflow, EdgechatError, ModelLoadError
+from edgechat.llama import backend
+from edgechat.llama.backend import LOG
+from edgechat.llama.prompts import Message, Prompts
 from edgechat.planning.plan import RunPlan, Sampling
 
 # ggml_type values for the KV cache types llama.cpp accepts.
@@ -36,26 +38,9 @@ KV_CACHE_TYPES = {
     "bf16": 30,
 }
 
-# Used when a GGUF carries no chat template: the family's own format where we know
-# it (Gemma's base models ship without one), else ChatML, the most common.
-_GEMMA = (
-    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
-    "<start_of_turn>user\n{{ m['content'] }}<end_of_turn>\n{% else %}"
-    "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
-    "{{ m['content'] }}<end_of_turn>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
-_CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 class EngineError(EdgechatError):
     """llama.cpp failed while running a model that had loaded."""
-
-
-Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
 
 @dataclass(frozen=True)
@@ -90,80 +75,9 @@ class Stats:
         return d
 
 
-_LOG_DEBUG, _LOG_CONT = 1, 5  # ggml_log_level values (ggml.h)
-
-
-class _LlamaLog:
-    """Routes llama.cpp's log to a small buffer (and stderr when verbose).
-
-    llama.cpp has one global log callback; the last lines explain load failures and
-    carry the buffer sizes the memory model is calibrated against.
-    """
-
-    def __init__(self) -> None:
-        self.verbose = False
-        self.lines: deque[str] = deque(maxlen=400)
-        self.total = 0  # lines ever logged, so callers can mark a point
-        self._partial = ""
-        self._level = 0
-        self._callback = None
-        self.listener = None  # called with each complete line (progress of long calls)
-
-    def install(self, llama_cpp) -> None:
-        if self._callback is not None:
-            return
-
-        @llama_cpp.llama_log_callback
-        def callback(level, text, user_data):  # noqa: ARG001 - C signature
-            chunk = text.decode("utf-8", "replace") if text else ""
-            if self.verbose:
-                import sys
-
-                sys.stderr.write(chunk)
-            if level != _LOG_CONT:
-                self._level = level
-            if self._level == _LOG_DEBUG:
-                return  # thousands of lines per load; only --verbose shows them
-            self._partial += chunk
-            if "\n" in self._partial:
-                *done, self._partial = self._partial.split("\n")
-                done = [line for line in done if line.strip()]
-                self.lines.extend(done)
-                self.total += len(done)
-                if self.listener is not None:
-                    for line in done:
-                        self.listener(line)
-
-        self._callback = callback  # keep a reference: C holds only a pointer
-        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-
-    def mark(self) -> int:
-        return self.total
-
-    def first_error_since(self, mark: int) -> str:
-        """The first complaint logged since ``mark``: usually the real cause."""
-        recent = list(self.lines)[max(0, len(self.lines) - (self.total - mark)) :]
-        for line in recent:
-            low = line.lower()
-            if "error" in low or "failed" in low or "invalid" in low or "not within" in low:
-                return line.strip()
-        return ""
-
-
-LOG = _LlamaLog()
-_backend_ready = False
-
-
 def _llama():
-    """Import llama_cpp lazily, once, with its log routed through LOG."""
-    global _backend_ready
-    import llama_cpp
-
-    if not _backend_ready:
-        LOG.install(llama_cpp)
-        llama_cpp.llama_backend_init()
-        _backend_ready = True
-    return llama_cpp
+    """llama_cpp, its libraries loaded once (before numpy) with the log routed to LOG."""
+    return backend.load()
 
 
 def check_gguf_file(path: Path) -> None:
@@ -273,9 +187,14 @@ class Engine:
         self._n_swa = lc.llama_model_n_swa(self._model)
         self._kv_tokens: list[int] = []  # what the KV cache holds, position by position
         self._piece_buf = ctypes.create_string_buffer(256)
-        self._bos_text = self._token_text(lc.llama_vocab_bos(self._vocab))
-        self._eos_text = self._token_text(lc.llama_vocab_eos(self._vocab))
-        self._formatter = self._make_formatter()
+        template = lc.llama_model_chat_template(self._model, None)
+        self._prompts = Prompts(
+            template.decode("utf-8") if template else None,
+            self.meta("general.architecture") or "",
+            self._token_text(lc.llama_vocab_bos(self._vocab)),
+            self._token_text(lc.llama_vocab_eos(self._vocab)),
+            self.tokenize,
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -324,7 +243,7 @@ class Engine:
             "n_ctx_train": self.n_ctx_train,
             "n_ctx": self.n_ctx,
             "n_vocab": lc.llama_vocab_n_tokens(self._vocab),
-            "chat_template": self._has_template,
+            "chat_template": self._prompts.has_template,
             "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
             "n_gpu_layers": self.plan.n_gpu_layers,
             "n_threads": self.plan.n_threads,
@@ -368,70 +287,18 @@ class Engine:
 
     # -- prompts -----------------------------------------------------------------
 
-    def _make_formatter(self):
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = self._lc.llama_model_chat_template(self._model, None)
-        self._has_template = bool(template)
-        if template:
-            text = template.decode("utf-8")
-        else:
-            text = (
-                _GEMMA if (self.meta("general.architecture") or "").startswith("gemma") else _CHATML
-            )
-        return Jinja2ChatFormatter(
-            template=text,
-            eos_token=self._eos_text,
-            bos_token=self._bos_text,
-        )
-
     def format_chat(self, messages: Sequence[Message]) -> str:
         """The prompt text, rendered with the model's own chat template."""
-        try:
-            return self._formatter(messages=list(messages)).prompt
-        except Exception as exc:  # jinja2 errors, raise_exception() in templates
-            raise EdgechatError(
-                f"the model's chat template rejected the conversation: {exc}"
-            ) from None
+        return self._prompts.format(messages)
 
     def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
-        prompt = self.format_chat(messages)
-        # A template that writes the BOS text itself must not get a second BOS.
-        has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
-        return self.tokenize(prompt, add_special=not has_bos, parse_special=True)
+        return self._prompts.tokens(messages)
 
     def fit(
         self, messages: Sequence[Message], reserve: int
     ) -> tuple[list[Message], int, list[int]]:
-        """Drop the oldest turns (never system prompts, never the last message) until the
-        prompt plus ``reserve`` tokens for the reply fits the context.
-
-        Returns the kept messages, how many were dropped, and the prompt's tokens.
-        """
-        kept = list(messages)
-        dropped = 0
-        while True:
-            tokens = self.prompt_tokens(kept)
-            if len(tokens) + reserve <= self.n_ctx:
-                return kept, dropped, tokens
-            droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
-            if not droppable:
-                raise ContextOverflow(
-                    f"the message is {len(tokens)} tokens, and with {reserve} kept for the reply "
-                    f"it does not fit the {self.n_ctx}-token context; shorten it or use a larger "
-                    "--ctx"
-                )
-            first = droppable[0]
-            n = 1
-            # Drop a whole exchange: a user turn and the reply that answered it.
-            if (
-                kept[first].get("role") == "user"
-                and first + 1 < len(kept) - 1
-                and kept[first + 1].get("role") == "assistant"
-            ):
-                n = 2
-            del kept[first : first + n]
-            dropped += n
+        """Drop the oldest turns until the prompt and ``reserve`` fit (see Prompts.fit)."""
+        return self._prompts.fit(messages, reserve, self.n_ctx)
 
     # -- generation --------------------------------------------------------------
 
@@ -456,16 +323,10 @@ class Engine:
         t_request = time.perf_counter()
         reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
         if drop_oldest:
-            kept, dropped, tokens = self.fit(messages, reserve)
+            _, dropped, tokens = self.fit(messages, reserve)
         else:
-            tokens = self.prompt_tokens(messages)
+            tokens = self._prompts.whole(messages, reserve, self.n_ctx, self.n_ctx_train)
             dropped = 0
-            if len(tokens) + reserve > self.n_ctx:
-                raise ContextOverflow(
-                    f"the text is {len(tokens)} tokens, and with {reserve} kept for the answer "
-                    f"it does not fit the {self.n_ctx}-token context; use a larger --ctx "
-                    f"(this model was trained for {self.n_ctx_train})"
-                )
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
 
     def complete(self, prompt: str, sampling: Sampling | None = None) -> Reply:

@@ -151,12 +151,14 @@ class EdgechatApp(App):
 
     @work(thread=True, exclusive=True, group="load")
     def _load(self, model: str | None) -> None:
+        from edgechat.llama import backend
         from edgechat.llama.engine import Engine
         from edgechat.models import registry
         from edgechat.service import checked_plan
 
         o = self.options
         try:
+            self.llama.submit(backend.load).result()  # before gguf/numpy: llama/backend.py
             plan = checked_plan(
                 model,
                 self.settings,

@@ -1,0 +1,124 @@
+"""Every entry point that loads a model loads llama.cpp's libraries before numpy.
+
+On a CUDA build, numpy imported first made ``llama_model_load_from_file`` segfault
+(see edgechat/llama/backend.py). Each case runs in a fresh process, twice:
+- numpy imported first, then the entry point loads SmolLM2: it must work (on a CPU
+  build this cannot crash; it pins the contract);
+- nothing imported first: the entry point itself must have loaded the backend while
+  numpy was still unimported (``backend.state()["numpy_first"]`` is False).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+
+# Each snippet runs with P (SmolLM2's path) and TMP (a scratch folder) defined, and
+# ends with the process's backend state printed by the harness.
+CASES = {
+    "chat": """
+        from edgechat.cli import main
+        rc = main(["chat", "--plain", "-m", P, "--ctx", "512", "--max-tokens", "3",
+                   "--temperature", "0", "hi"])
+        assert rc == 0, rc
+    """,
+    "app": """
+        import asyncio
+        from edgechat.tui.app import EdgechatApp, LaunchOptions
+        from tests.conftest import simulated_device
+
+        async def go():
+            app = EdgechatApp(LaunchOptions(model=P, ctx=512, start="chat"),
+                              device=simulated_device())
+            async with app.run_test(size=(80, 24)) as pilot:
+                for _ in range(1200):
+                    if app.engine is not None:
+                        break
+                    await pilot.pause(0.05)
+                assert app.engine is not None, "the app did not load the model"
+
+        asyncio.run(go())
+    """,
+    "summarise": """
+        from pathlib import Path
+        from edgechat.cli import main
+        doc = Path(TMP) / "doc.txt"
+        doc.write_text("The lighthouse keeper counted ships. " * 4)
+        rc = main(["summarise", str(doc), "-m", P, "--ctx", "1024", "--length", "short"])
+        assert rc == 0, rc
+    """,
+    "quality": """
+        from pathlib import Path
+        from edgechat.cli import main
+        text = Path(TMP) / "t.txt"
+        text.write_text("The quick brown fox jumps over the lazy dog. " * 8)
+        rc = main(["quality", P, "--ref", P, "--text", str(text), "--ctx", "128"])
+        assert rc == 0, rc
+    """,
+    "quantize": """
+        from pathlib import Path
+        from edgechat.cli import main
+        rc = main(["quantize", P, str(Path(TMP) / "q.gguf"), "--type", "Q8_0",
+                   "--allow-requantize"])
+        assert rc == 0, rc
+    """,
+    "measure child": """
+        import runpy, json as j
+        sys.argv = ["measure", j.dumps({"model_path": P, "n_ctx": 256, "fill": 0.5, "gen": 2})]
+        runpy.run_module("edgechat.lab.measure", run_name="__main__")
+    """,
+    "library": """
+        from pathlib import Path
+        from edgechat import config
+        from edgechat.llama.engine import Engine
+        from edgechat.service import checked_plan
+        plan = checked_plan(P, config.load(), ctx=512, gpu_layers=99)
+        Engine(plan).close()
+    """,
+}
+
+HARNESS = """
+import sys, json
+if sys.argv[1] == "numpy":
+    import numpy  # noqa: F401
+P, TMP = sys.argv[2], sys.argv[3]
+{body}
+from edgechat.llama import backend
+print("BACKEND " + json.dumps(backend.state()))
+"""
+
+
+def run_case(name: str, first: str, starter_path, tmp_path) -> dict:
+    script = HARNESS.format(body=textwrap.dedent(CASES[name]))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, first, str(starter_path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert out.returncode == 0, f"{name} ({first} first) failed:\n{out.stderr[-2000:]}"
+    line = next(x for x in out.stdout.splitlines()[::-1] if x.startswith("BACKEND "))
+    return json.loads(line.removeprefix("BACKEND "))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_numpy_first_then_load(name, starter_path, tmp_path):
+    assert run_case(name, "numpy", starter_path, tmp_path) == {"loaded": True, "numpy_first": True}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_entry_point_loads_llama_before_numpy(name, starter_path, tmp_path):
+    """The order each entry point guarantees by itself, whatever it imports later."""
+    state = run_case(name, "nothing", starter_path, tmp_path)
+    assert state == {"loaded": True, "numpy_first": False}
