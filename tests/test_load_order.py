@@ -17,8 +17,7 @@ import sys
 import textwrap
 
 import pytest
-
-from tests.conftest import REPO
+from conftest import REPO
 
 # Each snippet runs with P (SmolLM2's path) and TMP (a scratch folder) defined, and
 # ends with the process's backend state printed by the harness.

@@ -66,6 +66,14 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vram", metavar="SIZE", help="assume this much GPU memory (like 6G)")
 
 
+def _add_gpu_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpu",
+        metavar="BACKEND:SIZE",
+        help="plan for this GPU: cuda, rocm, vulkan or metal and its memory (like cuda:24G)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgechat",
@@ -152,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-layers", type=int, metavar="N", help="layers to offload (default: all that fit)"
     )
     _add_device_options(est)
+    _add_gpu_option(est)
     est.add_argument("--json", action="store_true", help="print the estimate as JSON")
     est.set_defaults(func=cmd_estimate)
 
@@ -163,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-n", "--limit", type=int, default=8, metavar="N", help="show the best N")
     rec.add_argument("--all", action="store_true", help="show every catalog model for the task")
     _add_device_options(rec)
+    _add_gpu_option(rec)
     rec.add_argument("--json", action="store_true", help="print the ranking as JSON")
     rec.set_defaults(func=cmd_recommend)
 

@@ -84,17 +84,32 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _gpu_plan(est, n_layers: int) -> str:
+    """What the plan does with the GPU, in llama.cpp's own count (the head is a layer)."""
+    if est.n_gpu_layers > n_layers:
+        return f"all {n_layers + 1} layers on the GPU ({est.backend})"
+    if est.n_gpu_layers:
+        return (
+            f"{est.n_gpu_layers} of {n_layers + 1} layers on the GPU ({est.backend}): the output "
+            f"head and the last {est.n_gpu_layers - 1}"
+        )
+    if est.op_offload:
+        return f"weights in RAM, large batches on the GPU ({est.backend})"
+    return "CPU only"
+
+
 def cmd_estimate(args) -> int:
     from edgechat import config
     from edgechat.facts.device import detect
     from edgechat.models import registry
     from edgechat.planning.fit import plan_for
+    from edgechat.planning.gpu import GPU_RUNTIME, RUNTIME_VARIES
     from edgechat.planning.plan import RunPlan
     from edgechat.planning.speed import cpu_bandwidth, tokens_per_second
 
     settings = config.load()
     target = registry.locate(args.model, settings.default_model)
-    device = detect(args.memory, args.vram)
+    device = detect(args.memory, args.vram, args.gpu)
     gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
     plan = RunPlan(target.path, n_ctx=args.ctx or settings.ctx, n_gpu_layers=max(0, gpu_layers))
     est, fit = plan_for(plan, target.shape, device, auto_gpu=gpu_layers < 0)
@@ -115,6 +130,8 @@ def cmd_estimate(args) -> int:
             "speed_bound": speed.bound,
             "assumed": list(device.overrides),
         }
+        if est.backend:
+            out["gpu_runtime_note"] = RUNTIME_VARIES
         out["model_path"] = str(target.path)
         print(json.dumps(out, indent=2))
         return 0
@@ -122,8 +139,7 @@ def cmd_estimate(args) -> int:
     print(
         f"weights    {_size(target.shape.weight_bytes)}, {target.shape.n_params / 1e9:.2f} B params"
     )
-    gpu = f", {est.n_gpu_layers} GPU layers ({est.backend})" if est.n_gpu_layers else ", CPU only"
-    print(f"plan       context {est.n_ctx} tokens{gpu}")
+    print(f"plan       context {est.n_ctx} tokens, {_gpu_plan(est, target.shape.n_layers)}")
     print(f"{'part':<18} {'RAM':>10} {'VRAM':>10}")
     for name, (ram, vram) in est.parts.items():
         if ram or vram:
@@ -131,8 +147,15 @@ def cmd_estimate(args) -> int:
                 f"  {name:<16} {_size(ram) if ram else '-':>10} {_size(vram) if vram else '-':>10}"
             )
     print(f"{'peak':<18} {_size(est.ram_peak):>10} {_size(est.vram) if est.vram else '-':>10}")
-    if est.ram_needed != est.ram_peak:
+    if est.ram_loading and est.ram_loading >= est.ram_peak:
+        print(
+            f"  RAM peaks while loading (the whole file passes through it); "
+            f"needed while generating: {_size(est.ram_needed)}"
+        )
+    elif est.ram_needed != est.ram_peak:
         print(f"  needed (the OS can reclaim the rest): {_size(est.ram_needed)}")
+    if est.backend and est.backend in GPU_RUNTIME:
+        print(f"  {RUNTIME_VARIES}; {est.backend}: {GPU_RUNTIME[est.backend].source}")
     print(f"speed      about {speed.tokens_per_s:.1f} tokens/s ({speed.bound}-bound)")
     print(f"fit        {fit.label}" + (f": {fit.why}" if fit.why else ""))
     if device.overrides:
@@ -148,7 +171,7 @@ def cmd_recommend(args) -> int:
     from edgechat.planning.speed import cpu_bandwidth
 
     settings = config.load()
-    device = detect(args.memory, args.vram)
+    device = detect(args.memory, args.vram, args.gpu)
     choices = recommend(
         catalog.load(), device, args.task, args.ctx or settings.ctx, cpu_bandwidth(device)
     )

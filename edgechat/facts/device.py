@@ -306,8 +306,9 @@ def _disk_free(path: Path) -> int | None:
     return None
 
 
-def detect(memory: str | None = None, vram: str | None = None) -> Device:
-    """Probe this machine; ``memory``/``vram`` (like '8G') override what was found."""
+def detect(memory: str | None = None, vram: str | None = None, gpu: str | None = None) -> Device:
+    """Probe this machine; ``memory``/``vram`` (like '8G') and ``gpu`` (like 'cuda:24G')
+    override what was found."""
     try:
         import psutil
 
@@ -340,11 +341,16 @@ def detect(memory: str | None = None, vram: str | None = None) -> Device:
         llama_backends=backends,
         gpu_offload=offload,
     )
-    return with_overrides(device, memory, vram)
+    return with_overrides(device, memory, vram, gpu)
 
 
-def with_overrides(device: Device, memory: str | None, vram: str | None) -> Device:
-    """Pretend to have this much RAM / VRAM: for planning another machine, or to leave room."""
+def with_overrides(
+    device: Device, memory: str | None, vram: str | None, gpu: str | None = None
+) -> Device:
+    """Pretend to have this much RAM / VRAM, or this GPU and llama.cpp backend ('cuda:24G',
+    'metal:16G' for a Mac with 16 GiB): for planning another machine, or to leave room."""
+    if gpu:
+        device = _assume_gpu(device, gpu, memory is None)
     notes = list(device.overrides)
     if memory:
         size = parse_size(memory)
@@ -358,3 +364,29 @@ def with_overrides(device: Device, memory: str | None, vram: str | None) -> Devi
         device = replace(device, gpus=(GPU(vendor, name, size, size),))
         notes.append(f"vram={format_size(size)}")
     return replace(device, overrides=tuple(notes))
+
+
+def _assume_gpu(device: Device, spec: str, set_ram: bool) -> Device:
+    from edgechat.errors import EdgechatError
+    from edgechat.planning.gpu import BACKEND_VENDOR, parse_gpu_spec
+
+    try:
+        backend, size_text = parse_gpu_spec(spec)
+        size = parse_size(size_text)
+    except ValueError as e:
+        raise EdgechatError(str(e)) from None
+    builds = {"cuda": "cuda", "rocm": "hip", "vulkan": "vulkan", "metal": "metal"}[backend]
+    note = f"gpu={backend}:{format_size(size)}"
+    if backend == "metal":  # Apple Silicon: the GPU's memory is the RAM
+        gpu = GPU("apple", "assumed Apple GPU", None, None, unified=True)
+        if set_ram:
+            device = replace(device, ram_total=size, ram_available=size)
+    else:
+        gpu = GPU(BACKEND_VENDOR[backend], f"assumed {backend.upper()} GPU", size, size)
+    return replace(
+        device,
+        gpus=(gpu,),
+        llama_backends=("cpu", builds),
+        gpu_offload=True,
+        overrides=(*device.overrides, note),
+    )

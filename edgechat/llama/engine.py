@@ -146,6 +146,13 @@ class Engine:
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = plan.n_gpu_layers
         mparams.use_mmap = plan.use_mmap
+        if not plan.uses_gpu:
+            # --gpu-layers 0: leave the GPU alone. An empty device list keeps llama.cpp
+            # from opening a GPU context at all (a CUDA build otherwise takes VRAM for
+            # its runtime and compute buffer with no layer on it), and lets the CPU
+            # backend repack weights as on a CPU-only build.
+            no_devices = (ctypes.c_void_p * 1)(None)
+            mparams.devices = ctypes.cast(no_devices, ctypes.c_void_p)
         self._model = lc.llama_model_load_from_file(str(plan.model_path).encode(), mparams)
         if not self._model:
             why = LOG.first_error_since(mark) or "llama.cpp could not read it"
@@ -168,6 +175,7 @@ class Engine:
         cparams.type_k = KV_CACHE_TYPES[plan.type_k]
         cparams.type_v = KV_CACHE_TYPES[plan.type_v]
         cparams.swa_full = plan.swa_full
+        cparams.op_offload = plan.offloads_ops
         cparams.flash_attn_type = {
             "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
             "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,

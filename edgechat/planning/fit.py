@@ -28,7 +28,7 @@ def gpu_backend(device: Device) -> str | None:
     if not device.gpus:
         return None
     gpu = device.gpus[0]
-    assumed = any(o.startswith("vram=") for o in device.overrides)
+    assumed = any(o.startswith(("vram=", "gpu=")) for o in device.overrides)
     builds = set(device.llama_backends)
     if not assumed and not device.gpu_offload:
         return None  # a GPU, but this llama.cpp build cannot use it
@@ -73,7 +73,7 @@ def judge(est: MemoryEstimate, device: Device) -> Fit:
         why = f"leaves under {format_size(total - est.ram_needed)} of RAM for everything else"
     vram_budget = vram_free = None
     gpu = device.gpus[0] if device.gpus else None
-    if est.n_gpu_layers and gpu is not None:
+    if est.backend is not None and gpu is not None:
         if gpu.unified:
             vram_free = metal_limit(total)
             vram_budget = vram_free

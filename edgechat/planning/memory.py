@@ -18,8 +18,14 @@ checked against llama.cpp's own log lines (``CPU KV buffer size = ...``):
   vocabulary tables, which grow with the number of tokens.
 
 Two constants are calibrated on real runs (``benchmarks/memory_estimate.py``): the
-process base and the bytes per vocabulary entry. The GPU runtime constants are the
-sizes CUDA's context and libraries commonly take; they have not been measured here.
+process base and the bytes per vocabulary entry. The GPU side (``planning/gpu.py``)
+follows llama.cpp's buffer lines and the VRAM peaks recorded on an H100
+(``tests/data/gpu/``); its runtime figures sit in one table with their sources.
+
+On a discrete GPU the peak RSS comes while loading: every page of the model file is
+read (the offloaded weights on their way to the GPU), then llama.cpp unmaps what the
+GPU took. So ``ram_peak`` is that load peak when it is the larger, and
+``ram_needed`` what stays resident while generating.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edgechat.planning.gpu import GPU_RUNTIME, gpu_compute, host_compute, offload_split
 from edgechat.planning.plan import RunPlan
 
 if TYPE_CHECKING:
@@ -39,9 +46,6 @@ PROCESS_BASE = int(55.6 * MiB)
 # llama_vocab keeps, per token, its text and score, a hash-map entry from text to id
 # and a cached piece: about 140 bytes; 131 fits the measurements.
 VOCAB_BYTES_PER_TOKEN = 131
-# CUDA's context takes VRAM of its own, and its libraries host memory (not measured here).
-GPU_RUNTIME_VRAM = {"cuda": 384 * MiB, "rocm": 384 * MiB, "vulkan": 128 * MiB, "metal": 0}
-GPU_RUNTIME_RAM = {"cuda": 300 * MiB, "rocm": 300 * MiB, "vulkan": 100 * MiB, "metal": 50 * MiB}
 
 # Bytes per value of the KV cache types llama.cpp offers.
 KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32}
@@ -211,6 +215,12 @@ class MemoryEstimate:
     vram: int
     parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (ram, vram)
     backend: str | None = None
+    ram_loading: int = 0  # peak RSS while loading (the whole file passes through RAM)
+    op_offload: bool = False  # big batches run on the GPU (it is used even at 0 layers)
+
+    @property
+    def gpu_runtime_source(self) -> str | None:
+        return GPU_RUNTIME[self.backend].source if self.backend in GPU_RUNTIME else None
 
     def as_dict(self) -> dict:
         return {
@@ -218,9 +228,12 @@ class MemoryEstimate:
             "n_ctx": self.n_ctx,
             "n_gpu_layers": self.n_gpu_layers,
             "gpu_backend": self.backend,
+            "op_offload": self.op_offload,
             "ram_peak_bytes": self.ram_peak,
             "ram_needed_bytes": self.ram_needed,
+            "ram_loading_bytes": self.ram_loading,
             "vram_bytes": self.vram,
+            "gpu_runtime_source": self.gpu_runtime_source,
             "parts": {k: {"ram_bytes": r, "vram_bytes": v} for k, (r, v) in self.parts.items()},
         }
 
@@ -255,14 +268,18 @@ def estimate(
     """Peak memory of running ``plan`` on ``shape``, on a CPU with ``simd`` and a GPU ``backend``.
 
     ``backend`` is None for a CPU-only build; "metal" means unified memory, where the
-    GPU uses the same RAM (counted once, in ``ram``, and shown again in ``vram``).
+    GPU uses the same RAM (counted once, in ``ram``, and shown again in ``vram``). A
+    plan with no GPU layers and no ops offloaded leaves the GPU alone: the CPU estimate.
     """
     n_ctx = effective_ctx(shape, plan.n_ctx)
     n_layers = shape.n_layers
-    ngl = 0 if backend is None else max(0, min(plan.n_gpu_layers, n_layers + 1))
-    first_gpu = n_layers - min(ngl, n_layers)
-    output_on_gpu = ngl > n_layers
-    repack = repack_types(simd)
+    uses_gpu = backend is not None and (plan.n_gpu_layers > 0 or plan.offloads_ops)
+    ngl = max(0, min(plan.n_gpu_layers, n_layers + 1)) if uses_gpu else 0
+    first_gpu, output_on_gpu = offload_split(n_layers, ngl)
+    discrete = uses_gpu and backend != "metal"
+    # With a discrete GPU in use, llama.cpp keeps CPU weights in the GPU's host buffer
+    # type, ahead of the repacking ones: nothing is repacked (no CPU_REPACK line).
+    repack = frozenset() if discrete else repack_types(simd)
     parts: dict[str, list[int]] = {}
 
     def add(name: str, ram: int = 0, vram: int = 0) -> None:
@@ -271,16 +288,19 @@ def estimate(
         p[1] += vram
 
     reclaimable = 0
+    biggest_cpu = 0
     for il, types in enumerate(shape.layers):
         nbytes = sum(types.values())
         if il >= first_gpu:
             add("weights", vram=nbytes)
             continue
         add("weights", ram=nbytes)
+        biggest_cpu = max(biggest_cpu, max(types.values(), default=0))
         copied = sum(b for t, b in types.items() if t in repack)
         add("repacked weights", ram=copied)
         reclaimable += copied
     add("weights", ram=shape.embd[1] + shape.other_bytes)
+    head_bytes = shape.output[1] if shape.output else shape.embd[1]
     if shape.output is None:  # tied: the GPU gets its own copy of the embeddings
         if output_on_gpu:
             add("weights", vram=shape.embd[1])
@@ -308,33 +328,48 @@ def estimate(
     # two residual streams, and the batch quantized for the matrix products.
     activations = 4 * ubatch * (3 * shape.n_ff + 2 * shape.n_embd)
     activations += int(ubatch * max(shape.n_embd, shape.n_ff) * 1.1)
-    logits_reserved = 4 * ubatch * (shape.n_vocab + 2 * shape.n_embd)
-    if ngl and backend != "metal":
-        gpu_compute = max(activations, logits_reserved if output_on_gpu else 0) + masks
-        add("compute", vram=gpu_compute)
-        add("compute", ram=(activations + masks) if first_gpu > 0 else 4 * ubatch * shape.n_embd)
+    if discrete:
+        vram = gpu_compute(
+            ubatch=ubatch,
+            n_ctx=n_ctx,
+            n_embd=shape.n_embd,
+            n_ff=shape.n_ff,
+            n_vocab=shape.n_vocab,
+            n_head=shape.n_head,
+            head_bytes=head_bytes,
+            biggest_cpu_tensor=biggest_cpu,
+            head_on_gpu=output_on_gpu,
+            cpu_layers=first_gpu,
+            offloads_ops=plan.offloads_ops,
+            flash_attn=plan.flash_attn,
+        )
+        add("compute", ram=host_compute(ubatch=ubatch, n_ctx=n_ctx, n_embd=shape.n_embd), vram=vram)
     else:
         add("compute", ram=activations + masks)
     add("output", ram=4 * shape.n_vocab)
     add("process", ram=PROCESS_BASE + VOCAB_BYTES_PER_TOKEN * shape.n_vocab)
-    if ngl and backend:
-        add(
-            "GPU runtime",
-            ram=GPU_RUNTIME_RAM.get(backend, 0),
-            vram=GPU_RUNTIME_VRAM.get(backend, 0),
-        )
+    if uses_gpu:
+        runtime = GPU_RUNTIME.get(backend)
+        add("GPU runtime", ram=runtime.ram if runtime else 0, vram=runtime.vram if runtime else 0)
 
     ram = sum(r for r, _ in parts.values())
     vram = sum(v for _, v in parts.values())
-    if backend == "metal":  # one memory: what the GPU uses is RAM too
+    if backend == "metal" and uses_gpu:  # one memory: what the GPU uses is RAM too
         ram += vram
+    # While loading, every page of the file is read through RAM, the offloaded weights
+    # too; llama.cpp unmaps those once they are on the GPU.
+    loading = 0
+    if discrete:
+        loading = shape.weight_bytes + parts["process"][0] + parts["GPU runtime"][0]
     return MemoryEstimate(
         plan=plan,
         n_ctx=n_ctx,
         n_gpu_layers=ngl,
-        ram_peak=ram,
+        ram_peak=max(ram, loading),
         ram_needed=ram - reclaimable,
         vram=vram,
         parts={k: (r, v) for k, (r, v) in parts.items()},
-        backend=backend if ngl else None,
+        backend=backend if uses_gpu else None,
+        ram_loading=loading,
+        op_offload=uses_gpu and plan.offloads_ops,
     )

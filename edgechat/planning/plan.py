@@ -38,6 +38,19 @@ class RunPlan:
     # tools do; a full-size cache for them buys nothing but memory.
     swa_full: bool = False
     use_mmap: bool = True
+    # Let llama.cpp run large batches (prompts) on the GPU with the weights that stay in
+    # RAM. None: only when some layers are offloaded, so --gpu-layers 0 leaves the GPU
+    # alone (a CUDA build otherwise takes over 1 GB of VRAM with no layer on it).
+    op_offload: bool | None = None
+
+    @property
+    def offloads_ops(self) -> bool:
+        return self.op_offload if self.op_offload is not None else self.n_gpu_layers > 0
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether this plan touches the GPU at all (layers on it, or ops sent to it)."""
+        return self.n_gpu_layers > 0 or self.offloads_ops
 
     def resolved(self) -> RunPlan:
         """The plan with 'auto' fields filled in for this machine."""
@@ -49,6 +62,7 @@ class RunPlan:
             n_threads_batch=self.n_threads_batch or threads,
             n_batch=min(self.n_batch, self.n_ctx),
             n_ubatch=min(self.n_ubatch, self.n_batch, self.n_ctx),
+            op_offload=self.offloads_ops,
         )
 
 

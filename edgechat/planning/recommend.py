@@ -123,7 +123,8 @@ def _reason(
     if est.n_gpu_layers > n_layers:
         parts.append("all layers on the GPU")
     elif est.n_gpu_layers:
-        parts.append(f"{est.n_gpu_layers} of {n_layers} layers on the GPU")
+        # llama.cpp counts the output head as a layer: n_layers + 1 in all.
+        parts.append(f"{est.n_gpu_layers} of {n_layers + 1} layers on the GPU")
     if fit.label == TIGHT:
         parts.append(f"tight: {fit.why}")
     if tps < SLOW_TOKENS_PER_S:

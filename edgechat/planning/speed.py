@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from edgechat.facts.device import Device
+from edgechat.planning.gpu import offload_split
 from edgechat.planning.memory import KV_TYPE_BYTES, MemoryEstimate, Shape, kv_cells
 
 GB = 1e9
@@ -183,7 +184,7 @@ def tokens_per_second(
 ) -> SpeedEstimate:
     """Expected generation speed with the context ``context_fill`` full."""
     plan = est.plan
-    first_gpu = shape.n_layers - min(est.n_gpu_layers, shape.n_layers)
+    first_gpu, head_on_gpu = offload_split(shape.n_layers, est.n_gpu_layers)
     head = shape.output[1] if shape.output else shape.embd[1]
     cells = kv_cells(shape, plan, est.n_ctx)
     per_value = KV_TYPE_BYTES.get(plan.type_k, 2.0)
@@ -203,7 +204,7 @@ def tokens_per_second(
             cpu_flops += 2 * n_weights + 2 * used * shape.n_head * (
                 shape.head_dim_k + shape.head_dim_v
             )
-    if est.n_gpu_layers > shape.n_layers:
+    if head_on_gpu:
         gpu_bytes += head
     else:
         cpu_bytes += head
