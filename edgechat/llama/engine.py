@@ -16,63 +16,23 @@ import contextlib
 import ctypes
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from edgechat.errors import ContextOverflow, EdgechatError, ModelLoadError
 from edgechat.llama import backend
 from edgechat.llama.backend import LOG
+from edgechat.llama.params import check_plan, context_params, model_params
 from edgechat.llama.prompts import Message, Prompts
-from edgechat.planning.plan import RunPlan, Sampling
+from edgechat.llama.reply import Reply, Stats
 
-# ggml_type values for the KV cache types llama.cpp accepts.
-KV_CACHE_TYPES = {
-    "f32": 0,
-    "f16": 1,
-    "q4_0": 2,
-    "q4_1": 3,
-    "q5_0": 6,
-    "q5_1": 7,
-    "q8_0": 8,
-    "bf16": 30,
-}
+__all__ = ["LOG", "Engine", "EngineError", "Reply", "Stats"]  # what callers import from here
+from edgechat.llama.sampling import Sampler, use_backend
+from edgechat.planning.plan import RunPlan, Sampling
 
 
 class EngineError(EdgechatError):
     """llama.cpp failed while running a model that had loaded."""
-
-
-@dataclass(frozen=True)
-class Stats:
-    """What one reply cost. Rates are tokens per second of wall-clock time."""
-
-    load_s: float
-    prompt_tokens: int  # tokens in the whole prompt
-    prompt_eval_tokens: int  # of those, evaluated now (the rest were cached)
-    prompt_s: float
-    gen_tokens: int
-    gen_s: float  # from the first generated token to the last
-    ttft_s: float  # from the request to the first token of the reply
-    n_ctx_used: int
-    n_ctx: int
-    finish: str  # stop | length | context | cancelled
-    dropped_messages: int = 0
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.prompt_eval_tokens / self.prompt_s if self.prompt_s > 0 else 0.0
-
-    @property
-    def gen_tps(self) -> float:
-        # The first token's time belongs to the prompt; rate the ones after it.
-        return (self.gen_tokens - 1) / self.gen_s if self.gen_tokens > 1 and self.gen_s > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["prompt_tps"] = round(self.prompt_tps, 2)
-        d["gen_tps"] = round(self.gen_tps, 2)
-        return d
 
 
 def _llama():
@@ -80,79 +40,29 @@ def _llama():
     return backend.load()
 
 
-def check_gguf_file(path: Path) -> None:
-    """Fail early, with a clear message, on what llama.cpp would reject obscurely."""
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}")
-    if path.is_dir():
-        raise ModelLoadError(f"{path} is a folder, not a GGUF model file")
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc.strerror}") from None
-    if magic != b"GGUF":
-        raise ModelLoadError(
-            f"{path} is not a GGUF model file; edgechat runs llama.cpp GGUF models "
-            "(convert others with llama.cpp's convert_hf_to_gguf.py)"
-        )
-
-
-class Reply:
-    """A streaming reply: iterate for text pieces; ``text`` and ``stats`` afterwards."""
-
-    def __init__(self, pieces: Generator[str, None, None], engine: Engine, dropped: int) -> None:
-        self._pieces = pieces
-        self._engine = engine
-        self.dropped = dropped
-        self.text = ""
-        self.stats: Stats | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for piece in self._pieces:
-                self.text += piece
-                yield piece
-        finally:
-            self._pieces.close()  # an early exit stops generation at once
-            self.stats = self._engine.last_stats
-
-    def collect(self) -> str:
-        for _ in self:
-            pass
-        return self.text
-
-
 class Engine:
     """One loaded model and its context. Not thread-safe, except ``cancel()``."""
 
-    def __init__(self, plan: RunPlan, *, verbose: bool = False) -> None:
+    def __init__(
+        self, plan: RunPlan, *, verbose: bool = False, backend_sampling: bool | None = None
+    ) -> None:
+        """``backend_sampling``: sample inside the graph (see llama/sampling.py); None:
+        when every layer is on the GPU (or as EDGECHAT_BACKEND_SAMPLING says)."""
         plan = plan.resolved()
-        check_gguf_file(plan.model_path)
-        if plan.flash_attn not in ("auto", "on", "off"):
-            raise EdgechatError("flash attention must be auto, on or off")
-        if plan.type_k not in KV_CACHE_TYPES or plan.type_v not in KV_CACHE_TYPES:
-            raise EdgechatError(f"unknown KV cache type; choose one of {', '.join(KV_CACHE_TYPES)}")
+        check_plan(plan)
         lc = _llama()
         self._lc = lc
         LOG.verbose = verbose
         self._cancel = threading.Event()
         self.last_stats: Stats | None = None
+        self.backend_sampling = backend_sampling
+        self.last_backend_sampling = False  # whether the last reply sampled in the graph
         self._model = None
         self._ctx = None
 
         t0 = time.perf_counter()
         mark = LOG.mark()
-        mparams = lc.llama_model_default_params()
-        mparams.n_gpu_layers = plan.n_gpu_layers
-        mparams.use_mmap = plan.use_mmap
-        if not plan.uses_gpu:
-            # --gpu-layers 0: leave the GPU alone. An empty device list keeps llama.cpp
-            # from opening a GPU context at all (a CUDA build otherwise takes VRAM for
-            # its runtime and compute buffer with no layer on it), and lets the CPU
-            # backend repack weights as on a CPU-only build.
-            no_devices = (ctypes.c_void_p * 1)(None)
-            mparams.devices = ctypes.cast(no_devices, ctypes.c_void_p)
+        mparams, _keep = model_params(lc, plan)
         self._model = lc.llama_model_load_from_file(str(plan.model_path).encode(), mparams)
         if not self._model:
             why = LOG.first_error_since(mark) or "llama.cpp could not read it"
@@ -166,21 +76,7 @@ class Engine:
             # Beyond its trained context a model degrades into nonsense: cap it.
             plan = replace(plan, n_ctx=n_ctx_train).resolved()
 
-        cparams = lc.llama_context_default_params()
-        cparams.n_ctx = plan.n_ctx
-        cparams.n_batch = plan.n_batch
-        cparams.n_ubatch = plan.n_ubatch
-        cparams.n_threads = plan.n_threads
-        cparams.n_threads_batch = plan.n_threads_batch
-        cparams.type_k = KV_CACHE_TYPES[plan.type_k]
-        cparams.type_v = KV_CACHE_TYPES[plan.type_v]
-        cparams.swa_full = plan.swa_full
-        cparams.op_offload = plan.offloads_ops
-        cparams.flash_attn_type = {
-            "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
-            "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-            "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        }[plan.flash_attn]
+        cparams = context_params(lc, plan)
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             why = LOG.first_error_since(mark) or "out of memory?"
@@ -310,6 +206,16 @@ class Engine:
 
     # -- generation --------------------------------------------------------------
 
+    @property
+    def all_on_gpu(self) -> bool:
+        """Every layer and the output head offloaded, on a build that can."""
+        lc = self._lc
+        n_layer = lc.llama_model_n_layer(self._model)
+        return self.plan.n_gpu_layers > n_layer and bool(lc.llama_supports_gpu_offload())
+
+    def _backend_sampling(self, sampling: Sampling) -> bool:
+        return use_backend(self.backend_sampling, self.all_on_gpu, sampling)
+
     def cancel(self) -> None:
         """Stop the reply in progress after the current token. Safe from any thread."""
         self._cancel.set()
@@ -424,29 +330,6 @@ class Engine:
         del cached[n:]
         return n
 
-    def _sampler(self, s: Sampling):
-        lc = self._lc
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        add = lc.llama_sampler_chain_add
-        if s.repeat_penalty != 1.0:
-            n_vocab = lc.llama_vocab_n_tokens(self._vocab)
-            penalties = lc.llama_sampler_init_penalties(
-                n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0
-            )
-            add(chain, penalties)
-        if s.temperature <= 0:
-            add(chain, lc.llama_sampler_init_greedy())
-        else:
-            if s.top_k > 0:
-                add(chain, lc.llama_sampler_init_top_k(s.top_k))
-            if s.top_p < 1.0:
-                add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
-            if s.min_p > 0.0:
-                add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
-            add(chain, lc.llama_sampler_init_temp(s.temperature))
-            add(chain, lc.llama_sampler_init_dist(s.seed))
-        return chain
-
     def _generate(
         self, tokens: list[int], sampling: Sampling, t_request: float, dropped: int
     ) -> Iterator[str]:
@@ -460,7 +343,8 @@ class Engine:
         todo: list[int] = []
         t0 = t_first = t_last = time.perf_counter()
         prompt_s = 0.0
-        sampler = self._sampler(sampling)
+        sampler = Sampler(lc, ctx, vocab, sampling, self._backend_sampling(sampling))
+        self.last_backend_sampling = sampler.backend
         try:
             # Prompt: evaluate what the cache does not already hold, a batch at a time.
             n_cached = self._reuse_prefix(tokens)
@@ -480,7 +364,7 @@ class Engine:
             prompt_s = time.perf_counter() - t0
 
             # The hot loop: locals only, one decode and one native sample per token.
-            sample = lc.llama_sampler_sample
+            sample = sampler.next
             is_eog = lc.llama_vocab_is_eog
             to_piece = lc.llama_token_to_piece
             decode = lc.llama_decode
@@ -491,7 +375,7 @@ class Engine:
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             max_tokens = sampling.max_tokens
             while True:
-                tok = sample(sampler, ctx, -1)
+                tok = sample()
                 if is_eog(vocab, tok):
                     break
                 n = to_piece(vocab, tok, buf, buf_len, 0, False)
@@ -524,7 +408,7 @@ class Engine:
             finish = "cancelled"  # the reader stopped listening, or Ctrl-C
             raise
         finally:
-            lc.llama_sampler_free(sampler)
+            sampler.close()
             self.last_stats = Stats(
                 load_s=self.load_s,
                 prompt_tokens=len(tokens),

@@ -1,0 +1,87 @@
+"""From a RunPlan to llama.cpp's model and context parameters, and the checks before.
+
+Kept apart so what the plan means to llama.cpp (devices, op offload, cache types)
+reads in one place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+from edgechat.errors import EdgechatError, ModelLoadError
+from edgechat.planning.plan import RunPlan
+
+# ggml_type values for the KV cache types llama.cpp accepts.
+KV_CACHE_TYPES = {
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "bf16": 30,
+}
+
+
+def check_plan(plan: RunPlan) -> None:
+    check_gguf_file(plan.model_path)
+    if plan.flash_attn not in ("auto", "on", "off"):
+        raise EdgechatError("flash attention must be auto, on or off")
+    if plan.type_k not in KV_CACHE_TYPES or plan.type_v not in KV_CACHE_TYPES:
+        raise EdgechatError(f"unknown KV cache type; choose one of {', '.join(KV_CACHE_TYPES)}")
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail early, with a clear message, on what llama.cpp would reject obscurely."""
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a GGUF model file")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror}") from None
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"{path} is not a GGUF model file; edgechat runs llama.cpp GGUF models "
+            "(convert others with llama.cpp's convert_hf_to_gguf.py)"
+        )
+
+
+def model_params(lc, plan: RunPlan):
+    """llama_model_params for ``plan``; keep the result alive until the model has loaded
+    (it points at a device list owned by the returned tuple)."""
+    mparams = lc.llama_model_default_params()
+    mparams.n_gpu_layers = plan.n_gpu_layers
+    mparams.use_mmap = plan.use_mmap
+    no_devices = None
+    if not plan.uses_gpu:
+        # --gpu-layers 0: leave the GPU alone. An empty device list keeps llama.cpp
+        # from opening a GPU context at all (a CUDA build otherwise takes VRAM for
+        # its runtime and compute buffer with no layer on it), and lets the CPU
+        # backend repack weights as on a CPU-only build.
+        no_devices = (ctypes.c_void_p * 1)(None)
+        mparams.devices = ctypes.cast(no_devices, ctypes.c_void_p)
+    return mparams, no_devices
+
+
+def context_params(lc, plan: RunPlan):
+    cparams = lc.llama_context_default_params()
+    cparams.n_ctx = plan.n_ctx
+    cparams.n_batch = plan.n_batch
+    cparams.n_ubatch = plan.n_ubatch
+    cparams.n_threads = plan.n_threads
+    cparams.n_threads_batch = plan.n_threads_batch
+    cparams.type_k = KV_CACHE_TYPES[plan.type_k]
+    cparams.type_v = KV_CACHE_TYPES[plan.type_v]
+    cparams.swa_full = plan.swa_full
+    cparams.op_offload = plan.offloads_ops
+    cparams.flash_attn_type = {
+        "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
+        "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    }[plan.flash_attn]
+    return cparams
