@@ -1,27 +1,118 @@
-"""From what the user asked for (--model, --ctx, ...) to a RunPlan that fits, shared by
-the command line and the TUI: resolve the model, estimate it, refuse what won't fit."""
+"""The one way in to a model, for every front end and lab command: what the user asked
+for (``ModelRequest``) -> a plan that fits (``plan_model``) -> a loaded engine
+(``open_model``). The estimate that judged the plan is kept and returned, so what was
+estimated is what runs. Nothing here prints: warnings go to ``say`` and into the result.
+"""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgechat.config import Settings
 from edgechat.errors import EdgechatError
-from edgechat.planning.plan import RunPlan
+from edgechat.planning.plan import RunPlan, Sampling
+
+if TYPE_CHECKING:
+    from edgechat.facts.device import Device
+    from edgechat.llama.engine import Engine
+    from edgechat.planning.fit import Fit
+    from edgechat.planning.memory import MemoryEstimate
+
+Say = Callable[[str], None]
 
 
-def checked_plan(
-    model: str | None,
-    settings: Settings,
-    ctx: int | None = None,
-    threads: int | None = None,
-    gpu_layers: int | None = None,
-    memory: str | None = None,
-    vram: str | None = None,
-    force: bool = False,
-    device=None,
-) -> RunPlan:
-    """The plan to load; raises with the figures and the ways out when it does not fit."""
+@dataclass(frozen=True)
+class ModelRequest:
+    """What the user asked for, with the settings' defaults filled in."""
+
+    model: str | None = None  # a GGUF path or installed id; None: default_model, else starter
+    ctx: int = 4096
+    threads: int = 0  # 0: one per physical core
+    gpu_layers: int = -1  # -1: as many as fit the GPU (all when they do)
+    memory: str | None = None  # assume this much RAM (like 8G)
+    vram: str | None = None  # assume this much GPU memory
+    force: bool = False  # load even when the estimate says it won't fit
+    default_model: str = ""  # the configured default, used when ``model`` is None
+    type_k: str = "f16"  # KV cache types: they change both the estimate and the load
+    type_v: str = "f16"
+    verbose: bool = False  # llama.cpp's own log on stderr
+
+    @classmethod
+    def from_args(cls, args, settings: Settings) -> ModelRequest:
+        """From parsed options (argparse, or any object with the same names) and settings."""
+
+        def opt(name: str):
+            return getattr(args, name, None)
+
+        return cls(
+            model=opt("model"),
+            ctx=opt("ctx") or settings.ctx,
+            threads=opt("threads") if opt("threads") is not None else settings.threads,
+            gpu_layers=opt("gpu_layers") if opt("gpu_layers") is not None else settings.gpu_layers,
+            memory=opt("memory"),
+            vram=opt("vram"),
+            force=bool(opt("force")),
+            default_model=settings.default_model,
+            verbose=bool(opt("verbose")),
+        )
+
+    def for_model(self, model: str | None) -> ModelRequest:
+        return replace(self, model=model)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan checked against this device, and what it will cost."""
+
+    plan: RunPlan
+    estimate: MemoryEstimate
+    fit: Fit
+    label: str  # the installed id when there is one, else the file name
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    engine: Engine
+    estimate: MemoryEstimate
+    fit: Fit
+    warnings: tuple[str, ...]
+    label: str
+
+
+def sampling(settings: Settings, args=None, **overrides) -> Sampling:
+    """The sampler settings: the user's settings, then ``overrides``, then the options
+    the user typed (--temperature, --max-tokens, --seed), which win."""
+    values = dict(
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        min_p=settings.min_p,
+        max_tokens=settings.max_tokens,
+    )
+    values.update(overrides)
+    for name in ("temperature", "max_tokens", "seed"):
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    return Sampling(**values)
+
+
+def _label(path: Path, model: str | None) -> str:
+    from edgechat.models import registry
+
+    if model and not Path(model).expanduser().is_file():
+        return model
+    return next((k for k, p in registry.installed().items() if p == path), path.name)
+
+
+def plan_model(
+    request: ModelRequest, device: Device | None = None, say: Say | None = None
+) -> Planned:
+    """The plan to load for ``request``; raises with the figures and the ways out when it
+    does not fit (unless ``force``, which turns the refusal into a warning)."""
     from edgechat.llama import backend
 
     backend.load()  # llama.cpp before gguf's numpy, or a CUDA build crashes on load
@@ -31,21 +122,45 @@ def checked_plan(
     from edgechat.planning.fit import plan_for, refusal
     from edgechat.planning.memory import Shape
 
-    path = registry.resolve(model, settings.default_model)
-    layers = gpu_layers if gpu_layers is not None else settings.gpu_layers
+    if request.ctx < 64:
+        raise EdgechatError(f"--ctx {request.ctx} is too small; use 512 or more")
+    path = registry.resolve(request.model, request.default_model)
     plan = RunPlan(
         model_path=path,
-        n_ctx=ctx or settings.ctx,
-        n_threads=threads if threads is not None else settings.threads,
-        n_gpu_layers=max(0, layers),
+        n_ctx=request.ctx,
+        n_threads=request.threads,
+        n_gpu_layers=max(0, request.gpu_layers),
+        type_k=request.type_k,
+        type_v=request.type_v,
     )
-    if plan.n_ctx < 64:
-        raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")
     shape = Shape.from_facts(inspect_file(path))
-    device = device or detect(memory, vram)
-    est, fit = plan_for(plan, shape, device, auto_gpu=layers < 0)
+    device = device or detect(request.memory, request.vram)
+    est, fit = plan_for(plan, shape, device, auto_gpu=request.gpu_layers < 0)
+    warnings = []
     if not fit.fits:
-        if not force:
+        if not request.force:
             raise EdgechatError(refusal(fit, est))
-        sys.stderr.write(f"edgechat: loading anyway (--force): {fit.why}\n")
-    return est.plan
+        warnings.append(f"loading anyway (--force): {fit.why}")
+    if est.n_ctx < request.ctx:
+        warnings.append(f"context capped at {est.n_ctx} tokens, what {path.name} was trained for")
+    for line in warnings:
+        if say:
+            say(line)
+    return Planned(est.plan, est, fit, _label(path, request.model), tuple(warnings))
+
+
+def load(planned: Planned, verbose: bool = False) -> Loaded:
+    """Load a checked plan (on the thread that will run the model)."""
+    from edgechat.llama.engine import Engine
+    from edgechat.models import registry
+
+    engine = Engine(planned.plan, verbose=verbose)
+    registry.touch(planned.plan.model_path)
+    return Loaded(engine, planned.estimate, planned.fit, planned.warnings, planned.label)
+
+
+def open_model(
+    request: ModelRequest, say: Say | None = None, device: Device | None = None
+) -> Loaded:
+    """Plan, check and load the model ``request`` names."""
+    return load(plan_model(request, device, say), request.verbose)

@@ -283,3 +283,23 @@ def test_an_unwritable_out_loses_nothing(tmp_path):
     result = run_cli("summarise", "-", "--out", str(blocker / "summary.md"), input=TEXT)
     assert result.returncode == 1 and "cannot write" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout.strip()  # the summary is printed
+
+
+def test_stopping_a_summary_stops_all_of_it(small_engine):
+    """Esc in the app: the chunk being read stops, and no later chunk starts (the
+    engine forgets a cancel at its next call, so the summariser keeps its own)."""
+    from edgechat.tasks.summarise import Cancelled
+
+    text = long_document(0)
+    paragraphs = [p for p in re.split(r"\n\s*\n", text[:12_000]) if p.strip()]
+
+    def progress(p) -> None:
+        if p.stage == "map" and p.done == 1:
+            s.cancel()
+
+    s = Summariser(small_engine, sampling=Sampling(temperature=0.3, seed=1), progress=progress)
+    with pytest.raises(Cancelled):
+        s.run(paragraphs)
+    assert len(s.calls) == 1  # the first chunk only
+    # The engine itself is usable afterwards: a new summariser starts afresh.
+    assert Summariser(small_engine).run([TEXT]).text

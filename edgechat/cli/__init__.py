@@ -31,9 +31,19 @@ from edgechat.cli.serve import cmd_serve
 from edgechat.cli.summarise import cmd_summarise
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", help="a GGUF file path or an installed model id")
-    p.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
+def _add_model_options(
+    p: argparse.ArgumentParser, model_flag: bool = True, ctx_default: int | None = None
+) -> None:
+    """The options of every command that loads a model: one ModelRequest, one fit check."""
+    if model_flag:
+        p.add_argument("-m", "--model", help="a GGUF file path or an installed model id")
+    p.add_argument(
+        "--ctx",
+        type=int,
+        default=ctx_default,
+        metavar="N",
+        help=f"context size in tokens (default {ctx_default or 'the ctx setting, 4096'})",
+    )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
     p.add_argument(
         "--gpu-layers",
@@ -218,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument(
         "models", nargs="*", metavar="MODEL", help="paths or ids (default: the default)"
     )
-    ben.add_argument("--ctx", type=int, default=2048, metavar="N", help="context (default 2048)")
+    _add_model_options(ben, model_flag=False, ctx_default=2048)
     ben.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per model (3)")
     ben.add_argument("--tokens", type=int, default=128, metavar="N", help="tokens to generate")
     ben.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -230,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     qual.add_argument("model", help="the model to judge (path or id)")
     qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
     qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
-    qual.add_argument("--ctx", type=int, default=512, metavar="N", help="chunk size (512)")
+    _add_model_options(qual, model_flag=False, ctx_default=512)  # --ctx: the chunk size
     qual.add_argument("--json", action="store_true", help="print the figures as JSON")
     qual.set_defaults(func=cmd_quality)
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 
-from edgechat.cli.common import _interactive, _load_engine, _sampling
+from edgechat.cli.common import _interactive, _load_engine
 
 
 def _wants_app(args) -> bool:
@@ -23,26 +23,15 @@ def cmd_chat(args) -> int:
     if _wants_app(args):
         from edgechat.tui.app import LaunchOptions, run
 
-        return run(
-            LaunchOptions(
-                args.model,
-                args.ctx,
-                args.threads,
-                args.gpu_layers,
-                args.memory,
-                args.vram,
-                args.force,
-                start="auto" if getattr(args, "no_command", False) else "chat",
-                remote=args.remote,
-                remote_model=args.remote_model,
-                api_key=args.api_key,
-            )
-        )
+        start = "auto" if getattr(args, "no_command", False) else "chat"
+        return run(LaunchOptions.from_args(args, start))
+    from edgechat.service import sampling
+
     privacy.go_offline()
     settings = config.load()
     engine = _load_engine(args, settings)
     system = args.system if args.system is not None else settings.system_prompt
-    session = PlainChat(engine, _sampling(args, settings), system, as_json=args.json)
+    session = PlainChat(engine, sampling(settings, args), system, as_json=args.json)
     if args.prompt:
         session.ask(args.prompt)
         return 0

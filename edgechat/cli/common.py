@@ -1,5 +1,5 @@
-"""What several commands share: loading a model with its fit check, sampling from settings,
-sizes and counters.
+"""What several commands share: loading a model through the service with a progress
+line, how warnings and counters look on stderr, sizes.
 """
 
 from __future__ import annotations
@@ -25,60 +25,39 @@ def _open_remote(args):
     return engine
 
 
-def _load_engine(args, settings):
+def _warn(line: str) -> None:
+    sys.stderr.write(f"edgechat: {line}\n")
+
+
+def _request(args, settings, **changes):
+    """The ModelRequest for this command's options (every model-loading command has them)."""
+    from dataclasses import replace
+
+    from edgechat.service import ModelRequest
+
+    return replace(ModelRequest.from_args(args, settings), **changes)
+
+
+def _load_engine(args, settings, **changes):
     """Resolve the model, check it fits, load it, with a progress line on a terminal.
     With --remote, connect to that server instead."""
     if getattr(args, "remote", None):
         return _open_remote(args)
-    from edgechat.llama import backend
+    from edgechat.service import load, plan_model
 
-    backend.load()  # before the header is read with gguf (numpy): see llama/backend.py
-    from edgechat.llama.engine import Engine
-    from edgechat.models import registry
-    from edgechat.service import checked_plan
-
-    plan = checked_plan(
-        args.model,
-        settings,
-        args.ctx,
-        args.threads,
-        args.gpu_layers,
-        args.memory,
-        args.vram,
-        args.force,
-    )
-    name = plan.model_path.name
+    request = _request(args, settings, **changes)
+    planned = plan_model(request, say=_warn)
+    name = planned.plan.model_path.name
     show = sys.stderr.isatty()
     if show:
         sys.stderr.write(f"loading {name} ...")
         sys.stderr.flush()
-    engine = Engine(plan, verbose=args.verbose)
-    registry.touch(plan.model_path)
+    engine = load(planned, request.verbose).engine
     if show:
         sys.stderr.write(
             f"\rloaded {name} in {engine.load_s:.1f} s · context {engine.n_ctx} tokens\n"
         )
     return engine
-
-
-def _sampling(args, settings, **overrides):
-    from edgechat.planning.plan import Sampling
-
-    values = dict(
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        min_p=settings.min_p,
-        max_tokens=settings.max_tokens,
-    )
-    values.update(overrides)
-    if getattr(args, "temperature", None) is not None:
-        values["temperature"] = args.temperature
-    if getattr(args, "max_tokens", None) is not None:
-        values["max_tokens"] = args.max_tokens
-    if getattr(args, "seed", None) is not None:
-        values["seed"] = args.seed
-    return Sampling(**values)
 
 
 def _size(n: int | None) -> str:
@@ -102,3 +81,8 @@ def _counter(what: str):
         sys.stderr.flush()
 
     return show
+
+
+def _clear_line() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")

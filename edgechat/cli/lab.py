@@ -3,33 +3,39 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from edgechat.cli.common import _counter, _size
+from edgechat.cli.common import _clear_line, _counter, _request, _size, _warn
+
+
+def _planned(args, settings, model: str | None):
+    """The plan `chat` would load for ``model``, with the same options and fit check."""
+    from edgechat.errors import EdgechatError
+    from edgechat.service import plan_model
+
+    try:
+        return plan_model(_request(args, settings, model=model), say=_warn)
+    except EdgechatError as e:
+        name = Path(model).name if model else "the default model"
+        raise EdgechatError(f"measuring {name} failed: {e}") from None
 
 
 def cmd_bench(args) -> int:
     from edgechat import config
     from edgechat.lab.bench import bars, bench
-    from edgechat.models import registry
 
     settings = config.load()
-    wanted = args.models or [None]
     models = []
-    for m in wanted:
-        path = registry.resolve(m, settings.default_model)
-        label = path.name if m is None or Path(m).expanduser().is_file() else m
-        models.append((label, path))
+    for m in args.models or [None]:
+        planned = _planned(args, settings, m)
+        models.append((planned.label, planned.plan))
     results = bench(
         models,
-        args.ctx,
         max(1, args.repeat),
         args.tokens,
         progress=lambda label, i, n: _counter(f"{label}: run")(i, n),
     )
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+    _clear_line()
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
         return 0
@@ -55,22 +61,25 @@ def cmd_quality(args) -> int:
     backend.load()  # llama.cpp before numpy: see llama/backend.py
     from edgechat import config
     from edgechat.lab.quality import compare
-    from edgechat.llama.engine import Engine
-    from edgechat.models import registry
-    from edgechat.planning.plan import RunPlan
+    from edgechat.service import load, plan_model
     from edgechat.tasks import documents
 
     settings = config.load()
     _, text = documents.read_text(args.text, exact=True)
-    paths_ = [registry.resolve(m, settings.default_model) for m in (args.model, args.ref)]
-    model, ref = (Engine(RunPlan(p, n_ctx=args.ctx)) for p in paths_)
+    plans = [
+        plan_model(_request(args, settings, model=m), say=_warn) for m in (args.model, args.ref)
+    ]
+    paths_ = [p.plan.model_path for p in plans]
+    model = load(plans[0], args.verbose).engine
     try:
-        q = compare(model, ref, text, args.ctx, progress=_counter("chunk"))
+        ref = load(plans[1], args.verbose).engine
+        try:
+            q = compare(model, ref, text, args.ctx, progress=_counter("chunk"))
+        finally:
+            ref.close()
     finally:
         model.close()
-        ref.close()
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+    _clear_line()
     if args.json:
         print(json.dumps(q.as_dict(), indent=2))
         return 0
@@ -94,10 +103,9 @@ def cmd_quantize(args) -> int:
         args.recipe,
         args.allow_requantize,
         progress=_counter("tensor"),
-        warn=lambda text: sys.stderr.write(f"edgechat: warning: {text}\n"),
+        warn=lambda text: _warn(f"warning: {text}"),
     )
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
+    _clear_line()
     out = {
         "path": str(result.path),
         "type": result.type,

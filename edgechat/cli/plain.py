@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TextIO
 
 from edgechat.errors import EdgechatError
 from edgechat.llama.engine import Engine, Stats
 from edgechat.planning.plan import Sampling
+from edgechat.tasks.conversations import Conversation, Message
 
 HELP = """Commands:
   /reset         forget the conversation (keeps the system prompt)
@@ -38,16 +38,6 @@ def format_stats(stats: Stats | None) -> str:
     )
 
 
-@dataclass
-class Conversation:
-    system: str
-    turns: list[dict] = field(default_factory=list)
-
-    def messages(self) -> list[dict]:
-        head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + self.turns
-
-
 class PlainChat:
     def __init__(
         self,
@@ -60,25 +50,28 @@ class PlainChat:
     ) -> None:
         self.engine = engine
         self.sampling = sampling
-        self.conv = Conversation(system)
+        self.conv = Conversation(None, "", system)  # in memory: line mode keeps no history
         self.out = out or sys.stdout  # looked up now: tests and the app swap them
         self.err = err or sys.stderr
         self.as_json = as_json
         self.last_stats: Stats | None = None
+        plan = getattr(engine, "plan", None)  # a remote engine names its model instead
+        self.model = plan.model_path.name if plan else getattr(engine, "model", "")
 
     # -- one message ---------------------------------------------------------------
 
     def ask(self, text: str) -> str:
         """Send one user message, stream the reply; Ctrl-C keeps what came so far."""
-        self.conv.turns.append({"role": "user", "content": text})
+        turns = self.conv.messages
+        turns.append(Message(None, "user", text))
         try:
-            reply = self.engine.chat(self.conv.messages(), self.sampling)
+            reply = self.engine.chat(self.conv.prompt(), self.sampling)
         except EdgechatError:
-            self.conv.turns.pop()
+            turns.pop()
             raise
         if reply.dropped:
             # The engine dropped the oldest turns to fit; forget them here too.
-            del self.conv.turns[: reply.dropped]
+            del turns[: reply.dropped]
             self.err.write(f"[context full: the {reply.dropped} oldest messages were dropped]\n")
         pieces = iter(reply)
         try:
@@ -94,11 +87,12 @@ class PlainChat:
         else:
             if not self.as_json:
                 self.out.write("\n")
-        self.last_stats = self.engine.last_stats
+        self.last_stats = reply.stats
+        stats = reply.stats.as_dict() if reply.stats else None
         if reply.text:
-            self.conv.turns.append({"role": "assistant", "content": reply.text})
+            turns.append(Message(None, "assistant", reply.text, model=self.model, stats=stats))
         else:
-            self.conv.turns.pop()
+            turns.pop()
         if self.as_json:
             record = {"prompt": text, "reply": reply.text}
             record["stats"] = self.last_stats.as_dict() if self.last_stats else None
@@ -115,7 +109,7 @@ class PlainChat:
         if name in ("/quit", "/exit", "/bye"):
             return False
         if name == "/reset":
-            self.conv.turns.clear()
+            self.conv.messages.clear()
             self.err.write("[conversation cleared]\n")
         elif name == "/stats":
             where = getattr(self.engine, "where", None)  # a remote engine: no local memory
@@ -124,7 +118,7 @@ class PlainChat:
         elif name == "/system":
             if arg.strip():
                 self.conv.system = arg.strip()
-                self.conv.turns.clear()
+                self.conv.messages.clear()
                 self.err.write("[system prompt set; conversation cleared]\n")
             else:
                 self.err.write(f"system prompt: {self.conv.system or '(none)'}\n")

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgechat.cli.common import _load_engine, _sampling
+from edgechat.cli.common import _load_engine
 
 
 def _progress_printer():
@@ -44,6 +44,7 @@ def _chained(docs) -> object:
 def cmd_summarise(args) -> int:
     from edgechat import config, privacy
     from edgechat.errors import EdgechatError
+    from edgechat.service import sampling
     from edgechat.tasks import documents
     from edgechat.tasks.summarise import Options, Summariser
 
@@ -56,7 +57,7 @@ def cmd_summarise(args) -> int:
     summariser = Summariser(
         engine,
         Options(args.length, args.style, args.focus),
-        _sampling(args, settings, temperature=0.3),
+        sampling(settings, args, temperature=0.3),
         progress=_progress_printer(),
     )
     sizes = [d.size for d in docs]

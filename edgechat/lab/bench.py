@@ -6,7 +6,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from edgechat.planning.plan import RunPlan
 
@@ -19,6 +18,7 @@ class BenchResult:
     path: str
     runs: int
     n_ctx: int
+    n_gpu_layers: int
     prompt_tokens: int
     gen_tokens: int
     load_s: float
@@ -32,20 +32,18 @@ class BenchResult:
 
 
 def bench(
-    models: list[tuple[str, Path]],
-    n_ctx: int = 2048,
+    models: list[tuple[str, RunPlan]],
     repeat: int = 3,
     gen_tokens: int = 128,
-    plan_for: Callable[[Path], RunPlan] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[BenchResult]:
-    """Each model ``repeat`` times, each run a fresh process: a quarter of the context
-    as prompt, then ``gen_tokens`` generated greedily. Medians of every figure."""
+    """Each model's plan (from ``service.plan_model``, as a chat would load it) ``repeat``
+    times, each run a fresh process: a quarter of the context as prompt, then
+    ``gen_tokens`` generated greedily. Medians of every figure."""
     from edgechat.lab.measure import measure
 
     results = []
-    for label, path in models:
-        plan = plan_for(path) if plan_for else RunPlan(path, n_ctx=n_ctx)
+    for label, plan in models:
         runs = []
         for i in range(repeat):
             if progress:
@@ -58,9 +56,10 @@ def bench(
         results.append(
             BenchResult(
                 model=label,
-                path=str(path),
+                path=str(plan.model_path),
                 runs=repeat,
                 n_ctx=runs[0]["n_ctx"],
+                n_gpu_layers=plan.n_gpu_layers,
                 prompt_tokens=int(median("prompt_tokens")),
                 gen_tokens=int(median("gen_tokens")),
                 load_s=median("load_s"),

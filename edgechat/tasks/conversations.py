@@ -2,7 +2,8 @@
 
 Each message is committed when it completes; a reply is written as it streams
 (``update_message`` at most once a second from the app), so a killed app loses at
-most the last second of it.
+most the last second of it. The schema is versioned (``PRAGMA user_version``) and
+brought up to date by numbered upgrades when a database is opened.
 """
 
 from __future__ import annotations
@@ -11,49 +12,114 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgechat.errors import ConfigError
 from edgechat.paths import ensure_private_dir, paths
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id INTEGER PRIMARY KEY,
-    title TEXT NOT NULL,
-    system TEXT NOT NULL DEFAULT '',
-    sampling TEXT NOT NULL DEFAULT '{}',
-    model TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    conversation INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    complete INTEGER NOT NULL DEFAULT 1,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
-"""
+# Numbered upgrades: entry N brings a database at user_version N-1 to N. Append only;
+# never edit a released one. Databases from before versioning are at 0 and already
+# hold version 1's tables, hence IF NOT EXISTS there.
+UPGRADES: tuple[tuple[str, ...], ...] = (
+    (  # 1: conversations and their messages
+        """CREATE TABLE IF NOT EXISTS conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            system TEXT NOT NULL DEFAULT '',
+            sampling TEXT NOT NULL DEFAULT '{}',
+            model TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS messages (
+            id INTEGER PRIMARY KEY,
+            conversation INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            complete INTEGER NOT NULL DEFAULT 1,
+            created REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id)",
+    ),
+    (  # 2: a reply keeps the model that wrote it and what it cost (Stats.as_dict, JSON)
+        "ALTER TABLE messages ADD COLUMN model TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE messages ADD COLUMN stats TEXT",
+    ),
+)
+SCHEMA_VERSION = len(UPGRADES)
 
 
 @dataclass
 class Message:
-    id: int
-    role: str
+    """One turn, stored or not: the plain chat keeps them in memory, the app in SQLite."""
+
+    id: int | None
+    role: str  # system | user | assistant
     content: str
-    complete: bool = True
+    complete: bool = True  # False: stopped, or still being written
+    model: str = ""  # the model that wrote a reply
+    stats: dict | None = None  # what the reply cost (Stats.as_dict())
 
 
 @dataclass
 class Conversation:
-    id: int
+    id: int | None
     title: str
     system: str = ""
-    sampling: dict = field(default_factory=dict)
-    model: str = ""
+    sampling: dict = field(default_factory=dict)  # Sampling fields this chat overrides
+    model: str = ""  # the model of its latest reply
     updated: float = 0.0
+    messages: list[Message] = field(default_factory=list)  # filled by Store.load, or in memory
+
+    def prompt(self) -> list[dict]:
+        """What the engine is given: the system prompt, then the user and assistant turns."""
+        return prompt(self.system, self.messages)
+
+
+def prompt(system: str, messages: Iterable[Message]) -> list[dict]:
+    head = [{"role": "system", "content": system}] if system else []
+    return head + [
+        {"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")
+    ]
+
+
+def upgrade(db: sqlite3.Connection, path: Path) -> int:
+    """Bring the database to SCHEMA_VERSION, one numbered upgrade at a time, each in a
+    transaction (two processes opening it at once take turns); returns the version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path} was written by a newer edgechat (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); update edgechat to open it"
+        )
+    while version < SCHEMA_VERSION:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another may have won
+            if version < SCHEMA_VERSION:
+                for statement in UPGRADES[version]:
+                    db.execute(statement)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return version
+
+
+_MESSAGE = "SELECT id, role, content, complete, model, stats FROM messages"
+_CONVERSATION = "SELECT id, title, system, sampling, model, updated FROM conversations"
+
+
+def _message(r) -> Message:
+    return Message(r[0], r[1], r[2], bool(r[3]), r[4], json.loads(r[5]) if r[5] else None)
+
+
+def _conversation(r) -> Conversation:
+    return Conversation(r[0], r[1], r[2], json.loads(r[3] or "{}"), r[4], r[5])
 
 
 class Store:
@@ -67,7 +133,7 @@ class Store:
             os.chmod(self.path, 0o600)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        self.version = upgrade(self.db, self.path)
         for side in ("-wal", "-shm"):
             extra = Path(f"{self.path}{side}")
             if extra.exists():
@@ -88,14 +154,19 @@ class Store:
         return Conversation(cur.lastrowid, title, system, {}, model, now)
 
     def list(self) -> list[Conversation]:
-        rows = self.db.execute(
-            "SELECT id, title, system, sampling, model, updated FROM conversations "
-            "ORDER BY updated DESC, id DESC"
-        ).fetchall()
-        return [Conversation(r[0], r[1], r[2], json.loads(r[3] or "{}"), r[4], r[5]) for r in rows]
+        rows = self.db.execute(f"{_CONVERSATION} ORDER BY updated DESC, id DESC").fetchall()
+        return [_conversation(r) for r in rows]
 
     def get(self, conversation_id: int) -> Conversation | None:
-        return next((c for c in self.list() if c.id == conversation_id), None)
+        row = self.db.execute(f"{_CONVERSATION} WHERE id=?", (conversation_id,)).fetchone()
+        return _conversation(row) if row else None
+
+    def load(self, conversation_id: int) -> Conversation | None:
+        """The conversation with its messages."""
+        conv = self.get(conversation_id)
+        if conv is not None:
+            conv.messages = self.messages(conversation_id)
+        return conv
 
     def rename(self, conversation_id: int, title: str) -> None:
         self.db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
@@ -113,25 +184,39 @@ class Store:
 
     def messages(self, conversation_id: int) -> list[Message]:
         rows = self.db.execute(
-            "SELECT id, role, content, complete FROM messages WHERE conversation=? ORDER BY id",
-            (conversation_id,),
+            f"{_MESSAGE} WHERE conversation=? ORDER BY id", (conversation_id,)
         ).fetchall()
-        return [Message(r[0], r[1], r[2], bool(r[3])) for r in rows]
+        return [_message(r) for r in rows]
 
-    def add_message(self, conversation_id: int, role: str, content: str, complete=True) -> int:
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        complete: bool = True,
+        model: str = "",
+        stats: dict | None = None,
+    ) -> int:
+        """Append a message; a reply's ``model`` becomes the conversation's model too."""
         now = time.time()
         cur = self.db.execute(
-            "INSERT INTO messages (conversation, role, content, complete, created) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, role, content, int(complete), now),
+            "INSERT INTO messages (conversation, role, content, complete, created, model, stats) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, role, content, int(complete), now, model, _json(stats)),
         )
-        self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation_id))
+        self.db.execute(
+            "UPDATE conversations SET updated=?, model=CASE WHEN ?='' THEN model ELSE ? END "
+            "WHERE id=?",
+            (now, model, model, conversation_id),
+        )
         return cur.lastrowid
 
-    def update_message(self, message_id: int, content: str, complete: bool = False) -> None:
+    def update_message(
+        self, message_id: int, content: str, complete: bool = False, stats: dict | None = None
+    ) -> None:
         self.db.execute(
-            "UPDATE messages SET content=?, complete=? WHERE id=?",
-            (content, int(complete), message_id),
+            "UPDATE messages SET content=?, complete=?, stats=COALESCE(?, stats) WHERE id=?",
+            (content, int(complete), _json(stats), message_id),
         )
 
     def export_markdown(self, conversation_id: int) -> str:
@@ -146,3 +231,7 @@ class Store:
             note = "" if m.complete else " (stopped)"
             out += [f"## {who}{note}", "", m.content.strip(), ""]
         return "\n".join(out)
+
+
+def _json(value: dict | None) -> str | None:
+    return json.dumps(value) if value is not None else None

@@ -11,6 +11,7 @@ engine's cache reuses them from one chunk to the next.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,10 @@ LENGTHS = {
 MAP_TOKENS = 160  # a partial summary of one chunk
 _SENTENCE = re.compile(r"(?<=[.!?。])\s+")
 _BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
+
+
+class Cancelled(EdgechatError):
+    """The summary was stopped (``Summariser.cancel``)."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,6 @@ class Summariser:
         options: Options | None = None,
         sampling: Sampling | None = None,
         progress: Callable[[Progress], None] | None = None,
-        on_token: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.options = options or Options()
@@ -133,8 +137,8 @@ class Summariser:
         # Partial summaries shrink with the context, so combining them always converges.
         self.map_sampling = replace(base, max_tokens=min(MAP_TOKENS, engine.n_ctx // 8))
         self.progress = progress or (lambda p: None)
-        self.on_token = on_token
         self.calls: list[Stats] = []
+        self._cancelled = threading.Event()
         self._t0 = 0.0
 
     # -- sizes ---------------------------------------------------------------------------
@@ -193,16 +197,23 @@ class Summariser:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _call(self, part: str, text: str, sampling: Sampling, stream: bool = False) -> str:
+    def cancel(self) -> None:
+        """Stop the whole summary, not just the call in progress. Safe from any thread:
+        the engine forgets a cancel at its next call, so the summariser keeps its own
+        (and stays cancelled: make a new one for the next summary)."""
+        self._cancelled.set()
+        self.engine.cancel()
+
+    def _call(self, part: str, text: str, sampling: Sampling) -> str:
+        if self._cancelled.is_set():
+            raise Cancelled("the summary was stopped")
         reply = self.engine.chat(self._messages(part, text), sampling, drop_oldest=False)
-        pieces = []
-        for piece in reply:
-            pieces.append(piece)
-            if stream and self.on_token:
-                self.on_token(piece)
+        reply.collect()
         if reply.stats:
             self.calls.append(reply.stats)
-        return "".join(pieces).strip()
+        if self._cancelled.is_set():
+            raise Cancelled("the summary was stopped")
+        return reply.text.strip()
 
     def _eta(self, done: int, total: int | None) -> float | None:
         if not done or not total:
@@ -229,7 +240,7 @@ class Summariser:
             if not text.strip():
                 raise EdgechatError("the document has no text to summarise")
             self.progress(Progress("final", 0, 1, None))
-            answer = self._call("final", text, self.final_sampling, stream=True)
+            answer = self._call("final", text, self.final_sampling)
             self.progress(Progress("final", 1, 1, 0.0))
             return self._done(answer, chunks=1, levels=0)
 
@@ -253,7 +264,7 @@ class Summariser:
             joined = "\n\n".join(n for n in notes if n)
             if self._count(joined) + 2 * len(notes) <= final_budget:
                 self.progress(Progress("final", 0, 1, None))
-                answer = self._call("reduce", joined, self.final_sampling, stream=True)
+                answer = self._call("reduce", joined, self.final_sampling)
                 return self._done(answer, chunks=chunks, levels=levels + 1)
             groups = list(self.chunks(notes, map_budget))
             if len(groups) >= len(notes):
@@ -270,9 +281,3 @@ class Summariser:
     def _done(self, answer: str, chunks: int, levels: int) -> Summary:
         text = apply_style(answer, self.options.style) if answer else ""
         return Summary(text, chunks, levels, list(self.calls), time.perf_counter() - self._t0)
-
-
-def summarise(engine: Engine, text: str, sampling: Sampling | None = None, **options) -> Summary:
-    """Summarise a text held in memory (the TUI, tests)."""
-    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
-    return Summariser(engine, Options(**options), sampling).run(paragraphs)

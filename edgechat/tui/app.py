@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from textual import work
@@ -13,7 +13,6 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from edgechat.errors import EdgechatError
-from edgechat.planning.plan import Sampling
 from edgechat.tasks.conversations import Store
 
 
@@ -28,10 +27,16 @@ class LaunchOptions:
     memory: str | None = None
     vram: str | None = None
     force: bool = False
+    verbose: bool = False
     start: str = "auto"  # auto: the picker on first run; chat: straight to the chat
     remote: str | None = None  # an OpenAI-compatible server's URL: chat there instead
     remote_model: str | None = None
     api_key: str | None = None
+
+    @classmethod
+    def from_args(cls, args, start: str) -> LaunchOptions:
+        names = [f.name for f in fields(cls) if f.name != "start"]
+        return cls(**{n: getattr(args, n, None) for n in names}, start=start)
 
 
 class EdgechatApp(App):
@@ -50,9 +55,11 @@ class EdgechatApp(App):
         super().__init__()
         from edgechat import config
         from edgechat.facts.device import detect
+        from edgechat.service import ModelRequest, sampling
 
         self.options = options or LaunchOptions()
         self.settings = config.load()
+        self.request = ModelRequest.from_args(self.options, self.settings)
         self.store = store or Store()
         self.device = device or detect(self.options.memory, self.options.vram)
         self.engine = None
@@ -68,14 +75,9 @@ class EdgechatApp(App):
 
             sample_readouts = Sampler()
         self.sample_readouts = sample_readouts
-        self.sampling = Sampling(
-            temperature=self.settings.temperature,
-            top_k=self.settings.top_k,
-            top_p=self.settings.top_p,
-            min_p=self.settings.min_p,
-            max_tokens=self.settings.max_tokens,
-        )
+        self.sampling = sampling(self.settings)
         self._recommended: dict[str, list] = {}
+        self._cpu_gb_s: float | None = None
 
     # -- start ----------------------------------------------------------------------------
 
@@ -118,24 +120,29 @@ class EdgechatApp(App):
         return registry.installed()
 
     def recommendations(self, task: str) -> list:
+        """The ranked choices for ``task``; the first call measures the CPU's bandwidth,
+        so it runs in a worker (``open_wizard``), never on the UI thread."""
         if task not in self._recommended:
             from edgechat.planning import catalog
             from edgechat.planning.recommend import recommend
             from edgechat.planning.speed import cpu_bandwidth
 
+            if self._cpu_gb_s is None:
+                self._cpu_gb_s = cpu_bandwidth(self.device)
             self._recommended[task] = recommend(
-                catalog.load(),
-                self.device,
-                task,
-                self.options.ctx or self.settings.ctx,
-                cpu_bandwidth(self.device),
+                catalog.load(), self.device, task, self.request.ctx, self._cpu_gb_s
             )[:15]
         return self._recommended[task]
 
     def open_wizard(self) -> None:
+        self._open_wizard()
+
+    @work(thread=True, exclusive=True, group="wizard")
+    def _open_wizard(self) -> None:
         from edgechat.tui.wizard import WizardScreen
 
-        self.push_screen(WizardScreen())
+        self.recommendations("chat")  # the bandwidth measure and the ranking, off the UI thread
+        self.call_from_thread(self.push_screen, WizardScreen())
 
     def use_model(self, model: str | None) -> None:
         """Check the model fits, then load it in a worker; the chat opens meanwhile."""
@@ -152,32 +159,20 @@ class EdgechatApp(App):
     @work(thread=True, exclusive=True, group="load")
     def _load(self, model: str | None) -> None:
         from edgechat.llama import backend
-        from edgechat.llama.engine import Engine
-        from edgechat.models import registry
-        from edgechat.service import checked_plan
+        from edgechat.service import load, plan_model
 
-        o = self.options
+        request = self.request.for_model(model) if model else self.request
+        warnings: list[str] = []
         try:
             self.llama.submit(backend.load).result()  # before gguf/numpy: llama/backend.py
-            plan = checked_plan(
-                model,
-                self.settings,
-                o.ctx,
-                o.threads,
-                o.gpu_layers,
-                force=o.force,
-                device=self.device,
-            )
-            engine = self.llama.submit(Engine, plan).result()
+            planned = plan_model(request, self.device, say=warnings.append)
+            loaded = self.llama.submit(load, planned, request.verbose).result()
         except EdgechatError as e:
             self.call_from_thread(self._load_failed, str(e))
             return
-        registry.touch(plan.model_path)
-        label = model or next(
-            (k for k, p in registry.installed().items() if p == plan.model_path),
-            plan.model_path.name,
-        )
-        self.call_from_thread(self._loaded, engine, label)
+        for line in warnings:
+            self.call_from_thread(self.notify, line, severity="warning", timeout=10)
+        self.call_from_thread(self._loaded, loaded.engine, loaded.label)
 
     def ask_remote(self) -> None:
         from edgechat.tui.dialogs import Ask
@@ -211,11 +206,16 @@ class EdgechatApp(App):
 
     def _loaded(self, engine, label: str) -> None:
         old, self.engine, self.model_id = self.engine, engine, label
-        if old is not None and old is not self._given_engine:
-            old.close()
+        self._close(old)
         self.title = f"edgechat · {label}"
         self.notify(f"loaded {label} in {engine.load_s:.1f} s")
         self._refresh_chat()
+
+    def _close(self, engine) -> None:
+        """Free an engine on the llama thread, after whatever it is running there."""
+        if engine is not None and engine is not self._given_engine:
+            engine.cancel()
+            self.llama.submit(engine.close)
 
     def _load_failed(self, why: str) -> None:
         self.notify(why, title="cannot load this model", severity="error", timeout=15)
@@ -264,8 +264,8 @@ class EdgechatApp(App):
                 yield SystemCommand(title, help_text, action)
 
     def on_unmount(self) -> None:
-        if self.engine is not None:
-            self.engine.cancel()
+        self._close(self.engine)
+        self.engine = None
         if self._own_llama:
             self.llama.shutdown(wait=False)
         self.store.close()

@@ -25,6 +25,8 @@ from textual.widgets import (
     TextArea,
 )
 
+from edgechat.tasks.conversations import prompt
+
 
 def _batch_seconds() -> float:
     """How often streamed text reaches the screen. With few cores every redraw is taken
@@ -154,6 +156,7 @@ class ChatScreen(Screen):
         self._reply_text = ""
         self._reply_id: int | None = None
         self._saved_at = 0.0
+        self._summariser = None  # the summary being written, so Esc can stop all of it
         self._rss: deque[float] = deque(maxlen=30)
 
     def compose(self) -> ComposeResult:
@@ -205,7 +208,9 @@ class ChatScreen(Screen):
     def open_conversation(self, conversation_id: int | None) -> None:
         store = self.app.store
         if conversation_id is None:
-            conv = store.create(system=self.app.settings.system_prompt)
+            conv = store.create(
+                system=self.app.settings.system_prompt, model=self.app.model_id or ""
+            )
         else:
             conv = store.get(conversation_id)
         self.conversation = conv
@@ -332,7 +337,7 @@ class ChatScreen(Screen):
             self.app.call_from_thread(self._summary_progress, f"{p.stage}: {p.done}{total}{eta}")
 
         try:
-            summariser = Summariser(self.app.engine, progress=progress)
+            self._summariser = summariser = Summariser(self.app.engine, progress=progress)
             result = self.app.llama.submit(summariser.run, doc.paragraphs, doc.size).result()
             text = (
                 f"{result.text}\n\n_{result.chunks} chunk(s), {result.tokens_in} tokens in, "
@@ -346,13 +351,16 @@ class ChatScreen(Screen):
         self.notify(line, timeout=2)
 
     async def _summary_done(self, name: str, text: str | None, error: str | None) -> None:
+        self._summariser = None
         messages = self.query_one("#messages", VerticalScroll)
         if error:
             self.notify(error, severity="error", timeout=10)
         else:
             await messages.mount(self._bubble("user", f"Summarise {name}"))
             await messages.mount(self._bubble("assistant", text))
-            self.app.store.add_message(self.conversation.id, "assistant", text)
+            self.app.store.add_message(
+                self.conversation.id, "assistant", text, model=self.app.model_id or ""
+            )
             messages.scroll_end(animate=False)
         self.generating = False
 
@@ -391,14 +399,11 @@ class ChatScreen(Screen):
         messages.scroll_end(animate=False)
         self._stream = Markdown.get_stream(bubble)
         self._reply_text = ""
-        self._reply_id = store.add_message(conv.id, "assistant", "", complete=False)
+        self._reply_id = store.add_message(
+            conv.id, "assistant", "", complete=False, model=self.app.model_id or ""
+        )
         self._saved_at = time.monotonic()
-        chat = [{"role": "system", "content": conv.system}] if conv.system else []
-        chat += [
-            {"role": m.role, "content": m.content}
-            for m in store.messages(conv.id)
-            if m.role in ("user", "assistant") and m.id != self._reply_id
-        ]
+        chat = prompt(conv.system, (m for m in store.messages(conv.id) if m.id != self._reply_id))
         sampling = replace(self.app.sampling, **conv.sampling)
         self.generating = True
         self._generate(chat, sampling)
@@ -447,8 +452,14 @@ class ChatScreen(Screen):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        stopped = message.stats is not None and message.stats.finish == "cancelled"
-        self.app.store.update_message(self._reply_id, self._reply_text, complete=not stopped)
+        stats = message.stats
+        stopped = stats is not None and stats.finish == "cancelled"
+        self.app.store.update_message(
+            self._reply_id,
+            self._reply_text,
+            complete=not stopped,
+            stats=stats.as_dict() if stats else None,
+        )
         self.generating = False
         messages = self.query_one("#messages", VerticalScroll)
         if stopped:
@@ -466,5 +477,7 @@ class ChatScreen(Screen):
         messages.scroll_end(animate=False)
 
     def action_stop(self) -> None:
-        if self.generating and self.app.engine is not None:
+        if self._summariser is not None:
+            self._summariser.cancel()
+        elif self.generating and self.app.engine is not None:
             self.app.engine.cancel()
