@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,6 @@ class Paths:
     config_dir: Path
     data_dir: Path
     cache_dir: Path
-    log_dir: Path
 
     @property
     def config_file(self) -> Path:
@@ -36,7 +37,6 @@ class Paths:
             "user_catalog": str(self.user_catalog),
             "data_dir": str(self.data_dir),
             "cache_dir": str(self.cache_dir),
-            "log_dir": str(self.log_dir),
         }
 
 
@@ -44,14 +44,13 @@ def paths() -> Paths:
     home = os.environ.get("EDGECHAT_HOME")
     if home:
         root = Path(home).expanduser()
-        return Paths(root / "config", root / "data", root / "cache", root / "logs")
+        return Paths(root / "config", root / "data", root / "cache")
     import platformdirs
 
     return Paths(
         Path(platformdirs.user_config_dir(APP, appauthor=False)),
         Path(platformdirs.user_data_dir(APP, appauthor=False)),
         Path(platformdirs.user_cache_dir(APP, appauthor=False)),
-        Path(platformdirs.user_log_dir(APP, appauthor=False)),
     )
 
 
@@ -61,11 +60,16 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def _temp_beside(path: Path) -> tuple[int, Path]:
+    """A new 0600 temporary file next to ``path``, its name unique to this writer."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return fd, Path(name)
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` atomically to a 0600 file: a crash leaves the old file or the new one."""
     ensure_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -81,17 +85,21 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file: never a half-written file."""
     from edgechat.errors import EdgechatError
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        with tmp.open("x", encoding="utf-8") as fh:  # the usual permissions, a unique name
+            fh.write(text)
         os.replace(tmp, path)
     except OSError as e:
-        with contextlib.suppress(OSError):  # the folder may not even exist
-            tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         raise EdgechatError(
             f"cannot write {path}: {e.strerror or e}; choose another place"
         ) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise

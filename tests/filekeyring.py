@@ -37,3 +37,10 @@ class FileKeyring(KeyringBackend):
         if data.pop(f"{service}/{username}", None) is None:
             raise PasswordDeleteError("not set")
         self._file.write_text(json.dumps(data))
+
+
+class LockedKeyring(FileKeyring):
+    """A keyring that holds the token but refuses to delete it (a locked desktop keyring)."""
+
+    def delete_password(self, service, username):
+        raise PasswordDeleteError("the keyring is locked")

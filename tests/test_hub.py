@@ -198,7 +198,7 @@ def test_hub_unreachable_fails_fast(hf_home, monkeypatch):
 
 
 def test_pull_without_a_quant_takes_the_recommended_one(smol_hub):
-    from edgechat.cli.models import _recommended_quant
+    from edgechat.planning.recommend import default_quant as _recommended_quant
 
     expected = _recommended_quant("smollm2-135m-instruct")
     pulled = hub.pull("smollm2-135m-instruct", default_quant=_recommended_quant)
@@ -255,3 +255,16 @@ def test_split_models_are_pulled_whole():
     ]
     picked = [f.name for f in hub.pick_files(files, "Q4_K_M", "o/r")]
     assert picked == ["big-Q4_K_M-00001-of-00002.gguf", "big-Q4_K_M-00002-of-00002.gguf"]
+
+
+def test_logout_says_so_when_the_token_could_not_be_removed(tmp_path, hf_home):
+    env = {
+        "PYTHON_KEYRING_BACKEND": "filekeyring.LockedKeyring",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]),
+        "TEST_KEYRING_FILE": str(tmp_path / "keyring.json"),
+    }
+    assert run_cli("login", input=TOKEN + "\n", env=env).returncode == 0
+    out = run_cli("logout", env=env)
+    assert out.returncode == 1 and "no stored token" not in out.stdout
+    assert "could not be removed" in out.stderr and "locked" in out.stderr
+    assert json.loads((tmp_path / "keyring.json").read_text()) == {"edgechat/huggingface": TOKEN}

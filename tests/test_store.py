@@ -44,3 +44,59 @@ def test_no_model_at_all_explains_how_to_get_one(no_starter, capsys):
     assert cli.main(["chat", "--plain", "Hi"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("edgechat: no model to run yet") and err.count("\n") == 1
+
+
+def test_ten_imports_at_once_are_all_registered(starter_path):
+    """Ten processes writing models.json together: a lock, and a temporary file each."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgechat",
+                "models",
+                "import",
+                str(starter_path),
+                "--id",
+                f"m{i}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        for i in range(10)
+    ]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 10, errors
+    assert {f"m{i}:Q4_1" for i in range(10)} <= set(registry.records())
+    data_dir = registry._registry_file().parent
+    assert not [p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_reading_a_document_closes_its_file(tmp_path):
+    import psutil
+
+    from edgechat.errors import InputError
+    from edgechat.tasks import documents
+
+    def open_here() -> list[str]:
+        return [f.path for f in psutil.Process().open_files() if f.path.startswith(str(tmp_path))]
+
+    text = tmp_path / "notes.txt"
+    text.write_text("One.\n\nTwo.\n")
+    assert list(documents.open_document(str(text)).paragraphs) == ["One.", "Two."]
+    assert open_here() == []
+    assert documents.read_text(str(text), exact=True)[1] == "One.\n\nTwo.\n"
+    assert open_here() == []
+    with documents.open_document(str(text)) as doc:
+        next(doc.paragraphs)  # stopped halfway
+    assert open_here() == []
+    (tmp_path / "blank.txt").write_text("\n\n   \n")
+    with pytest.raises(InputError):
+        documents.open_document(str(tmp_path / "blank.txt"))
+    assert open_here() == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 from edgechat.cli.common import _size
 
@@ -17,32 +16,7 @@ def cmd_models_list(args) -> int:
 
     from edgechat.models import registry
 
-    records = registry.records()
-    rows = []
-    starter = registry.starter_model_path()
-    if starter and registry.STARTER_ID not in records:
-        rows.append(
-            {
-                "id": registry.STARTER_ID,
-                "quant": "Q4_1",
-                "size": starter.stat().st_size,
-                "path": str(starter),
-                "source": "starter package",
-                "last_used": None,
-            }
-        )
-    for model_id, r in sorted(records.items()):
-        present = Path(r.get("path", "")).is_file()
-        rows.append(
-            {
-                "id": model_id,
-                "quant": r.get("quant"),
-                "size": r.get("size"),
-                "path": r.get("path"),
-                "source": r.get("source") if present else f"{r.get('source')} (file missing)",
-                "last_used": r.get("last_used"),
-            }
-        )
+    rows = registry.listing()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -60,25 +34,35 @@ def cmd_models_list(args) -> int:
     return 0
 
 
-def _recommended_quant(catalog_id: str) -> str:
-    from edgechat import config
-    from edgechat.facts.device import detect
-    from edgechat.planning import catalog
-    from edgechat.planning.recommend import choose
-    from edgechat.planning.speed import cpu_bandwidth
+def _transfer_bars():
+    """Byte transfers drawn on stderr with speed and ETA (tqdm), one bar per file; silent
+    when stderr is not a terminal."""
+    from tqdm.auto import tqdm
 
-    model = catalog.load()[catalog_id]
-    device = detect()
-    task = model.tasks[0]
-    return choose(model, task, config.load().ctx, device, cpu_bandwidth(device)).quant
+    bars: dict[str, tqdm] = {}
+    quiet = not sys.stderr.isatty()
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(
+                total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=name, file=sys.stderr, disable=quiet,
+            )  # fmt: skip
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
 
 
 def cmd_models_pull(args) -> int:
     from edgechat.models import hub
+    from edgechat.planning.recommend import default_quant
 
     say = (lambda line: None) if args.json else (lambda line: sys.stderr.write(line + "\n"))
     try:
-        pulled = hub.pull(args.model, _recommended_quant, hub.progress_bar(), say)
+        pulled = hub.pull(args.model, default_quant, _transfer_bars(), say)
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted: the partial download is kept; pull again to resume\n")
         return 130
@@ -113,46 +97,10 @@ def cmd_models_rm(args) -> int:
 
 
 def cmd_models_import(args) -> int:
-    import re
-    import shutil
-
-    from edgechat.facts.gguf import inspect_file
     from edgechat.models import registry
-    from edgechat.paths import ensure_private_dir, paths
 
-    src = Path(args.path).expanduser().resolve()
-    facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line
-    model_id = (args.id or re.sub(r"[^a-z0-9._-]+", "-", src.stem.lower())).strip("-")
-    quant = facts.file_type or "?"
-    if ":" not in model_id:
-        model_id = f"{model_id}:{quant}"
-    path = src
-    if args.copy:
-        folder = ensure_private_dir(paths().data_dir / "models")
-        path = folder / src.name
-        tmp = path.with_name(f".{path.name}.partial")
-        try:
-            shutil.copyfile(src, tmp)
-            tmp.replace(path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            from edgechat.errors import EdgechatError
-
-            raise EdgechatError(
-                f"cannot copy {src.name} into {folder}: {e.strerror or e}; free some space, "
-                "or import without --copy"
-            ) from None
-    registry.register(
-        model_id,
-        {
-            "path": str(path),
-            "files": [str(path)],
-            "quant": quant,
-            "size": path.stat().st_size,
-            "source": "copy" if args.copy else "import",
-            "sha256": [],
-        },
-    )
+    record = registry.import_file(args.path, args.id, args.copy)
+    model_id, path, quant = record["id"], record["path"], record["quant"]
     if args.json:
         print(json.dumps({"id": model_id, "path": str(path), "quant": quant}))
     else:
@@ -184,35 +132,13 @@ def cmd_models_verify(args) -> int:
 
 def cmd_models_info(args) -> int:
     from edgechat import config
-    from edgechat.facts.device import detect
-    from edgechat.models import registry
-    from edgechat.planning import catalog
-    from edgechat.planning.fit import plan_for
-    from edgechat.planning.plan import RunPlan
+    from edgechat.models.info import describe
 
     settings = config.load()
-    target = registry.locate(args.model, settings.default_model)
-    est, fit = plan_for(
-        RunPlan(target.path, n_ctx=args.ctx or settings.ctx), target.shape, detect(), auto_gpu=True
-    )
-    cat_id = args.model.partition(":")[0].lower()
-    record = registry.records().get(args.model)
-    if record is None and target.source == "file":
-        record = next(
-            (r for r in registry.records().values() if r.get("path") == str(target.path)), None
-        )
-    models = catalog.load()
-    entry = models.get(cat_id) or next(
-        (m for m in models.values() if record and m.repo == record.get("repo")), None
-    )
-    facts = target.facts.as_dict() if target.facts else None
-    out = {
-        "model": target.label,
-        "installed": record is not None or target.source == "file",
-        "catalog": entry.as_dict() if entry else None,
-        "header": facts,
-        "estimate": {**est.as_dict(), "fit": fit.label, "fit_reason": fit.why or None},
-    }
+    info = describe(args.model, args.ctx or settings.ctx, settings.default_model)
+    target, entry, est, fit = info.target, info.entry, info.estimate, info.fit
+    out = info.as_dict()
+    facts = out["header"]
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -260,8 +186,13 @@ def cmd_login(args) -> int:
 def cmd_logout(args) -> int:
     from edgechat.models import credentials
 
-    removed = credentials.forget()
-    print(f"token removed from {', '.join(removed)}" if removed else "no stored token")
+    removed, failed = credentials.forget()
+    if removed:
+        print(f"token removed from {', '.join(removed)}")
+    for why in failed:
+        sys.stderr.write(f"edgechat: the token could not be removed: {why}\n")
+    if not removed and not failed:
+        print("no stored token")
     if os.environ.get("HF_TOKEN"):
         print("HF_TOKEN is still set in this shell's environment")
-    return 0
+    return 1 if failed else 0

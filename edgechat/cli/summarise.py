@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgechat.cli.common import _load_engine
+from edgechat.cli.common import _load_engine, _warn
 
 
 def _progress_printer():
@@ -33,14 +33,6 @@ def _progress_printer():
     return show
 
 
-def _chained(docs) -> object:
-    """The paragraphs of several documents in turn, each headed by its name."""
-    for doc in docs:
-        if len(docs) > 1:
-            yield f"# {Path(doc.name).name}"
-        yield from doc.paragraphs
-
-
 def cmd_summarise(args) -> int:
     from edgechat import config, privacy
     from edgechat.errors import EdgechatError
@@ -52,16 +44,22 @@ def cmd_summarise(args) -> int:
     settings = config.load()
     if args.files.count("-") > 1:
         raise documents.InputError("standard input (-) can be given once")
-    docs = [documents.open_document(f) for f in args.files]  # bad input fails before loading
-    engine = _load_engine(args, settings)
-    summariser = Summariser(
-        engine,
-        Options(args.length, args.style, args.focus),
-        sampling(settings, args, temperature=0.3),
-        progress=_progress_printer(),
-    )
-    sizes = [d.size for d in docs]
-    result = summariser.run(_chained(docs), sum(sizes) if None not in sizes else None)
+    docs = []
+    try:
+        for f in args.files:  # bad input fails here, before a model is loaded
+            docs.append(documents.open_document(f, warn=_warn))
+        engine = _load_engine(args, settings)
+        summariser = Summariser(
+            engine,
+            Options(args.length, args.style, args.focus),
+            sampling(settings, args, temperature=0.3),
+            progress=_progress_printer(),
+        )
+        sizes = [d.size for d in docs]
+        result = summariser.run(documents.chained(docs), sum(sizes) if None not in sizes else None)
+    finally:
+        for doc in docs:
+            doc.close()
     if not result.text:
         sys.stderr.write("edgechat: the model returned an empty summary; try a larger model\n")
         return 1

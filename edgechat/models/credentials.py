@@ -78,22 +78,27 @@ def store(value: str) -> str:
     return f"{path} (no system keyring here; readable only by you)"
 
 
-def forget() -> list[str]:
-    """Remove the stored token everywhere edgechat put it; returns where from."""
-    removed = []
+def forget() -> tuple[list[str], list[str]]:
+    """Remove the stored token everywhere edgechat put it; returns where it was removed
+    from, and why it could not be removed where that failed (never silently)."""
+    removed, failed = [], []
     backend = _keyring()
     if backend is not None:
         try:
             if backend.get_password(SERVICE, ACCOUNT):
                 backend.delete_password(SERVICE, ACCOUNT)
                 removed.append("keyring")
-        except Exception:
-            pass
+        except Exception as e:  # every keyring backend raises its own kinds
+            failed.append(f"the keyring refused ({type(e).__name__}: {e})")
     path = _token_file()
     if path.is_file():
-        path.unlink()
-        removed.append(str(path))
-    return removed
+        try:
+            path.unlink()
+            removed.append(str(path))
+        except OSError as e:
+            failed.append(f"cannot delete {path}: {e.strerror or e}")
+    return removed, failed
+
 
 
 # -- the API key of an OpenAI-compatible server (edgechat serve, or a remote one) ------

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,8 +179,34 @@ def sha256_of(path: Path, chunk: int = 8 * 1024**2) -> str:
     return h.hexdigest()
 
 
+Progress = Callable[[str, int, int], None]  # (file name, bytes there, bytes in all)
+
+
+def _reporter(progress: Progress, name: str):
+    """huggingface_hub reports a transfer through a tqdm class: this one draws nothing and
+    hands the figures to ``progress`` (which may raise to stop the transfer)."""
+    from tqdm import tqdm
+
+    class Report(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)
+            kwargs.update(disable=False, file=io.StringIO())
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            super().update(n)
+            progress(name, self.n, self.total or 0)
+
+    return Report
+
+
 def _fetch(
-    repo: str, commit: str, f: RemoteFile, folder: Path, token: str | None, tqdm_class
+    repo: str,
+    commit: str,
+    f: RemoteFile,
+    folder: Path,
+    token: str | None,
+    progress: Progress | None,
 ) -> tuple[Path, int]:
     """Bring one file into the blob store; returns (blob path, bytes downloaded now)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -217,7 +243,7 @@ def _fetch(
                 headers=headers,
                 expected_size=f.size,
                 displayed_filename=Path(f.name).name,
-                tqdm_class=tqdm_class,
+                tqdm_class=_reporter(progress, Path(f.name).name) if progress else None,
             )
     except OSError as e:
         if e.errno == errno.ENOSPC:
@@ -262,13 +288,15 @@ def _link(folder: Path, commit: str, name: str, blob: Path) -> Path:
 def pull(
     spec: str,
     default_quant: Callable[[str], str] | None = None,
-    tqdm_class=None,
+    progress: Progress | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> Pulled:
     """Download ``ID[:QUANT]`` or ``owner/repo[:QUANT]``, verify it and register it.
 
-    ``default_quant(catalog_id)`` picks the quant when none is given (the recommender's
-    choice for this device); outside the catalog it is Q4_K_M.
+    ``default_quant(catalog_id)`` picks the quant when none is given (for example
+    ``planning.recommend.default_quant``, the recommender's choice for this device);
+    else the catalog's, and Q4_K_M outside the catalog. ``progress`` hears of every
+    transfer and ``say`` gets a line at the start and the end; nothing is printed.
     """
     from edgechat.models import credentials
     from edgechat.planning import catalog
@@ -297,7 +325,7 @@ def pull(
     say(f"pulling {model_id} from {repo}: {len(wanted)} file(s), {format_size(total)}")
     started, fetched, pointers = time.monotonic(), 0, []
     for f in wanted:
-        blob, got = _fetch(repo, commit, f, folder, token, tqdm_class)
+        blob, got = _fetch(repo, commit, f, folder, token, progress)
         fetched += got
         pointers.append(_link(folder, commit, f.name, blob))
     elapsed = time.monotonic() - started
@@ -363,17 +391,3 @@ def verify(model_id: str) -> tuple[bool, list[str]]:
         elif digest and sha256_of(path) != digest:
             problems.append(f"{path} does not match its SHA-256")
     return not problems, problems
-
-
-def progress_bar():
-    """A tqdm for byte transfers on stderr (speed and ETA), silent when stderr is not a TTY."""
-    from tqdm.auto import tqdm
-
-    class Bar(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("file", sys.stderr)
-            kwargs["disable"] = not sys.stderr.isatty()
-            kwargs.pop("name", None)
-            super().__init__(*args, **kwargs)
-
-    return Bar

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,33 +68,118 @@ def records() -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def _save(data: dict[str, dict]) -> None:
-    from edgechat.paths import write_private
+@contextmanager
+def _editing() -> Iterator[dict[str, dict]]:
+    """The records, to change in place and save, under a file lock: two processes (or
+    two workers) pulling or importing at once must not lose each other's entry."""
+    from filelock import FileLock, Timeout
 
-    write_private(_registry_file(), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    from edgechat.paths import ensure_private_dir, write_private
+
+    path = _registry_file()
+    ensure_private_dir(path.parent)
+    try:
+        with FileLock(f"{path}.lock", timeout=30):
+            data = records()
+            yield data
+            write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    except Timeout:
+        raise EdgechatError(
+            f"{path}.lock is held by another edgechat for over 30 s; try again when it "
+            "finishes (or delete the lock file if no edgechat is running)"
+        ) from None
 
 
 def register(model_id: str, record: dict) -> None:
-    data = records()
-    data[model_id] = {**record, "added": record.get("added") or time.time()}
-    _save(data)
+    with _editing() as data:
+        data[model_id] = {**record, "added": record.get("added") or time.time()}
 
 
 def unregister(model_id: str) -> dict | None:
-    data = records()
-    record = data.pop(model_id, None)
-    _save(data)
-    return record
+    with _editing() as data:
+        return data.pop(model_id, None)
 
 
 def touch(path: Path) -> None:
     """Note that the model at ``path`` was just used (for `models list`)."""
+    if not any(r.get("path") == str(path) for r in records().values()):
+        return  # the starter, or a file never imported: nothing to write
+    with _editing() as data:
+        for record in data.values():
+            if record.get("path") == str(path):
+                record["last_used"] = time.time()
+
+
+def listing() -> list[dict]:
+    """Every model on this machine as a row for `models list`: the starter first."""
+    rows = []
     data = records()
-    for record in data.values():
-        if record.get("path") == str(path):
-            record["last_used"] = time.time()
-            _save(data)
-            return
+    starter = starter_model_path()
+    if starter and STARTER_ID not in data:
+        rows.append(
+            {
+                "id": STARTER_ID,
+                "quant": "Q4_1",
+                "size": starter.stat().st_size,
+                "path": str(starter),
+                "source": "starter package",
+                "last_used": None,
+            }
+        )
+    for model_id, r in sorted(data.items()):
+        present = Path(r.get("path", "")).is_file()
+        rows.append(
+            {
+                "id": model_id,
+                "quant": r.get("quant"),
+                "size": r.get("size"),
+                "path": r.get("path"),
+                "source": r.get("source") if present else f"{r.get('source')} (file missing)",
+                "last_used": r.get("last_used"),
+            }
+        )
+    return rows
+
+
+def import_file(source: str | Path, model_id: str | None = None, copy: bool = False) -> dict:
+    """Register a local GGUF file (copied into the data dir with ``copy``); returns its
+    record with its id. A truncated or non-GGUF file is refused before anything changes."""
+    import re
+    import shutil
+
+    from edgechat.facts.gguf import inspect_file
+    from edgechat.paths import ensure_private_dir, paths
+
+    src = Path(source).expanduser().resolve()
+    facts = inspect_file(src)
+    quant = facts.file_type or "?"
+    model_id = (model_id or re.sub(r"[^a-z0-9._-]+", "-", src.stem.lower())).strip("-")
+    if ":" not in model_id:
+        model_id = f"{model_id}:{quant}"
+    path = src
+    if copy:
+        folder = ensure_private_dir(paths().data_dir / "models")
+        path = folder / src.name
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        try:
+            shutil.copyfile(src, tmp)
+            tmp.replace(path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise EdgechatError(
+                f"cannot copy {src.name} into {folder}: {e.strerror or e}; free some space, "
+                "or import without --copy"
+            ) from None
+    record = {
+        "path": str(path),
+        "files": [str(path)],
+        "quant": quant,
+        "size": path.stat().st_size,
+        "source": "copy" if copy else "import",
+        "sha256": [],
+    }
+    register(model_id, record)
+    return {**record, "id": model_id}
 
 
 def installed() -> dict[str, Path]:

@@ -1,7 +1,9 @@
 """RunPlan: the one description of how a model is run.
 
-The recommender builds it, the memory estimate describes it and the engine loads
-it, so what was estimated is what runs.
+The recommender and ``service.plan_model`` build it, the memory estimate describes
+it, and the engine loads the plan the estimate returned (``MemoryEstimate.plan``):
+every command that loads a model goes through ``service``, so what was estimated is
+what runs.
 """
 
 from __future__ import annotations

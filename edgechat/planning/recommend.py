@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgechat.facts.device import Device, format_size
+from edgechat.facts.device import Device
 from edgechat.planning.catalog import CatalogModel
 from edgechat.planning.fit import COMFORTABLE, NO_FIT, TIGHT, Fit, plan_gpu_layers
 from edgechat.planning.memory import QUANT_BITS, MemoryEstimate
@@ -57,8 +57,7 @@ QUANT_PREFERENCE = {"chat": _GENERAL, "summarise": _GENERAL, "code": _PRECISE, "
 class Choice:
     model: CatalogModel
     quant: str
-    plan: RunPlan
-    estimate: MemoryEstimate
+    estimate: MemoryEstimate  # its plan (estimate.plan) is what would run
     fit: Fit
     speed: SpeedEstimate
     download_bytes: int
@@ -173,7 +172,6 @@ def choose(
     return Choice(
         model=model,
         quant=q,
-        plan=est.plan,
         estimate=est,
         fit=fit,
         speed=speed,
@@ -207,9 +205,15 @@ def recommend(
     return sorted(choices, key=_rank_key)
 
 
-def summary_line(c: Choice) -> str:
-    ram = format_size(c.estimate.ram_needed)
-    vram = f" + {format_size(c.estimate.vram)} VRAM" if c.estimate.vram else ""
-    if c.estimate.backend == "metal":
-        vram = " unified"
-    return f"{c.model.id}:{c.quant} {ram}{vram} {c.fit.label} ~{c.speed.tokens_per_s:.0f} tok/s"
+def default_quant(catalog_id: str, device: Device | None = None, n_ctx: int | None = None) -> str:
+    """The quant to pull when none is named: the recommender's choice for this device,
+    for the model's first task, at the configured context."""
+    from edgechat import config
+    from edgechat.facts.device import detect
+    from edgechat.planning import catalog
+    from edgechat.planning.speed import cpu_bandwidth
+
+    model, _ = catalog.find(catalog_id)
+    device = device or detect()
+    n_ctx = n_ctx or config.load().ctx
+    return choose(model, model.tasks[0], n_ctx, device, cpu_bandwidth(device)).quant

@@ -12,13 +12,15 @@ from __future__ import annotations
 import codecs
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import BinaryIO
 
 from edgechat.errors import InputError
+
+Warn = Callable[[str], None]
 
 SAMPLE = 1024 * 1024  # bytes read to sniff the format and the encoding
 _READ = 1024 * 1024
@@ -40,6 +42,19 @@ class Document:
     size: int | None  # bytes, when known (for progress)
     paragraphs: Iterator[str]
     encoding: str | None = None  # plain text: the encoding it was read in
+    closer: Callable[[], None] | None = None  # closes the file being read
+
+    def close(self) -> None:
+        """Close the file now (reading to the end closes it too)."""
+        _close(self.paragraphs)
+        if self.closer:
+            self.closer()
+
+    def __enter__(self) -> Document:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _encoding(sample: bytes, name: str) -> str:
@@ -69,20 +84,38 @@ def _encoding(sample: bytes, name: str) -> str:
 
 
 def _decoded(stream: BinaryIO, sample: bytes, encoding: str) -> Iterator[str]:
-    decoder = codecs.getincrementaldecoder(encoding)("replace")
-    data = sample
-    while data:
-        text = decoder.decode(data)
-        if text:
-            yield text
-        data = stream.read(_READ)
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        yield tail
+    """The text, a megabyte at a time; the file is closed when it ends or is dropped."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)("replace")
+        data = sample
+        while data:
+            text = decoder.decode(data)
+            if text:
+                yield text
+            data = stream.read(_READ)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
 
 
 def paragraphs_of(pieces: Iterator[str]) -> Iterator[str]:
     """Split a stream of text into paragraphs at blank lines, holding one at a time."""
+    try:
+        yield from _paragraphs(pieces)
+    finally:
+        _close(pieces)  # closing the paragraphs closes the file, read to the end or not
+
+
+def _close(pieces) -> None:
+    close = getattr(pieces, "close", None)
+    if close:
+        close()
+
+
+def _paragraphs(pieces: Iterator[str]) -> Iterator[str]:
     buf = ""
     for piece in pieces:
         buf += piece.replace("\r\n", "\n").replace("\r", "\n")
@@ -163,7 +196,7 @@ def _html(chunks: Iterator[str]) -> Iterator[str]:
     yield parser.take()
 
 
-def _pdf(path: Path, name: str) -> Iterator[str]:
+def _pdf(path: Path, name: str, warn: Warn) -> Iterator[str]:
     try:
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
@@ -185,7 +218,7 @@ def _pdf(path: Path, name: str) -> Iterator[str]:
             text = pages[i].extract_text() or ""
         except Exception as e:  # a broken page must not lose the rest
             text = ""
-            print(f"edgechat: skipped page {i + 1} of {name}: {e}", file=sys.stderr)
+            warn(f"skipped page {i + 1} of {name}: {e}")
         if text.strip():
             found_text = True
             yield text + "\n\n"
@@ -229,9 +262,11 @@ def _sniff(name: str, sample: bytes) -> str:
     return "text"
 
 
-def open_document(source: str) -> Document:
+def open_document(source: str, warn: Warn | None = None) -> Document:
     """A document from a path or ``-``; format and encoding problems are found here,
-    before any model is loaded, from the first megabyte."""
+    before any model is loaded, from the first megabyte. ``warn`` hears of what is
+    skipped while reading (a broken PDF page)."""
+    warn = warn or (lambda line: None)
     if source == "-":
         stream: BinaryIO = sys.stdin.buffer
         name, size, path = "stdin", None, None
@@ -247,23 +282,30 @@ def open_document(source: str) -> Document:
         except OSError as exc:
             raise InputError(f"cannot read {name}: {exc.strerror}") from None
         size = path.stat().st_size
-    sample = stream.read(SAMPLE)
-    kind = _sniff(name, sample)
-    if kind in ("pdf", "docx"):
-        if path is None:
+    try:
+        sample = stream.read(SAMPLE)
+        kind = _sniff(name, sample)
+        if kind in ("pdf", "docx") and path is None:
             raise InputError(f"{kind.upper()} cannot come from standard input; pass the file")
+        if kind == "text" or kind == "html":
+            if not sample.strip():
+                raise InputError(f"{name} is empty: there is nothing to summarise")
+            encoding = _encoding(sample, name)
+    except BaseException:
+        if path is not None:
+            stream.close()
+        raise
+    if kind in ("pdf", "docx"):
         stream.close()
-        pieces = _pdf(path, name) if kind == "pdf" else _docx(path, name)
+        pieces = _pdf(path, name, warn) if kind == "pdf" else _docx(path, name)
         first = _first_text(pieces, name)
         return Document(name, kind, size, paragraphs_of(_chain(first, pieces)))
-    if not sample.strip():
-        raise InputError(f"{name} is empty: there is nothing to summarise")
-    encoding = _encoding(sample, name)
     pieces = _decoded(stream, sample, encoding)
     if kind == "html":
         pieces = _html(pieces)
     first = _first_text(pieces, name)
-    return Document(name, kind, size, paragraphs_of(_chain(first, pieces)), encoding)
+    closer = stream.close if path is not None else None
+    return Document(name, kind, size, paragraphs_of(_chain(first, pieces)), encoding, closer)
 
 
 def _first_text(pieces: Iterator[str], name: str) -> str:
@@ -275,18 +317,30 @@ def _first_text(pieces: Iterator[str], name: str) -> str:
             return "".join(seen)
         if sum(map(len, seen)) > 8 * SAMPLE:
             break
+    _close(pieces)
     raise InputError(f"{name} has no text: there is nothing to summarise")
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+    try:
+        yield first
+        yield from rest
+    finally:
+        _close(rest)
+
+
+def chained(docs: list[Document]) -> Iterator[str]:
+    """The paragraphs of several documents in turn, each headed by its name."""
+    for doc in docs:
+        if len(docs) > 1:
+            yield f"# {Path(doc.name).name}"
+        yield from doc.paragraphs
 
 
 def read_text(source: str, exact: bool = False) -> tuple[str, str]:
     """The whole text of a (small) document: name and text. ``exact`` keeps a plain text
     file's characters as they are (perplexity must see what llama-perplexity sees)."""
-    doc = open_document(source)
-    if exact and doc.kind == "text" and source != "-":
-        return doc.name, Path(source).expanduser().read_text(encoding=doc.encoding)
-    return doc.name, "\n\n".join(doc.paragraphs)
+    with open_document(source) as doc:
+        if exact and doc.kind == "text" and source != "-":
+            return doc.name, Path(source).expanduser().read_text(encoding=doc.encoding)
+        return doc.name, "\n\n".join(doc.paragraphs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 
 from textual import on, work
@@ -139,31 +138,19 @@ class WizardScreen(Screen):
 
     @work(thread=True, exclusive=True, group="pull")
     def _pull(self, model_id: str) -> None:
-        from tqdm import tqdm
-
         from edgechat.errors import EdgechatError
         from edgechat.models import hub
 
-        screen = self
+        started = time.monotonic()
 
-        class Bar(tqdm):
-            """Reports to the screen; raising here is how Esc stops a transfer."""
-
-            def __init__(self, *args, **kwargs):
-                kwargs["disable"] = False
-                kwargs["file"] = io.StringIO()  # drawn by the screen, not by tqdm
-                super().__init__(*args, **kwargs)
-                self._t0 = time.monotonic()
-
-            def update(self, n=1):
-                if screen._cancel:
-                    raise PullCancelled()
-                super().update(n)
-                rate = self.n / max(1e-3, time.monotonic() - self._t0)
-                screen.post_message(PullProgress(self.n, self.total or 0, rate))
+        def progress(name: str, done: int, total: int) -> None:
+            if self._cancel:
+                raise PullCancelled()  # raising here is how Esc stops a transfer
+            rate = done / max(1e-3, time.monotonic() - started)
+            self.post_message(PullProgress(done, total, rate))
 
         try:
-            pulled = hub.pull(model_id, tqdm_class=Bar)
+            pulled = hub.pull(model_id, progress=progress)
             self.post_message(PullDone(pulled.model_id))
         except PullCancelled:
             self.post_message(PullDone(None, "cancelled; the partial download is kept"))
