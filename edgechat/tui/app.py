@@ -142,7 +142,7 @@ class EdgechatApp(App):
         from edgechat.tui.wizard import WizardScreen
 
         self.recommendations("chat")  # the bandwidth measure and the ranking, off the UI thread
-        self.call_from_thread(self.push_screen, WizardScreen())
+        self.call_from_thread(lambda: self.push_screen(WizardScreen()))
 
     def use_model(self, model: str | None) -> None:
         """Check the model fits, then load it in a worker; the chat opens meanwhile."""

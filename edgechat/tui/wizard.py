@@ -42,7 +42,8 @@ class WizardScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.chosen_task = "chat"
-        self.rows: list[str] = []  # model id per table row
+        self._table = self._rows("chat")  # ready before the screen shows (the app ranked them)
+        self.rows: list[str] = [model_id for model_id, _ in self._table]  # model id per row
         self._cancel = False
         self._pulling = False
 
@@ -79,35 +80,37 @@ class WizardScreen(Screen):
         )
         table = self.query_one(DataTable)
         table.add_columns("model", "RAM", "VRAM", "tok/s", "fit", "")
-        self.show_task("chat")
+        self.show_task("chat", ranked=True)
         table.focus()
 
-    def show_task(self, task: str) -> None:
+    def show_task(self, task: str, ranked: bool = False) -> None:
+        """Fill the table for ``task``; ``ranked``: the rows made in __init__ are current."""
         self.chosen_task = task
         for button in self.query("#tasks Button"):
             button.variant = "primary" if button.id == f"task-{task}" else "default"
+        if not ranked:
+            self._table = self._rows(task)
         table = self.query_one(DataTable)
         table.clear()
-        self.rows = []
+        for model_id, cells in self._table:
+            table.add_row(model_id, *cells)
+        self.rows = [model_id for model_id, _ in self._table]
+
+    def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
+        """What is here already comes first (it works offline), then the recommendations."""
         installed = self.app.installed_models()
-        for model_id in installed:  # what is here already comes first, and works offline
-            table.add_row(model_id, "", "", "", "installed", "●")
-            self.rows.append(model_id)
+        rows = [(model_id, ("", "", "", "installed", "●")) for model_id in installed]
         for c in self.app.recommendations(task):
             model_id = f"{c.model.id}:{c.quant}"
             if model_id in installed:
                 continue
             e = c.estimate
             vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
-            table.add_row(
-                model_id,
-                format_size(e.ram_needed),
-                vram,
-                f"{c.speed.tokens_per_s:.0f}",
-                FIT_BADGE[c.fit.label],
-                "",
+            speed = f"{c.speed.tokens_per_s:.0f}"
+            rows.append(
+                (model_id, (format_size(e.ram_needed), vram, speed, FIT_BADGE[c.fit.label], ""))
             )
-            self.rows.append(model_id)
+        return rows
 
     @on(Button.Pressed, "#tasks Button")
     def _task(self, event: Button.Pressed) -> None:
