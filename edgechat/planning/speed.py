@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgechat.facts.device import Device
 from edgechat.planning.gpu import offload_split
@@ -144,23 +145,40 @@ def measure_cpu_bandwidth(size: int = 256 * 1024**2, threads: int = 0) -> float:
     return best / GB
 
 
-def cpu_bandwidth(device: Device, measure: bool = True) -> float:
-    """The CPU's read bandwidth in GB/s: known boards, else measured once and cached."""
+def _bandwidth_cache(device: Device) -> tuple[Path, str]:
+    from edgechat.paths import paths
+
+    key = f"{device.cpu_model}|{device.cores_logical}|{device.ram_total}"
+    return paths().cache_dir / "bandwidth.json", key
+
+
+def known_cpu_bandwidth(device: Device) -> float | None:
+    """The CPU's read bandwidth in GB/s when it needs no measuring (a known board, a
+    simulated machine, or measured before); None when only a measure can tell."""
     for board, bw in _BOARD_BANDWIDTH:
         if device.board and board in device.board:
             return bw
-    if device.overrides or not measure:  # a simulated machine: a typical laptop
+    if device.overrides:  # a simulated machine: a typical laptop
         return 25.0
-    from edgechat.paths import paths
-
-    cache = paths().cache_dir / "bandwidth.json"
-    key = f"{device.cpu_model}|{device.cores_logical}|{device.ram_total}"
+    cache, key = _bandwidth_cache(device)
     try:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return float(saved["gb_s"])
     except (OSError, ValueError, KeyError):
         pass
+    return None
+
+
+def cpu_bandwidth(device: Device, measure: bool = True) -> float:
+    """The CPU's read bandwidth in GB/s: known boards, else measured once and cached
+    (a measure takes about a second: keep it off a UI thread)."""
+    known = known_cpu_bandwidth(device)
+    if known is not None:
+        return known
+    if not measure:
+        return 25.0
+    cache, key = _bandwidth_cache(device)
     available = device.ram_available or 2 * 1024**3
     gb_s = measure_cpu_bandwidth(size=int(min(256 * 1024**2, available * 0.05)))
     try:

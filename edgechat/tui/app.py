@@ -119,30 +119,43 @@ class EdgechatApp(App):
 
         return registry.installed()
 
-    def recommendations(self, task: str) -> list:
-        """The ranked choices for ``task``; the first call measures the CPU's bandwidth,
-        so it runs in a worker (``open_wizard``), never on the UI thread."""
+    def recommendations(self, task: str) -> list | None:
+        """The ranked choices for ``task``; None while the CPU's bandwidth is being
+        measured (in a worker, never on the UI thread: the wizard refills when it is)."""
+        from edgechat.planning.speed import known_cpu_bandwidth
+
+        if self._cpu_gb_s is None:
+            self._cpu_gb_s = known_cpu_bandwidth(self.device)
+        if self._cpu_gb_s is None:
+            self._measure_bandwidth()
+            return None
         if task not in self._recommended:
             from edgechat.planning import catalog
             from edgechat.planning.recommend import recommend
-            from edgechat.planning.speed import cpu_bandwidth
 
-            if self._cpu_gb_s is None:
-                self._cpu_gb_s = cpu_bandwidth(self.device)
             self._recommended[task] = recommend(
                 catalog.load(), self.device, task, self.request.ctx, self._cpu_gb_s
             )[:15]
         return self._recommended[task]
 
-    def open_wizard(self) -> None:
-        self._open_wizard()
+    @work(thread=True, exclusive=True, group="bandwidth")
+    def _measure_bandwidth(self) -> None:
+        from edgechat.planning.speed import cpu_bandwidth
 
-    @work(thread=True, exclusive=True, group="wizard")
-    def _open_wizard(self) -> None:
+        self.call_from_thread(self._bandwidth_known, cpu_bandwidth(self.device))
+
+    def _bandwidth_known(self, gb_s: float) -> None:
         from edgechat.tui.wizard import WizardScreen
 
-        self.recommendations("chat")  # the bandwidth measure and the ranking, off the UI thread
-        self.call_from_thread(lambda: self.push_screen(WizardScreen()))
+        self._cpu_gb_s = gb_s
+        for screen in self.screen_stack:
+            if isinstance(screen, WizardScreen):
+                screen.show_task(screen.chosen_task)
+
+    def open_wizard(self) -> None:
+        from edgechat.tui.wizard import WizardScreen
+
+        self.push_screen(WizardScreen())
 
     def use_model(self, model: str | None) -> None:
         """Check the model fits, then load it in a worker; the chat opens meanwhile."""

@@ -42,8 +42,7 @@ class WizardScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.chosen_task = "chat"
-        self._table = self._rows("chat")  # ready before the screen shows (the app ranked them)
-        self.rows: list[str] = [model_id for model_id, _ in self._table]  # model id per row
+        self.rows: list[str] = []  # model id per table row
         self._cancel = False
         self._pulling = False
 
@@ -80,27 +79,25 @@ class WizardScreen(Screen):
         )
         table = self.query_one(DataTable)
         table.add_columns("model", "RAM", "VRAM", "tok/s", "fit", "")
-        self.show_task("chat", ranked=True)
+        self.show_task("chat")
         table.focus()
 
-    def show_task(self, task: str, ranked: bool = False) -> None:
-        """Fill the table for ``task``; ``ranked``: the rows made in __init__ are current."""
+    def show_task(self, task: str) -> None:
         self.chosen_task = task
         for button in self.query("#tasks Button"):
             button.variant = "primary" if button.id == f"task-{task}" else "default"
-        if not ranked:
-            self._table = self._rows(task)
+        rows = self._rows(task)
         table = self.query_one(DataTable)
         table.clear()
-        for model_id, cells in self._table:
+        for model_id, cells in rows:
             table.add_row(model_id, *cells)
-        self.rows = [model_id for model_id, _ in self._table]
+        self.rows = [model_id for model_id, _ in rows]
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
         """What is here already comes first (it works offline), then the recommendations."""
         installed = self.app.installed_models()
         rows = [(model_id, ("", "", "", "installed", "●")) for model_id in installed]
-        for c in self.app.recommendations(task):
+        for c in self.app.recommendations(task) or []:  # None while the CPU is measured
             model_id = f"{c.model.id}:{c.quant}"
             if model_id in installed:
                 continue
