@@ -75,11 +75,8 @@ CASES = {
     """,
     "library": """
         from pathlib import Path
-        from edgechat import config
-        from edgechat.llama.engine import Engine
-        from edgechat.service import checked_plan
-        plan = checked_plan(P, config.load(), ctx=512, gpu_layers=99)
-        Engine(plan).close()
+        from edgechat.service import ModelRequest, open_model
+        open_model(ModelRequest(model=P, ctx=512, gpu_layers=99)).engine.close()
     """,
 }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from edgechat.cli.common import _sampling
+from edgechat.cli.common import _request, _warn
 
 
 def _store_key(args) -> int:
@@ -31,7 +31,7 @@ def cmd_serve(args) -> int:
     from edgechat.serve.app import ServeConfig
     from edgechat.serve.server import bind, is_loopback, run
     from edgechat.serve.worker import LlamaWorker
-    from edgechat.service import checked_plan
+    from edgechat.service import load, plan_model, sampling
 
     if args.store_key:
         return _store_key(args)
@@ -51,35 +51,19 @@ def cmd_serve(args) -> int:
             "or pass --api-key KEY"
         )
     settings = config.load()
-    plan = checked_plan(
-        args.model,
-        settings,
-        args.ctx,
-        args.threads,
-        args.gpu_layers,
-        args.memory,
-        args.vram,
-        args.force,
-    )
+    planned = plan_model(_request(args, settings), say=_warn)
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
-
-    def load():
-        from edgechat.llama.engine import Engine
-
-        return Engine(plan, verbose=args.verbose)
-
-    worker = LlamaWorker(load, queue_size=args.queue)
-    sys.stderr.write(f"loading {plan.model_path.name} ...\n")
+    worker = LlamaWorker(lambda: load(planned, args.verbose).engine, queue_size=args.queue)
+    sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
     worker.start()
-    registry.touch(plan.model_path)
-    path = plan.model_path
+    path = planned.plan.model_path
     model_id = next((k for k, v in registry.installed().items() if v == path), path.stem)
     info = worker.info
     meta = {k: info.get(k) for k in ("n_ctx", "n_ctx_train", "n_params", "size_bytes")}
     serve_config = ServeConfig(
         model_id=model_id,
         aliases=frozenset({model_id, path.name, path.stem}),
-        sampling=_sampling(args, settings),
+        sampling=sampling(settings, args),
         api_key=key,
         meta=meta | {"architecture": info.get("architecture")},
     )
