@@ -104,9 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summ.add_argument("files", nargs="+", metavar="FILE", help="files, or - for standard input")
     _add_model_options(summ)
-    summ.add_argument("--length", choices=["short", "medium", "long"], default="medium")
+    summ.add_argument(
+        "--length",
+        choices=["short", "medium", "long"],
+        default="medium",
+        help="short: 40-90 words, medium: 90-180, long: 180-350 (fewer for a short document)",
+    )
     summ.add_argument("--style", choices=["paragraph", "bullets"], default="paragraph")
     summ.add_argument("--focus", metavar="TEXT", help="what the reader cares about")
+    summ.add_argument(
+        "--combine", action="store_true", help="with several files: also one summary of them all"
+    )
+    summ.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0.3)")
+    summ.add_argument("--seed", type=int, help="sampling seed, for a repeatable summary")
     summ.add_argument("--out", metavar="FILE", help="write the summary to FILE (atomically)")
     summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
     _add_remote_options(summ)

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 
-from edgechat.cli.common import _interactive, _load_engine, _sampling
+from edgechat.cli.common import _interactive, _load_engine, _model_id, _sampling
 
 
 def _wants_app(args) -> bool:
@@ -42,7 +42,13 @@ def cmd_chat(args) -> int:
     settings = config.load()
     engine = _load_engine(args, settings)
     system = args.system if args.system is not None else settings.system_prompt
-    session = PlainChat(engine, _sampling(args, settings), system, as_json=args.json)
+    session = PlainChat(
+        engine,
+        _sampling(args, settings),
+        system,
+        as_json=args.json,
+        model=_model_id(args, settings),
+    )
     if args.prompt:
         session.ask(args.prompt)
         return 0

@@ -61,6 +61,14 @@ def _load_engine(args, settings):
     return engine
 
 
+def _model_id(args, settings) -> str:
+    """The model as the user named it (--model, else the default, else the starter's id),
+    not the name written inside the file."""
+    from edgechat.models import registry
+
+    return args.model or settings.default_model or registry.STARTER_ID
+
+
 def _sampling(args, settings, **overrides):
     from edgechat.planning.plan import Sampling
 

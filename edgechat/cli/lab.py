@@ -18,7 +18,7 @@ def cmd_bench(args) -> int:
     wanted = args.models or [None]
     models = []
     for m in wanted:
-        path = registry.resolve(m, settings.default_model)
+        path = registry.resolve(m, settings.default_model, what="the MODEL argument")
         label = path.name if m is None or Path(m).expanduser().is_file() else m
         models.append((label, path))
     results = bench(
@@ -61,8 +61,11 @@ def cmd_quality(args) -> int:
     from edgechat.tasks import documents
 
     settings = config.load()
-    _, text = documents.read_text(args.text, exact=True)
-    paths_ = [registry.resolve(m, settings.default_model) for m in (args.model, args.ref)]
+    _, text = documents.read_text(args.text, exact=True, purpose="score (--text)")
+    paths_ = [
+        registry.resolve(m, settings.default_model, what=what)
+        for m, what in ((args.model, "the MODEL argument"), (args.ref, "--ref"))
+    ]
     model, ref = (Engine(RunPlan(p, n_ctx=args.ctx)) for p in paths_)
     try:
         q = compare(model, ref, text, args.ctx, progress=_counter("chunk"))

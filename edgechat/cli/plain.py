@@ -57,8 +57,10 @@ class PlainChat:
         out: TextIO | None = None,
         err: TextIO | None = None,
         as_json: bool = False,
+        model: str | None = None,
     ) -> None:
         self.engine = engine
+        self.model = model  # the id the user gave (or the default's), for --json
         self.sampling = sampling
         self.conv = Conversation(system)
         self.out = out or sys.stdout  # looked up now: tests and the app swap them
@@ -100,7 +102,7 @@ class PlainChat:
         else:
             self.conv.turns.pop()
         if self.as_json:
-            record = {"prompt": text, "reply": reply.text}
+            record = {"model": self.model, "prompt": text, "reply": reply.text}
             record["stats"] = self.last_stats.as_dict() if self.last_stats else None
             self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.out.flush()

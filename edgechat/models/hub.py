@@ -32,7 +32,7 @@ from edgechat.models import registry
 TIMEOUT_S = 10.0  # connect/read timeout: an unreachable hub fails fast
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _QUANT_TAG = re.compile(
-    r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9_]*?|F16|BF16|F32)(?=[-.]|$)", re.IGNORECASE
+    r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9_]*?|FP16|F16|BF16|F32|FP32)(?=[-.]|$)", re.IGNORECASE
 )
 
 
@@ -77,7 +77,10 @@ def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
 def quant_of(filename: str) -> str | None:
     base = _SPLIT.sub(".gguf", Path(filename).name)
     tags = _QUANT_TAG.findall(base.removesuffix(".gguf"))
-    return tags[-1].upper() if tags else None
+    if not tags:
+        return None
+    # Qwen names its full-precision files `fp16`; llama.cpp's own name is F16.
+    return {"FP16": "F16", "FP32": "F32"}.get(tags[-1].upper(), tags[-1].upper())
 
 
 def pick_files(siblings: list[RemoteFile], quant: str, repo: str) -> list[RemoteFile]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -113,8 +114,11 @@ def _no_model_help() -> str:
     )
 
 
-def resolve(model: str | None, default_model: str = "") -> Path:
-    """The file to load for ``--model`` (a path or id), else the default, else the starter."""
+def resolve(model: str | None, default_model: str = "", what: str = "--model") -> Path:
+    """The file to load for ``--model`` (a path or id), else the default, else the starter.
+
+    ``what`` names where the model came from, so the error speaks of that command.
+    """
     wanted = model or default_model
     if not wanted:
         starter = starter_model_path()
@@ -135,10 +139,11 @@ def resolve(model: str | None, default_model: str = "") -> Path:
     if path.suffix.lower() == ".gguf" or "/" in wanted or path.exists():
         raise ModelNotFound(f"no model file at {path}")
     ids = ", ".join(installed()) or "none"
-    source = "--model" if model else "the configured default_model"
+    source = what if model else "the configured default_model"
+    fix = _no_model_help() if what == "--model" else "`edgechat models pull ID` to get one"
     raise ModelNotFound(
         f"no installed model '{wanted}' (from {source}); installed: {ids}. "
-        f"Pass a GGUF file path, or {_no_model_help()}"
+        f"Pass a GGUF file path, or {fix}"
     )
 
 
@@ -171,7 +176,15 @@ def locate(text: str, default_model: str = "") -> Target:
         try:
             model, quant = catalog.find(text)
         except EdgechatError as not_listed:
-            raise ModelNotFound(f"{missing} ({not_listed})") from None
+            if " in the catalog; " in str(not_listed):  # a catalog model without that quant
+                raise
+            close = re.search(r"Did you mean: [^?]*\?", str(not_listed))
+            hint = close.group(0) if close else ""
+            raise ModelNotFound(
+                f"nothing to estimate for '{text}': not a GGUF file, an http(s) URL, an "
+                f"installed model or a catalog id.{' ' + hint if hint else ''} Installed: "
+                "`edgechat models list`; the catalog: `edgechat recommend --all`"
+            ) from missing
         stand_in = Path(model.repo) / quant
         return Target(f"{model.id}:{quant}", "catalog", model.shape(quant), stand_in, quant)
     facts = gguf.inspect_file(path)

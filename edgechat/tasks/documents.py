@@ -229,7 +229,7 @@ def _sniff(name: str, sample: bytes) -> str:
     return "text"
 
 
-def open_document(source: str) -> Document:
+def open_document(source: str, purpose: str = "summarise") -> Document:
     """A document from a path or ``-``; format and encoding problems are found here,
     before any model is loaded, from the first megabyte."""
     if source == "-":
@@ -254,19 +254,19 @@ def open_document(source: str) -> Document:
             raise InputError(f"{kind.upper()} cannot come from standard input; pass the file")
         stream.close()
         pieces = _pdf(path, name) if kind == "pdf" else _docx(path, name)
-        first = _first_text(pieces, name)
+        first = _first_text(pieces, name, purpose)
         return Document(name, kind, size, paragraphs_of(_chain(first, pieces)))
     if not sample.strip():
-        raise InputError(f"{name} is empty: there is nothing to summarise")
+        raise InputError(f"{name} is empty: there is nothing to {purpose}")
     encoding = _encoding(sample, name)
     pieces = _decoded(stream, sample, encoding)
     if kind == "html":
         pieces = _html(pieces)
-    first = _first_text(pieces, name)
+    first = _first_text(pieces, name, purpose)
     return Document(name, kind, size, paragraphs_of(_chain(first, pieces)), encoding)
 
 
-def _first_text(pieces: Iterator[str], name: str) -> str:
+def _first_text(pieces: Iterator[str], name: str, purpose: str = "summarise") -> str:
     """Pull text until some is not blank, so an empty document fails before the model loads."""
     seen = []
     for piece in pieces:
@@ -275,7 +275,7 @@ def _first_text(pieces: Iterator[str], name: str) -> str:
             return "".join(seen)
         if sum(map(len, seen)) > 8 * SAMPLE:
             break
-    raise InputError(f"{name} has no text: there is nothing to summarise")
+    raise InputError(f"{name} has no text: there is nothing to {purpose}")
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
@@ -283,10 +283,10 @@ def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
     yield from rest
 
 
-def read_text(source: str, exact: bool = False) -> tuple[str, str]:
+def read_text(source: str, exact: bool = False, purpose: str = "summarise") -> tuple[str, str]:
     """The whole text of a (small) document: name and text. ``exact`` keeps a plain text
     file's characters as they are (perplexity must see what llama-perplexity sees)."""
-    doc = open_document(source)
+    doc = open_document(source, purpose)
     if exact and doc.kind == "text" and source != "-":
         return doc.name, Path(source).expanduser().read_text(encoding=doc.encoding)
     return doc.name, "\n\n".join(doc.paragraphs)
