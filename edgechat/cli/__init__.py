@@ -15,6 +15,7 @@ import sys
 from edgechat import __version__
 from edgechat.cli.admin import cmd_config, cmd_doctor
 from edgechat.cli.chat import cmd_chat
+from edgechat.cli.completion import cmd_completion
 from edgechat.cli.facts import cmd_device, cmd_estimate, cmd_inspect, cmd_recommend
 from edgechat.cli.lab import cmd_bench, cmd_quality, cmd_quantize
 from edgechat.cli.models import (
@@ -272,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("value", nargs="?")
     cfg.add_argument("--json", action="store_true", help="print as JSON")
     cfg.set_defaults(func=cmd_config)
+
+    comp = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Bash: `source <(edgechat completion bash)` in ~/.bashrc. Zsh: "
+        "`edgechat completion zsh > ~/.zfunc/_edgechat` with ~/.zfunc on fpath. Fish: "
+        "`edgechat completion fish > ~/.config/fish/completions/edgechat.fish`.",
+    )
+    comp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    comp.set_defaults(func=cmd_completion)
     return parser
 
 

@@ -122,8 +122,11 @@ def cmd_models_import(args) -> int:
 
     src = Path(args.path).expanduser().resolve()
     facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line
-    model_id = (args.id or re.sub(r"[^a-z0-9._-]+", "-", src.stem.lower())).strip("-")
     quant = facts.file_type or "?"
+    stem = src.stem.lower()
+    if not args.id:  # `gemma-3-270m-q4_k_m.gguf` is gemma-3-270m:Q4_K_M, not ...-q4_k_m:Q4_K_M
+        stem = re.sub(rf"[-._]{re.escape(quant.lower())}$", "", stem) or stem
+    model_id = (args.id or re.sub(r"[^a-z0-9._-]+", "-", stem)).strip("-")
     if ":" not in model_id:
         model_id = f"{model_id}:{quant}"
     path = src
@@ -252,8 +255,20 @@ def cmd_login(args) -> int:
         else:
             sys.stderr.write("Paste a token from https://huggingface.co/settings/tokens\n")
             value = getpass.getpass("token (not shown): ")
+    value = value.strip()
+    user = None
+    if value and not any(c.isspace() for c in value):
+        from edgechat.models import hub
+
+        try:
+            user = hub.whoami(value)  # a refused token (BadToken) stops here, unsaved
+        except hub.BadToken:
+            raise
+        except hub.HubError:
+            user = None  # offline: keep it, unchecked, and say so
     where = credentials.store(value)
-    print(f"token saved in {where}")
+    checked = f"; the hub knows it as {user}" if user else " (not checked: the hub is unreachable)"
+    print(f"token saved in {where}{checked}")
     return 0
 
 

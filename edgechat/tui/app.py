@@ -119,6 +119,7 @@ class EdgechatApp(App):
 
     def recommendations(self, task: str) -> list:
         if task not in self._recommended:
+            from edgechat.models import credentials
             from edgechat.planning import catalog
             from edgechat.planning.recommend import recommend
             from edgechat.planning.speed import cpu_bandwidth
@@ -129,6 +130,7 @@ class EdgechatApp(App):
                 task,
                 self.options.ctx or self.settings.ctx,
                 cpu_bandwidth(self.device),
+                signed_in=credentials.token()[0] is not None,
             )[:15]
         return self._recommended[task]
 
