@@ -73,6 +73,7 @@ def test_one_shot_json():
     record = json.loads(result.stdout)
     assert record["reply"].strip() and record["prompt"] == "Say hello."
     assert record["stats"]["gen_tokens"] <= 20 and record["stats"]["n_ctx"] == 4096
+    assert record["model"] == "smollm2-135m-instruct:Q4_1"  # the id, not the file's name
 
 
 def test_no_command_opens_a_chat():

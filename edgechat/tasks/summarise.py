@@ -18,6 +18,7 @@ reuses them from one call to the next.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -25,38 +26,32 @@ from dataclasses import dataclass, field, replace
 from edgechat.errors import EdgechatError
 from edgechat.llama.engine import Engine, Stats
 from edgechat.planning.plan import Sampling
+from edgechat.tasks import summary_prompts as prompts
+from edgechat.tasks.chunking import Chunker
+from edgechat.tasks.summary_prompts import MAP_WORDS, MORE, SHAPES, SYSTEM
 from edgechat.tasks.summary_text import (
     Band,
     as_bullets,
     band,
     ends_sentence,
     join_parts,
+    sentences,
     tidy,
     trim_to_sentence,
     words,
 )
 
-SYSTEM = (
-    "You summarise documents faithfully. Keep the main points, names and figures; "
-    "add nothing that is not in the text."
-)
-SHAPES = {
-    "short": "in two or three sentences",
-    "medium": "in one paragraph",
-    "long": "in a few paragraphs",
-}
 PARTS = {"short": 3, "medium": 5, "long": 8}  # points a summary of each length makes
-MAP_WORDS = 80  # a partial summary of one chunk
-MORE = (
-    "Continue the summary: add key points from the text that it does not cover yet, "
-    "in the same style. Do not repeat what it already says."
-)
-_SENTENCE = re.compile(r"(?<=[.!?。])\s+")
 
 
 def _tokens_for(n_words: float) -> int:
     """A token cap that lets ``n_words`` words through (about 1.3-1.5 tokens a word)."""
     return int(n_words * 1.7) + 24
+
+
+def _max_tokens(high: int) -> int:
+    """The cap of a reply meant to stop near ``high`` words: room to finish a sentence."""
+    return _tokens_for(high * 2.2)
 
 
 @dataclass(frozen=True)
@@ -107,36 +102,6 @@ class Summary:
         return sum(s.prompt_s + s.gen_s for s in self.calls)
 
 
-def _instruction(options: Options, part: str, n_words: int = 0) -> str:
-    focus = f" Focus on what matters to this reader: {options.focus}." if options.focus else ""
-    if part == "map":
-        return (
-            f"Summarise this part of a longer document in at most {MAP_WORDS} words, "
-            f"keeping its key facts.{focus}"
-        )
-    if part == "part":
-        shape = (
-            "one or two sentences"
-            if n_words <= 35
-            else "a few sentences"
-            if n_words <= 90
-            else "a paragraph or two"
-        )
-        return (
-            f"Summarise this section of a longer document in {shape}, about {n_words} "
-            f"words, keeping its key facts. Write prose, not a list.{focus}"
-        )
-    style = (
-        " Write it as a bulleted list, one point per line, each starting with '- '."
-        if options.style == "bullets"
-        else " Write it as prose, not a list."
-    )
-    return (
-        f"Summarise the following text {SHAPES[options.length]}, in about {n_words} words."
-        f"{style}{focus}"
-    )
-
-
 def share_out(items: list[str], n: int) -> list[list[str]]:
     """``items`` in order, in at most ``n`` consecutive groups of near-equal size: each item
     lands in exactly one group, so every part of the document reaches the summary."""
@@ -150,6 +115,10 @@ def share_out(items: list[str], n: int) -> list[list[str]]:
     return groups
 
 
+class Cancelled(EdgechatError):
+    """The summary was stopped (``Summariser.cancel``)."""
+
+
 class Summariser:
     def __init__(
         self,
@@ -157,7 +126,6 @@ class Summariser:
         options: Options | None = None,
         sampling: Sampling | None = None,
         progress: Callable[[Progress], None] | None = None,
-        on_token: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.options = options or Options()
@@ -166,27 +134,63 @@ class Summariser:
         # A little repetition penalty: small models otherwise loop on long inputs.
         self.base = replace(sampling or Sampling(temperature=0.3), repeat_penalty=1.1)
         self.progress = progress or (lambda p: None)
-        self.on_token = on_token  # kept for callers; summaries are shown whole, once trimmed
         self.calls: list[Stats] = []
         self.trimmed = False
+        self.chunker = Chunker(engine)
+        # A base model (no chat template) is asked by plain completion: the text, then
+        # "Summary ...:"; a chat template it never learned only makes it echo the prompt.
+        self.plain = not engine.info().get("chat_template", True)
+        self._cancelled = threading.Event()
         self._t0 = 0.0
+
+    def cancel(self) -> None:
+        """Stop the whole summary, not just the call in progress. Safe from any thread:
+        the engine forgets a cancel at its next call, so the summariser keeps its own
+        (and stays cancelled: make a new one for the next summary)."""
+        self._cancelled.set()
+        self.engine.cancel()
 
     # -- sizes ---------------------------------------------------------------------------
 
     def _messages(self, part: str, text: str, n_words: int = 0) -> list[dict]:
-        return [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"{_instruction(self.options, part, n_words)}\n\n{text}"},
-        ]
+        return prompts.messages(self.options, part, text, n_words)
+
+    def _prompt(self, part: str, text: str, n_words: int = 0) -> str:
+        return prompts.plain(self.options, part, text, n_words)
+
+    def _ask(self, request, sampling: Sampling, more: str = ""):
+        """Start one reply: a chat for chat models, a completion for base models;
+        ``more`` is what was already written, to be continued."""
+        if self._cancelled.is_set():
+            raise Cancelled("the summary was stopped")
+        if self.plain:
+            return self.engine.complete(request + more, sampling)
+        if more:
+            request = [*request, {"role": "assistant", "content": more}]
+            request.append({"role": "user", "content": MORE})
+        return self.engine.chat(request, sampling, drop_oldest=False)
+
+    def request(self, part: str, text: str, n_words: int = 0):
+        if self.plain:
+            return self._prompt(part, text, n_words)
+        return self._messages(part, text, n_words)
+
+    def _overhead(self, part: str) -> int:
+        if self.plain:
+            return len(self.engine.tokenize(self._prompt(part, "", 999), add_special=True))
+        return len(self.engine.prompt_tokens(self._messages(part, "", 999)))
+
+    def _reserve(self, high: int) -> int:
+        """Tokens kept free after the prompt: what the engine itself keeps for a reply of
+        ``_max_tokens(high)``, and room for ``high`` words where the context allows."""
+        n_ctx = self.engine.n_ctx
+        engine_keeps = max(1, min(_max_tokens(high), n_ctx // 4))  # as Engine.chat/complete
+        return max(engine_keeps, min(_tokens_for(high * 1.2), n_ctx // 2))
 
     def budget(self, part: str, n_words: int = 0) -> int:
         """Tokens of document text one call can take for ``part``, writing ``n_words``."""
-        overhead = len(self.engine.prompt_tokens(self._messages(part, "", 999)))
-        if part == "map":
-            reserve = min(_tokens_for(MAP_WORDS), self.engine.n_ctx // 8)
-        else:
-            reserve = min(_tokens_for(n_words * 1.2), self.engine.n_ctx // 2)
-        room = self.engine.n_ctx - overhead - max(1, reserve) - 16  # joins and template slack
+        high = MAP_WORDS if part == "map" else n_words
+        room = self.engine.n_ctx - self._overhead(part) - self._reserve(high) - 16
         if room < 64:
             raise EdgechatError(
                 f"a {self.engine.n_ctx}-token context leaves no room for text to summarise; "
@@ -195,49 +199,21 @@ class Summariser:
         return room
 
     def _count(self, text: str) -> int:
-        return len(self.engine.tokenize(text, add_special=False))
+        return self.chunker.count(text)
 
     def chunks(self, paragraphs: Iterable[str], budget: int) -> Iterator[str]:
         """Paragraphs packed into chunks of at most ``budget`` tokens."""
-        parts: list[str] = []
-        used = 0
-        for piece, n in self._pieces(paragraphs, budget):
-            if parts and used + n + 2 > budget:
-                yield "\n\n".join(parts)
-                parts, used = [], 0
-            parts.append(piece)
-            used += n + 2
-        if parts:
-            yield "\n\n".join(parts)
-
-    def _pieces(self, paragraphs: Iterable[str], budget: int) -> Iterator[tuple[str, int]]:
-        """Each paragraph with its token count; one too big is cut at sentences, then tokens."""
-        for para in paragraphs:
-            n = self._count(para)
-            if n <= budget:
-                yield para, n
-                continue
-            for sentence in _SENTENCE.split(para):
-                m = self._count(sentence)
-                if m <= budget:
-                    yield sentence, m
-                    continue
-                tokens = self.engine.tokenize(sentence, add_special=False)
-                step = budget - 8  # detokenized slices can re-tokenize a little longer
-                for i in range(0, len(tokens), step):
-                    piece = self.engine.detokenize(tokens[i : i + step])
-                    yield piece, self._count(piece)
+        return self.chunker.chunks(paragraphs, budget)
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _stream(self, messages: list[dict], target: int, high: int) -> tuple[str, str]:
+    def _stream(self, request, target: int, high: int, more: str = "") -> tuple[str, str]:
         """One reply, stopped at the first sentence end past ``target`` words.
 
         Returns the text and how it ended: ``done`` (the model stopped), ``enough``
         (stopped here at a sentence end) or ``cut`` (over ``high`` words or the cap).
         """
-        sampling = replace(self.base, max_tokens=_tokens_for(high * 2.2))
-        reply = self.engine.chat(messages, sampling, drop_oldest=False)
+        reply = self._ask(request, replace(self.base, max_tokens=_max_tokens(high)), more)
         out, how = "", "done"
         pieces = iter(reply)
         try:
@@ -258,23 +234,22 @@ class Summariser:
             self.calls.append(reply.stats)
             if how == "done" and reply.stats.finish in ("length", "context"):
                 how = "cut"
+        if self._cancelled.is_set():
+            raise Cancelled("the summary was stopped")
         return out.strip(), how
 
-    def _write(self, messages: list[dict], want: Band, more: int, seen: set[str]) -> str:
+    def _write(self, request, want: Band, more: int, seen: set[str]) -> str:
         """A reply that lands in ``want`` words where the model lets it, in whole sentences."""
-        text, how = self._stream(messages, want.target, want.high)
-        text = self._whole(text, how)
-        text = tidy(text, seen)
+        # What the prompt says is not news: a model that echoes it has the echo dropped.
+        seen |= {re.sub(r"\W+", " ", s).strip().lower() for s in sentences(SYSTEM + " " + MORE)}
+        text, how = self._stream(request, want.target, want.high)
+        text = tidy(self._whole(text, how), seen)
         for _ in range(more):
             have = words(text)
             if have >= want.low or how != "done" or not text:
                 break
-            follow = [
-                *messages,
-                {"role": "assistant", "content": text},
-                {"role": "user", "content": MORE},
-            ]
-            extra, how = self._stream(follow, want.target - have, want.high - have)
+            so_far = text + self._joint(text, "") if self.plain else text
+            extra, how = self._stream(request, want.target - have, want.high - have, so_far)
             extra = tidy(self._whole(extra, how), seen)
             if not words(extra):
                 break
@@ -284,12 +259,13 @@ class Summariser:
     def _whole(self, text: str, how: str) -> str:
         if how != "cut":
             return text
-        whole = trim_to_sentence(text)
         self.trimmed = True
+        whole = trim_to_sentence(text) or text.rstrip()[: text.rstrip().rfind("\n") + 1].strip()
         return whole or text.rstrip(" ,;:-") + " …"  # one unfinished sentence: mark the cut
 
     def _joint(self, text: str, extra: str) -> str:
-        listy = text.rstrip().rsplit("\n", 1)[-1].lstrip()[:1] in "-*#" or extra[:1] in "-*#"
+        last = text.rstrip().rsplit("\n", 1)[-1].lstrip()[:1]
+        listy = (last and last in "-*#") or (extra[:1] and extra[:1] in "-*#")
         if listy or self.options.style == "bullets":
             return "\n"
         return "\n\n" if self.options.length == "long" else " "
@@ -387,16 +363,14 @@ class Summariser:
     def _one_call(self, text: str) -> Summary:
         want = band(self.options.length, words(text))
         self.progress(Progress("final", 0, 1, None))
-        messages = self._messages("final", text, want.target)
-        answer = self._write(messages, want, more=2, seen=set())
+        answer = self._write(self.request("final", text, want.target), want, more=2, seen=set())
         if self.options.style == "bullets":
             answer = as_bullets(answer)
         self.progress(Progress("final", 1, 1, 0.0))
         return self._done(answer, chunks=1, levels=0, want=want)
 
     def _map(self, text: str) -> str:
-        messages = self._messages("map", text)
-        reply, how = self._stream(messages, MAP_WORDS * 2 // 3, MAP_WORDS)
+        reply, how = self._stream(self.request("map", text), MAP_WORDS * 2 // 3, MAP_WORDS)
         return trim_to_sentence(reply) if how == "cut" else reply
 
     def reduce(self, notes: list[str], chunks: int | None = None, levels: int = 0) -> Summary:
@@ -425,8 +399,8 @@ class Summariser:
                 pieces, depth = self._condense(group.split("\n\n"), part_budget)
                 group = "\n\n".join(pieces)
                 deepest = max(deepest, levels + depth)
-            messages = self._messages("part", group, share.target)
-            written.append(self._write(messages, share, more=1, seen=seen))
+            request = self.request("part", group, share.target)
+            written.append(self._write(request, share, more=1, seen=seen))
             eta = self._eta(0, 0, n_parts - j)
             self.progress(Progress("reduce", j, n_parts, eta if j < n_parts else 0.0))
         answer = join_parts(written, self.options.style, self.options.length)
@@ -465,9 +439,3 @@ class Summariser:
             band=want,
             trimmed=self.trimmed,
         )
-
-
-def summarise(engine: Engine, text: str, sampling: Sampling | None = None, **options) -> Summary:
-    """Summarise a text held in memory (the TUI, tests)."""
-    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
-    return Summariser(engine, Options(**options), sampling).run(paragraphs)
