@@ -360,14 +360,14 @@ def test_summarise_stdin_json():
 
 def test_several_files_one_summary_each_and_combined(tmp_path):
     a, b = tmp_path / "a.md", tmp_path / "b.html"
-    a.write_text(long_document(0)[:6000])
+    a.write_text(long_document(0)[:2500])
     b.write_text("<html><body><p>" + TEXT + "</p></body></html>")
     out = tmp_path / "summary.md"
     args = ["summarise", str(a), str(b), "--ctx", "1024", "--style", "bullets", "--combine"]
     args += ["--length", "short", "--seed", "5", "--temperature", "0.5", "--out", str(out)]
-    result = run_cli(*args, "--json", "--model", "starter")
+    result = run_cli(*args, "--json", "--model", "starter", timeout=300)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"a\.md: reading: 1/\d+", result.stderr)
+    assert "a.md: writing the summary" in result.stderr
     data = json.loads(result.stdout)
     assert [s["source"] for s in data["summaries"]] == [str(a), str(b)]
     assert all(s["summary"] for s in data["summaries"]) and data["combined"]["summary"]

@@ -44,7 +44,7 @@ def band(length: str, document_words: int | None = None) -> Band:
     """The word band for ``length``; a short document gets a summary shorter than itself."""
     low, high = BANDS[length]
     if document_words is not None and document_words < 2 * high:
-        high = max(20, min(high, document_words // 2))
+        high = max(30, min(high, document_words // 2))
         low = min(low, high // 2)
     return Band(low, high)
 
