@@ -103,7 +103,8 @@ class Readouts(Horizontal):
         self.query_one("#ram", Label).update(f"RAM {_short(r.ram_used)}/{_short(r.ram_total)}")
         if r.vram_total:
             vram = self.query_one("#vram", Label)
-            vram.update(f"VRAM {_short(r.vram_used)}/{_short(r.vram_total)}")
+            vram.update(vram_text(r))
+            vram.tooltip = f"whole GPU: {_short(r.vram_used)} used of {_short(r.vram_total)}"
             vram.add_class("shown")
 
     def show_context(self, used: int, size: int) -> None:
@@ -112,6 +113,13 @@ class Readouts(Horizontal):
 
     def show_speed(self, stats) -> None:
         self.query_one("#speed", Label).update(f"{stats.gen_tps:.0f} tok/s {stats.ttft_s:.1f}s")
+
+
+def vram_text(r) -> str:
+    """This process's VRAM beside the GPU's total (the whole GPU's use when the driver
+    does not say per process)."""
+    mine = r.vram_process if r.vram_process is not None else r.vram_used
+    return f"VRAM {_short(mine)}/{_short(r.vram_total)}"
 
 
 def _short(n: int | None) -> str:
