@@ -70,6 +70,17 @@ def test_leaving_a_remote_reply_early_closes_it(server):
         assert again.strip()  # the server is free for the next one
 
 
+def test_remote_completion_of_raw_text(server):
+    from edgechat.llama.remote import RemoteEngine
+
+    with RemoteEngine(server.url) as engine:
+        engine.clear_cache()  # the server's own business: nothing to do, nothing fails
+        reply = engine.complete("1, 2, 3, 4,", Sampling(temperature=0.0, max_tokens=8))
+        text = reply.collect()
+        assert text.strip().startswith("5") and reply.stats.finish == "length"
+        assert reply.stats.gen_tokens == 8
+
+
 def test_remote_context_limits(ours):
     from edgechat.llama.remote import RemoteEngine
 

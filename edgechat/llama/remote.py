@@ -215,14 +215,31 @@ class RemoteEngine:
         else:
             kept, dropped = list(messages), 0
             tokens = self._prompts.whole(messages, reserve, self.n_ctx, self.n_ctx)
-        return RemoteReply(self._stream(kept, sampling, len(tokens), dropped), self, dropped)
+        return RemoteReply(
+            self._stream({"messages": kept}, sampling, len(tokens), dropped), self, dropped
+        )
 
-    def _stream(
-        self, messages: list[Message], s: Sampling, estimate: int, dropped: int
-    ) -> Iterator[str]:
+    def complete(self, prompt: str, sampling: Sampling | None = None) -> RemoteReply:
+        """The continuation of raw ``prompt`` text, through the server's /v1/completions."""
+        sampling = sampling or Sampling()
+        self._cancel.clear()
+        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        n = len(estimate_tokens(prompt))
+        if n + reserve > self.n_ctx:
+            raise ContextOverflow(
+                f"the prompt is about {n} tokens, and with {reserve} kept for the answer it "
+                f"does not fit the server's {self.n_ctx}-token context"
+            )
+        return RemoteReply(self._stream({"prompt": prompt}, sampling, n, 0), self, 0)
+
+    def clear_cache(self) -> None:
+        """Nothing to do here: the server keeps (or drops) its own cache."""
+
+    def _stream(self, what: dict, s: Sampling, estimate: int, dropped: int) -> Iterator[str]:
+        chat = "messages" in what
         args = dict(
             model=self.model,
-            messages=messages,
+            **what,
             stream=True,
             stream_options={"include_usage": True},
             max_tokens=s.max_tokens,
@@ -236,7 +253,8 @@ class RemoteEngine:
         stream = None
         try:
             try:
-                stream = self._client.chat.completions.create(**args)
+                api = self._client.chat.completions if chat else self._client.completions
+                stream = api.create(**args)
             except self._openai.APIError as exc:
                 raise self._explain(exc) from None
             try:
@@ -244,7 +262,10 @@ class RemoteEngine:
                     if chunk.usage is not None:
                         use = chunk.usage
                     for choice in chunk.choices:
-                        text = choice.delta.content if choice.delta else None
+                        if chat:
+                            text = choice.delta.content if choice.delta else None
+                        else:
+                            text = choice.text
                         if text:
                             n_chunks += 1
                             t_last = time.perf_counter()
