@@ -38,6 +38,7 @@ class WizardScreen(Screen):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel / back"),
         Binding("enter", "choose", "Use this model", show=True, priority=False),
+        Binding("ctrl+r", "remote", "Use a server", show=False),  # also in Ctrl+P
     ]
 
     def __init__(self) -> None:
@@ -130,6 +131,10 @@ class WizardScreen(Screen):
         self.query_one("#pull").add_class("active")
         self.query_one("#pull-label", Label).update(f"pulling {model_id} ... (Esc cancels)")
         self._pull(model_id)
+
+    def action_remote(self) -> None:
+        """Chat on an OpenAI-compatible server instead of a model on this device."""
+        self.app.ask_remote()
 
     def action_cancel(self) -> None:
         if self._pulling:
