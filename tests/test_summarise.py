@@ -386,3 +386,23 @@ def test_an_unwritable_out_loses_nothing(tmp_path):
     result = run_cli("summarise", "-", "--out", str(blocker / "summary.md"), input=TEXT)
     assert result.returncode == 1 and "cannot write" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout.strip()  # the summary is printed
+
+
+def test_the_eta_counts_the_reduce_and_the_measured_rates(small_engine):
+    """The first ETA was 41 s for a 182 s run: it left out the reduce. Now every call
+    still to come is costed at this run's own measured rates."""
+    import time
+
+    from edgechat.llama.engine import Stats
+
+    s = Summariser(small_engine, Options("medium"))
+    # One map call so far: 300 tokens read in 1 s, 100 written in 4 s.
+    s.calls = [Stats(0.1, 300, 300, 1.0, 100, 4.0, 1.0, 400, 512, "stop")]
+    s._t0 = time.perf_counter() - 5.0  # no overhead beyond the engine's time
+    maps_only = s._eta(maps_left=4, notes=1, parts_left=0)
+    assert maps_only == pytest.approx(4 * 5.0, rel=0.05)  # four more calls like the first
+    whole = s._eta(maps_left=4, notes=1, parts_left=PARTS["medium"])
+    reduce_only = s._eta(maps_left=0, notes=5, parts_left=PARTS["medium"])
+    assert whole > maps_only and reduce_only > 0
+    assert whole == pytest.approx(maps_only + reduce_only, rel=0.05)
+    assert s._eta(0, 5, 0) == 0
