@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from edgechat.errors import EdgechatError
+from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.llama.engine import Engine, Stats
 from edgechat.planning.plan import Sampling
 from edgechat.tasks import summary_prompts as prompts
@@ -249,7 +249,10 @@ class Summariser:
             if have >= want.low or how != "done" or not text:
                 break
             so_far = text + self._joint(text, "") if self.plain else text
-            extra, how = self._stream(request, want.target - have, want.high - have, so_far)
+            try:
+                extra, how = self._stream(request, want.target - have, want.high - have, so_far)
+            except ContextOverflow:
+                break  # no room left to go on: what was written stands
             extra = tidy(self._whole(extra, how), seen)
             if not words(extra):
                 break
