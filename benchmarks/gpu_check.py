@@ -97,7 +97,28 @@ def crash_probe(model: Path, ngl: int) -> dict:
     for name, code in scripts.items():
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         out[name] = r.returncode
+    if out["numpy, then Engine"] != 0:
+        out["bindings into libggml-cuda"] = cuda_bindings(scripts["numpy, then Engine"])
     return out
+
+
+def cuda_bindings(code: str, limit: int = 12) -> list[str]:
+    """After a crash: which C++ runtime symbols (std::ostream, locale, ios_base) the
+    dynamic linker bound into libggml-cuda.so, the suspected cause (llama/backend.py)."""
+    import glob
+    import tempfile
+
+    prefix = Path(tempfile.mkdtemp()) / "ld"
+    env = {**os.environ, "LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(prefix)}
+    subprocess.run([sys.executable, "-c", code], capture_output=True, env=env)
+    found: list[str] = []
+    for log in glob.glob(f"{prefix}.*"):
+        for line in Path(log).read_text(errors="replace").splitlines():
+            if "libggml-cuda" in line.split(" to ", 1)[-1].split(":")[0] and any(
+                k in line for k in ("_ZNSo", "_ZSt16__ostream_insert", "_ZNSt6locale", "ios_base")
+            ):
+                found.append(line.split(":", 1)[-1].strip())
+    return found[:limit]
 
 
 def memory_rows(label: str, path: Path, shape: Shape, device, gpu: str | None, ctx: int):
