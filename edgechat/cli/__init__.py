@@ -17,6 +17,7 @@ from edgechat.cli.admin import cmd_config, cmd_doctor
 from edgechat.cli.chat import cmd_chat
 from edgechat.cli.completion import cmd_completion
 from edgechat.cli.facts import cmd_device, cmd_estimate, cmd_inspect, cmd_recommend
+from edgechat.cli.history import cmd_history_list, cmd_history_search
 from edgechat.cli.lab import cmd_bench, cmd_quality, cmd_quantize
 from edgechat.cli.models import (
     cmd_login,
@@ -41,6 +42,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="layers to offload to the GPU (default: all that fit)",
+    )
+    p.add_argument(
+        "--kv-cache",
+        choices=["f16", "q8_0", "q4_0"],
+        help="KV cache type: q8_0 halves its memory, q4_0 quarters it (default f16)",
     )
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
     p.add_argument(
@@ -262,6 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qnt.add_argument("--json", action="store_true", help="print the result as JSON")
     qnt.set_defaults(func=cmd_quantize)
+
+    his = sub.add_parser("history", help="the app's conversations: list them, search them")
+    hsub = his.add_subparsers(dest="action", metavar="ACTION")
+    his.set_defaults(func=cmd_history_list, json=False)
+    h_list = hsub.add_parser("list", help="every conversation, newest first")
+    h_list.add_argument("--json", action="store_true", help="print them as JSON")
+    h_list.set_defaults(func=cmd_history_list)
+    h_find = hsub.add_parser("search", help="find words in every conversation (full text)")
+    h_find.add_argument("text", nargs="+", metavar="TEXT")
+    h_find.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="at most N")
+    h_find.add_argument("--json", action="store_true", help="print the matches as JSON")
+    h_find.set_defaults(func=cmd_history_search)
 
     doc = sub.add_parser("doctor", help="check this install and print the fix for each problem")
     doc.add_argument("--json", action="store_true", help="print the checks as JSON")

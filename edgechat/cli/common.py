@@ -72,13 +72,7 @@ def _model_id(args, settings) -> str:
 def _sampling(args, settings, **overrides):
     from edgechat.planning.plan import Sampling
 
-    values = dict(
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        min_p=settings.min_p,
-        max_tokens=settings.max_tokens,
-    )
+    values = settings.sampling_values()
     values.update(overrides)
     if getattr(args, "temperature", None) is not None:
         values["temperature"] = args.temperature

@@ -28,7 +28,7 @@ def cmd_models_list(args) -> int:
                 "size": starter.stat().st_size,
                 "path": str(starter),
                 "source": "starter package",
-                "last_used": None,
+                "last_used": registry.starter_last_used(),
             }
         )
     for model_id, r in sorted(records.items()):

@@ -67,6 +67,8 @@ class PlainChat:
         self.err = err or sys.stderr
         self.as_json = as_json
         self.last_stats: Stats | None = None
+        self.stopped = False  # the last reply was cut by Ctrl-C
+        self.failed = False  # a message could not be answered (piped: exit 1 at the end)
 
     # -- one message ---------------------------------------------------------------
 
@@ -83,6 +85,7 @@ class PlainChat:
             del self.conv.turns[: reply.dropped]
             self.err.write(f"[context full: the {reply.dropped} oldest messages were dropped]\n")
         pieces = iter(reply)
+        self.stopped = False
         try:
             for piece in pieces:
                 if not self.as_json:
@@ -90,6 +93,7 @@ class PlainChat:
                     self.out.flush()
         except KeyboardInterrupt:
             pieces.close()
+            self.stopped = True
             if not self.as_json:
                 self.out.write("\n")
             self.err.write("[stopped]\n")
@@ -146,7 +150,7 @@ class PlainChat:
             except EOFError:
                 if interactive:
                     self.err.write("\n")
-                return 0
+                return 1 if self.failed and not interactive else 0
             except KeyboardInterrupt:
                 if not interactive:
                     return 130
@@ -166,6 +170,7 @@ class PlainChat:
             try:
                 self.ask(text)
             except EdgechatError as exc:
+                self.failed = True
                 self.err.write(f"edgechat: {exc}\n")
 
     def _read_block(self, read_line: Callable[[], str]) -> str | None:

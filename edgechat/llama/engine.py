@@ -259,6 +259,25 @@ class Engine:
             )
         return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
 
+    def continue_reply(
+        self, messages: Sequence[Message], partial: str, sampling: Sampling | None = None
+    ) -> Reply:
+        """Stream more of an assistant reply that ended early (stopped, or cut by the
+        token cap): the prompt is the chat up to it, then the partial reply, left open."""
+        sampling = sampling or Sampling()
+        self._cancel.clear()
+        t_request = time.perf_counter()
+        prompt = self.format_chat(messages) + partial
+        has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
+        tokens = self.tokenize(prompt, add_special=not has_bos, parse_special=True)
+        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        if len(tokens) + reserve > self.n_ctx:
+            raise ContextOverflow(
+                f"the chat is {len(tokens)} tokens, and with {reserve} kept for more of the "
+                f"reply it does not fit the {self.n_ctx}-token context; start a new chat"
+            )
+        return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
+
     @property
     def n_vocab(self) -> int:
         return self._lc.llama_vocab_n_tokens(self._vocab)

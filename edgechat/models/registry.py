@@ -85,13 +85,30 @@ def unregister(model_id: str) -> dict | None:
 
 
 def touch(path: Path) -> None:
-    """Note that the model at ``path`` was just used (for `models list`)."""
+    """Note that the model at ``path`` was just used (for `models list`). The starter
+    has no record (it lives in its package), so its use is kept beside the registry."""
     data = records()
     for record in data.values():
         if record.get("path") == str(path):
             record["last_used"] = time.time()
             _save(data)
             return
+    if path == starter_model_path():
+        from edgechat.paths import write_private
+
+        write_private(_starter_used_file(), json.dumps({"last_used": time.time()}) + "\n")
+
+
+def _starter_used_file() -> Path:
+    return _registry_file().with_name("starter.json")
+
+
+def starter_last_used() -> float | None:
+    """When the starter model was last loaded, or None."""
+    try:
+        return float(json.loads(_starter_used_file().read_text())["last_used"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def installed() -> dict[str, Path]:

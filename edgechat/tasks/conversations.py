@@ -68,6 +68,7 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._add_search_index()
         for side in ("-wal", "-shm"):
             extra = Path(f"{self.path}{side}")
             if extra.exists():
@@ -75,6 +76,18 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def _add_search_index(self) -> None:
+        from edgechat.tasks.search import FTS_SCHEMA
+
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='messages_fts'").fetchone():
+            self.db.executescript(FTS_SCHEMA)
+
+    def search(self, text: str, limit: int = 50):
+        """Messages across every conversation that hold ``text`` (FTS5), best first."""
+        from edgechat.tasks.search import search
+
+        return search(self.db, text, limit)
 
     # -- conversations --------------------------------------------------------------------
 
@@ -93,6 +106,19 @@ class Store:
             "ORDER BY updated DESC, id DESC"
         ).fetchall()
         return [Conversation(r[0], r[1], r[2], json.loads(r[3] or "{}"), r[4], r[5]) for r in rows]
+
+    def has_messages(self) -> bool:
+        return self.db.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is not None
+
+    def first_empty(self) -> Conversation | None:
+        """The newest conversation with no message yet: a new chat reuses it, so empty
+        "New chat" entries do not pile up."""
+        row = self.db.execute(
+            "SELECT c.id FROM conversations c WHERE NOT EXISTS "
+            "(SELECT 1 FROM messages m WHERE m.conversation = c.id) "
+            "ORDER BY c.updated DESC, c.id DESC LIMIT 1"
+        ).fetchone()
+        return self.get(row[0]) if row else None
 
     def get(self, conversation_id: int) -> Conversation | None:
         return next((c for c in self.list() if c.id == conversation_id), None)
@@ -127,6 +153,12 @@ class Store:
         )
         self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation_id))
         return cur.lastrowid
+
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
+        """Forget a message and every later one (regenerate, edit and resend)."""
+        self.db.execute(
+            "DELETE FROM messages WHERE conversation=? AND id>=?", (conversation_id, message_id)
+        )
 
     def update_message(self, message_id: int, content: str, complete: bool = False) -> None:
         self.db.execute(

@@ -1,0 +1,133 @@
+"""The chat screen's parts: the message box, the readout line and the stream messages."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Label, ProgressBar, Sparkline, Static, TextArea
+
+
+def _batch_seconds() -> float:
+    """How often streamed text reaches the screen. With few cores every redraw is taken
+    from llama.cpp's threads (measured on two cores: 4 redraws a second cost ~12 % of
+    generation speed, 2 a second ~2 %); with cores to spare, redraw often."""
+    from edgechat.planning.plan import physical_cores
+
+    return 0.5 if physical_cores() <= 2 else 0.1
+
+
+UI_BATCH_S = _batch_seconds()
+
+
+class ChatInput(TextArea):
+    """Enter sends; Ctrl+J (or Shift+Enter where the terminal reports it) adds a line;
+    Up on the first line walks back through what was sent."""
+
+    class Send(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(soft_wrap=True, show_line_numbers=False, **kwargs)
+        self.sent: list[str] = []
+        self._back = 0
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.prevent_default()
+            event.stop()
+            text = self.text.strip()
+            if text:
+                self.sent.append(text)
+                self._back = 0
+                self.clear()
+                self.post_message(self.Send(text))
+            return
+        if event.key in ("shift+enter", "ctrl+j"):
+            event.prevent_default()
+            event.stop()
+            self.insert("\n")
+            return
+        if event.key == "up" and self.cursor_location[0] == 0 and self.sent:
+            event.prevent_default()
+            event.stop()
+            self._back = min(self._back + 1, len(self.sent))
+            self.text = self.sent[-self._back]
+            self.move_cursor(self.document.end)
+            return
+        if event.key == "down" and self._back and self.cursor_at_last_line:
+            event.prevent_default()
+            event.stop()
+            self._back -= 1
+            self.text = self.sent[-self._back] if self._back else ""
+            self.move_cursor(self.document.end)
+            return
+        await super()._on_key(event)
+
+
+class UserText(Static):
+    """What the user typed, shown as typed: their own line breaks and characters kept
+    (Markdown would join lines and eat ``*`` and ``_``)."""
+
+    def __init__(self, text: str, **kwargs) -> None:
+        super().__init__(text, markup=False, **kwargs)
+        self.source = text
+
+
+class Readouts(Horizontal):
+    """Memory, context and speed, refreshed every second."""
+
+    def compose(self) -> ComposeResult:
+        yield Label("RSS -", id="rss")
+        yield Sparkline([0], id="rss-spark")
+        yield Label("RAM -", id="ram")
+        yield Label("", id="vram")
+        yield Label("ctx", id="ctx")
+        yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="ctx-bar")
+        yield Label("", id="speed")
+
+    def show_memory(self, r, history) -> None:
+        self.query_one("#rss", Label).update(f"RSS {_short(r.rss)}")
+        self.query_one("#rss-spark", Sparkline).data = list(history)
+        self.query_one("#ram", Label).update(f"RAM {_short(r.ram_used)}/{_short(r.ram_total)}")
+        if r.vram_total:
+            vram = self.query_one("#vram", Label)
+            vram.update(vram_text(r))
+            vram.tooltip = f"whole GPU: {_short(r.vram_used)} used of {_short(r.vram_total)}"
+            vram.add_class("shown")
+
+    def show_context(self, used: int, size: int) -> None:
+        self.query_one("#ctx", Label).update(f"ctx {used}/{size}")
+        self.query_one("#ctx-bar", ProgressBar).update(total=max(1, size), progress=used)
+
+    def show_speed(self, stats) -> None:
+        self.query_one("#speed", Label).update(f"{stats.gen_tps:.0f} tok/s {stats.ttft_s:.1f}s")
+
+
+def vram_text(r) -> str:
+    """This process's VRAM beside the GPU's total (the whole GPU's use when the driver
+    does not say per process)."""
+    mine = r.vram_process if r.vram_process is not None else r.vram_used
+    return f"VRAM {_short(mine)}/{_short(r.vram_total)}"
+
+
+def _short(n: int | None) -> str:
+    """Sizes in a few characters: the readout line must fit 80 columns."""
+    if n is None:
+        return "?"
+    return f"{n / 2**30:.1f}G" if n >= 2**30 else f"{n / 2**20:.0f}M"
+
+
+class Token(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class Finished(Message):
+    def __init__(self, stats, dropped: int, error: str | None = None) -> None:
+        super().__init__()
+        self.stats, self.dropped, self.error = stats, dropped, error
