@@ -17,7 +17,8 @@ from edgechat.tasks.conversations import Store
 def test_one_shot_chat_exits_130_after_ctrl_c():
     term = Terminal("chat", "--max-tokens", "3000", "--seed", "7", "Write a very long story.")
     try:
-        term.read_more(0, 60)  # the reply is streaming
+        pos = term.read_until("tokens\r\n")  # loaded
+        term.read_more(pos, 30)  # the reply is streaming
         term.proc.send_signal(signal.SIGINT)
         assert term.proc.wait(timeout=60) == 130
         assert "[stopped]" in term.screen or term.read_until("[stopped]", timeout=5)
