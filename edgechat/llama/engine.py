@@ -267,9 +267,7 @@ class Engine:
         sampling = sampling or Sampling()
         self._cancel.clear()
         t_request = time.perf_counter()
-        prompt = self.format_chat(messages) + partial
-        has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
-        tokens = self.tokenize(prompt, add_special=not has_bos, parse_special=True)
+        tokens = self._prompts.continued(messages, partial)
         reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
         if len(tokens) + reserve > self.n_ctx:
             raise ContextOverflow(
