@@ -42,11 +42,12 @@ SAMPLING = dict(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, seed=1234)
 
 
 class CApiLoop:
-    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+    def __init__(self, path: Path, n_ctx: int, threads: int, n_gpu_layers: int = 0) -> None:
         import llama_cpp as lc
 
         self.lc = lc
         mp = lc.llama_model_default_params()
+        mp.n_gpu_layers = n_gpu_layers  # as the engine's plan (0 on a CPU build)
         self.model = lc.llama_model_load_from_file(str(path).encode(), mp)
         cp = lc.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, 512, 512

@@ -31,11 +31,42 @@ class Settings:
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
+    # 1.1 over the last 64 tokens, as Ollama and LM Studio ship: at 1.0 (off) the starter
+    # model loops one sentence to the token cap (benchmarks/repetition.py measures it).
+    repeat_penalty: float = 1.1
+    seed: int = -1  # -1: a new random seed each reply
     max_tokens: int = 1024
+    kv_cache: str = "f16"  # f16 | q8_0 | q4_0: the KV cache type; q8_0 halves it
+    snapshot_cap_mb: int = 2048  # KV snapshots for fast reopening; 0 turns them off
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def sampling_values(self) -> dict:
+        """The sampler settings as ``Sampling`` takes them (seed -1: llama.cpp's random)."""
+        return dict(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            seed=0xFFFFFFFF if self.seed < 0 else self.seed,
+            max_tokens=self.max_tokens,
+        )
+
+
+# The sampling settings' (type, lowest, highest), shared with the app's settings dialog.
+RANGES = {
+    "temperature": (float, 0.0, 2.0),
+    "top_k": (int, 0, 1000),
+    "top_p": (float, 0.0, 1.0),
+    "min_p": (float, 0.0, 1.0),
+    "repeat_penalty": (float, 1.0, 2.0),
+    "seed": (int, -1, 2**32 - 2),
+    "max_tokens": (int, 1, 131072),
+    "snapshot_cap_mb": (int, 0, 1 << 20),
+}
+KV_CACHE_CHOICES = ("f16", "q8_0", "q4_0")
 
 _TYPES = {f.name: f.type for f in fields(Settings)}
 
@@ -48,6 +79,16 @@ def _check_key(key: str) -> str:
 
 
 def _coerce(key: str, value):
+    value = _coerce_type(key, value)
+    if key in RANGES and not RANGES[key][1] <= value <= RANGES[key][2]:
+        _, low, high = RANGES[key]
+        raise ConfigError(f"setting '{key}' must be from {low} to {high}, got {value}")
+    if key == "kv_cache" and value not in KV_CACHE_CHOICES:
+        raise ConfigError(f"setting 'kv_cache' must be one of {', '.join(KV_CACHE_CHOICES)}")
+    return value
+
+
+def _coerce_type(key: str, value):
     kind = _check_key(key)
     try:
         if kind == "int":

@@ -86,13 +86,7 @@ class Loaded:
 def sampling(settings: Settings, args=None, **overrides) -> Sampling:
     """The sampler settings: the user's settings, then ``overrides``, then the options
     the user typed (--temperature, --max-tokens, --seed), which win."""
-    values = dict(
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        min_p=settings.min_p,
-        max_tokens=settings.max_tokens,
-    )
+    values = settings.sampling_values()
     values.update(overrides)
     for name in ("temperature", "max_tokens", "seed"):
         if getattr(args, name, None) is not None:
@@ -109,10 +103,14 @@ def _label(path: Path, model: str | None) -> str:
 
 
 def plan_model(
-    request: ModelRequest, device: Device | None = None, say: Say | None = None
+    request: ModelRequest,
+    device: Device | None = None,
+    say: Say | None = None,
+    what: str = "--model",
 ) -> Planned:
     """The plan to load for ``request``; raises with the figures and the ways out when it
-    does not fit (unless ``force``, which turns the refusal into a warning)."""
+    does not fit (unless ``force``, which turns the refusal into a warning). ``what``
+    names where the model came from, for the message when it is not found."""
     from edgechat.llama import backend
 
     backend.load()  # llama.cpp before gguf's numpy, or a CUDA build crashes on load
@@ -124,7 +122,7 @@ def plan_model(
 
     if request.ctx < 64:
         raise EdgechatError(f"--ctx {request.ctx} is too small; use 512 or more")
-    path = registry.resolve(request.model, request.default_model)
+    path = registry.resolve(request.model, request.default_model, what=what)
     plan = RunPlan(
         model_path=path,
         n_ctx=request.ctx,
@@ -141,8 +139,6 @@ def plan_model(
         if not request.force:
             raise EdgechatError(refusal(fit, est))
         warnings.append(f"loading anyway (--force): {fit.why}")
-    if est.n_ctx < request.ctx:
-        warnings.append(f"context capped at {est.n_ctx} tokens, what {path.name} was trained for")
     for line in warnings:
         if say:
             say(line)

@@ -44,6 +44,7 @@ class Hub:
         self.corrupt = False  # CDN: flip one byte of every body
         self.chunk_delay = 0.0  # CDN: seconds between 64 KiB chunks
         self.claimed_size: int | None = None  # hub: lie about sizes (the disk precheck)
+        self.tokens: set[str] | None = None  # hub: the tokens it accepts (None: any)
         self.hub = _Server(("127.0.0.1", 0), self._hub_handler())
         self.cdn = _Server(("127.0.0.1", 0), self._cdn_handler())
 
@@ -77,7 +78,28 @@ class Hub:
             def log_message(self, *args):
                 pass
 
+            def _token(self) -> str | None:
+                auth = self.headers.get("Authorization") or ""
+                return auth.removeprefix("Bearer ").strip() or None
+
+            def _bad_token(self) -> bool:
+                """A token the hub does not know: 401, as huggingface.co answers."""
+                token = self._token()
+                if token is None or hub.tokens is None or token in hub.tokens:
+                    return False
+                self._send(
+                    401,
+                    b'{"error": "Invalid credentials in Authorization header"}',
+                    {
+                        "X-Error-Message": "Invalid credentials in Authorization header",
+                        "Content-Type": "application/json",
+                    },
+                )
+                return True
+
             def _refuse(self, repo: str) -> bool:
+                if self._bad_token():
+                    return True
                 if repo in hub.gated and "authorization" not in {k.lower() for k in self.headers}:
                     self._send(
                         401,
@@ -114,6 +136,15 @@ class Hub:
                 path = self.path.split("?")[0]
                 hub.requests.append((self.command, path, self.headers.get("Range")))
                 parts = path.strip("/").split("/")
+                if parts == ["api", "whoami-v2"]:
+                    if self._bad_token():
+                        return
+                    if self._token() is None:
+                        self._send(401, b'{"error": "no token"}', {}, head)
+                        return
+                    body = {"type": "user", "name": "tester", "auth": {"type": "access_token"}}
+                    self._send(200, json.dumps(body).encode(), {}, head)
+                    return
                 if parts[:2] == ["api", "models"] and len(parts) >= 4:
                     repo = "/".join(parts[2:4])
                     if self._refuse(repo):

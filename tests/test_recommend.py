@@ -177,9 +177,57 @@ def test_recommend_command_json_and_text():
         "tokens_per_s",
         "reason",
         "download_bytes",
+        "params",
+        "params_b",
     ):
         assert key in top
+    assert out["fit_means"].startswith("memory only")
     assert top["fit"] == "comfortable" and top["ram_bytes"] < 4 * GiB
     text = run_cli("recommend", "--memory", "16G", "-n", "3")
     assert text.returncode == 0 and text.stdout.count(":Q") == 3
-    assert "comfortable" in text.stdout
+    assert "comfortable" in text.stdout and "memory fit" in text.stdout
+
+
+def test_without_a_token_a_gated_model_is_never_first(cat):
+    # A 4 GB machine: the gated Gemma 3 4B QAT would rank high on size and quality.
+    d = device(6)
+    signed_in = recommend(cat, d, "chat", 4096, 25.0, signed_in=True)
+    anonymous = recommend(cat, d, "chat", 4096, 25.0, signed_in=False)
+    assert not anonymous[0].model.gated
+    fits = [c for c in anonymous if c.fit.label == COMFORTABLE]
+    seen_gated = False
+    for c in fits:  # among equally fitting choices, every open one before every gated one
+        seen_gated |= c.model.gated
+        assert c.model.gated or not seen_gated
+    assert {c.model.id for c in signed_in} == {c.model.id for c in anonymous}
+    qat = choose(cat["gemma-3-4b-it-qat"], "chat", 4096, d, 25.0)
+    assert "quantisation-aware training" in qat.reason and "edgechat login" in qat.reason
+
+
+@pytest.mark.parametrize("name", ["pi4-4g", "laptop-16g", "nvidia-24g"])
+def test_every_row_has_a_reason_beyond_the_quant_name(cat, name):
+    for task in ("chat", "code"):
+        for c in ranked(cat, name, task):
+            assert c.reason.strip() and c.reason.strip() != c.quant, c.model.id
+            assert len(c.reason) > len(c.quant) + 5
+
+
+def test_a_bandwidth_taken_under_load_is_measured_again(edgechat_home, monkeypatch):
+    import os
+
+    from edgechat.paths import paths
+    from edgechat.planning import speed
+
+    d = device(16)
+    d = d.__class__(**{**d.__dict__, "cpu_model": "this machine"})
+    cache = paths().cache_dir / "bandwidth.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    key = f"{d.cpu_model}|{d.cores_logical}|{d.ram_total}"
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.4, 0.4))  # a quiet machine now
+    cache.write_text(json.dumps({"key": key, "gb_s": 30.0, "load": 0.1}))
+    assert cpu_bandwidth(d) == 30.0  # a quiet measurement is kept
+    cache.write_text(json.dumps({"key": key, "gb_s": 0.5, "load": 3.0}))  # busy, and too low
+    measured = cpu_bandwidth(d)
+    assert measured > 0.5
+    assert json.loads(cache.read_text())["gb_s"] == pytest.approx(measured, abs=0.01)
+    assert speed._looks_wrong(18.0, 1.5, 0.2) and not speed._looks_wrong(18.0, 0.2, 0.2)

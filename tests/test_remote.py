@@ -70,6 +70,17 @@ def test_leaving_a_remote_reply_early_closes_it(server):
         assert again.strip()  # the server is free for the next one
 
 
+def test_remote_completion_of_raw_text(server):
+    from edgechat.llama.remote import RemoteEngine
+
+    with RemoteEngine(server.url) as engine:
+        engine.clear_cache()  # the server's own business: nothing to do, nothing fails
+        reply = engine.complete("1, 2, 3, 4,", Sampling(temperature=0.0, max_tokens=8))
+        text = reply.collect()
+        assert text.strip().startswith("5") and reply.stats.finish == "length"
+        assert reply.stats.gen_tokens == 8
+
+
 def test_remote_context_limits(ours):
     from edgechat.llama.remote import RemoteEngine
 
@@ -166,3 +177,26 @@ async def test_the_app_chats_through_llama_cpp_server(theirs):
         assert [m.role for m in messages] == ["user", "assistant"]
         assert messages[1].content.strip()
         assert "remote" in str(app.screen.query_one("#rss").render())
+
+
+async def test_the_picker_offers_a_remote_server(ours):
+    from test_tui import READOUT, until
+
+    from edgechat.tui.app import EdgechatApp, LaunchOptions
+    from edgechat.tui.chat import ChatScreen
+    from edgechat.tui.dialogs import Ask
+    from edgechat.tui.wizard import WizardScreen
+
+    app = EdgechatApp(LaunchOptions(start="auto"), sample_readouts=lambda: READOUT)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_wizard()
+        await until(pilot, lambda: isinstance(app.screen, WizardScreen))
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: isinstance(app.screen, Ask))
+        app.screen.query_one("#answer").value = ours.url
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: getattr(app.engine, "remote", False) and isinstance(app.screen, ChatScreen),
+        )
+        assert app.model_id.endswith("@ " + ours.url.split("//")[1].split("/")[0])

@@ -15,7 +15,9 @@ import sys
 from edgechat import __version__
 from edgechat.cli.admin import cmd_config, cmd_doctor
 from edgechat.cli.chat import cmd_chat
+from edgechat.cli.completion import cmd_completion
 from edgechat.cli.facts import cmd_device, cmd_estimate, cmd_inspect, cmd_recommend
+from edgechat.cli.history import cmd_history_list, cmd_history_search
 from edgechat.cli.lab import cmd_bench, cmd_quality, cmd_quantize
 from edgechat.cli.models import (
     cmd_login,
@@ -50,6 +52,11 @@ def _add_model_options(
         type=int,
         metavar="N",
         help="layers to offload to the GPU (default: all that fit)",
+    )
+    p.add_argument(
+        "--kv-cache",
+        choices=["f16", "q8_0", "q4_0"],
+        help="KV cache type: q8_0 halves its memory, q4_0 quarters it (default f16)",
     )
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
     p.add_argument(
@@ -114,9 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summ.add_argument("files", nargs="+", metavar="FILE", help="files, or - for standard input")
     _add_model_options(summ)
-    summ.add_argument("--length", choices=["short", "medium", "long"], default="medium")
+    summ.add_argument(
+        "--length",
+        choices=["short", "medium", "long"],
+        default="medium",
+        help="short: 40-90 words, medium: 90-180, long: 180-350 (fewer for a short document)",
+    )
     summ.add_argument("--style", choices=["paragraph", "bullets"], default="paragraph")
     summ.add_argument("--focus", metavar="TEXT", help="what the reader cares about")
+    summ.add_argument(
+        "--combine", action="store_true", help="with several files: also one summary of them all"
+    )
+    summ.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0.3)")
+    summ.add_argument("--seed", type=int, help="sampling seed, for a repeatable summary")
     summ.add_argument("--out", metavar="FILE", help="write the summary to FILE (atomically)")
     summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
     _add_remote_options(summ)
@@ -262,6 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     qnt.add_argument("--json", action="store_true", help="print the result as JSON")
     qnt.set_defaults(func=cmd_quantize)
 
+    his = sub.add_parser("history", help="the app's conversations: list them, search them")
+    hsub = his.add_subparsers(dest="action", metavar="ACTION")
+    his.set_defaults(func=cmd_history_list, json=False)
+    h_list = hsub.add_parser("list", help="every conversation, newest first")
+    h_list.add_argument("--json", action="store_true", help="print them as JSON")
+    h_list.set_defaults(func=cmd_history_list)
+    h_find = hsub.add_parser("search", help="find words in every conversation (full text)")
+    h_find.add_argument("text", nargs="+", metavar="TEXT")
+    h_find.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="at most N")
+    h_find.add_argument("--json", action="store_true", help="print the matches as JSON")
+    h_find.set_defaults(func=cmd_history_search)
+
     doc = sub.add_parser("doctor", help="check this install and print the fix for each problem")
     doc.add_argument("--json", action="store_true", help="print the checks as JSON")
     doc.set_defaults(func=cmd_doctor)
@@ -272,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("value", nargs="?")
     cfg.add_argument("--json", action="store_true", help="print as JSON")
     cfg.set_defaults(func=cmd_config)
+
+    comp = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Bash: `source <(edgechat completion bash)` in ~/.bashrc. Zsh: "
+        "`edgechat completion zsh > ~/.zfunc/_edgechat` with ~/.zfunc on fpath. Fish: "
+        "`edgechat completion fish > ~/.config/fish/completions/edgechat.fish`.",
+    )
+    comp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    comp.set_defaults(func=cmd_completion)
     return parser
 
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 
-from edgechat.cli.common import _interactive, _load_engine
+from edgechat.cli.common import _interactive, _load_engine, _model_id
 
 
 def _wants_app(args) -> bool:
@@ -14,6 +14,23 @@ def _wants_app(args) -> bool:
     if args.plain or args.prompt or args.json:
         return False
     return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _check_can_chat(engine, wanted_ctx: int) -> None:
+    """Refuse a base model with the reason; say when the context was capped."""
+    from edgechat.errors import EdgechatError
+    from edgechat.llama.base_model import base_model_reason
+
+    if getattr(engine, "remote", False):
+        return  # the server's model: what it can do is the server's to say
+    reason = base_model_reason(engine)
+    if reason:
+        raise EdgechatError(reason.replace(", or Ctrl+P → Choose a model in the app", ""))
+    if engine.n_ctx < wanted_ctx:
+        sys.stderr.write(
+            f"edgechat: context capped at {engine.n_ctx} tokens (asked {wanted_ctx}): the "
+            f"model was trained for {engine.n_ctx_train}\n"
+        )
 
 
 def cmd_chat(args) -> int:
@@ -30,11 +47,18 @@ def cmd_chat(args) -> int:
     privacy.go_offline()
     settings = config.load()
     engine = _load_engine(args, settings)
+    _check_can_chat(engine, args.ctx or settings.ctx)
     system = args.system if args.system is not None else settings.system_prompt
-    session = PlainChat(engine, sampling(settings, args), system, as_json=args.json)
+    session = PlainChat(
+        engine,
+        sampling(settings, args),
+        system,
+        as_json=args.json,
+        model=_model_id(args, settings),
+    )
     if args.prompt:
         session.ask(args.prompt)
-        return 0
+        return 130 if session.stopped else 0
     interactive = _interactive()
     if interactive:
         with contextlib.suppress(ImportError):

@@ -60,6 +60,14 @@ def _load_engine(args, settings, **changes):
     return engine
 
 
+def _model_id(args, settings) -> str:
+    """The model as the user named it (--model, else the default, else the starter's id),
+    not the name written inside the file."""
+    from edgechat.models import registry
+
+    return args.model or settings.default_model or registry.STARTER_ID
+
+
 def _size(n: int | None) -> str:
     from edgechat.facts.device import format_size
 

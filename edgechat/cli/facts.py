@@ -166,14 +166,21 @@ def cmd_estimate(args) -> int:
 def cmd_recommend(args) -> int:
     from edgechat import config
     from edgechat.facts.device import detect
+    from edgechat.models import credentials
     from edgechat.planning import catalog
     from edgechat.planning.recommend import recommend
     from edgechat.planning.speed import cpu_bandwidth
 
     settings = config.load()
     device = detect(args.memory, args.vram, args.gpu)
+    signed_in = credentials.token()[0] is not None
     choices = recommend(
-        catalog.load(), device, args.task, args.ctx or settings.ctx, cpu_bandwidth(device)
+        catalog.load(),
+        device,
+        args.task,
+        args.ctx or settings.ctx,
+        cpu_bandwidth(device),
+        signed_in=signed_in,
     )
     shown = choices if args.all else choices[: max(1, args.limit)]
     if args.json:
@@ -187,6 +194,8 @@ def cmd_recommend(args) -> int:
                         "gpus": [g.name for g in device.gpus],
                         "assumed": list(device.overrides),
                     },
+                    "signed_in": signed_in,
+                    "fit_means": "memory only: tokens_per_s is the speed estimate",
                     "choices": [c.as_dict() for c in shown],
                 },
                 indent=2,
@@ -195,7 +204,7 @@ def cmd_recommend(args) -> int:
         return 0
     gpu = ", ".join(f"{g.name} {_size(g.vram_total)}" for g in device.gpus) or "no GPU"
     print(f"for {args.task} on {_size(device.ram_total)} RAM, {gpu}:")
-    print(f"  {'model':<36} {'RAM':>9} {'VRAM':>9} {'tok/s':>6}  fit")
+    print(f"  {'model':<36} {'RAM':>9} {'VRAM':>9} {'tok/s':>6}  memory fit")
     for i, c in enumerate(shown, 1):
         e = c.estimate
         vram = "unified" if e.backend == "metal" else (_size(e.vram) if e.vram else "-")

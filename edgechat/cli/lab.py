@@ -10,11 +10,14 @@ from edgechat.cli.common import _clear_line, _counter, _request, _size, _warn
 
 def _planned(args, settings, model: str | None):
     """The plan `chat` would load for ``model``, with the same options and fit check."""
-    from edgechat.errors import EdgechatError
+    from edgechat.errors import EdgechatError, ModelNotFound
     from edgechat.service import plan_model
 
     try:
-        return plan_model(_request(args, settings, model=model), say=_warn)
+        request = _request(args, settings, model=model)
+        return plan_model(request, say=_warn, what="the MODEL argument")
+    except ModelNotFound:
+        raise
     except EdgechatError as e:
         name = Path(model).name if model else "the default model"
         raise EdgechatError(f"measuring {name} failed: {e}") from None
@@ -65,9 +68,10 @@ def cmd_quality(args) -> int:
     from edgechat.tasks import documents
 
     settings = config.load()
-    _, text = documents.read_text(args.text, exact=True)
+    _, text = documents.read_text(args.text, exact=True, purpose="score (--text)")
     plans = [
-        plan_model(_request(args, settings, model=m), say=_warn) for m in (args.model, args.ref)
+        plan_model(_request(args, settings, model=m), say=_warn, what=what)
+        for m, what in ((args.model, "the MODEL argument"), (args.ref, "--ref"))
     ]
     paths_ = [p.plan.model_path for p in plans]
     model = load(plans[0], args.verbose).engine

@@ -178,8 +178,20 @@ def cmd_login(args) -> int:
         else:
             sys.stderr.write("Paste a token from https://huggingface.co/settings/tokens\n")
             value = getpass.getpass("token (not shown): ")
+    value = value.strip()
+    user = None
+    if value and not any(c.isspace() for c in value):
+        from edgechat.models import hub
+
+        try:
+            user = hub.whoami(value)  # a refused token (BadToken) stops here, unsaved
+        except hub.BadToken:
+            raise
+        except hub.HubError:
+            user = None  # offline: keep it, unchecked, and say so
     where = credentials.store(value)
-    print(f"token saved in {where}")
+    checked = f"; the hub knows it as {user}" if user else " (not checked: the hub is unreachable)"
+    print(f"token saved in {where}{checked}")
     return 0
 
 

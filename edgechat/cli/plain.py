@@ -47,16 +47,18 @@ class PlainChat:
         out: TextIO | None = None,
         err: TextIO | None = None,
         as_json: bool = False,
+        model: str | None = None,
     ) -> None:
         self.engine = engine
+        self.model = model  # the id the user gave (or the default's), for --json
         self.sampling = sampling
         self.conv = Conversation(None, "", system)  # in memory: line mode keeps no history
         self.out = out or sys.stdout  # looked up now: tests and the app swap them
         self.err = err or sys.stderr
         self.as_json = as_json
         self.last_stats: Stats | None = None
-        plan = getattr(engine, "plan", None)  # a remote engine names its model instead
-        self.model = plan.model_path.name if plan else getattr(engine, "model", "")
+        self.stopped = False  # the last reply was cut by Ctrl-C
+        self.failed = False  # a message could not be answered (piped: exit 1 at the end)
 
     # -- one message ---------------------------------------------------------------
 
@@ -74,6 +76,7 @@ class PlainChat:
             del turns[: reply.dropped]
             self.err.write(f"[context full: the {reply.dropped} oldest messages were dropped]\n")
         pieces = iter(reply)
+        self.stopped = False
         try:
             for piece in pieces:
                 if not self.as_json:
@@ -81,6 +84,7 @@ class PlainChat:
                     self.out.flush()
         except KeyboardInterrupt:
             pieces.close()
+            self.stopped = True
             if not self.as_json:
                 self.out.write("\n")
             self.err.write("[stopped]\n")
@@ -90,11 +94,13 @@ class PlainChat:
         self.last_stats = reply.stats
         stats = reply.stats.as_dict() if reply.stats else None
         if reply.text:
-            turns.append(Message(None, "assistant", reply.text, model=self.model, stats=stats))
+            turns.append(
+                Message(None, "assistant", reply.text, model=self.model or "", stats=stats)
+            )
         else:
             turns.pop()
         if self.as_json:
-            record = {"prompt": text, "reply": reply.text}
+            record = {"model": self.model, "prompt": text, "reply": reply.text}
             record["stats"] = self.last_stats.as_dict() if self.last_stats else None
             self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.out.flush()
@@ -138,7 +144,7 @@ class PlainChat:
             except EOFError:
                 if interactive:
                     self.err.write("\n")
-                return 0
+                return 1 if self.failed and not interactive else 0
             except KeyboardInterrupt:
                 if not interactive:
                     return 130
@@ -158,6 +164,7 @@ class PlainChat:
             try:
                 self.ask(text)
             except EdgechatError as exc:
+                self.failed = True
                 self.err.write(f"edgechat: {exc}\n")
 
     def _read_block(self, read_line: Callable[[], str]) -> str | None:

@@ -1,4 +1,4 @@
-"""`edgechat summarise`: documents in, a summary out, progress on stderr."""
+"""`edgechat summarise`: documents in, one summary per document out, progress on stderr."""
 
 from __future__ import annotations
 
@@ -6,25 +6,21 @@ import json
 import sys
 from pathlib import Path
 
-from edgechat.cli.common import _load_engine, _warn
+from edgechat.cli.common import _load_engine, _model_id, _warn
 
 
-def _progress_printer():
+def _progress_printer(label: str = ""):
     """Chunks done of total and ETA on stderr: redrawn on a terminal, a line each otherwise."""
     tty = sys.stderr.isatty()
 
     def show(p) -> None:
         total = f"/{p.total}" if p.total else ""
-        eta = (
-            f", about {p.eta_s:.0f} s left"
-            if p.eta_s is not None and p.done < (p.total or 0)
-            else ""
-        )
-        what = {"map": "reading", "reduce": "combining", "final": "writing the summary"}[p.stage]
-        line = f"{what}: {p.done}{total}{eta}" if p.stage != "final" else what
+        eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
+        what = {"map": "reading", "reduce": "writing", "final": "writing the summary"}[p.stage]
+        line = f"{label}{what}: {p.done}{total}{eta}" if p.stage != "final" else label + what
         if tty:
             sys.stderr.write(f"\r\033[K{line}")
-            if p.stage == "final" and p.done:
+            if p.stage == "final" and p.done or p.stage == "reduce" and p.done == p.total:
                 sys.stderr.write("\n")
         elif p.stage != "final" or not p.done:
             sys.stderr.write(line + "\n")
@@ -33,65 +29,118 @@ def _progress_printer():
     return show
 
 
+def _facts(result) -> dict:
+    return {
+        "words": result.words,
+        "band": [result.band.low, result.band.high],
+        "in_band": result.in_band,
+        "trimmed": result.trimmed,
+        "chunks": result.chunks,
+        "levels": result.levels,
+        "calls": len(result.calls),
+        "tokens_in": result.tokens_in,
+        "tokens_out": result.tokens_out,
+        "seconds": round(result.seconds, 2),
+        "engine_seconds": round(result.engine_seconds, 2),
+    }
+
+
+def _as_text(named: list[tuple[str, str]]) -> str:
+    """One summary alone; several, each under its name as a Markdown heading."""
+    if len(named) == 1:
+        return named[0][1]
+    return "\n\n".join(f"## {name}\n\n{text}" for name, text in named)
+
+
+def _summarise_each(args, engine, docs, sampling):
+    """One summary per document (and one of them all with --combine)."""
+    from edgechat.errors import EdgechatError
+    from edgechat.tasks.summarise import Options, Summariser
+
+    several = len(docs) > 1
+    results = []
+    for doc in docs:
+        name = Path(doc.name).name if doc.name != "stdin" else "stdin"
+        summariser = Summariser(
+            engine,
+            Options(args.length, args.style, args.focus),
+            sampling,
+            progress=_progress_printer(f"{name}: " if several else ""),
+        )
+        result = summariser.run(doc.paragraphs, doc.size)
+        if not result.text:
+            raise EdgechatError(
+                f"the model returned an empty summary of {name}; try a larger model"
+            )
+        results.append((doc.name, name, result))
+    combined = None
+    if args.combine and several:
+        summariser = Summariser(
+            engine,
+            Options(args.length, args.style, args.focus),
+            sampling,
+            progress=_progress_printer("all: "),
+        )
+        combined = summariser.combine([r.text for _, _, r in results])
+    return results, combined
+
+
 def cmd_summarise(args) -> int:
     from edgechat import config, privacy
     from edgechat.errors import EdgechatError
-    from edgechat.service import sampling
+    from edgechat.service import sampling as sampling_from
     from edgechat.tasks import documents
-    from edgechat.tasks.summarise import Options, Summariser
 
     privacy.go_offline()
     settings = config.load()
     if args.files.count("-") > 1:
         raise documents.InputError("standard input (-) can be given once")
+    sampling = sampling_from(settings, args, temperature=0.3)
     docs = []
-    try:
-        for f in args.files:  # bad input fails here, before a model is loaded
+    try:  # every document is opened first: bad input fails before a model is loaded
+        for f in args.files:
             docs.append(documents.open_document(f, warn=_warn))
         engine = _load_engine(args, settings)
-        summariser = Summariser(
-            engine,
-            Options(args.length, args.style, args.focus),
-            sampling(settings, args, temperature=0.3),
-            progress=_progress_printer(),
-        )
-        sizes = [d.size for d in docs]
-        result = summariser.run(documents.chained(docs), sum(sizes) if None not in sizes else None)
+        results, combined = _summarise_each(args, engine, docs, sampling)
     finally:
         for doc in docs:
             doc.close()
-    if not result.text:
-        sys.stderr.write("edgechat: the model returned an empty summary; try a larger model\n")
-        return 1
+    several = len(docs) > 1
+    named = [(name, r.text) for _, name, r in results]
+    if combined is not None:
+        named.append((f"All {len(results)} documents", combined.text))
+    text = _as_text(named)
     if args.out:
         from edgechat.paths import write_atomic
 
         try:
-            write_atomic(Path(args.out).expanduser(), result.text + "\n")
+            write_atomic(Path(args.out).expanduser(), text + "\n")
         except EdgechatError:
-            print(result.text)  # the summary took minutes: never lose it to a bad path
+            print(text)  # the summary took minutes: never lose it to a bad path
             raise
     if args.json:
         out = {
-            "summary": result.text,
-            "sources": [d.name for d in docs],
-            "model": engine.info()["name"],
+            "summary": results[0][2].text if not several else None,
+            "summaries": [
+                {"source": source, "summary": r.text, **_facts(r)} for source, _, r in results
+            ],
+            "combined": {"summary": combined.text, **_facts(combined)} if combined else None,
+            "sources": [source for source, _, _ in results],
+            "model": _model_id(args, settings),
+            "model_file": engine.info()["name"],
             "model_path": engine.info()["path"],
             "length": args.length,
             "style": args.style,
             "focus": args.focus,
-            "chunks": result.chunks,
-            "levels": result.levels,
-            "calls": len(result.calls),
-            "tokens_in": result.tokens_in,
-            "tokens_out": result.tokens_out,
-            "seconds": round(result.seconds, 2),
-            "engine_seconds": round(result.engine_seconds, 2),
+            "temperature": sampling.temperature,
+            "seed": args.seed,
             "n_ctx": engine.n_ctx,
         }
+        if not several:
+            out.update(_facts(results[0][2]))
         print(json.dumps(out, ensure_ascii=False, indent=2))
     elif not args.out:
-        print(result.text)
+        print(text)
     else:
         sys.stderr.write(f"summary written to {args.out}\n")
     return 0

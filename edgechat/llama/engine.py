@@ -259,6 +259,23 @@ class Engine:
             )
         return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
 
+    def continue_reply(
+        self, messages: Sequence[Message], partial: str, sampling: Sampling | None = None
+    ) -> Reply:
+        """Stream more of an assistant reply that ended early (stopped, or cut by the
+        token cap): the prompt is the chat up to it, then the partial reply, left open."""
+        sampling = sampling or Sampling()
+        self._cancel.clear()
+        t_request = time.perf_counter()
+        tokens = self._prompts.continued(messages, partial)
+        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        if len(tokens) + reserve > self.n_ctx:
+            raise ContextOverflow(
+                f"the chat is {len(tokens)} tokens, and with {reserve} kept for more of the "
+                f"reply it does not fit the {self.n_ctx}-token context; start a new chat"
+            )
+        return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
+
     @property
     def n_vocab(self) -> int:
         return self._lc.llama_vocab_n_tokens(self._vocab)
@@ -268,43 +285,11 @@ class Engine:
         return [self._token_text(t) for t in range(self.n_vocab)]
 
     def logits(self, tokens: Sequence[int], first: int = 0):
-        """Raw next-token logits at positions ``first`` .. end of a fresh sequence.
+        """Raw next-token logits at positions ``first`` .. end of a fresh sequence (a
+        numpy array; see llama/scoring.py). The cache is cleared before and after."""
+        from edgechat.llama.scoring import logits
 
-        Row i predicts ``tokens[first + i + 1]``: what perplexity and KL divergence
-        are computed from. The cache is cleared before and after.
-        """
-        import numpy as np
-
-        lc, ctx = self._lc, self._ctx
-        n = len(tokens)
-        if n > self.n_ctx:
-            raise ContextOverflow(f"{n} tokens do not fit the {self.n_ctx}-token context")
-        n_vocab = self.n_vocab
-        out = np.empty((max(0, n - first), n_vocab), dtype=np.float32)
-        step = self.plan.n_batch
-        self.clear_cache()
-        batch = lc.llama_batch_init(step, 0, 1)
-        try:
-            for start in range(0, n, step):
-                chunk = tokens[start : start + step]
-                batch.n_tokens = len(chunk)
-                for j, tok in enumerate(chunk):
-                    batch.token[j] = tok
-                    batch.pos[j] = start + j
-                    batch.n_seq_id[j] = 1
-                    batch.seq_id[j][0] = 0
-                    batch.logits[j] = start + j >= first
-                rc = lc.llama_decode(ctx, batch)
-                if rc != 0:
-                    raise EngineError(f"llama.cpp failed to evaluate the text (code {rc})")
-                for j in range(len(chunk)):
-                    if start + j >= first:
-                        row = lc.llama_get_logits_ith(ctx, j)
-                        out[start + j - first] = np.ctypeslib.as_array(row, shape=(n_vocab,))
-        finally:
-            lc.llama_batch_free(batch)
-            self.clear_cache()
-        return out
+        return logits(self, tokens, first)
 
     def clear_cache(self) -> None:
         """Forget every cached token: the next reply evaluates its whole prompt."""

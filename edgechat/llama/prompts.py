@@ -65,6 +65,13 @@ class Prompts:
         has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
         return self._tokenize(prompt, add_special=not has_bos, parse_special=True)
 
+    def continued(self, messages: Sequence[Message], partial: str) -> list[int]:
+        """The chat up to an assistant reply that ended early, then that partial reply,
+        left open: generating from here writes more of it."""
+        prompt = self.format(messages) + partial
+        has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
+        return self._tokenize(prompt, add_special=not has_bos, parse_special=True)
+
     def fit(
         self, messages: Sequence[Message], reserve: int, n_ctx: int
     ) -> tuple[list[Message], int, list[int]]:

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from edgechat.errors import ContextOverflow, EdgechatError
-from edgechat.llama.engine import Message, Stats
+from edgechat.llama.prompts import Message, Prompts
+from edgechat.llama.reply import Stats
 from edgechat.planning.plan import Sampling
 
 DEFAULT_CTX = 4096  # when the server does not say (OpenAI's model list has no field for it)
@@ -53,6 +54,20 @@ def estimate_tokens(text: str) -> list[str]:
     if run:
         out.append(run)
     return out
+
+
+class _Estimated(Prompts):
+    """The shared prompt policy (drop the oldest turns, or refuse) over estimated counts:
+    the server formats the prompt, and the API has no tokenizer."""
+
+    def __init__(self) -> None:  # no template or tokenizer here: the server has them
+        self.has_template = True
+
+    def tokens(self, messages: Sequence[Message]) -> list[str]:
+        out: list[str] = []
+        for m in messages:
+            out += ["<m>"] * _PER_MESSAGE + estimate_tokens(m.get("content") or "")
+        return out
 
 
 class RemoteReply:
@@ -122,6 +137,7 @@ class RemoteEngine:
         self.last_stats: Stats | None = None
         self.n_ctx_used = 0
         self._cancel = threading.Event()
+        self._prompts = _Estimated()
 
     # -- errors --------------------------------------------------------------------------
 
@@ -177,26 +193,11 @@ class RemoteEngine:
         return "".join(tokens)
 
     def prompt_tokens(self, messages: Sequence[Message]) -> list[str]:
-        out: list[str] = []
-        for m in messages:
-            out += ["<m>"] * _PER_MESSAGE + estimate_tokens(m.get("content") or "")
-        return out
+        return self._prompts.tokens(messages)
 
-    def fit(self, messages: Sequence[Message], reserve: int) -> tuple[list[Message], int, int]:
-        """Drop the oldest turns (never system prompts, never the last) until it fits."""
-        kept, dropped = list(messages), 0
-        while True:
-            n = len(self.prompt_tokens(kept))
-            if n + reserve <= self.n_ctx:
-                return kept, dropped, n
-            droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
-            if not droppable:
-                raise ContextOverflow(
-                    f"the message is about {n} tokens, and with {reserve} kept for the reply it "
-                    f"does not fit the server's {self.n_ctx}-token context; shorten it"
-                )
-            del kept[droppable[0]]
-            dropped += 1
+    def fit(self, messages: Sequence[Message], reserve: int) -> tuple[list[Message], int, list]:
+        """Drop the oldest turns until it fits: the local engine's policy, estimated counts."""
+        return self._prompts.fit(messages, reserve, self.n_ctx)
 
     # -- generation ----------------------------------------------------------------------
 
@@ -210,22 +211,35 @@ class RemoteEngine:
         self._cancel.clear()
         reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
         if drop_oldest:
-            kept, dropped, n = self.fit(messages, reserve)
+            kept, dropped, tokens = self.fit(messages, reserve)
         else:
-            kept, dropped, n = list(messages), 0, len(self.prompt_tokens(messages))
-            if n + reserve > self.n_ctx:
-                raise ContextOverflow(
-                    f"the text is about {n} tokens, and with {reserve} kept for the answer it "
-                    f"does not fit the server's {self.n_ctx}-token context"
-                )
-        return RemoteReply(self._stream(kept, sampling, n, dropped), self, dropped)
+            kept, dropped = list(messages), 0
+            tokens = self._prompts.whole(messages, reserve, self.n_ctx, self.n_ctx)
+        return RemoteReply(
+            self._stream({"messages": kept}, sampling, len(tokens), dropped), self, dropped
+        )
 
-    def _stream(
-        self, messages: list[Message], s: Sampling, estimate: int, dropped: int
-    ) -> Iterator[str]:
+    def complete(self, prompt: str, sampling: Sampling | None = None) -> RemoteReply:
+        """The continuation of raw ``prompt`` text, through the server's /v1/completions."""
+        sampling = sampling or Sampling()
+        self._cancel.clear()
+        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        n = len(estimate_tokens(prompt))
+        if n + reserve > self.n_ctx:
+            raise ContextOverflow(
+                f"the prompt is about {n} tokens, and with {reserve} kept for the answer it "
+                f"does not fit the server's {self.n_ctx}-token context"
+            )
+        return RemoteReply(self._stream({"prompt": prompt}, sampling, n, 0), self, 0)
+
+    def clear_cache(self) -> None:
+        """Nothing to do here: the server keeps (or drops) its own cache."""
+
+    def _stream(self, what: dict, s: Sampling, estimate: int, dropped: int) -> Iterator[str]:
+        chat = "messages" in what
         args = dict(
             model=self.model,
-            messages=messages,
+            **what,
             stream=True,
             stream_options={"include_usage": True},
             max_tokens=s.max_tokens,
@@ -239,7 +253,8 @@ class RemoteEngine:
         stream = None
         try:
             try:
-                stream = self._client.chat.completions.create(**args)
+                api = self._client.chat.completions if chat else self._client.completions
+                stream = api.create(**args)
             except self._openai.APIError as exc:
                 raise self._explain(exc) from None
             try:
@@ -247,7 +262,10 @@ class RemoteEngine:
                     if chunk.usage is not None:
                         use = chunk.usage
                     for choice in chunk.choices:
-                        text = choice.delta.content if choice.delta else None
+                        if chat:
+                            text = choice.delta.content if choice.delta else None
+                        else:
+                            text = choice.text
                         if text:
                             n_chunks += 1
                             t_last = time.perf_counter()

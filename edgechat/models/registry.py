@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -101,13 +102,29 @@ def unregister(model_id: str) -> dict | None:
 
 
 def touch(path: Path) -> None:
-    """Note that the model at ``path`` was just used (for `models list`)."""
-    if not any(r.get("path") == str(path) for r in records().values()):
-        return  # the starter, or a file never imported: nothing to write
-    with _editing() as data:
-        for record in data.values():
-            if record.get("path") == str(path):
-                record["last_used"] = time.time()
+    """Note that the model at ``path`` was just used (for `models list`). The starter
+    has no record (it lives in its package), so its use is kept beside the registry."""
+    if any(r.get("path") == str(path) for r in records().values()):
+        with _editing() as data:
+            for record in data.values():
+                if record.get("path") == str(path):
+                    record["last_used"] = time.time()
+    elif path == starter_model_path():
+        from edgechat.paths import write_private
+
+        write_private(_starter_used_file(), json.dumps({"last_used": time.time()}) + "\n")
+
+
+def _starter_used_file() -> Path:
+    return _registry_file().with_name("starter.json")
+
+
+def starter_last_used() -> float | None:
+    """When the starter model was last loaded, or None."""
+    try:
+        return float(json.loads(_starter_used_file().read_text())["last_used"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def listing() -> list[dict]:
@@ -123,7 +140,7 @@ def listing() -> list[dict]:
                 "size": starter.stat().st_size,
                 "path": str(starter),
                 "source": "starter package",
-                "last_used": None,
+                "last_used": starter_last_used(),
             }
         )
     for model_id, r in sorted(data.items()):
@@ -144,7 +161,6 @@ def listing() -> list[dict]:
 def import_file(source: str | Path, model_id: str | None = None, copy: bool = False) -> dict:
     """Register a local GGUF file (copied into the data dir with ``copy``); returns its
     record with its id. A truncated or non-GGUF file is refused before anything changes."""
-    import re
     import shutil
 
     from edgechat.facts.gguf import inspect_file
@@ -153,7 +169,10 @@ def import_file(source: str | Path, model_id: str | None = None, copy: bool = Fa
     src = Path(source).expanduser().resolve()
     facts = inspect_file(src)
     quant = facts.file_type or "?"
-    model_id = (model_id or re.sub(r"[^a-z0-9._-]+", "-", src.stem.lower())).strip("-")
+    stem = src.stem.lower()
+    if not model_id:  # `gemma-3-270m-q4_k_m.gguf` is gemma-3-270m:Q4_K_M, not ...-q4_k_m:Q4_K_M
+        stem = re.sub(rf"[-._]{re.escape(quant.lower())}$", "", stem) or stem
+    model_id = (model_id or re.sub(r"[^a-z0-9._-]+", "-", stem)).strip("-")
     if ":" not in model_id:
         model_id = f"{model_id}:{quant}"
     path = src
@@ -202,8 +221,11 @@ def _no_model_help() -> str:
     )
 
 
-def resolve(model: str | None, default_model: str = "") -> Path:
-    """The file to load for ``--model`` (a path or id), else the default, else the starter."""
+def resolve(model: str | None, default_model: str = "", what: str = "--model") -> Path:
+    """The file to load for ``--model`` (a path or id), else the default, else the starter.
+
+    ``what`` names where the model came from, so the error speaks of that command.
+    """
     wanted = model or default_model
     if not wanted:
         starter = starter_model_path()
@@ -224,10 +246,11 @@ def resolve(model: str | None, default_model: str = "") -> Path:
     if path.suffix.lower() == ".gguf" or "/" in wanted or path.exists():
         raise ModelNotFound(f"no model file at {path}")
     ids = ", ".join(installed()) or "none"
-    source = "--model" if model else "the configured default_model"
+    source = what if model else "the configured default_model"
+    fix = _no_model_help() if what == "--model" else "`edgechat models pull ID` to get one"
     raise ModelNotFound(
         f"no installed model '{wanted}' (from {source}); installed: {ids}. "
-        f"Pass a GGUF file path, or {_no_model_help()}"
+        f"Pass a GGUF file path, or {fix}"
     )
 
 
@@ -260,7 +283,15 @@ def locate(text: str, default_model: str = "") -> Target:
         try:
             model, quant = catalog.find(text)
         except EdgechatError as not_listed:
-            raise ModelNotFound(f"{missing} ({not_listed})") from None
+            if " in the catalog; " in str(not_listed):  # a catalog model without that quant
+                raise
+            close = re.search(r"Did you mean: [^?]*\?", str(not_listed))
+            hint = close.group(0) if close else ""
+            raise ModelNotFound(
+                f"nothing to estimate for '{text}': not a GGUF file, an http(s) URL, an "
+                f"installed model or a catalog id.{' ' + hint if hint else ''} Installed: "
+                "`edgechat models list`; the catalog: `edgechat recommend --all`"
+            ) from missing
         stand_in = Path(model.repo) / quant
         return Target(f"{model.id}:{quant}", "catalog", model.shape(quant), stand_in, quant)
     facts = gguf.inspect_file(path)

@@ -99,6 +99,8 @@ def validate(model_id: str, entry: dict) -> list[str]:
     for key in _ARCH_INTS:
         if not isinstance(arch.get(key), int) or arch[key] <= 0:
             problems.append(f"{model_id}: arch.{key} must be a positive integer")
+    if "embd_type" in arch and str(arch["embd_type"]).upper() not in QUANT_BITS:
+        problems.append(f"{model_id}: arch.embd_type {arch['embd_type']!r} is not a known type")
     if arch.get("heads") and arch.get("kv_heads") and arch["heads"] % arch["kv_heads"]:
         problems.append(f"{model_id}: arch.heads must be a multiple of arch.kv_heads")
     return problems
@@ -157,7 +159,8 @@ def load(user_file: Path | None = None) -> dict[str, CatalogModel]:
 def split_id(text: str) -> tuple[str, str | None]:
     """``qwen2.5-1.5b-instruct:Q4_K_M`` -> (id, quant); the quant may be absent."""
     model_id, _, quant = text.partition(":")
-    return model_id.lower(), (quant.upper() or None)
+    quant = {"FP16": "F16", "FP32": "F32"}.get(quant.upper(), quant.upper())  # Qwen's spelling
+    return model_id.lower(), (quant or None)
 
 
 def find(text: str, catalog: dict[str, CatalogModel] | None = None) -> tuple[CatalogModel, str]:

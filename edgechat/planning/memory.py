@@ -68,6 +68,7 @@ QUANT_BITS = {
     "Q4_0": 4.55,
     "IQ4_XS": 4.46,
     "IQ4_NL": 4.5,
+    "Q3_K_XL": 4.45,  # Q3_K_L with Q8_0 embeddings and output (bartowski's XL files)
     "Q3_K_L": 4.27,
     "Q3_K_M": 3.91,
     "Q3_K_S": 3.5,
@@ -81,7 +82,7 @@ QUANT_BITS = {
 }
 # The tensor type most layer weights of a file take, for the repack rule below.
 _MAIN_TYPE = {"Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K", "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K"}
-_MAIN_TYPE |= {"Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K", "Q3_K_S": "Q3_K"}
+_MAIN_TYPE |= {"Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K", "Q3_K_S": "Q3_K", "Q3_K_XL": "Q3_K"}
 
 
 def repack_types(simd: tuple[str, ...] | set[str]) -> frozenset[str]:
@@ -174,6 +175,9 @@ class Shape:
         tied = bool(arch.get("tied", False))
         # llama.cpp's quantize keeps the output head (or tied embeddings) near 6.5 bits.
         head_bits = max(6.56, min(bits, 8.5))
+        embd_type = str(arch.get("embd_type", "")).upper() or None  # a file that keeps them
+        if embd_type:
+            head_bits = QUANT_BITS[embd_type]
         embd_params = n_vocab * n_embd
         embd = int(embd_params * (head_bits if tied else bits) / 8)
         out = 0 if tied else int(embd_params * head_bits / 8)
@@ -200,7 +204,7 @@ class Shape:
             swa_layers=swa_pattern(n_layers, window, arch.get("swa_every")),
             sliding_window=int(window) if window else None,
             layers=tuple({main: per_layer} for _ in range(n_layers)),
-            embd=("Q6_K" if tied else main, embd),
+            embd=(embd_type or ("Q6_K" if tied else main), embd),
             output=None if tied else ("Q6_K", out),
         )
 

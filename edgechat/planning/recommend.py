@@ -82,7 +82,9 @@ class Choice:
             "ram_bytes": self.estimate.ram_needed,
             "vram_bytes": self.estimate.vram,
             "download_bytes": self.download_bytes,
-            "fit": self.fit.label,
+            "params": self.model.n_params,
+            "params_b": self.model.params_b,
+            "fit": self.fit.label,  # about memory only; tokens_per_s says how quick
             "tokens_per_s": round(self.speed.tokens_per_s, 1),
             "reason": self.reason,
         }
@@ -105,18 +107,28 @@ def _reason(
     tps: float,
     task: str,
     n_layers: int,
+    basis: str = "the preferred quant its repo offers",
 ) -> str:
     if fit.label == NO_FIT:
         return f"does not fit: {fit.why}"
     parts = []
-    if quant == "Q4_K_M":
+    if "qat" in model.id:
+        parts.append(
+            f"{quant} made by quantisation-aware training: close to full-precision quality "
+            "at 4 bits"
+        )
+    elif quant == "Q4_K_M":
         parts.append("Q4_K_M, the usual balance of size and quality")
     elif task in ("code", "math") and quant in ("Q8_0", "Q6_K", "Q5_K_M"):
         parts.append(f"{quant}: {task} keeps more of its accuracy at higher precision")
     elif QUANT_BITS[quant] < 3.4:
         parts.append(f"{quant}: very low bit width, the only way this size fits")
+    elif len(model.quants) == 1:
+        parts.append(f"{quant}, the only quant its repo offers")
     else:
-        parts.append(quant)
+        parts.append(f"{quant}: {basis}")
+    if model.gated:
+        parts.append("gated: accept its licence on the hub and `edgechat login` first")
     if task in model.tasks and "chat" not in model.tasks:
         parts.append(f"a {task} specialist")
     if est.n_gpu_layers > n_layers:
@@ -158,12 +170,21 @@ def choose(
     tight = [c for c in candidates if c[3].label == TIGHT]
     if quick:
         picked = quick[0]
+        basis = (
+            "the preferred quant its repo offers"
+            if picked is candidates[0]
+            else f"the first of the preferred quants that fits comfortably at reading speed "
+            f"({candidates[0][0]} does not)"
+        )
     elif four_bit:
         picked = max(four_bit, key=lambda c: c[4].tokens_per_s)
+        basis = "the quickest quant of 4 bits or more here"
     elif comfortable or tight:
         picked = (comfortable or tight)[0]
+        basis = "below 4 bits, the best that fits"
     else:
         picked = min(candidates, key=lambda c: c[2].ram_needed + c[2].vram)
+        basis = "the smallest quant, nearest to fitting"
     q, shape, est, fit, speed = picked
     score = model.params_b * _quality(q, task)
     if task in model.tasks and "chat" not in model.tasks:
@@ -176,16 +197,17 @@ def choose(
         fit=fit,
         speed=speed,
         download_bytes=shape.weight_bytes,
-        reason=_reason(model, q, est, fit, speed.tokens_per_s, task, shape.n_layers),
+        reason=_reason(model, q, est, fit, speed.tokens_per_s, task, shape.n_layers, basis),
         score=score,
     )
 
 
-def _rank_key(c: Choice):
+def _rank_key(c: Choice, signed_in: bool = True):
     fit_rank = {COMFORTABLE: 0, TIGHT: 1, NO_FIT: 2}[c.fit.label]
+    locked = c.model.gated and not signed_in  # cannot be pulled yet: never first
     if c.fit.fits and c.slow:  # slower than reading: the quicker the better
-        return (fit_rank, True, -c.speed.tokens_per_s, -c.score)
-    return (fit_rank, False, -c.score, -c.speed.tokens_per_s)
+        return (fit_rank, locked, True, -c.speed.tokens_per_s, -c.score)
+    return (fit_rank, locked, False, -c.score, -c.speed.tokens_per_s)
 
 
 def recommend(
@@ -194,15 +216,20 @@ def recommend(
     task: str = "chat",
     n_ctx: int = 4096,
     cpu_gb_s: float = 25.0,
+    signed_in: bool = True,
 ) -> list[Choice]:
-    """Every catalog model suited to ``task``, best first, each at its best quant here."""
+    """Every catalog model suited to ``task``, best first, each at its best quant here.
+
+    Without a hub token (``signed_in`` False) a gated model ranks below every open one
+    that fits as well: it cannot be pulled until the user signs in.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task}; choose from {', '.join(TASKS)}")
     suited = [m for m in catalog.values() if task in m.tasks]
     if task == "chat":  # any instruct model chats; specialists only when nothing else
         suited = [m for m in catalog.values() if "chat" in m.tasks or "summarise" in m.tasks]
     choices = [choose(m, task, min(n_ctx, m.context), device, cpu_gb_s) for m in suited]
-    return sorted(choices, key=_rank_key)
+    return sorted(choices, key=lambda c: _rank_key(c, signed_in))
 
 
 def default_quant(catalog_id: str, device: Device | None = None, n_ctx: int | None = None) -> str:

@@ -10,6 +10,7 @@ up by name, since reading their memory from here would need their toolkits.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -145,11 +146,33 @@ def measure_cpu_bandwidth(size: int = 256 * 1024**2, threads: int = 0) -> float:
     return best / GB
 
 
-def _bandwidth_cache(device: Device) -> tuple[Path, str]:
+def _load_per_core(device: Device) -> float:
+    """The 1-minute load average per logical core (0 where the OS has none)."""
+    try:
+        return os.getloadavg()[0] / max(1, device.cores_logical or os.cpu_count() or 1)
+    except (AttributeError, OSError):  # Windows
+        return 0.0
+
+
+def _looks_wrong(gb_s: float, load_then: float, load_now: float) -> bool:
+    """A cached bandwidth to measure again: implausibly low for any machine that runs a
+    model, or taken under load clearly heavier than now."""
+    return gb_s < 2.0 or (load_then > 0.5 and load_now < load_then / 2)
+
+
+def _bandwidth_cache(device: Device) -> tuple[Path, str, dict]:
+    """The cache file, this machine's key in it, and what it holds for this machine."""
     from edgechat.paths import paths
 
+    cache = paths().cache_dir / "bandwidth.json"
     key = f"{device.cpu_model}|{device.cores_logical}|{device.ram_total}"
-    return paths().cache_dir / "bandwidth.json", key
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return cache, key, saved
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return cache, key, {}
 
 
 def known_cpu_bandwidth(device: Device) -> float | None:
@@ -160,14 +183,16 @@ def known_cpu_bandwidth(device: Device) -> float | None:
             return bw
     if device.overrides:  # a simulated machine: a typical laptop
         return 25.0
-    cache, key = _bandwidth_cache(device)
+    _, _, saved = _bandwidth_cache(device)
     try:
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return float(saved["gb_s"])
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
+        gb_s = float(saved["gb_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    # A figure taken while the machine was busy reads low (18 instead of 47 GB/s on one
+    # machine): measure again once it is quieter, and keep the better one.
+    if _looks_wrong(gb_s, float(saved.get("load", 1.0)), _load_per_core(device)):
+        return None
+    return gb_s
 
 
 def cpu_bandwidth(device: Device, measure: bool = True) -> float:
@@ -178,12 +203,17 @@ def cpu_bandwidth(device: Device, measure: bool = True) -> float:
         return known
     if not measure:
         return 25.0
-    cache, key = _bandwidth_cache(device)
+    cache, key, saved = _bandwidth_cache(device)
+    load = _load_per_core(device)
     available = device.ram_available or 2 * 1024**3
     gb_s = measure_cpu_bandwidth(size=int(min(256 * 1024**2, available * 0.05)))
+    saved_gb_s = float(saved.get("gb_s", 0.0))
+    if gb_s < saved_gb_s:
+        gb_s, load = saved_gb_s, float(saved.get("load", load))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "gb_s": round(gb_s, 2)}))
+        record = {"key": key, "gb_s": round(gb_s, 2), "load": round(load, 2)}
+        cache.write_text(json.dumps(record))
     except OSError:
         pass  # a read-only cache only costs a re-measure
     return gb_s

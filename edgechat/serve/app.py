@@ -9,8 +9,10 @@ waiting or generating.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -47,17 +49,39 @@ def _sse(obj) -> bytes:
 
 
 class _Events:
-    """The job's events, handed from the llama thread to this request's coroutine."""
+    """The job's events, handed from the llama thread to this request's coroutine.
+
+    The llama thread only appends and wakes the event loop when no wake-up is pending, so
+    pieces that come faster than the loop runs share one wake-up (and one GIL hand-over).
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple] = asyncio.Queue()
+        self.ready: collections.deque[tuple] = collections.deque()
+        self._signal = asyncio.Event()
+        self._lock = threading.Lock()
+        self._pending = False
 
     def emit(self, event: tuple) -> None:  # on the llama thread
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        with self._lock:
+            self.ready.append(event)
+            if self._pending:
+                return
+            self._pending = True
+        self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._pending = False
+        self._signal.set()
 
     async def get(self) -> tuple:
-        return await self.queue.get()
+        while not self.ready:
+            self._signal.clear()
+            if self.ready:
+                break
+            await self._signal.wait()
+        return self.ready.popleft()
 
 
 class _JobStream(StreamingResponse):
@@ -204,8 +228,8 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 # Send every piece that is ready in one write: a slow reader gets fewer,
                 # larger writes instead of a backlog of tiny ones.
                 batch = [await events.get()]
-                while not events.queue.empty() and batch[-1][0] == "text":
-                    batch.append(events.queue.get_nowait())
+                while events.ready and batch[-1][0] == "text":
+                    batch.append(events.ready.popleft())
                 out = b""
                 for event in batch:
                     if event[0] != "text":

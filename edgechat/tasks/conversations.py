@@ -18,35 +18,40 @@ from pathlib import Path
 
 from edgechat.errors import ConfigError
 from edgechat.paths import ensure_private_dir, paths
+from edgechat.tasks.search import FTS_SCHEMA
 
 # Numbered upgrades: entry N brings a database at user_version N-1 to N. Append only;
 # never edit a released one. Databases from before versioning are at 0 and already
 # hold version 1's tables, hence IF NOT EXISTS there.
-UPGRADES: tuple[tuple[str, ...], ...] = (
-    (  # 1: conversations and their messages
-        """CREATE TABLE IF NOT EXISTS conversations (
-            id INTEGER PRIMARY KEY,
-            title TEXT NOT NULL,
-            system TEXT NOT NULL DEFAULT '',
-            sampling TEXT NOT NULL DEFAULT '{}',
-            model TEXT NOT NULL DEFAULT '',
-            created REAL NOT NULL,
-            updated REAL NOT NULL
-        )""",
-        """CREATE TABLE IF NOT EXISTS messages (
-            id INTEGER PRIMARY KEY,
-            conversation INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-            role TEXT NOT NULL,
-            content TEXT NOT NULL,
-            complete INTEGER NOT NULL DEFAULT 1,
-            created REAL NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id)",
-    ),
-    (  # 2: a reply keeps the model that wrote it and what it cost (Stats.as_dict, JSON)
-        "ALTER TABLE messages ADD COLUMN model TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE messages ADD COLUMN stats TEXT",
-    ),
+UPGRADES: tuple[str, ...] = (
+    # 1: conversations and their messages
+    """
+    CREATE TABLE IF NOT EXISTS conversations (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        system TEXT NOT NULL DEFAULT '',
+        sampling TEXT NOT NULL DEFAULT '{}',
+        model TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY,
+        conversation INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 1,
+        created REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
+    """,
+    # 2: a reply keeps the model that wrote it and what it cost (Stats.as_dict, JSON)
+    """
+    ALTER TABLE messages ADD COLUMN model TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN stats TEXT;
+    """,
+    # 3: full-text search over every message (tasks/search.py)
+    FTS_SCHEMA,
 )
 SCHEMA_VERSION = len(UPGRADES)
 
@@ -99,7 +104,7 @@ def upgrade(db: sqlite3.Connection, path: Path) -> int:
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another may have won
             if version < SCHEMA_VERSION:
-                for statement in UPGRADES[version]:
+                for statement in _statements(UPGRADES[version]):
                     db.execute(statement)
                 version += 1
                 db.execute(f"PRAGMA user_version = {version}")
@@ -108,6 +113,20 @@ def upgrade(db: sqlite3.Connection, path: Path) -> int:
             db.execute("ROLLBACK")
             raise
     return version
+
+
+def _statements(script: str) -> list[str]:
+    """A script cut into whole statements (a trigger's BEGIN ... END stays one), so an
+    upgrade runs inside one transaction; ``executescript`` would commit first."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
 
 
 _MESSAGE = "SELECT id, role, content, complete, model, stats FROM messages"
@@ -142,6 +161,12 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def search(self, text: str, limit: int = 50):
+        """Messages across every conversation that hold ``text`` (FTS5), best first."""
+        from edgechat.tasks.search import search
+
+        return search(self.db, text, limit)
+
     # -- conversations --------------------------------------------------------------------
 
     def create(self, title: str = "New chat", system: str = "", model: str = "") -> Conversation:
@@ -156,6 +181,19 @@ class Store:
     def list(self) -> list[Conversation]:
         rows = self.db.execute(f"{_CONVERSATION} ORDER BY updated DESC, id DESC").fetchall()
         return [_conversation(r) for r in rows]
+
+    def has_messages(self) -> bool:
+        return self.db.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is not None
+
+    def first_empty(self) -> Conversation | None:
+        """The newest conversation with no message yet: a new chat reuses it, so empty
+        "New chat" entries do not pile up."""
+        row = self.db.execute(
+            "SELECT c.id FROM conversations c WHERE NOT EXISTS "
+            "(SELECT 1 FROM messages m WHERE m.conversation = c.id) "
+            "ORDER BY c.updated DESC, c.id DESC LIMIT 1"
+        ).fetchone()
+        return self.get(row[0]) if row else None
 
     def get(self, conversation_id: int) -> Conversation | None:
         row = self.db.execute(f"{_CONVERSATION} WHERE id=?", (conversation_id,)).fetchone()
@@ -210,6 +248,12 @@ class Store:
             (now, model, model, conversation_id),
         )
         return cur.lastrowid
+
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
+        """Forget a message and every later one (regenerate, edit and resend)."""
+        self.db.execute(
+            "DELETE FROM messages WHERE conversation=? AND id>=?", (conversation_id, message_id)
+        )
 
     def update_message(
         self, message_id: int, content: str, complete: bool = False, stats: dict | None = None

@@ -262,7 +262,7 @@ def _sniff(name: str, sample: bytes) -> str:
     return "text"
 
 
-def open_document(source: str, warn: Warn | None = None) -> Document:
+def open_document(source: str, purpose: str = "summarise", warn: Warn | None = None) -> Document:
     """A document from a path or ``-``; format and encoding problems are found here,
     before any model is loaded, from the first megabyte. ``warn`` hears of what is
     skipped while reading (a broken PDF page)."""
@@ -289,7 +289,7 @@ def open_document(source: str, warn: Warn | None = None) -> Document:
             raise InputError(f"{kind.upper()} cannot come from standard input; pass the file")
         if kind == "text" or kind == "html":
             if not sample.strip():
-                raise InputError(f"{name} is empty: there is nothing to summarise")
+                raise InputError(f"{name} is empty: there is nothing to {purpose}")
             encoding = _encoding(sample, name)
     except BaseException:
         if path is not None:
@@ -298,17 +298,17 @@ def open_document(source: str, warn: Warn | None = None) -> Document:
     if kind in ("pdf", "docx"):
         stream.close()
         pieces = _pdf(path, name, warn) if kind == "pdf" else _docx(path, name)
-        first = _first_text(pieces, name)
+        first = _first_text(pieces, name, purpose)
         return Document(name, kind, size, paragraphs_of(_chain(first, pieces)))
     pieces = _decoded(stream, sample, encoding)
     if kind == "html":
         pieces = _html(pieces)
-    first = _first_text(pieces, name)
+    first = _first_text(pieces, name, purpose)
     closer = stream.close if path is not None else None
     return Document(name, kind, size, paragraphs_of(_chain(first, pieces)), encoding, closer)
 
 
-def _first_text(pieces: Iterator[str], name: str) -> str:
+def _first_text(pieces: Iterator[str], name: str, purpose: str = "summarise") -> str:
     """Pull text until some is not blank, so an empty document fails before the model loads."""
     seen = []
     for piece in pieces:
@@ -318,7 +318,7 @@ def _first_text(pieces: Iterator[str], name: str) -> str:
         if sum(map(len, seen)) > 8 * SAMPLE:
             break
     _close(pieces)
-    raise InputError(f"{name} has no text: there is nothing to summarise")
+    raise InputError(f"{name} has no text: there is nothing to {purpose}")
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
@@ -329,18 +329,10 @@ def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
         _close(rest)
 
 
-def chained(docs: list[Document]) -> Iterator[str]:
-    """The paragraphs of several documents in turn, each headed by its name."""
-    for doc in docs:
-        if len(docs) > 1:
-            yield f"# {Path(doc.name).name}"
-        yield from doc.paragraphs
-
-
-def read_text(source: str, exact: bool = False) -> tuple[str, str]:
+def read_text(source: str, exact: bool = False, purpose: str = "summarise") -> tuple[str, str]:
     """The whole text of a (small) document: name and text. ``exact`` keeps a plain text
     file's characters as they are (perplexity must see what llama-perplexity sees)."""
-    with open_document(source) as doc:
+    with open_document(source, purpose) as doc:
         if exact and doc.kind == "text" and source != "-":
             return doc.name, Path(source).expanduser().read_text(encoding=doc.encoding)
         return doc.name, "\n\n".join(doc.paragraphs)

@@ -78,6 +78,16 @@ class EdgechatApp(App):
         self.sampling = sampling(self.settings)
         self._recommended: dict[str, list] = {}
         self._cpu_gb_s: float | None = None
+        self.loading_model = False  # a load is under way
+        self.load_error: str | None = None  # why the last load failed
+        self.base_model_reason: str | None = None  # set when the model cannot chat
+        self._remember_model = False  # picked in the picker: becomes default_model
+        from edgechat.llama.state import Snapshots
+
+        cap = self.settings.snapshot_cap_mb * 2**20
+        self.snapshots = Snapshots(self.store.path.parent / "kv", cap)
+        self._kv_conversation: int | None = None  # whose tokens the context holds
+        self.last_restore = None  # what the last reopen found (tests, the benchmark)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -93,23 +103,33 @@ class EdgechatApp(App):
         if self.options.remote:
             self.use_remote(self.options.remote, self.options.remote_model)
             return
-        first_run = not (self.options.model or self.settings.default_model)
+        # First run: no model named or saved, and nothing said yet (Esc in the picker
+        # chats with the starter; the next launch goes straight back to that chat).
+        first_run = not (
+            self.options.model or self.settings.default_model or self.store.has_messages()
+        )
         if self.options.start == "auto" and first_run:
             self.open_wizard()
         else:
             self.use_model(self.options.model)
 
     def greeting(self) -> str:
-        if self.engine is None:
+        if self.loading_model:
             return "Loading the model ..."
+        if self.engine is None:
+            why = f" ({self.load_error})" if self.load_error else ""
+            return f"No model is loaded{why}. Ctrl+P, then Choose a model."
+        if self.base_model_reason:
+            return self.base_model_reason
         if getattr(self.engine, "remote", False):
             return (
                 f"{self.model_id} runs on {self.engine.where}: what you type is sent there and "
                 "answered there, not on this machine. Enter sends, Esc stops a reply."
             )
         return (
-            f"{self.model_id} is ready. Type a message; Enter sends, Ctrl+J adds a line, "
-            "Esc stops a reply, Ctrl+P lists every command."
+            f"{self.model_id} is ready. Enter sends, Ctrl+J adds a line, Esc stops a "
+            "reply, Ctrl+R writes it again, F3 edits your last message, Ctrl+P lists "
+            "every command."
         )
 
     # -- models ---------------------------------------------------------------------------
@@ -130,11 +150,17 @@ class EdgechatApp(App):
             self._measure_bandwidth()
             return None
         if task not in self._recommended:
+            from edgechat.models import credentials
             from edgechat.planning import catalog
             from edgechat.planning.recommend import recommend
 
             self._recommended[task] = recommend(
-                catalog.load(), self.device, task, self.request.ctx, self._cpu_gb_s
+                catalog.load(),
+                self.device,
+                task,
+                self.request.ctx,
+                self._cpu_gb_s,
+                signed_in=credentials.token()[0] is not None,
             )[:15]
         return self._recommended[task]
 
@@ -157,17 +183,39 @@ class EdgechatApp(App):
 
         self.push_screen(WizardScreen())
 
-    def use_model(self, model: str | None) -> None:
-        """Check the model fits, then load it in a worker; the chat opens meanwhile."""
+    def use_model(self, model: str | None, remember: bool = False) -> None:
+        """Check the model fits, then load it in a worker; the chat opens meanwhile.
+        ``remember``: picked by the user, so the next launch opens it without asking."""
         from edgechat.tui.chat import ChatScreen
         from edgechat.tui.wizard import WizardScreen
 
         while isinstance(self.screen, WizardScreen):
             self.pop_screen()
+        self.loading_model, self._remember_model = True, remember
         if isinstance(self.screen, ChatScreen):
             for box in self.screen.query("#input"):  # not there before the screen mounts
                 box.loading = True
+            for note in self.screen.query(".note"):
+                note.update(self.greeting())
         self._load(model)
+
+    def picker_closed(self) -> None:
+        """Esc in the picker: back to the chat, which must be usable. With no model
+        loaded or loading, load the last one used (or the starter) when there is one."""
+        from edgechat.tui.wizard import WizardScreen
+
+        if self.engine is None and not self.loading_model and self.load_error is None:
+            if self.installed_models():
+                self.use_model(None)
+                return
+            self.notify(
+                "no model on this machine yet: choose one to download (Ctrl+Q quits)",
+                severity="warning",
+            )
+            return
+        while isinstance(self.screen, WizardScreen):
+            self.pop_screen()
+        self._refresh_chat()
 
     @work(thread=True, exclusive=True, group="load")
     def _load(self, model: str | None) -> None:
@@ -218,10 +266,27 @@ class EdgechatApp(App):
         self.call_from_thread(self._loaded, engine, f"{engine.model} @ {engine.where}")
 
     def _loaded(self, engine, label: str) -> None:
+        from edgechat.llama.base_model import base_model_reason
+
         old, self.engine, self.model_id = self.engine, engine, label
         self._close(old)
+        self.loading_model, self.load_error, self._kv_conversation = False, None, None
         self.title = f"edgechat · {label}"
         self.notify(f"loaded {label} in {engine.load_s:.1f} s")
+        remote = getattr(engine, "remote", False)  # a server: its model is its business
+        self.base_model_reason = None if remote else base_model_reason(engine)
+        if self.base_model_reason:
+            self.notify(self.base_model_reason, severity="warning", timeout=20)
+        wanted = self.options.ctx or self.settings.ctx
+        if not remote and engine.n_ctx < wanted:
+            self.notify(
+                f"context capped at {engine.n_ctx} tokens (asked {wanted}): {label} was "
+                f"trained for {engine.n_ctx_train}",
+                severity="warning",
+                timeout=10,
+            )
+        if self._remember_model and label != self.settings.default_model:
+            self._remember(label)
         self._refresh_chat()
 
     def _close(self, engine) -> None:
@@ -230,10 +295,54 @@ class EdgechatApp(App):
             engine.cancel()
             self.llama.submit(engine.close)
 
+    def _remember(self, label: str) -> None:
+        """The model picked in the picker is the one the next launch opens."""
+        from edgechat import config
+
+        try:
+            self.settings = config.set_value("default_model", label)
+        except EdgechatError as e:
+            self.notify(f"could not save it as the default: {e}", severity="warning")
+            return
+        self.notify(f"{label} is now the default model (`edgechat config` changes it)")
+
     def _load_failed(self, why: str) -> None:
+        self.loading_model, self.load_error = False, why
         self.notify(why, title="cannot load this model", severity="error", timeout=15)
         self._refresh_chat()
         self.open_wizard()
+
+    # -- KV snapshots: reopening a long chat without reading it again ---------------------
+
+    def conversation_opened(self, conversation_id: int) -> None:
+        """Bring back the conversation's KV cache, on the llama thread, before the next
+        reply needs it (a reply queued meanwhile waits for it there)."""
+        if (
+            self.engine is None
+            or getattr(self.engine, "remote", False)
+            or self._kv_conversation == conversation_id
+        ):
+            return
+        self._kv_conversation = conversation_id
+        engine = self.engine
+        self.llama.submit(self._restore, engine, conversation_id)
+
+    def _restore(self, engine, conversation_id: int) -> None:
+        if engine is self.engine and self._kv_conversation == conversation_id:
+            self.last_restore = self.snapshots.restore(engine, conversation_id)
+
+    def save_snapshot(self, conversation_id: int) -> None:
+        """On the llama thread, after a reply: keep the context for a later reopen."""
+        self._kv_conversation = conversation_id
+        if getattr(self.engine, "remote", False):
+            return
+        try:
+            self.snapshots.save(self.engine, conversation_id)
+        except OSError as e:  # a full disk costs the fast reopen, nothing else
+            self.call_from_thread(self.notify, f"KV snapshot not saved: {e}", severity="warning")
+
+    def drop_snapshot(self, conversation_id: int) -> None:
+        self.snapshots.drop(conversation_id)
 
     def _refresh_chat(self) -> None:
         from edgechat.tui.chat import ChatScreen
@@ -241,12 +350,15 @@ class EdgechatApp(App):
         for screen in self.screen_stack:
             if isinstance(screen, ChatScreen):
                 box = screen.query_one("#input")
-                box.loading = False
+                box.loading = self.loading_model
                 if screen is self.screen:
                     box.focus()
+                screen._ctx_used = None
                 screen.refresh_readouts()
                 for note in screen.query(".note"):
                     note.update(self.greeting())
+                if screen.conversation is not None:
+                    self.conversation_opened(screen.conversation.id)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -260,21 +372,55 @@ class EdgechatApp(App):
         )
         if isinstance(screen, ChatScreen):
             for title, help_text, action in [
-                ("New chat", "Start a new conversation", screen.action_new_conversation),
-                ("Rename chat", "Give this conversation a title", screen.action_rename),
-                ("Delete chat", "Delete this conversation", screen.action_delete),
-                ("Export chat", "Save this conversation as Markdown", screen.action_export),
+                ("New chat", "Start a new conversation (Ctrl+N)", screen.action_new_conversation),
+                ("Search chats", "Find words in every conversation (Ctrl+F)", screen.action_search),
+                (
+                    "Regenerate reply",
+                    "Write the last reply again (Ctrl+R)",
+                    screen.action_regenerate,
+                ),
+                ("Edit last message", "Change it and send it again (F3)", screen.action_edit_last),
+                (
+                    "Continue reply",
+                    "Write more of a cut reply (Ctrl+G)",
+                    screen.action_continue_reply,
+                ),
+                ("Rename chat", "Give this conversation a title (F2)", screen.action_rename),
+                (
+                    "Delete chat",
+                    "Delete this conversation, after asking (F8)",
+                    screen.action_delete,
+                ),
+                (
+                    "Export chat",
+                    "Save it as Markdown, where you say (Ctrl+S)",
+                    screen.action_export,
+                ),
                 (
                     "Summarise a file",
                     "Text, Markdown, HTML, PDF or DOCX, any length",
                     screen.action_summarise_file,
                 ),
-                ("Chat settings", "System prompt and sampling", screen.action_settings),
-                ("Copy last reply", "To the clipboard", screen.action_copy_reply),
-                ("Stop reply", "Stop the reply being written", screen.action_stop),
-                ("Toggle chats sidebar", "Show or hide the list", screen.action_toggle_sidebar),
+                ("Chat settings", "System prompt and sampling (Ctrl+O)", screen.action_settings),
+                ("Copy last reply", "To the clipboard (Ctrl+T)", screen.action_copy_reply),
+                ("Copy a code block", "From the last reply (F4)", screen.action_copy_code),
+                ("Stop reply", "Stop the reply being written (Esc)", screen.action_stop),
+                (
+                    "Toggle chats sidebar",
+                    "Show or hide the list (Ctrl+B)",
+                    screen.action_toggle_sidebar,
+                ),
             ]:
                 yield SystemCommand(title, help_text, action)
+
+    def action_command_palette(self) -> None:
+        """The palette, with Enter waiting for the typed search (see tui/palette.py)."""
+        from textual.command import CommandPalette
+
+        from edgechat.tui.palette import Palette
+
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
 
     def on_unmount(self) -> None:
         self._close(self.engine)

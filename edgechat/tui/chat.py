@@ -1,4 +1,8 @@
-"""The chat screen: conversations, streamed Markdown replies, input with history, readouts."""
+"""The chat screen: conversations, streamed Markdown replies, input with history, readouts.
+
+Every key here works while the message box has focus (it always has): none of them is
+one of the box's own editing keys (Ctrl+A/E/K/U/W/Y/Z/D/C/V/X).
+"""
 
 from __future__ import annotations
 
@@ -12,23 +16,46 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown
+from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown, TextArea
 
 from edgechat.tasks.conversations import prompt
-from edgechat.tui.widgets import UI_BATCH_S, ChatInput, Finished, Readouts, Token, _short
+from edgechat.tui.actions import ChatActions
+from edgechat.tui.widgets import (
+    UI_BATCH_S,
+    ChatInput,
+    Finished,
+    Readouts,
+    Token,
+    UserText,
+    _short,
+    vram_text,  # noqa: F401 - where tests and readers look for it
+)
+
+# Why a reply ended early, as the screen says it (Ctrl+G continues any of them).
+UNFINISHED = {
+    "cancelled": "stopped: the reply is partial · Ctrl+G continues it",
+    "length": "cut at the reply length limit · Ctrl+G continues it",
+    "context": "the context is full: the reply is partial",
+    None: "unfinished reply · Ctrl+G continues it",
+}
 
 
-class ChatScreen(Screen):
+class ChatScreen(ChatActions, Screen):
     BINDINGS = [
-        Binding("escape", "stop", "Stop reply"),
-        Binding("ctrl+n", "new_conversation", "New chat"),
-        Binding("ctrl+b", "toggle_sidebar", "Chats"),
-        Binding("ctrl+e", "export", "Export"),
-        Binding("ctrl+y", "copy_reply", "Copy reply"),
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+n", "new_conversation", "New"),
+        Binding("ctrl+s", "export", "Export"),
+        Binding("ctrl+t", "copy_reply", "Copy"),
+        Binding("ctrl+f", "search", "Search"),
         Binding("ctrl+o", "settings", "Settings"),
-        Binding("f2", "rename", "Rename", show=False),
-        Binding("ctrl+d", "delete", "Delete chat", show=False),
         Binding("ctrl+p", "command_palette", "Commands"),
+        Binding("ctrl+b", "toggle_sidebar", "Chats", show=False),
+        Binding("ctrl+r", "regenerate", "Regenerate", show=False),
+        Binding("ctrl+g", "continue_reply", "Continue", show=False),
+        Binding("f2", "rename", "Rename", show=False),
+        Binding("f3", "edit_last", "Edit last message", show=False),
+        Binding("f4", "copy_code", "Copy a code block", show=False),
+        Binding("f8", "delete", "Delete chat", show=False),
     ]
     generating = reactive(False)
 
@@ -41,6 +68,9 @@ class ChatScreen(Screen):
         self._saved_at = 0.0
         self._summariser = None  # the summary being written, so Esc can stop all of it
         self._rss: deque[float] = deque(maxlen=30)
+        self._ctx_used: int | None = None  # tokens this conversation fills; None: count it
+        self._count_timer = None
+        self.bubbles: dict[int, object] = {}  # message id -> its widget on screen
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -57,8 +87,9 @@ class ChatScreen(Screen):
     def on_mount(self) -> None:
         if self.app.size.width >= 100:
             self.query_one("#sidebar").add_class("shown")
-        self.query_one(ChatInput).focus()
-        self.query_one(ChatInput).loading = self.app.engine is None
+        box = self.query_one(ChatInput)
+        box.focus()
+        box.loading = self.app.loading_model
         self.set_interval(1.0, self.refresh_readouts)
         self.refresh_readouts()
         conversations = self.app.store.list()
@@ -71,46 +102,96 @@ class ChatScreen(Screen):
         if not self._rss:  # start level, not from zero
             self._rss.extend([r.rss / 2**20] * 29)
         self._rss.append(r.rss / 2**20)
-        self.query_one(Readouts).show_memory(r, self._rss)
+        readouts = self.query_one(Readouts)
+        readouts.show_memory(r, self._rss)
         engine = self.app.engine
         if getattr(engine, "remote", False):  # the model's memory is on the server
             self.query_one("#rss", Label).update(f"remote · app {_short(r.rss)}")
-        if engine is not None and not self.generating:
-            used = engine.n_ctx_used
-            self.query_one(Readouts).show_context(used, engine.n_ctx)
+        if engine is None:
+            return
+        if self.generating:
+            readouts.show_context(engine.n_ctx_used, engine.n_ctx)  # moves as it streams
+            return
+        if self._ctx_used is None and self.conversation is not None:
+            chat = self.chat_messages()
+            self._ctx_used = len(engine.prompt_tokens(chat)) if len(chat) > 1 else 0
+        readouts.show_context(self._ctx_used or 0, engine.n_ctx)
+
+    @on(TextArea.Changed, "#input")
+    def _typed(self) -> None:
+        """The size of the message being typed, in tokens, under the box (debounced)."""
+        if self._count_timer is not None:
+            self._count_timer.stop()
+        self._count_timer = self.set_timer(0.3, self._count_typed)
+
+    def _count_typed(self) -> None:
+        box = self.query_one(ChatInput)
+        engine = self.app.engine
+        text = box.text.strip()
+        if engine is None or not text:
+            box.border_subtitle = ""
+            return
+        n = len(engine.tokenize(text, add_special=False))
+        box.border_subtitle = f"{n} token{'s' if n != 1 else ''}"
 
     # -- conversations --------------------------------------------------------------------
+
+    def chat_messages(self, upto: int | None = None) -> list[dict]:
+        """This conversation as the engine takes it (messages before id ``upto``)."""
+        conv = self.conversation
+        stored = self.app.store.messages(conv.id)
+        return prompt(conv.system, (m for m in stored if upto is None or m.id < upto))
 
     def refresh_sidebar(self) -> None:
         view = self.query_one("#conversations", ListView)
         view.clear()
         for conv in self.app.store.list():
-            item = ListItem(Label(conv.title[:40]), name=str(conv.id))
-            view.append(item)
+            view.append(ListItem(Label(conv.title[:40]), name=str(conv.id)))
 
     def open_conversation(self, conversation_id: int | None) -> None:
         store = self.app.store
-        if conversation_id is None:
-            conv = store.create(
+        previous = self.conversation
+        if conversation_id is None:  # a new chat: reuse an empty one rather than pile up
+            conv = store.first_empty() or store.create(
                 system=self.app.settings.system_prompt, model=self.app.model_id or ""
             )
         else:
             conv = store.get(conversation_id)
+        if previous is not None and previous.id != conv.id and not store.messages(previous.id):
+            store.delete(previous.id)  # nothing was said in it: nothing to keep
         self.conversation = conv
-        messages = self.query_one("#messages", VerticalScroll)
-        messages.remove_children()
-        for m in store.messages(conv.id):
-            if m.role in ("user", "assistant"):
-                messages.mount(self._bubble(m.role, m.content, stopped=not m.complete))
-        if not store.messages(conv.id):
-            messages.mount(Label(self.app.greeting(), classes="note"))
-        messages.scroll_end(animate=False)
+        self._ctx_used = None
+        self.render_messages()
         self.refresh_sidebar()
         self.sub_title = conv.title
+        self.refresh_readouts()
+        self.app.conversation_opened(conv.id)
 
-    def _bubble(self, role: str, text: str, stopped: bool = False) -> Markdown:
-        classes = f"message {role}" + (" stopped" if stopped else "")
-        return Markdown(text, classes=classes)
+    def render_messages(self) -> None:
+        messages = self.query_one("#messages", VerticalScroll)
+        messages.remove_children()
+        self.bubbles = {}
+        stored = self.app.store.messages(self.conversation.id)
+        widgets = []
+        for m in stored:
+            if m.role in ("user", "assistant"):
+                widgets.append(self._bubble(m.role, m.content, m.id))
+                if m.role == "assistant" and not m.complete:
+                    widgets[-1].add_class("stopped")
+                    widgets.append(Label(UNFINISHED[None], classes="unfinished"))
+        if not stored:
+            widgets.append(Label(self.app.greeting(), classes="note"))
+        messages.mount_all(widgets)
+        messages.scroll_end(animate=False)
+
+    def _bubble(self, role: str, text: str, message_id: int | None = None):
+        if role == "user":
+            widget = UserText(text, classes="message user")
+        else:
+            widget = Markdown(text, classes="message assistant")
+        if message_id is not None:
+            self.bubbles[message_id] = widget
+        return widget
 
     @on(ListView.Selected, "#conversations")
     def _picked(self, event: ListView.Selected) -> None:
@@ -119,183 +200,77 @@ class ChatScreen(Screen):
             self.query_one(ChatInput).focus()
 
     def action_new_conversation(self) -> None:
-        if not self.generating:
-            self.open_conversation(None)
-            self.query_one(ChatInput).focus()
+        if self.generating:
+            self.notify("a reply is still being written: Esc stops it", severity="warning")
+            return
+        self.open_conversation(None)
+        self.query_one(ChatInput).focus()
 
     def action_toggle_sidebar(self) -> None:
         self.query_one("#sidebar").toggle_class("shown")
 
-    def action_rename(self) -> None:
-        from edgechat.tui.dialogs import Ask
-
-        def done(title: str | None) -> None:
-            if title and title.strip():
-                self.app.store.rename(self.conversation.id, title.strip())
-                self.conversation.title = title.strip()
-                self.sub_title = title.strip()
-                self.refresh_sidebar()
-
-        self.app.push_screen(Ask("Rename this chat", self.conversation.title), done)
-
-    def action_delete(self) -> None:
-        if self.generating:
-            return
-        self.app.store.delete(self.conversation.id)
-        self.notify(f"deleted “{self.conversation.title}”")
-        rest = self.app.store.list()
-        self.open_conversation(rest[0].id if rest else None)
-
-    def action_export(self) -> None:
-        from edgechat.paths import paths, write_atomic
-        from edgechat.tui.dialogs import Ask
-
-        conv = self.conversation
-        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in conv.title.lower())[:40]
-        default = paths().data_dir / "exports" / f"{safe or 'chat'}-{conv.id}.md"
-
-        def done(path: str | None) -> None:
-            if path:
-                from pathlib import Path
-
-                from edgechat.errors import EdgechatError
-
-                target = Path(path).expanduser()
-                try:
-                    write_atomic(target, self.app.store.export_markdown(conv.id))
-                except EdgechatError as e:
-                    self.notify(str(e), severity="error", timeout=10)
-                    return
-                self.notify(f"exported to {target}")
-
-        self.app.push_screen(Ask("Export this chat as Markdown to", str(default)), done)
-
-    def action_settings(self) -> None:
-        from edgechat.tui.dialogs import Settings
-
-        conv = self.conversation
-
-        def done(result) -> None:
-            if result:
-                system, sampling = result
-                self.app.store.configure(conv.id, system, sampling)
-                conv.system, conv.sampling = system, sampling
-                self.notify("settings saved for this chat")
-
-        self.app.push_screen(Settings(conv.system, conv.sampling), done)
-
-    def action_summarise_file(self) -> None:
-        from edgechat.tui.dialogs import Ask
-
-        def done(path: str | None) -> None:
-            if path and path.strip():
-                self._summarise(path.strip())
-
-        self.app.push_screen(Ask("Summarise which file? (text, Markdown, HTML, PDF, DOCX)"), done)
-
-    def _summarise(self, path: str) -> None:
-        from edgechat.errors import EdgechatError
-        from edgechat.tasks import documents
-
-        if self.app.engine is None or self.generating:
-            self.notify("wait for the model, or for the reply to finish", severity="warning")
-            return
-        try:
-            doc = documents.open_document(path, warn=self._summary_warning)
-        except EdgechatError as e:
-            self.notify(str(e), severity="error", timeout=10)
-            return
-        self.generating = True
-        self.app.store.add_message(self.conversation.id, "user", f"Summarise {doc.name}")
-        self._run_summary(doc)
-
-    @work(thread=True, exclusive=True, group="reply")
-    def _run_summary(self, doc) -> None:
-        from edgechat.errors import EdgechatError
-        from edgechat.tasks.summarise import Summariser
-
-        def progress(p) -> None:
-            total = f"/{p.total}" if p.total else ""
-            eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
-            self.app.call_from_thread(self._summary_progress, f"{p.stage}: {p.done}{total}{eta}")
-
-        try:
-            self._summariser = summariser = Summariser(self.app.engine, progress=progress)
-            result = self.app.llama.submit(summariser.run, doc.paragraphs, doc.size).result()
-            text = (
-                f"{result.text}\n\n_{result.chunks} chunk(s), {result.tokens_in} tokens in, "
-                f"{result.seconds:.0f} s_"
-            )
-            self.app.call_from_thread(self._summary_done, doc.name, text, None)
-        except EdgechatError as e:
-            self.app.call_from_thread(self._summary_done, doc.name, None, str(e))
-        finally:
-            doc.close()
-
-    def _summary_warning(self, line: str) -> None:
-        """From the llama thread, while the document is read."""
-        self.app.call_from_thread(self.notify, line, severity="warning", timeout=10)
-
-    def _summary_progress(self, line: str) -> None:
-        self.notify(line, timeout=2)
-
-    async def _summary_done(self, name: str, text: str | None, error: str | None) -> None:
-        self._summariser = None
-        messages = self.query_one("#messages", VerticalScroll)
-        if error:
-            self.notify(error, severity="error", timeout=10)
-        else:
-            await messages.mount(self._bubble("user", f"Summarise {name}"))
-            await messages.mount(self._bubble("assistant", text))
-            self.app.store.add_message(
-                self.conversation.id, "assistant", text, model=self.app.model_id or ""
-            )
-            messages.scroll_end(animate=False)
-        self.generating = False
-
-    def action_copy_reply(self) -> None:
-        replies = [
-            m for m in self.app.store.messages(self.conversation.id) if m.role == "assistant"
-        ]
-        if replies:
-            self.app.copy_to_clipboard(replies[-1].content)
-            self.notify("copied the last reply")
-
     # -- sending and streaming ------------------------------------------------------------
+
+    def _can_reply(self) -> bool:
+        if self.app.engine is None:
+            self.notify("no model is loaded yet", severity="warning")
+            return False
+        if self.generating:
+            self.notify("a reply is still being written: Esc stops it", severity="warning")
+            return False
+        if self.app.base_model_reason:
+            self.notify(self.app.base_model_reason, severity="error", timeout=15)
+            return False
+        return True
 
     @on(ChatInput.Send)
     async def _send(self, event: ChatInput.Send) -> None:
-        if self.app.engine is None:
-            self.notify("the model is still loading", severity="warning")
-            return
-        if self.generating:
-            self.notify("a reply is still being written: Esc stops it", severity="warning")
+        if not self._can_reply():
+            box = self.query_one(ChatInput)
+            if not box.text:
+                box.text = event.text  # nothing typed is lost
             return
         store, conv = self.app.store, self.conversation
-        history = store.messages(conv.id)
-        if not history and conv.title == "New chat":
+        if not store.messages(conv.id) and conv.title == "New chat":
             conv.title = event.text.splitlines()[0][:40]
             store.rename(conv.id, conv.title)
             self.sub_title = conv.title
             self.refresh_sidebar()
-        store.add_message(conv.id, "user", event.text)
+        message_id = store.add_message(conv.id, "user", event.text)
         messages = self.query_one("#messages", VerticalScroll)
         for note in messages.query(".note"):
             await note.remove()
-        await messages.mount(self._bubble("user", event.text))
-        bubble = self._bubble("assistant", "")
-        await messages.mount(bubble)
+        await messages.mount(self._bubble("user", event.text, message_id))
+        await self.start_reply()
+
+    async def start_reply(self, partial_id: int | None = None) -> None:
+        """Stream a reply to the conversation; with ``partial_id``, more of that reply."""
+        store, conv = self.app.store, self.conversation
+        messages = self.query_one("#messages", VerticalScroll)
+        if partial_id is None:
+            self._reply_id = store.add_message(
+                conv.id, "assistant", "", complete=False, model=self.app.model_id or ""
+            )
+            bubble = self._bubble("assistant", "", self._reply_id)
+            await messages.mount(bubble)
+            self._reply_text = ""
+            chat, partial = self.chat_messages(upto=self._reply_id), None
+        else:
+            bubble = self.bubbles[partial_id]
+            for note in messages.query(".unfinished"):
+                await note.remove()
+            bubble.remove_class("stopped")
+            self._reply_id = partial_id
+            self._reply_text = next(
+                m.content for m in store.messages(conv.id) if m.id == partial_id
+            )
+            chat, partial = self.chat_messages(upto=partial_id), self._reply_text
         messages.scroll_end(animate=False)
         self._stream = Markdown.get_stream(bubble)
-        self._reply_text = ""
-        self._reply_id = store.add_message(
-            conv.id, "assistant", "", complete=False, model=self.app.model_id or ""
-        )
         self._saved_at = time.monotonic()
-        chat = prompt(conv.system, (m for m in store.messages(conv.id) if m.id != self._reply_id))
         sampling = replace(self.app.sampling, **conv.sampling)
         self.generating = True
-        self._generate(chat, sampling)
+        self._generate(conv.id, chat, partial, sampling)
 
     def watch_generating(self, generating: bool) -> None:
         # While a reply streams, the UI keeps still: a blinking cursor is a redraw too.
@@ -303,15 +278,19 @@ class ChatScreen(Screen):
             box.cursor_blink = not generating
 
     @work(thread=True, exclusive=True, group="reply")
-    def _generate(self, chat: list[dict], sampling) -> None:
-        self.app.llama.submit(self._stream_reply, chat, sampling).result()
+    def _generate(self, conv_id: int, chat: list[dict], partial: str | None, sampling) -> None:
+        self.app.llama.submit(self._stream_reply, conv_id, chat, partial, sampling).result()
 
-    def _stream_reply(self, chat: list[dict], sampling) -> None:
+    def _stream_reply(self, conv_id: int, chat: list[dict], partial: str | None, sampling) -> None:
         """On the llama thread: generate, handing text to the screen in batches."""
         from edgechat.errors import EdgechatError
 
+        engine = self.app.engine
         try:
-            reply = self.app.engine.chat(chat, sampling)
+            if partial is None:
+                reply = engine.chat(chat, sampling)
+            else:
+                reply = engine.continue_reply(chat, partial, sampling)
             # In batches (UI_BATCH_S): rendering each token would take CPU from llama.cpp.
             pending, sent_at = [], 0.0
             for piece in reply:
@@ -325,6 +304,8 @@ class ChatScreen(Screen):
             self.post_message(Finished(reply.stats, reply.dropped))
         except EdgechatError as e:
             self.post_message(Finished(None, 0, str(e)))
+            return
+        self.app.save_snapshot(conv_id)  # on the llama thread, after the screen has it
 
     async def on_token(self, message: Token) -> None:
         self._reply_text += message.text
@@ -341,18 +322,23 @@ class ChatScreen(Screen):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        stats = message.stats
-        stopped = stats is not None and stats.finish == "cancelled"
-        self.app.store.update_message(
-            self._reply_id,
-            self._reply_text,
-            complete=not stopped,
-            stats=stats.as_dict() if stats else None,
-        )
+        store, messages = self.app.store, self.query_one("#messages", VerticalScroll)
+        finish = message.stats.finish if message.stats is not None else "error"
+        if not self._reply_text:  # nothing came (an error): no empty reply is kept
+            store.delete_messages_from(self.conversation.id, self._reply_id)
+            bubble = self.bubbles.pop(self._reply_id, None)
+            if bubble is not None:
+                await bubble.remove()
+        else:
+            complete = finish == "stop"
+            stats = message.stats.as_dict() if message.stats is not None else None
+            store.update_message(self._reply_id, self._reply_text, complete, stats)
+            if not complete:
+                self.bubbles[self._reply_id].add_class("stopped")
+                why = UNFINISHED.get(finish, UNFINISHED[None])
+                await messages.mount(Label(why, classes="unfinished"))
         self.generating = False
-        messages = self.query_one("#messages", VerticalScroll)
-        if stopped:
-            messages.children[-1].add_class("stopped")
+        if finish == "cancelled":
             self.notify("stopped; the partial reply is kept")
         if message.error:
             await messages.mount(Label(message.error, classes="note"))
@@ -362,11 +348,12 @@ class ChatScreen(Screen):
         if message.stats is not None:
             readouts = self.query_one(Readouts)
             readouts.show_speed(message.stats)
+            self._ctx_used = message.stats.n_ctx_used
             readouts.show_context(message.stats.n_ctx_used, message.stats.n_ctx)
         messages.scroll_end(animate=False)
 
     def action_stop(self) -> None:
         if self._summariser is not None:
-            self._summariser.cancel()
+            self._summariser.cancel()  # the whole summary, not only the chunk being read
         elif self.generating and self.app.engine is not None:
             self.app.engine.cancel()

@@ -1,5 +1,4 @@
-"""The chat screen's parts: the input with history, the readouts line, and the
-messages a reply streams to the screen with."""
+"""The chat screen's parts: the message box, the readout line and the stream messages."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Label, ProgressBar, Sparkline, TextArea
+from textual.widgets import Label, ProgressBar, Sparkline, Static, TextArea
 
 
 def _batch_seconds() -> float:
@@ -69,6 +68,15 @@ class ChatInput(TextArea):
         await super()._on_key(event)
 
 
+class UserText(Static):
+    """What the user typed, shown as typed: their own line breaks and characters kept
+    (Markdown would join lines and eat ``*`` and ``_``)."""
+
+    def __init__(self, text: str, **kwargs) -> None:
+        super().__init__(text, markup=False, **kwargs)
+        self.source = text
+
+
 class Readouts(Horizontal):
     """Memory, context and speed, refreshed every second."""
 
@@ -87,7 +95,8 @@ class Readouts(Horizontal):
         self.query_one("#ram", Label).update(f"RAM {_short(r.ram_used)}/{_short(r.ram_total)}")
         if r.vram_total:
             vram = self.query_one("#vram", Label)
-            vram.update(f"VRAM {_short(r.vram_used)}/{_short(r.vram_total)}")
+            vram.update(vram_text(r))
+            vram.tooltip = f"whole GPU: {_short(r.vram_used)} used of {_short(r.vram_total)}"
             vram.add_class("shown")
 
     def show_context(self, used: int, size: int) -> None:
@@ -96,6 +105,13 @@ class Readouts(Horizontal):
 
     def show_speed(self, stats) -> None:
         self.query_one("#speed", Label).update(f"{stats.gen_tps:.0f} tok/s {stats.ttft_s:.1f}s")
+
+
+def vram_text(r) -> str:
+    """This process's VRAM beside the GPU's total (the whole GPU's use when the driver
+    does not say per process)."""
+    mine = r.vram_process if r.vram_process is not None else r.vram_used
+    return f"VRAM {_short(mine)}/{_short(r.vram_total)}"
 
 
 def _short(n: int | None) -> str:

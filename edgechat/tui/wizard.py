@@ -37,6 +37,7 @@ class WizardScreen(Screen):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel / back"),
         Binding("enter", "choose", "Use this model", show=True, priority=False),
+        Binding("ctrl+r", "remote", "Use a server", show=False),  # also in Ctrl+P
     ]
 
     def __init__(self) -> None:
@@ -54,8 +55,8 @@ class WizardScreen(Screen):
                     yield Button(task, id=f"task-{task}", compact=True)
             yield DataTable(id="choices", cursor_type="row", zebra_stripes=True)
             yield Label(
-                "Enter: use the highlighted model (installed ones load at once, "
-                "others download first). Esc: back.",
+                "Enter uses the highlighted model (installed ones load at once, others "
+                "download first); Esc goes back.",
                 id="wizard-help",
             )
             with Vertical(id="pull"):
@@ -123,18 +124,22 @@ class WizardScreen(Screen):
             return
         model_id = self.rows[self.query_one(DataTable).cursor_row]
         if model_id in self.app.installed_models():
-            self.app.use_model(model_id)
+            self.app.use_model(model_id, remember=True)
             return
         self._pulling, self._cancel = True, False
         self.query_one("#pull").add_class("active")
         self.query_one("#pull-label", Label).update(f"pulling {model_id} ... (Esc cancels)")
         self._pull(model_id)
 
+    def action_remote(self) -> None:
+        """Chat on an OpenAI-compatible server instead of a model on this device."""
+        self.app.ask_remote()
+
     def action_cancel(self) -> None:
         if self._pulling:
             self._cancel = True
-        elif self.app.engine is not None or len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
+        else:
+            self.app.picker_closed()
 
     @work(thread=True, exclusive=True, group="pull")
     def _pull(self, model_id: str) -> None:
@@ -172,4 +177,4 @@ class WizardScreen(Screen):
             self.notify(message.error, severity="error", timeout=10)
             return
         self.show_task(self.chosen_task)
-        self.app.use_model(message.model_id)
+        self.app.use_model(message.model_id, remember=True)

@@ -1,0 +1,31 @@
+"""Whether a loaded model can hold a chat at all.
+
+A base (pre-trained only) model ships without a chat template: handed a chat it
+continues the transcript in garbage. Front ends refuse to chat with one and say why,
+rather than show nonsense with no word of explanation.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Names of tuned models: "...-Instruct", "...-it", "...-chat", "...-sft" ...
+_TUNED = re.compile(r"(instruct|chat|(^|[-_. ])it($|[-_. ])|sft|dpo|rlhf|assistant)", re.I)
+
+
+def base_model_reason(engine) -> str | None:
+    """A one-line reason when ``engine`` holds a base model, else None."""
+    if engine.info().get("chat_template"):
+        return None
+    names = [
+        engine.meta("general.name") or "",
+        engine.meta("general.finetune") or "",
+        engine.plan.model_path.stem,
+    ]
+    if any(_TUNED.search(n) for n in names):
+        return None  # a tuned model whose file lacks the template: the fallback serves it
+    return (
+        f"{engine.plan.model_path.name} is a base model (its file has no chat template): it "
+        "continues text but cannot answer messages; choose an instruct or chat model "
+        "(`edgechat recommend`, or Ctrl+P → Choose a model in the app)"
+    )

@@ -1,0 +1,215 @@
+"""The text of a summary: word bands, whole sentences, repeats removed, shape kept.
+
+A small model's reply is cut when it meets a token cap, loops, and ignores "at most N
+words". These helpers judge and tidy its text without rewriting it: a cut reply is
+trimmed back to its last complete sentence, a repeated line or sentence is dropped,
+and the paragraphs, lists and headings the model wrote stay as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Word bands: where a summary of each length lands (fewer when the document is short).
+BANDS = {
+    "short": (40, 90),
+    "medium": (90, 180),
+    "long": (180, 350),
+}
+_WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
+_BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
+_HEADING = re.compile(r"^\s*#{1,6}\s+")
+# A sentence ends at . ! ? (and closing quotes or brackets) before a space or the end.
+_END = re.compile(r"[.!?。][\"'”’)\]]*(?=\s|$)")
+_SENTENCE = re.compile(r"(?<=[.!?。])[\"'”’)\]]*\s+")
+_ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Mr|Mrs|Dr|No|Inc|Ltd|St)\.$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Band:
+    low: int
+    high: int
+
+    @property
+    def target(self) -> int:
+        return (self.low + self.high) // 2
+
+    def holds(self, n: int) -> bool:
+        return self.low <= n <= self.high
+
+
+def band(length: str, document_words: int | None = None) -> Band:
+    """The word band for ``length``; a short document gets a summary shorter than itself."""
+    low, high = BANDS[length]
+    if document_words is not None and document_words < 2 * high:
+        high = max(30, min(high, document_words // 2))
+        low = min(low, high // 2)
+    return Band(low, high)
+
+
+def words(text: str) -> int:
+    """Words as a reader counts them: list markers, '#' and punctuation are not words."""
+    return len(_WORD.findall(text))
+
+
+def ends_sentence(text: str) -> bool:
+    """Does ``text`` end with a complete sentence (or a complete line of a list)?"""
+    stripped = text.rstrip()
+    if not stripped:
+        return False
+    if text[len(stripped) :].count("\n") and _line_complete(stripped.rsplit("\n", 1)[-1]):
+        return True
+    return bool(_END.search(stripped[-4:] + " ")) and not _ABBREV.search(stripped)
+
+
+def _line_complete(line: str) -> bool:
+    """A line the model finished and moved on from: a heading or a list item is whole,
+    a line that leads in to something (ends with ':') is not."""
+    line = line.rstrip()
+    if not line or line.endswith(":"):
+        return False
+    if _HEADING.match(line) or _BULLET.match(line):
+        return True
+    return bool(_END.search(line[-4:] + " "))
+
+
+def trim_to_sentence(text: str) -> str:
+    """``text`` without a trailing unfinished sentence (it was cut by a token cap)."""
+    text = text.rstrip()
+    if ends_sentence(text):
+        return text
+    cut = 0
+    for m in _END.finditer(text):
+        line = text[text.rfind("\n", 0, m.start()) + 1 : m.end()]
+        if not _ABBREV.search(text[: m.end()]) and not _BULLET.match(line + " "):
+            cut = m.end()
+    last_break = text.rfind("\n")
+    if last_break > cut and _line_complete(text[:last_break].rsplit("\n", 1)[-1]):
+        cut = last_break
+    return _drop_lead_in(text[:cut])
+
+
+def _drop_lead_in(text: str) -> str:
+    """Without trailing lines that announce what was cut away ("... as follows:")."""
+    lines = text.rstrip().splitlines()
+    while lines and (not lines[-1].strip() or lines[-1].rstrip().endswith(":")):
+        lines.pop()
+    return "\n".join(lines).rstrip()
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def _key(text: str) -> str:
+    return re.sub(r"\W+", " ", _BULLET.sub("", text)).strip().lower()
+
+
+_FILLER = re.compile(
+    r"^\W*(?:sure|certainly|of course|okay|ok)\b[^.!?\n]*[.!?:]\s*"
+    r"|^\W*(?:here is|here's|here are|below is|this is)\b[^.!?\n]*\bsummar[^.!?\n]*[.!?:]\s*"
+    r"|^\W*summary\W*\n",
+    re.IGNORECASE,
+)
+
+
+def tidy(text: str, seen: set[str] | None = None) -> str:
+    """Repeats removed, the model's layout kept: paragraphs, lists and headings stay.
+
+    A line, or a sentence within a line, that says again what was said is dropped:
+    small models loop, and a repeated point says nothing new. ``seen`` carries the
+    sentences already used across several pieces of one summary.
+    """
+    seen = set() if seen is None else seen
+    out: list[str] = []
+    text = text.strip()
+    while (m := _FILLER.match(text)) and m.end() < len(text):
+        text = text[m.end() :].lstrip()  # "Here is a summary ...:" says nothing
+    for line in _unwrapped(text.splitlines()):
+        if not line.strip():
+            if out and out[-1] != "":
+                out.append("")
+            continue
+        if _HEADING.match(line):
+            if _key(line) not in seen:
+                seen.add(_key(line))
+                out.append(line.rstrip())
+            continue
+        marker = _BULLET.match(line)
+        prefix = marker.group(0) if marker else ""
+        kept = []
+        for s in sentences(line[len(prefix) :]):
+            k = _key(s)
+            if k and k not in seen:
+                seen.add(k)
+                kept.append(s)
+        if kept:
+            out.append(prefix + " ".join(kept))
+    while out and out[-1] == "":
+        out.pop()
+    return "\n".join(out)
+
+
+def _unwrapped(lines: list[str]) -> list[str]:
+    """Hard-wrapped lines joined back: a line break inside a sentence is not layout."""
+    out: list[str] = []
+    for line in lines:
+        prev = out[-1] if out else ""
+        continues = (
+            line.strip()
+            and prev.strip()
+            and not _HEADING.match(prev)
+            and not _HEADING.match(line)
+            and not _BULLET.match(line)
+            and not prev.rstrip().endswith((":", "**"))
+            and not _END.search(prev.rstrip()[-4:] + " ")
+        )
+        if continues:
+            out[-1] = f"{prev.rstrip()} {line.strip()}"
+        else:
+            out.append(line)
+    return out
+
+
+def as_bullets(text: str) -> str:
+    """A list, as asked: prose becomes one bullet per sentence; headings and lists stay."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if lines and sum(bool(_BULLET.match(ln)) for ln in lines) >= max(1, len(lines) // 2):
+        return "\n".join(
+            ln if _HEADING.match(ln) or _BULLET.match(ln) else f"- {ln.strip()}" for ln in lines
+        )
+    out = []
+    for ln in lines:
+        if _HEADING.match(ln):
+            out.append(ln)
+        else:
+            out.extend(f"- {s}" for s in sentences(_BULLET.sub("", ln)))
+    return "\n".join(out)
+
+
+def join_parts(parts: Iterable[str], style: str, length: str) -> str:
+    """Part summaries, in document order, as one summary of the asked shape.
+
+    Prose parts run on as paragraphs (two parts a paragraph for a long summary); a part
+    the model wrote as a list or with a heading stays a block of its own, as written.
+    """
+    parts = [p.strip() for p in parts if p.strip()]
+    if style == "bullets":
+        return "\n".join(as_bullets(p) for p in parts)
+    per_paragraph = 2 if length == "long" else len(parts) or 1
+    blocks: list[str] = []
+    run: list[str] = []
+    for p in parts:
+        shaped = "\n" in p or _HEADING.match(p) or _BULLET.match(p)
+        if run and (shaped or len(run) >= per_paragraph):
+            blocks.append(" ".join(run))
+            run = []
+        if shaped:
+            blocks.append(p)
+        else:
+            run.append(p)
+    if run:
+        blocks.append(" ".join(run))
+    return "\n\n".join(blocks)

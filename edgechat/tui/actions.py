@@ -1,0 +1,283 @@
+"""What the chat screen does besides chatting: rename, delete, export, copy, search,
+settings, regenerate, edit, continue and summarise. A mixin of ChatScreen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import work
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Label, ProgressBar
+
+from edgechat.errors import EdgechatError
+
+
+def code_blocks(markdown: str) -> list[str]:
+    """The fenced and indented code blocks of a reply, in order (markdown-it parses them,
+    as the screen renders them)."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(markdown)
+    return [t.content for t in tokens if t.type in ("fence", "code_block") and t.content.strip()]
+
+
+def _free_name(folder: Path, stem: str) -> Path:
+    """``stem.md`` in ``folder``, numbered when that name is taken: never overwrite."""
+    target = folder / f"{stem}.md"
+    n = 2
+    while target.exists():
+        target = folder / f"{stem}-{n}.md"
+        n += 1
+    return target
+
+
+class ChatActions:
+    # -- the conversation -----------------------------------------------------------------
+
+    def action_rename(self) -> None:
+        from edgechat.tui.dialogs import Ask
+
+        def done(title: str | None) -> None:
+            if title and title.strip():
+                self.app.store.rename(self.conversation.id, title.strip())
+                self.conversation.title = title.strip()
+                self.sub_title = title.strip()
+                self.refresh_sidebar()
+
+        self.app.push_screen(Ask("Rename this chat", self.conversation.title), done)
+
+    def action_delete(self) -> None:
+        """Delete the conversation, after asking: there is no undo."""
+        from edgechat.tui.dialogs import Confirm
+
+        if self.generating:
+            return
+        conv = self.conversation
+        n = len(self.app.store.messages(conv.id))
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.app.store.delete(conv.id)
+                self.app.drop_snapshot(conv.id)
+                self.conversation = None
+                self.notify(f"deleted “{conv.title}”")
+                rest = self.app.store.list()
+                self.open_conversation(rest[0].id if rest else None)
+
+        question = f"Delete “{conv.title}” and its {n} message(s)? This cannot be undone."
+        self.app.push_screen(Confirm(question, "Delete"), done)
+
+    def action_export(self) -> None:
+        """Ask where, offering the current folder, and write Markdown there."""
+        from edgechat.paths import write_atomic
+        from edgechat.tui.dialogs import Ask
+
+        conv = self.conversation
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in conv.title.lower())
+        default = _free_name(Path.cwd(), safe.strip("-")[:40] or f"chat-{conv.id}")
+
+        def done(path: str | None) -> None:
+            if not path or not path.strip():
+                return
+            target = Path(path.strip()).expanduser()
+            if target.is_dir():
+                target = _free_name(target, default.stem)
+            try:
+                write_atomic(target, self.app.store.export_markdown(conv.id))
+            except EdgechatError as e:
+                self.notify(str(e), severity="error", timeout=10)
+                return
+            self.notify(f"exported to {target}")
+
+        self.app.push_screen(Ask("Export this chat as Markdown to", str(default)), done)
+
+    def action_settings(self) -> None:
+        from edgechat.tui.dialogs import Settings
+
+        conv = self.conversation
+
+        def done(result) -> None:
+            if result:
+                system, sampling = result
+                self.app.store.configure(conv.id, system, sampling)
+                conv.system, conv.sampling = system, sampling
+                self._ctx_used = None
+                self.notify("settings saved for this chat")
+
+        defaults = {k: getattr(self.app.sampling, k) for k in Settings.FIELDS}
+        self.app.push_screen(Settings(conv.system, conv.sampling, defaults), done)
+
+    def action_search(self) -> None:
+        from edgechat.tui.dialogs import Search
+
+        def done(hit) -> None:
+            if hit is None or self.generating:
+                return
+            self.open_conversation(hit.conversation)
+            widget = self.bubbles.get(hit.message)
+            if widget is not None:
+                messages = self.query_one("#messages", VerticalScroll)
+                self.call_after_refresh(messages.scroll_to_widget, widget, animate=False, top=True)
+
+        self.app.push_screen(Search(self.app.store), done)
+
+    # -- replies --------------------------------------------------------------------------
+
+    def _last(self, role: str):
+        found = [m for m in self.app.store.messages(self.conversation.id) if m.role == role]
+        return found[-1] if found else None
+
+    def action_copy_reply(self) -> None:
+        reply = self._last("assistant")
+        if reply is None:
+            self.notify("no reply to copy yet", severity="warning")
+            return
+        self.app.copy_to_clipboard(reply.content)
+        self.notify("copied the last reply")
+
+    def action_copy_code(self) -> None:
+        """Copy one code block of the last reply; with several, ask which."""
+        from edgechat.tui.dialogs import Pick
+
+        reply = self._last("assistant")
+        blocks = code_blocks(reply.content) if reply else []
+        if not blocks:
+            self.notify("the last reply has no code block", severity="warning")
+            return
+
+        def copy(i: int | None) -> None:
+            if i is not None:
+                self.app.copy_to_clipboard(blocks[i])
+                self.notify(f"copied code block {i + 1} ({len(blocks[i].splitlines())} lines)")
+
+        if len(blocks) == 1:
+            copy(0)
+            return
+        labels = [f"{i + 1}: {b.strip().splitlines()[0][:60]}" for i, b in enumerate(blocks)]
+        self.app.push_screen(Pick("Copy which code block?", labels), copy)
+
+    async def action_regenerate(self) -> None:
+        """Write the last reply again (its old text is dropped)."""
+        if not self._can_reply():
+            return
+        stored = self.app.store.messages(self.conversation.id)
+        if not stored or stored[-1].role not in ("user", "assistant"):
+            self.notify("nothing to regenerate yet", severity="warning")
+            return
+        if stored[-1].role == "assistant":
+            self.app.store.delete_messages_from(self.conversation.id, stored[-1].id)
+        self.render_messages()
+        await self.start_reply()
+
+    def action_edit_last(self) -> None:
+        """Take the last message back into the box to edit and send again; the reply to
+        it goes."""
+        from edgechat.tui.widgets import ChatInput
+
+        if self.generating:
+            return
+        last = self._last("user")
+        if last is None:
+            self.notify("no message to edit yet", severity="warning")
+            return
+        self.app.store.delete_messages_from(self.conversation.id, last.id)
+        self._ctx_used = None
+        self.render_messages()
+        box = self.query_one(ChatInput)
+        box.text = last.content
+        box.move_cursor(box.document.end)
+        box.focus()
+        self.notify("edit the message, then Enter sends it again")
+
+    async def action_continue_reply(self) -> None:
+        """Write more of a reply that was stopped or cut at the length limit."""
+        stored = self.app.store.messages(self.conversation.id)
+        if not stored or stored[-1].role != "assistant" or stored[-1].complete:
+            self.notify("the last reply is complete: nothing to continue", severity="warning")
+            return
+        if getattr(self.app.engine, "remote", False):
+            self.notify("a remote server cannot continue a reply; Ctrl+R writes it again")
+            return
+        if self._can_reply():
+            await self.start_reply(partial_id=stored[-1].id)
+
+    # -- summarising a file ---------------------------------------------------------------
+
+    def action_summarise_file(self) -> None:
+        from edgechat.tui.dialogs import Ask
+
+        def done(path: str | None) -> None:
+            if path and path.strip():
+                self._summarise(path.strip())
+
+        self.app.push_screen(Ask("Summarise which file? (text, Markdown, HTML, PDF, DOCX)"), done)
+
+    def _summarise(self, path: str) -> None:
+        from edgechat.tasks import documents
+
+        if self.app.engine is None or self.generating:
+            self.notify("wait for the model, or for the reply to finish", severity="warning")
+            return
+        try:
+            doc = documents.open_document(path, warn=self._summary_warning)
+        except EdgechatError as e:
+            self.notify(str(e), severity="error", timeout=10)
+            return
+        self.generating = True
+        self.app.store.add_message(self.conversation.id, "user", f"Summarise {doc.name}")
+        progress = Vertical(
+            Label(f"summarising {doc.name} ...", id="summary-stage"),
+            ProgressBar(total=None, show_eta=True, id="summary-bar"),
+            id="summary-progress",
+        )
+        self.query_one("#messages", VerticalScroll).mount(progress)
+        self._run_summary(doc)
+
+    @work(thread=True, exclusive=True, group="reply")
+    def _run_summary(self, doc) -> None:
+        from edgechat.tasks.summarise import Summariser
+
+        def progress(p) -> None:
+            self.app.call_from_thread(self._summary_progress, p)
+
+        try:
+            self._summariser = summariser = Summariser(self.app.engine, progress=progress)
+            result = self.app.llama.submit(summariser.run, doc.paragraphs, doc.size).result()
+            text = (
+                f"{result.text}\n\n_{result.chunks} chunk(s), {result.tokens_in} tokens in, "
+                f"{result.seconds:.0f} s_"
+            )
+            self.app.call_from_thread(self._summary_done, doc.name, text, None)
+        except EdgechatError as e:
+            self.app.call_from_thread(self._summary_done, doc.name, None, str(e))
+        finally:
+            doc.close()
+
+    def _summary_warning(self, line: str) -> None:
+        """From the llama thread, while the document is read (a skipped PDF page)."""
+        self.app.call_from_thread(self.notify, line, severity="warning", timeout=10)
+
+    def _summary_progress(self, p) -> None:
+        """The bar follows the summariser's stage: chunks read, then the parts combined."""
+        for bar in self.query("#summary-bar").results(ProgressBar):
+            bar.update(total=p.total or None, progress=p.done)
+        eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
+        total = f" of {p.total}" if p.total else ""
+        for label in self.query("#summary-stage").results(Label):
+            label.update(f"{p.stage}: {p.done}{total}{eta}")
+
+    async def _summary_done(self, name: str, text: str | None, error: str | None) -> None:
+        self._summariser = None
+        messages = self.query_one("#messages", VerticalScroll)
+        for widget in messages.query("#summary-progress"):
+            await widget.remove()
+        if error:
+            self.notify(error, severity="error", timeout=10)
+        else:
+            await messages.mount(self._bubble("user", f"Summarise {name}"))
+            await messages.mount(self._bubble("assistant", text))
+            model = self.app.model_id or ""
+            self.app.store.add_message(self.conversation.id, "assistant", text, model=model)
+            messages.scroll_end(animate=False)
+        self._ctx_used = None
+        self.generating = False
