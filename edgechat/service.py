@@ -47,6 +47,7 @@ class ModelRequest:
         def opt(name: str):
             return getattr(args, name, None)
 
+        kv = opt("kv_cache") or settings.kv_cache
         return cls(
             model=opt("model"),
             ctx=opt("ctx") or settings.ctx,
@@ -56,6 +57,8 @@ class ModelRequest:
             vram=opt("vram"),
             force=bool(opt("force")),
             default_model=settings.default_model,
+            type_k=kv,
+            type_v=kv,
             verbose=bool(opt("verbose")),
         )
 
