@@ -20,6 +20,7 @@ def checked_plan(
     vram: str | None = None,
     force: bool = False,
     device=None,
+    kv_cache: str | None = None,
 ) -> RunPlan:
     """The plan to load; raises with the figures and the ways out when it does not fit."""
     from edgechat.llama import backend
@@ -38,6 +39,8 @@ def checked_plan(
         n_ctx=ctx or settings.ctx,
         n_threads=threads if threads is not None else settings.threads,
         n_gpu_layers=max(0, layers),
+        type_k=kv_cache or settings.kv_cache,  # --kv-cache, else the setting: the estimate
+        type_v=kv_cache or settings.kv_cache,  # sees the smaller cache too
     )
     if plan.n_ctx < 64:
         raise EdgechatError(f"--ctx {plan.n_ctx} is too small; use 512 or more")

@@ -194,6 +194,20 @@ async def test_settings_dialog_fits_80x24_and_validates(starter_path):
         }
 
 
+async def test_the_kv_cache_type_is_chosen_in_the_app_and_kept(starter_path):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        first = app.engine
+        app.choose_kv_cache()
+        await pilot.pause()
+        assert isinstance(app.screen, Pick)
+        await pilot.press("down", "enter")  # q8_0
+        await until(pilot, lambda: app.engine is not first and app.engine is not None)
+        assert app.engine.plan.type_k == app.engine.plan.type_v == "q8_0"
+    assert config.load().kv_cache == "q8_0"
+
+
 async def test_replies_regenerate_continue_and_the_context_readout_follows(starter_path):
     config.set_value("temperature", "0")
     app = make_app()

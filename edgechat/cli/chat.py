@@ -53,6 +53,7 @@ def cmd_chat(args) -> int:
                 remote=args.remote,
                 remote_model=args.remote_model,
                 api_key=args.api_key,
+                kv_cache=args.kv_cache,
             )
         )
     privacy.go_offline()

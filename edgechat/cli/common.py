@@ -46,6 +46,7 @@ def _load_engine(args, settings):
         args.memory,
         args.vram,
         args.force,
+        kv_cache=getattr(args, "kv_cache", None),
     )
     name = plan.model_path.name
     show = sys.stderr.isatty()

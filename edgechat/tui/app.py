@@ -32,6 +32,7 @@ class LaunchOptions:
     remote: str | None = None  # an OpenAI-compatible server's URL: chat there instead
     remote_model: str | None = None
     api_key: str | None = None
+    kv_cache: str | None = None  # f16 | q8_0 | q4_0; None: the setting
 
 
 class EdgechatApp(App):
@@ -205,6 +206,7 @@ class EdgechatApp(App):
                 o.gpu_layers,
                 force=o.force,
                 device=self.device,
+                kv_cache=o.kv_cache,
             )
             engine = self.llama.submit(Engine, plan).result()
         except EdgechatError as e:
@@ -271,6 +273,32 @@ class EdgechatApp(App):
         if self._remember_model and label != self.settings.default_model:
             self._remember(label)
         self._refresh_chat()
+
+    def choose_kv_cache(self) -> None:
+        """Pick the KV cache type (saved as the kv_cache setting) and reload the model."""
+        from edgechat import config
+        from edgechat.tui.dialogs import Pick
+
+        kinds = list(config.KV_CACHE_CHOICES)
+        labels = [
+            "f16: full precision (the default)",
+            "q8_0: half the memory, near-identical replies",
+            "q4_0: a quarter of the memory, for long contexts",
+        ]
+
+        if getattr(self.engine, "remote", False):
+            self.notify("the server decides its own KV cache", severity="warning")
+            return
+
+        def chosen(i: int | None) -> None:
+            if i is None:
+                return
+            self.settings = config.set_value("kv_cache", kinds[i])
+            self.options.kv_cache = None
+            self.notify(f"KV cache {kinds[i]}: reloading the model")
+            self.use_model(self.options.model or self.model_id)
+
+        self.push_screen(Pick(f"KV cache type (now {self.settings.kv_cache})", labels), chosen)
 
     def _remember(self, label: str) -> None:
         """The model picked in the picker is the one the next launch opens."""
@@ -344,6 +372,9 @@ class EdgechatApp(App):
         from edgechat.tui.chat import ChatScreen
 
         yield SystemCommand("Choose a model", "Device, recommendations, pull", self.open_wizard)
+        yield SystemCommand(
+            "KV cache type", "f16, q8_0 or q4_0: less memory for long chats", self.choose_kv_cache
+        )
         yield SystemCommand(
             "Use a remote server", "Chat on an OpenAI-compatible server", self.ask_remote
         )
