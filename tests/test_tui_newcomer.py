@@ -266,6 +266,26 @@ async def test_the_context_readout_moves_while_a_reply_streams(starter_path):
         await until(pilot, lambda: not screen.generating)
 
 
+async def test_summarising_shows_a_progress_bar(starter_path, tmp_path):
+    doc = tmp_path / "minutes.md"
+    doc.write_text("The council met on Tuesday and agreed the library budget.\n")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        screen = app.screen
+        screen._summarise(str(doc))
+        await pilot.pause()
+        bar = screen.query_one("#summary-bar")
+        seen = []
+        while screen.generating:
+            if screen.query("#summary-stage"):
+                seen.append(str(screen.query_one("#summary-stage").render()))
+            await pilot.pause(0.05)
+        assert any(":" in line for line in seen), seen  # a stage with its count was shown
+        assert not screen.query("#summary-progress") and bar.total is not None
+        assert app.store.messages(screen.conversation.id)[-1].role == "assistant"
+
+
 async def test_a_base_model_is_named_and_refused_not_chatted_with(gemma_path):
     app = make_app(model=str(gemma_path))
     async with app.run_test(size=(80, 24)) as pilot:
