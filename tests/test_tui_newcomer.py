@@ -373,15 +373,13 @@ def test_first_run_at_80x24_under_tmux(edgechat_home, starter_path, tmp_path):
         exported = list(tmp_path.glob("*.md"))
         assert len(exported) == 1 and "Paris" in exported[0].read_text()
         keys("C-n")
-        wait_for("is ready")
+        wait_for("every command.")  # the whole greeting, wrapped, not cut at column 80
         keys("C-f")
         wait_for("Search all chats")
         keys("capital")
         wait_for("[capital]")
         keys("Enter")
         wait_for("Paris")
-        for line in screen().splitlines():
-            assert len(line) <= 80
         keys("C-q")
         deadline = time.monotonic() + 30
         while subprocess.run(["tmux", "has-session", "-t", session]).returncode == 0:
