@@ -391,3 +391,17 @@ def test_first_run_at_80x24_under_tmux(edgechat_home, starter_path, tmp_path):
         assert "What is the capital of France?" in shown and "Esc goes back" not in shown
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_snapshot_settings_dialog_at_80x24(snap_compare, starter_path):
+    async def opened(pilot):
+        await until(pilot, lambda: pilot.app.engine is not None)
+        await pilot.pause(0.3)
+        pilot.app.clear_notifications()  # "loaded in 0.4 s": a time, not the layout
+        await pilot.pause()
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        for area in pilot.app.screen.query(TextArea):
+            area.cursor_blink = False
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=opened)
