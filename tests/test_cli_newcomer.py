@@ -90,11 +90,16 @@ def test_sampling_settings_have_ranges_and_reach_the_sampler(edgechat_home):
     assert json.loads(a.stdout)["reply"] == json.loads(b.stdout)["reply"]  # the seed holds
 
 
-def test_kv_cache_type_option_is_used(tmp_path):
-    result = run_cli("chat", "--kv-cache", "q8_0", "--max-tokens", "4", "--json", "Hi")
+def test_kv_cache_type_from_the_option_or_the_setting_reaches_llama_cpp(edgechat_home):
+    env = {"EDGECHAT_HOME": str(edgechat_home)}
+    args = ("chat", "--verbose", "--max-tokens", "2", "Hi")
+    result = run_cli(*args[:1], "--kv-cache", "q8_0", *args[1:], env=env)
     assert result.returncode == 0, result.stderr
-    bad = run_cli("chat", "--kv-cache", "q3", "Hi")
-    assert bad.returncode == 2
+    assert "K (q8_0)" in result.stderr and "V (q8_0)" in result.stderr  # llama.cpp's own log
+    assert run_cli("config", "set", "kv_cache", "q4_0", env=env).returncode == 0
+    assert "K (q4_0)" in run_cli(*args, env=env).stderr
+    bad = run_cli("chat", "--kv-cache", "q3", "Hi", env=env)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
 def test_a_capped_context_is_said(tmp_path):

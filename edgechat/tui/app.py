@@ -32,6 +32,7 @@ class LaunchOptions:
     remote: str | None = None  # an OpenAI-compatible server's URL: chat there instead
     remote_model: str | None = None
     api_key: str | None = None
+    kv_cache: str | None = None  # f16 | q8_0 | q4_0; None: the setting
 
     @classmethod
     def from_args(cls, args, start: str) -> LaunchOptions:
@@ -55,11 +56,10 @@ class EdgechatApp(App):
         super().__init__()
         from edgechat import config
         from edgechat.facts.device import detect
-        from edgechat.service import ModelRequest, sampling
+        from edgechat.service import sampling
 
         self.options = options or LaunchOptions()
         self.settings = config.load()
-        self.request = ModelRequest.from_args(self.options, self.settings)
         self.store = store or Store()
         self.device = device or detect(self.options.memory, self.options.vram)
         self.engine = None
@@ -88,6 +88,13 @@ class EdgechatApp(App):
         self.snapshots = Snapshots(self.store.path.parent / "kv", cap)
         self._kv_conversation: int | None = None  # whose tokens the context holds
         self.last_restore = None  # what the last reopen found (tests, the benchmark)
+
+    @property
+    def request(self):
+        """What to load, from the launch options and the settings as they are now."""
+        from edgechat.service import ModelRequest
+
+        return ModelRequest.from_args(self.options, self.settings)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -295,6 +302,32 @@ class EdgechatApp(App):
             engine.cancel()
             self.llama.submit(engine.close)
 
+    def choose_kv_cache(self) -> None:
+        """Pick the KV cache type (saved as the kv_cache setting) and reload the model."""
+        from edgechat import config
+        from edgechat.tui.dialogs import Pick
+
+        kinds = list(config.KV_CACHE_CHOICES)
+        labels = [
+            "f16: full precision (the default)",
+            "q8_0: half the memory, near-identical replies",
+            "q4_0: a quarter of the memory, for long contexts",
+        ]
+
+        if getattr(self.engine, "remote", False):
+            self.notify("the server decides its own KV cache", severity="warning")
+            return
+
+        def chosen(i: int | None) -> None:
+            if i is None:
+                return
+            self.settings = config.set_value("kv_cache", kinds[i])
+            self.options.kv_cache = None
+            self.notify(f"KV cache {kinds[i]}: reloading the model")
+            self.use_model(self.options.model or self.model_id)
+
+        self.push_screen(Pick(f"KV cache type (now {self.settings.kv_cache})", labels), chosen)
+
     def _remember(self, label: str) -> None:
         """The model picked in the picker is the one the next launch opens."""
         from edgechat import config
@@ -367,6 +400,9 @@ class EdgechatApp(App):
         from edgechat.tui.chat import ChatScreen
 
         yield SystemCommand("Choose a model", "Device, recommendations, pull", self.open_wizard)
+        yield SystemCommand(
+            "KV cache type", "f16, q8_0 or q4_0: less memory for long chats", self.choose_kv_cache
+        )
         yield SystemCommand(
             "Use a remote server", "Chat on an OpenAI-compatible server", self.ask_remote
         )
