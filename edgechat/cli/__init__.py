@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     m_info.set_defaults(func=cmd_models_info)
 
     login = sub.add_parser("login", help="store a Hugging Face token for gated models")
-    login.add_argument("--token", help=argparse.SUPPRESS)  # for scripts; prefer the prompt
+    login.add_argument("--token", help=argparse.SUPPRESS)  # refused: see cmd_login
     login.set_defaults(func=cmd_login)
     logout = sub.add_parser("logout", help="remove the stored Hugging Face token")
     logout.set_defaults(func=cmd_logout)
@@ -325,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EdgechatError as exc:
-        sys.stderr.write(f"edgechat: {exc}\n")
+        from edgechat.text import clean
+
+        sys.stderr.write(f"edgechat: {clean(exc)}\n")  # names from files and the hub inside
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")

@@ -47,6 +47,7 @@ def cmd_device(args) -> int:
 def cmd_inspect(args) -> int:
     from edgechat.facts.device import format_size
     from edgechat.facts.gguf import inspect
+    from edgechat.text import clean
 
     f = inspect(args.target)
     if args.json:
@@ -73,12 +74,12 @@ def cmd_inspect(args) -> int:
         ("template", "yes" if f.chat_template else "no chat template"),
     ]
     for key, value in rows:
-        print(f"{key:<10} {value}")
+        print(f"{key:<10} {clean(value)}")  # general.name and the rest are the file's own text
     print("mix")
     for qtype, m in f.quant_mix.items():
         share = m["bytes"] / f.tensor_bytes if f.tensor_bytes else 0
         print(
-            f"  {qtype:<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
+            f"  {clean(qtype):<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
             f"{format_size(m['bytes']):>10} ({share:.0%})"
         )
     return 0
@@ -135,7 +136,9 @@ def cmd_estimate(args) -> int:
         out["model_path"] = str(target.path)
         print(json.dumps(out, indent=2))
         return 0
-    print(f"model      {target.label} ({target.source})")
+    from edgechat.text import clean
+
+    print(f"model      {clean(target.label)} ({target.source})")
     print(
         f"weights    {_size(target.shape.weight_bytes)}, {target.shape.n_params / 1e9:.2f} B params"
     )

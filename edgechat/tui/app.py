@@ -256,8 +256,13 @@ class EdgechatApp(App):
         if old is not None and old is not self._given_engine:
             old.close()
         self.loading_model, self.load_error, self._kv_conversation = False, None, None
-        self.title = f"edgechat · {label}"
-        self.notify(f"loaded {label} in {engine.load_s:.1f} s")
+        from rich.markup import escape
+
+        from edgechat.text import clean
+
+        shown = escape(clean(label))  # an id or file name is someone's text, not markup
+        self.title = f"edgechat · {clean(label)}"
+        self.notify(f"loaded {shown} in {engine.load_s:.1f} s")
         remote = getattr(engine, "remote", False)  # a server: its model is its business
         self.base_model_reason = None if remote else base_model_reason(engine)
         if self.base_model_reason:
@@ -312,7 +317,12 @@ class EdgechatApp(App):
         self.notify(f"{label} is now the default model (`edgechat config` changes it)")
 
     def _load_failed(self, why: str) -> None:
+        from rich.markup import escape
+
+        from edgechat.text import clean
+
         self.loading_model, self.load_error = False, why
+        why = escape(clean(why))
         self.notify(why, title="cannot load this model", severity="error", timeout=15)
         self._refresh_chat()
         self.open_wizard()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Label, ProgressBar
 
 from edgechat.facts.device import format_size
+from edgechat.text import clean
 
 FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
 
@@ -93,7 +95,7 @@ class WizardScreen(Screen):
         self.rows = []
         installed = self.app.installed_models()
         for model_id in installed:  # what is here already comes first, and works offline
-            table.add_row(model_id, "", "", "", "installed", "●")
+            table.add_row(Text(clean(model_id)), "", "", "", "installed", "●")
             self.rows.append(model_id)
         for c in self.app.recommendations(task):
             model_id = f"{c.model.id}:{c.quant}"
@@ -102,7 +104,7 @@ class WizardScreen(Screen):
             e = c.estimate
             vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
             table.add_row(
-                model_id,
+                Text(clean(model_id)),
                 format_size(e.ram_needed),
                 vram,
                 f"{c.speed.tokens_per_s:.0f}",
