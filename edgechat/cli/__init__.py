@@ -31,15 +31,20 @@ from edgechat.cli.models import (
 )
 from edgechat.cli.serve import cmd_serve
 from edgechat.cli.summarise import cmd_summarise
+from edgechat.limits import flag
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", help="a GGUF file path or an installed model id")
-    p.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--ctx", type=flag("ctx"), metavar="N", help="context size in tokens (default 4096)"
+    )
+    p.add_argument(
+        "--threads", type=flag("threads"), metavar="N", help="CPU threads (default: physical cores)"
+    )
     p.add_argument(
         "--gpu-layers",
-        type=int,
+        type=flag("gpu_layers"),
         metavar="N",
         help="layers to offload to the GPU (default: all that fit)",
     )
@@ -97,9 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("prompt", nargs="?", help="answer this one message and exit")
     chat.add_argument("--plain", action="store_true", help="line mode, for SSH and scripts")
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this session")
-    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
-    chat.add_argument("--seed", type=int, help="sampling seed, for repeatable replies")
-    chat.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
+    chat.add_argument(
+        "--temperature", type=flag("temperature"), metavar="T", help="sampling temperature"
+    )
+    chat.add_argument("--seed", type=flag("seed"), help="sampling seed, for repeatable replies")
+    chat.add_argument(
+        "--max-tokens", type=flag("max_tokens"), metavar="N", help="longest reply in tokens"
+    )
     chat.add_argument("--json", action="store_true", help="print each reply as a JSON line")
     _add_remote_options(chat)
     chat.set_defaults(func=cmd_chat)
@@ -172,9 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         "estimate", help="memory and speed a model needs here, before downloading or loading it"
     )
     est.add_argument("model", help="a GGUF file, an http(s) URL of one, or a catalog ID[:QUANT]")
-    est.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
     est.add_argument(
-        "--gpu-layers", type=int, metavar="N", help="layers to offload (default: all that fit)"
+        "--ctx", type=flag("ctx"), metavar="N", help="context size in tokens (default 4096)"
+    )
+    est.add_argument(
+        "--gpu-layers",
+        type=flag("gpu_layers"),
+        metavar="N",
+        help="layers to offload (default: all that fit)",
     )
     _add_device_options(est)
     _add_gpu_option(est)
@@ -185,8 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--task", choices=["chat", "code", "math", "summarise"], default="chat", help="what for"
     )
-    rec.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
-    rec.add_argument("-n", "--limit", type=int, default=8, metavar="N", help="show the best N")
+    rec.add_argument(
+        "--ctx", type=flag("ctx"), metavar="N", help="context size in tokens (default 4096)"
+    )
+    rec.add_argument(
+        "-n", "--limit", type=flag("limit"), default=8, metavar="N", help="show the best N"
+    )
     rec.add_argument("--all", action="store_true", help="show every catalog model for the task")
     _add_device_options(rec)
     _add_gpu_option(rec)
@@ -221,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     m_ver.set_defaults(func=cmd_models_verify)
     m_info = msub.add_parser("info", help="catalog facts, header facts and the memory estimate")
     m_info.add_argument("model", help="an installed id, a catalog ID[:QUANT] or a GGUF path")
-    m_info.add_argument("--ctx", type=int, metavar="N", help="context for the estimate")
+    m_info.add_argument("--ctx", type=flag("ctx"), metavar="N", help="context for the estimate")
     m_info.add_argument("--json", action="store_true", help="print it as JSON")
     m_info.set_defaults(func=cmd_models_info)
 
@@ -235,9 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument(
         "models", nargs="*", metavar="MODEL", help="paths or ids (default: the default)"
     )
-    ben.add_argument("--ctx", type=int, default=2048, metavar="N", help="context (default 2048)")
-    ben.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per model (3)")
-    ben.add_argument("--tokens", type=int, default=128, metavar="N", help="tokens to generate")
+    ben.add_argument(
+        "--ctx", type=flag("ctx"), default=2048, metavar="N", help="context (default 2048)"
+    )
+    ben.add_argument(
+        "--repeat", type=flag("repeat"), default=3, metavar="N", help="runs per model (3)"
+    )
+    ben.add_argument(
+        "--tokens", type=flag("tokens"), default=128, metavar="N", help="tokens to generate"
+    )
     ben.add_argument("--json", action="store_true", help="print the table as JSON")
     ben.set_defaults(func=cmd_bench)
 
@@ -247,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     qual.add_argument("model", help="the model to judge (path or id)")
     qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
     qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
-    qual.add_argument("--ctx", type=int, default=512, metavar="N", help="chunk size (512)")
+    qual.add_argument("--ctx", type=flag("ctx"), default=512, metavar="N", help="chunk size (512)")
     qual.add_argument("--json", action="store_true", help="print the figures as JSON")
     qual.set_defaults(func=cmd_quality)
 

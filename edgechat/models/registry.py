@@ -58,11 +58,35 @@ def records() -> dict[str, dict]:
         data = json.loads(_registry_file().read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
+        why = "it nests too deeply" if isinstance(e, RecursionError) else e
         raise EdgechatError(
-            f"{_registry_file()} is damaged ({e}); move it aside and pull or import again"
+            f"{_registry_file()} is damaged ({why}); move it aside and pull or import again"
         ) from None
-    return data if isinstance(data, dict) else {}
+    bad = _shape_problem(data)
+    if bad:
+        raise EdgechatError(
+            f"{_registry_file()} is damaged ({bad}); move it aside and pull or import again"
+        )
+    return data
+
+
+def _shape_problem(data) -> str | None:
+    """What is wrong with the shape of models.json: {id: {"path": str, ...}}."""
+    if not isinstance(data, dict):
+        return f"it holds a {type(data).__name__}, not a table of models"
+    for model_id, record in data.items():
+        if not isinstance(record, dict):
+            return f"'{model_id}' is a {type(record).__name__}, not a record"
+        if not isinstance(record.get("path"), str):
+            return f"'{model_id}' has no path"
+        for key in ("files", "sha256"):
+            value = record.get(key, [])
+            if not isinstance(value, list) or not all(
+                isinstance(v, (str, type(None))) for v in value
+            ):
+                return f"'{model_id}': {key} must be a list of text"
+    return None
 
 
 def _save(data: dict[str, dict]) -> None:
