@@ -124,8 +124,11 @@ def cmd_models_import(args) -> int:
     from edgechat.models import registry
     from edgechat.paths import ensure_private_dir, paths
 
+    from edgechat.llama.probe import check_loads
+
     src = Path(args.path).expanduser().resolve()
     facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line
+    check_loads(src)  # and what only llama.cpp knows it cannot load: what is listed loads
     quant = facts.file_type or "?"
     stem = src.stem.lower()
     if not args.id:  # `gemma-3-270m-q4_k_m.gguf` is gemma-3-270m:Q4_K_M, not ...-q4_k_m:Q4_K_M

@@ -125,6 +125,9 @@ def model_numbers(kv: dict, kv_types: dict, tensors: list[TensorInfo], source: s
             isinstance(v, float) and not math.isfinite(v) for v in value
         ):
             raise GGUFError(f"{source}: {key} holds {value!r:.40}; not a finite number")
+    for key in ("general.name", "tokenizer.ggml.model", "tokenizer.chat_template"):
+        if key in kv and not isinstance(kv[key], str):
+            raise GGUFError(f"{source}: {key} must be text")
     base = kv.get(f"{arch}.rope.freq_base")
     if isinstance(base, float) and base <= 0:
         raise GGUFError(f"{source}: {arch}.rope.freq_base is {base}; it must be above 0")
