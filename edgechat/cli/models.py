@@ -121,10 +121,9 @@ def cmd_models_import(args) -> int:
     import shutil
 
     from edgechat.facts.gguf import inspect_file
+    from edgechat.llama.probe import check_loads
     from edgechat.models import registry
     from edgechat.paths import ensure_private_dir, paths
-
-    from edgechat.llama.probe import check_loads
 
     src = Path(args.path).expanduser().resolve()
     facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line

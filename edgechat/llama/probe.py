@@ -49,7 +49,9 @@ def check_loads(path: Path, timeout: float = 300.0) -> None:
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise ModelLoadError(f"llama.cpp did not finish loading {path} in {timeout:.0f} s") from None
+        raise ModelLoadError(
+            f"llama.cpp did not finish loading {path} in {timeout:.0f} s"
+        ) from None
     if done.returncode == 0:
         return
     if done.returncode == 3:
