@@ -24,9 +24,9 @@ class RenderTimeout(Exception):
 
 
 @contextlib.contextmanager
-def deadline(seconds: float = RENDER_S, cancel: threading.Event | None = None):
+def deadline(seconds: float | None = None, cancel: threading.Event | None = None):
     """Raise RenderTimeout inside template code running past ``seconds`` in this block."""
-    end = time.monotonic() + seconds
+    end = time.monotonic() + (RENDER_S if seconds is None else seconds)
     ticks = 0
 
     def local(frame, event, arg):
