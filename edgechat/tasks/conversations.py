@@ -8,13 +8,12 @@ most the last second of it.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgechat.paths import ensure_private_dir, paths
+from edgechat.paths import paths
+from edgechat.tasks.dbopen import guarded, open_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -59,30 +58,22 @@ class Conversation:
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or paths().data_dir / "conversations.db"
-        ensure_private_dir(self.path.parent)
-        fresh = not self.path.exists()
-        # The app writes from its worker threads too; sqlite serialises, we share one handle.
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if fresh:
-            os.chmod(self.path, 0o600)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        # Locked, damaged, read-only or in the way: see dbopen. ``notice`` says what was done.
+        self.db, self.notice = open_db(self.path, SCHEMA)
         self._add_search_index()
-        for side in ("-wal", "-shm"):
-            extra = Path(f"{self.path}{side}")
-            if extra.exists():
-                os.chmod(extra, 0o600)
 
+    @guarded
     def close(self) -> None:
         self.db.close()
 
+    @guarded
     def _add_search_index(self) -> None:
         from edgechat.tasks.search import FTS_SCHEMA
 
         if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='messages_fts'").fetchone():
             self.db.executescript(FTS_SCHEMA)
 
+    @guarded
     def search(self, text: str, limit: int = 50):
         """Messages across every conversation that hold ``text`` (FTS5), best first."""
         from edgechat.tasks.search import search
@@ -91,6 +82,7 @@ class Store:
 
     # -- conversations --------------------------------------------------------------------
 
+    @guarded
     def create(self, title: str = "New chat", system: str = "", model: str = "") -> Conversation:
         now = time.time()
         cur = self.db.execute(
@@ -100,6 +92,7 @@ class Store:
         )
         return Conversation(cur.lastrowid, title, system, {}, model, now)
 
+    @guarded
     def list(self) -> list[Conversation]:
         rows = self.db.execute(
             "SELECT id, title, system, sampling, model, updated FROM conversations "
@@ -123,20 +116,24 @@ class Store:
     def get(self, conversation_id: int) -> Conversation | None:
         return next((c for c in self.list() if c.id == conversation_id), None)
 
+    @guarded
     def rename(self, conversation_id: int, title: str) -> None:
         self.db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
 
+    @guarded
     def configure(self, conversation_id: int, system: str, sampling: dict) -> None:
         self.db.execute(
             "UPDATE conversations SET system=?, sampling=? WHERE id=?",
             (system, json.dumps(sampling), conversation_id),
         )
 
+    @guarded
     def delete(self, conversation_id: int) -> None:
         self.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
 
     # -- messages -------------------------------------------------------------------------
 
+    @guarded
     def messages(self, conversation_id: int) -> list[Message]:
         rows = self.db.execute(
             "SELECT id, role, content, complete FROM messages WHERE conversation=? ORDER BY id",
@@ -144,6 +141,7 @@ class Store:
         ).fetchall()
         return [Message(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
+    @guarded
     def add_message(self, conversation_id: int, role: str, content: str, complete=True) -> int:
         now = time.time()
         cur = self.db.execute(
@@ -154,12 +152,14 @@ class Store:
         self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation_id))
         return cur.lastrowid
 
+    @guarded
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
         """Forget a message and every later one (regenerate, edit and resend)."""
         self.db.execute(
             "DELETE FROM messages WHERE conversation=? AND id>=?", (conversation_id, message_id)
         )
 
+    @guarded
     def update_message(self, message_id: int, content: str, complete: bool = False) -> None:
         self.db.execute(
             "UPDATE messages SET content=?, complete=? WHERE id=?",

@@ -88,6 +88,8 @@ class EdgechatApp(App):
         from edgechat.tui.chat import ChatScreen
 
         self.push_screen(ChatScreen())
+        if self.store.notice:  # the damaged database was moved aside: say where
+            self.notify(self.store.notice, severity="warning", timeout=20, markup=False)
         if self._given_engine is not None:
             self.call_later(
                 self._loaded, self._given_engine, self._given_engine.plan.model_path.name
