@@ -76,10 +76,12 @@ def test_what_would_abort_llama_cpp_never_reaches_it(files, name):
 
 
 @pytest.mark.parametrize("name", LLAMA)
-def test_import_asks_llama_cpp_and_chat_says_why(files, name):
-    inspect_file(files[name])  # the header alone is sound
-    imported = run_cli("models", "import", str(files[name]))
-    assert imported.returncode == 1 and "llama.cpp cannot load" in imported.stderr
+def test_inspect_estimate_import_ask_llama_cpp_and_chat_says_why(files, name):
+    inspect_file(files[name])  # the header alone is sound: only llama.cpp knows better
+    for argv in (["inspect"], ["estimate"], ["models", "import"]):
+        result = run_cli(*argv, str(files[name]))
+        assert result.returncode == 1 and "llama.cpp cannot load" in result.stderr, argv
+        assert result.stderr.count("\n") == 1
     assert registry.records() == {}
     if name == LLAMA[0]:
         chat = run_cli("chat", "--model", str(files[name]), "--max-tokens", "4", "Hi")
@@ -132,7 +134,7 @@ def test_only_regular_files(tmp_path, files):
 
 
 def test_nothing_accepted_that_llama_cpp_cannot_load(files):
-    """What inspect accepts, llama.cpp loads, or import refuses by asking llama.cpp."""
+    """What the header check accepts, llama.cpp loads, or the commands ask it (above)."""
     for name, path in files.items():
         try:
             inspect_file(path)

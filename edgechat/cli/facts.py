@@ -5,6 +5,7 @@ fits.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from edgechat.cli.common import _size
 
@@ -50,6 +51,10 @@ def cmd_inspect(args) -> int:
     from edgechat.text import clean
 
     f = inspect(args.target)
+    if not args.target.startswith(("http://", "https://")):
+        from edgechat.llama.probe import check_loads
+
+        check_loads(Path(args.target).expanduser())  # facts only of what llama.cpp loads
     if args.json:
         print(json.dumps(f.as_dict(with_tensors=args.tensors), indent=2))
         return 0
@@ -110,6 +115,10 @@ def cmd_estimate(args) -> int:
 
     settings = config.load()
     target = registry.locate(args.model, settings.default_model)
+    if target.source == "file":
+        from edgechat.llama.probe import check_loads
+
+        check_loads(target.path)  # an estimate only for what llama.cpp would load
     device = detect(args.memory, args.vram, args.gpu)
     gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
     plan = RunPlan(target.path, n_ctx=args.ctx or settings.ctx, n_gpu_layers=max(0, gpu_layers))

@@ -5,7 +5,8 @@ llama.cpp knows every tensor each architecture needs and its shape. ``models imp
 asks it before registering a file, so what is listed loads. A child process, because
 an assert we did not foresee would end the process asking: here it ends only the
 child, and the answer is a message. Loading maps the file and reads no weights, so
-this costs about a second whatever the model's size.
+this costs about a second whatever the model's size: llama.cpp finds and checks
+every tensor, then the progress callback stops it before it reads a weight.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ def log(level, text, data):
     if text:
         lines.append(text.decode("utf-8", "replace").strip())
 llama_cpp.llama_log_set(log, None)
+@llama_cpp.llama_progress_callback
+def stop(progress, data):
+    return False  # every tensor was found and checked: stop before reading the weights
 params = llama_cpp.llama_model_default_params()
 params.n_gpu_layers = 0
-params.use_mmap = True
+params.use_mmap = False  # a mapping would be filled with the whole file first
+params.progress_callback = stop
 model = llama_cpp.llama_model_load_from_file(sys.argv[1].encode(), params)
+if not model and any("cancelled" in l for l in lines):
+    sys.exit(0)
 if not model:
     said = [l.split("error loading model:", 1)[1] for l in lines if "error loading model:" in l]
     reason = said[-1].strip() if said else ""
@@ -40,7 +47,14 @@ llama_cpp.llama_model_free(model)
 
 
 def check_loads(path: Path, timeout: float = 300.0) -> None:
-    """Return when llama.cpp loads ``path``; else ModelLoadError with its reason."""
+    """Return when llama.cpp loads ``path``; else ModelLoadError with its reason.
+
+    Without llama-cpp-python (an install for planning only) there is no one to ask.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return
     try:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD, str(path)],
