@@ -29,6 +29,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up on purpose (a refused pull) is not news
+
 
 class Hub:
     def __init__(self, repos: dict[str, dict[str, Path | bytes]], gated: set[str] = frozenset()):
