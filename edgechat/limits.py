@@ -31,6 +31,7 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "max_tokens": ("int", 1, 131072, True, "longest reply in tokens"),
     "seed": ("int", -1, 2**32 - 2, True, "sampling seed (-1: random)"),
     "snapshot_cap_mb": ("int", 0, 1 << 20, True, "KV snapshot space in MB (0: off)"),
+    "chunk": ("int", 64, MAX_CTX, True, "chunk size in tokens"),
     "repeat": ("int", 1, 1000, True, "runs per model"),
     "tokens": ("int", 1, MAX_CTX, True, "tokens to generate"),
     "limit": ("int", 1, 10_000, True, "how many to show"),

@@ -125,7 +125,7 @@ def test_config_show_set_unset(tmp_path, edgechat_home):
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
 
     bad = run_cli("config", "set", "ctx", "big", env=env, cwd=tmp_path)
-    assert bad.returncode == 1 and "needs a whole number" in bad.stderr
+    assert bad.returncode == 1 and "must be a whole number (512 to" in bad.stderr
     unknown = run_cli("config", "set", "colour", "red", env=env, cwd=tmp_path)
     assert unknown.returncode == 1 and "unknown setting 'colour'" in unknown.stderr
 

@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     qual.add_argument("model", help="the model to judge (path or id)")
     qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
     qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
-    qual.add_argument("--ctx", type=flag("ctx"), default=512, metavar="N", help="chunk size (512)")
+    qual.add_argument("--ctx", type=flag("chunk"), default=512, metavar="N", help="chunk size (512)")
     qual.add_argument("--json", action="store_true", help="print the figures as JSON")
     qual.set_defaults(func=cmd_quality)
 

@@ -108,7 +108,7 @@ class _Reader:
         if n * each > self.left():
             raise GGUFError(
                 f"{self._src} has a corrupt GGUF header: it claims {n:,} {what}, more than "
-                "the file holds"
+                "the file holds (it is truncated or damaged: download it again)"
             )
 
     def read(self, n: int) -> bytes:
