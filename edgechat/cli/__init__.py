@@ -156,8 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--queue", type=int, default=32, metavar="N", help="requests that may wait (32)"
     )
-    srv.add_argument("--temperature", type=float, metavar="T", help="default temperature")
-    srv.add_argument("--max-tokens", type=int, metavar="N", help="default longest reply")
+    srv.add_argument(
+        "--temperature", type=flag("temperature"), metavar="T", help="default temperature"
+    )
+    srv.add_argument(
+        "--max-tokens", type=flag("max_tokens"), metavar="N", help="default longest reply"
+    )
     srv.add_argument("--quiet", action="store_true", help="no line per request")
     srv.add_argument(
         "--store-key", action="store_true", help="keep the API key in the keyring and exit"
@@ -271,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     qual.add_argument("model", help="the model to judge (path or id)")
     qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
     qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
-    qual.add_argument("--ctx", type=flag("chunk"), default=512, metavar="N", help="chunk size (512)")
+    qual.add_argument(
+        "--ctx", type=flag("chunk"), default=512, metavar="N", help="chunk size (512)"
+    )
     qual.add_argument("--json", action="store_true", help="print the figures as JSON")
     qual.set_defaults(func=cmd_quality)
 
