@@ -288,7 +288,11 @@ def cmd_login(args) -> int:
         except hub.HubError:
             user = None  # offline: keep it, unchecked, and say so
     where = credentials.store(value)
-    checked = f"; the hub knows it as {user}" if user else " (not checked: the hub is unreachable)"
+    from edgechat.text import clean  # the name comes from the hub
+
+    checked = (
+        f"; the hub knows it as {clean(user)}" if user else " (not checked: the hub is unreachable)"
+    )
     print(f"token saved in {where}{checked}")
     return 0
 

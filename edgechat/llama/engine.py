@@ -25,6 +25,7 @@ from edgechat.llama.backend import LOG
 from edgechat.llama.params import check_plan, context_params, model_params
 from edgechat.llama.prompts import Message, Prompts
 from edgechat.llama.reply import Reply, Stats
+from edgechat.llama.scoring import check_finite
 
 __all__ = ["LOG", "Engine", "EngineError", "Reply", "Stats"]  # what callers import from here
 from edgechat.llama.sampling import Sampler, use_backend
@@ -347,11 +348,8 @@ class Engine:
                     raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
                 kv.extend(chunk)
             prompt_s = time.perf_counter() - t0
-            if todo and not _finite(lc.llama_get_logits_ith(ctx, -1), self.n_vocab):
-                raise EngineError(  # else the sampler picks garbage: an empty reply, exit 0
-                    "the model computed NaN or infinite scores: the file is damaged (or a "
-                    "setting in it is); download it again"
-                )
+            if todo:  # NaN scores would sample garbage: an empty reply, exit 0
+                check_finite(lc.llama_get_logits_ith(ctx, -1), self.n_vocab, EngineError)
 
             # The hot loop: locals only, one decode and one native sample per token.
             sample = sampler.next
@@ -412,12 +410,3 @@ class Engine:
                 finish=finish,
                 dropped_messages=dropped,
             )
-
-
-def _finite(row, n: int) -> bool:
-    """Are the ``n`` logits at ``row`` all finite? (No row, as with backend sampling: yes.)"""
-    if not row:
-        return True
-    import numpy as np
-
-    return bool(np.isfinite(np.ctypeslib.as_array(row, shape=(n,))).all())

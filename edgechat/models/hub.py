@@ -15,7 +15,6 @@ cache's ``.locks`` folder, where huggingface_hub keeps its own.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
@@ -307,41 +306,6 @@ def _fetch(
     return blob, got
 
 
-def _link(folder: Path, commit: str, name: str, blob: Path) -> Path:
-    """The snapshot entry huggingface_hub would make: a relative link to the blob.
-
-    An entry already there is replaced only when it is a link into this repo's blobs
-    (what edgechat or huggingface_hub made); anything else is left alone.
-    """
-    snapshot = folder / "snapshots" / commit
-    pointer = snapshot / name
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    hubcheck.inside(pointer.parent, snapshot)
-    if pointer.is_symlink() and pointer.resolve() == blob.resolve():
-        return _ref(folder, commit, pointer)
-    if pointer.is_symlink() and pointer.resolve().parent == (folder / "blobs").resolve():
-        pointer.unlink()
-    elif pointer.is_symlink() or pointer.exists():
-        raise HubError(
-            f"{pointer} is already there and edgechat did not make it; move it aside and pull again"
-        )
-    try:
-        pointer.symlink_to(os.path.relpath(blob, pointer.parent))
-    except OSError:  # no symlinks here (some Windows setups): a copy, as huggingface_hub does
-        shutil.copyfile(blob, pointer)
-    return _ref(folder, commit, pointer)
-
-
-def _ref(folder: Path, commit: str, pointer: Path) -> Path:
-    refs = folder / "refs"
-    refs.mkdir(exist_ok=True)
-    main = refs / "main"
-    if main.is_symlink() or (main.exists() and not main.is_file()):
-        raise HubError(f"{main} is not a file edgechat made; move it aside and pull again")
-    main.write_text(commit)
-    return pointer
-
-
 def pull(
     spec: str,
     default_quant: Callable[[str], str] | None = None,
@@ -386,12 +350,14 @@ def pull(
     check_disk(remaining, folder)
     total = sum(f.size for f in wanted)
     say(f"pulling {model_id} from {repo}: {len(wanted)} file(s), {format_size(total)}")
+    from edgechat.models.cachefiles import link, pull_lock
+
     started, fetched, pointers = time.monotonic(), 0, []
     for f in wanted:
-        with _pull_lock(folder, f):
+        with pull_lock(folder, f):
             blob, got = _fetch(repo, commit, f, folder, token, tqdm_class, say)
             fetched += got
-            pointers.append(_link(folder, commit, f.name, blob))
+            pointers.append(link(folder, commit, f.name, blob))
     elapsed = time.monotonic() - started
     if fetched:
         say(f"downloaded {format_size(fetched)} in {elapsed:.1f} s, SHA-256 verified")
@@ -409,28 +375,6 @@ def pull(
         },
     )
     return Pulled(model_id, repo, quant, pointers[0], total, fetched)
-
-
-@contextlib.contextmanager
-def _pull_lock(folder: Path, f: RemoteFile):
-    """One pull of a file at a time, across processes; a second one says so at once."""
-    from filelock import FileLock, Timeout
-
-    locks = models_dir() / ".locks" / folder.name
-    locks.mkdir(parents=True, exist_ok=True)
-    key = f.sha256 or hashlib.sha256(f.name.encode()).hexdigest()
-    lock = FileLock(str(locks / f"{key.lower()}.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise HubError(
-            f"another pull is downloading {f.name} right now; wait for it to finish "
-            "(or stop it), then pull again"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def progress_bar():
