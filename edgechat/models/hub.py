@@ -133,7 +133,7 @@ def _only_quant(files: list[RemoteFile], repo: str) -> str:
     )
 
 
-def _hub_error(e: Exception, repo: str) -> HubError:
+def _hub_error(e: Exception, repo: str, token_sent: bool = True) -> HubError:
     """One clear line for what huggingface_hub raised."""
     from huggingface_hub import errors
 
@@ -151,7 +151,7 @@ def _hub_error(e: Exception, repo: str) -> HubError:
     if isinstance(e, errors.HfHubHTTPError):
         if e.response is None:
             return HubError(f"the hub failed for {repo}; try again later")
-        if e.response.status_code == 401:  # not gated, not missing: the token was refused
+        if e.response.status_code == 401 and token_sent:  # not gated nor missing: refused
             return BadToken()
         return HubError(status_meaning(e.response.status_code, repo))
     return HubError(
@@ -199,7 +199,7 @@ def list_files(repo: str, token: str | None) -> tuple[str, list[RemoteFile]]:
             for s in info.siblings or []
         ]
     except _network_errors() as e:
-        raise _hub_error(e, repo) from None
+        raise _hub_error(e, repo, bool(token)) from None
     except (ValueError, TypeError, KeyError, AttributeError):  # HTML, or JSON of another shape
         raise HubError(
             f"{endpoint()} did not answer with a model listing for {repo} (a web page or "
@@ -254,7 +254,7 @@ def _fetch(
     try:
         meta = get_hf_file_metadata(url, token=token or False, timeout=TIMEOUT_S)
     except _network_errors() as e:
-        raise _hub_error(e, repo) from None
+        raise _hub_error(e, repo, bool(token)) from None
     digest = hubcheck.digest(f.sha256 or meta.etag, f.name)
     etag = (meta.etag or "").removeprefix("W/").strip('"').lower()
     if f.sha256 and len(etag) == 64 and etag != digest:
