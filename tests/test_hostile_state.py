@@ -31,7 +31,7 @@ BAD_FLAGS = [
     (["chat", "--max-tokens", "-1"], "1 to"),
     (["chat", "--temperature", "nan"], "finite"),
     (["chat", "--temperature", "inf"], "finite"),
-    (["chat", "--temperature", "-0.5"], "0.0 to 5.0"),
+    (["chat", "--temperature", "-0.5"], "0.0 to 2.0"),
     (["chat", "--seed", "-3"], "seed"),
     (["chat", "--gpu-layers", "-7"], "-1 to"),
     (["estimate", "x", "--ctx", "0"], "512 to"),
@@ -60,7 +60,7 @@ def test_a_bad_flag_exits_2_from_the_real_command():
 
 BAD_SETTINGS = [
     ("temperature", "nan", "finite"),
-    ("temperature", "-1", "0.0 to 5.0"),
+    ("temperature", "-1", "0.0 to 2.0"),
     ("temperature", "1e999", "finite"),
     ("ctx", "999999999", "512 to 1048576"),
     ("ctx", "0", "512 to"),
