@@ -107,6 +107,12 @@ def _f32(n: int, seed: int) -> bytes:
     return (rng.standard_normal(n).astype(np.float32) * 0.02).tobytes()
 
 
+_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def base() -> Spec:
     """A tiny llama model llama.cpp loads and runs (its replies are noise)."""
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
@@ -129,6 +135,7 @@ def base() -> Spec:
         KV("tokenizer.ggml.bos_token_id", U32, 1),
         KV("tokenizer.ggml.eos_token_id", U32, 2),
         KV("tokenizer.ggml.unknown_token_id", U32, 0),
+        KV("tokenizer.chat_template", STR, _CHATML),
     ]
     shapes = [
         ("token_embd.weight", [EMBD, VOCAB]),
