@@ -95,28 +95,64 @@ def _save(data: dict[str, dict]) -> None:
     write_private(_registry_file(), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _locked():
+    """models.json is read, changed and written under one lock across processes: ten
+    `models import` at once register ten models, not the six or seven the last writers
+    left (filelock comes with huggingface_hub)."""
+    from filelock import FileLock, Timeout
+
+    from edgechat.paths import ensure_private_dir
+
+    file = _registry_file()
+    try:
+        ensure_private_dir(file.parent)
+    except OSError as e:
+        why = e.strerror or e
+        raise EdgechatError(f"cannot use {file.parent}: {why}; fix that folder") from None
+    lock = FileLock(str(file.with_name(f".{file.name}.lock")), timeout=60)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise EdgechatError(
+            f"{file} stayed locked for a minute (another edgechat writing it?); try again"
+        ) from None
+    return lock
+
+
 def register(model_id: str, record: dict) -> None:
-    data = records()
-    data[model_id] = {**record, "added": record.get("added") or time.time()}
-    _save(data)
+    lock = _locked()
+    try:
+        data = records()
+        data[model_id] = {**record, "added": record.get("added") or time.time()}
+        _save(data)
+    finally:
+        lock.release()
 
 
 def unregister(model_id: str) -> dict | None:
-    data = records()
-    record = data.pop(model_id, None)
-    _save(data)
+    lock = _locked()
+    try:
+        data = records()
+        record = data.pop(model_id, None)
+        _save(data)
+    finally:
+        lock.release()
     return record
 
 
 def touch(path: Path) -> None:
     """Note that the model at ``path`` was just used (for `models list`). The starter
     has no record (it lives in its package), so its use is kept beside the registry."""
-    data = records()
-    for record in data.values():
-        if record.get("path") == str(path):
-            record["last_used"] = time.time()
-            _save(data)
-            return
+    lock = _locked()
+    try:
+        data = records()
+        for record in data.values():
+            if record.get("path") == str(path):
+                record["last_used"] = time.time()
+                _save(data)
+                return
+    finally:
+        lock.release()
     if path == starter_model_path():
         from edgechat.paths import write_private
 
