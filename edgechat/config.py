@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from edgechat.errors import ConfigError
+from edgechat import limits
+from edgechat.errors import ConfigError, EdgechatError
 from edgechat.paths import Paths, paths, write_private
 
 if sys.version_info >= (3, 11):
@@ -55,20 +57,17 @@ class Settings:
         )
 
 
-# The sampling settings' (type, lowest, highest), shared with the app's settings dialog.
+# The sampling settings' (type, lowest, highest), shared with the app's settings dialog;
+# the bounds are edgechat/limits.py's, where the command-line flags take theirs too.
+_SAMPLING = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens")
 RANGES = {
-    "temperature": (float, 0.0, 2.0),
-    "top_k": (int, 0, 1000),
-    "top_p": (float, 0.0, 1.0),
-    "min_p": (float, 0.0, 1.0),
-    "repeat_penalty": (float, 1.0, 2.0),
-    "seed": (int, -1, 2**32 - 2),
-    "max_tokens": (int, 1, 131072),
-    "snapshot_cap_mb": (int, 0, 1 << 20),
+    key: ({"int": int, "float": float}[limits.RANGES[key][0]], *limits.RANGES[key][1:3])
+    for key in (*_SAMPLING, "snapshot_cap_mb")
 }
 KV_CACHE_CHOICES = ("f16", "q8_0", "q4_0")
 
 _TYPES = {f.name: f.type for f in fields(Settings)}
+_MAX_TEXT = 100_000  # a system prompt longer than this is a mistake
 
 
 def _check_key(key: str) -> str:
@@ -78,49 +77,62 @@ def _check_key(key: str) -> str:
     return _TYPES[key]
 
 
-def _coerce(key: str, value):
-    value = _coerce_type(key, value)
-    if key in RANGES and not RANGES[key][1] <= value <= RANGES[key][2]:
-        _, low, high = RANGES[key]
-        raise ConfigError(f"setting '{key}' must be from {low} to {high}, got {value}")
-    if key == "kv_cache" and value not in KV_CACHE_CHOICES:
-        raise ConfigError(f"setting 'kv_cache' must be one of {', '.join(KV_CACHE_CHOICES)}")
-    return value
-
-
-def _coerce_type(key: str, value):
+def _coerce(key: str, value, where: str = ""):
+    """``value`` checked against the setting's type and range; ``where`` names the file."""
     kind = _check_key(key)
     try:
-        if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        wanted = {"int": "a whole number", "float": "a number"}.get(kind, "text")
-        raise ConfigError(f"setting '{key}' needs {wanted}, got {value!r}") from None
+        if kind in ("int", "float"):
+            if isinstance(value, str):
+                return limits.parse(key, value.strip())
+            return limits.check(key, value, here=not where)
+        if not isinstance(value, str) or len(value) > _MAX_TEXT:
+            raise ValueError(f"needs text (at most {_MAX_TEXT:,} characters), not {_brief(value)}")
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        if key == "kv_cache" and value not in KV_CACHE_CHOICES:
+            raise ValueError(f"must be one of {', '.join(KV_CACHE_CHOICES)}, got {value!r}")
+        return value
+    except ValueError as e:
+        if where:
+            raise ConfigError(
+                f"{where}: setting '{key}': {e}; fix it with "
+                f"`edgechat config set {key} VALUE` or `edgechat config unset {key}`"
+            ) from None
+        raise ConfigError(f"setting '{key}': {e}") from None
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{type(value).__name__} of {len(value)} items"
 
 
 def _read_raw(p: Paths) -> dict:
     try:
-        text = p.config_file.read_text(encoding="utf-8")
+        data = p.config_file.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {p.config_file}: {exc.strerror}") from None
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        why = f"it is not UTF-8 text (byte {exc.start})"
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{p.config_file} is not valid TOML ({exc}); fix it or delete it to start afresh"
-        ) from None
+        why = f"it is not valid TOML ({exc})"
+    except RecursionError:
+        why = "it nests too deeply to be a settings file"
+    raise ConfigError(
+        f"{p.config_file}: {why}; fix it, `edgechat config unset KEY` the bad line, or "
+        "delete the file to start afresh"
+    )
 
 
 def load(p: Paths | None = None) -> Settings:
-    raw = _read_raw(p or paths())
-    values = {key: _coerce(key, value) for key, value in raw.items() if key in _TYPES}
+    p = p or paths()
+    raw = _read_raw(p)
+    values = {
+        key: _coerce(key, value, str(p.config_file)) for key, value in raw.items() if key in _TYPES
+    }
     return Settings(**values)
 
 
@@ -128,25 +140,70 @@ def _dump(raw: dict) -> str:
     lines = ["# edgechat settings; `edgechat config` lists them all"]
     for key in sorted(raw):
         value = raw[key]
-        # JSON string and number literals are valid TOML basic strings and numbers.
+        # JSON string and number literals are valid TOML basic strings and numbers
+        # (every number here is finite: _coerce refuses nan and inf).
         lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _check_model(value: str) -> str:
+    """A default model must be something `chat` can run: an installed id or a GGUF file."""
+    from edgechat.models import registry
+
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_file():
+        return str(path.resolve())  # a path must not depend on the cwd
+    try:
+        registry.resolve(value)
+    except EdgechatError:
+        ids = ", ".join(registry.installed()) or "none"
+        raise ConfigError(
+            f"default_model '{value}' is neither an installed model nor a GGUF file "
+            f"(installed: {ids}); pull or import it first"
+        ) from None
+    return value
 
 
 def set_value(key: str, value: str, p: Paths | None = None) -> Settings:
     p = p or paths()
     raw = _read_raw(p)
     raw[key] = _coerce(key, value)
-    if key == "default_model" and Path(value).expanduser().is_file():
-        raw[key] = str(Path(value).expanduser().resolve())  # a path must not depend on the cwd
+    if key == "default_model":
+        raw[key] = _check_model(raw[key])
     write_private(p.config_file, _dump(raw))
     return load(p)
 
 
-def unset_value(key: str, p: Paths | None = None) -> Settings:
+def unset_value(key: str, p: Paths | None = None) -> Settings | None:
+    """Forget ``key``; works on a file that no longer parses (its lines for ``key`` go).
+
+    Returns the settings, or None when the file is still broken for another reason.
+    """
     p = p or paths()
-    _check_key(key)
-    raw = _read_raw(p)
-    raw.pop(key, None)
-    write_private(p.config_file, _dump(raw))
-    return load(p)
+    try:
+        raw = _read_raw(p)
+    except ConfigError:
+        if not _unset_line(p, key):
+            _check_key(key)  # neither in the file nor a setting: say which exist
+    else:
+        if key not in raw:
+            _check_key(key)
+        raw.pop(key, None)
+        write_private(p.config_file, _dump(raw))
+    try:
+        return load(p)
+    except ConfigError:
+        return None
+
+
+def _unset_line(p: Paths, key: str) -> bool:
+    """Remove ``key = ...`` lines from a file TOML cannot read, leaving the rest as it is."""
+    lines = p.config_file.read_bytes().split(b"\n")
+    mark = re.compile(rb"\s*" + re.escape(key.encode()) + rb"\s*=")
+    kept = [line for line in lines if not mark.match(line)]
+    if len(kept) == len(lines):
+        return False
+    write_private(p.config_file, b"\n".join(kept).decode("utf-8", "replace"))
+    return True

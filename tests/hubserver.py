@@ -6,6 +6,11 @@
   ``X-Linked-Etag``, ``X-Linked-Size`` and a 302 to a second loopback host (the CDN);
 - the CDN serves the bytes with ``Range`` support, and can misbehave on purpose:
   drop the connection part-way once, corrupt a byte, or go slowly.
+
+A hostile hub for the security tests: every field below can be set to lie (a commit,
+digest or ETag shaped like a path, an API answering HTML or JSON of the wrong shape,
+any HTTP status, a CDN that refuses ranges with 416, trickles one byte at a time, or
+serves a web page).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up on purpose (a refused pull) is not news
 
 
 class Hub:
@@ -45,6 +53,17 @@ class Hub:
         self.chunk_delay = 0.0  # CDN: seconds between 64 KiB chunks
         self.claimed_size: int | None = None  # hub: lie about sizes (the disk precheck)
         self.tokens: set[str] | None = None  # hub: the tokens it accepts (None: any)
+        self.commit = COMMIT  # hub: the commit id it reports
+        self.listed_sha: str | None = None  # hub: the LFS sha256 in the listing
+        self.linked_etag: str | None = None  # hub: X-Linked-Etag on resolve
+        self.served_size: int | None = None  # hub: X-Linked-Size on resolve
+        self.api_status: int | None = None  # hub: answer the listing with this status
+        self.api_body: bytes | None = None  # hub: answer the listing with these bytes
+        self.resolve_status: int | None = None  # hub: answer resolve with this status
+        self.cdn_status: int | None = None  # CDN: answer with this status
+        self.cdn_416_on_range = False  # CDN: refuse every Range request with 416
+        self.cdn_type = "application/octet-stream"  # CDN: Content-Type of the body
+        self.trickle: float | None = None  # CDN: seconds between single bytes
         self.hub = _Server(("127.0.0.1", 0), self._hub_handler())
         self.cdn = _Server(("127.0.0.1", 0), self._cdn_handler())
 
@@ -147,6 +166,12 @@ class Hub:
                     return
                 if parts[:2] == ["api", "models"] and len(parts) >= 4:
                     repo = "/".join(parts[2:4])
+                    if hub.api_status:
+                        self._send(hub.api_status, b'{"error": "no"}', {}, head)
+                        return
+                    if hub.api_body is not None:
+                        self._send(200, hub.api_body, {"Content-Type": "application/json"}, head)
+                        return
                     if self._refuse(repo):
                         return
                     siblings = [
@@ -154,9 +179,11 @@ class Hub:
                             "rfilename": name,
                             "size": hub._size(data),
                             "blobId": hashlib.sha1(data).hexdigest(),
-                            "lfs": {
+                            "lfs": None
+                            if hub.listed_sha == ""
+                            else {
                                 "size": hub._size(data),
-                                "sha256": hashlib.sha256(data).hexdigest(),
+                                "sha256": hub.listed_sha or hashlib.sha256(data).hexdigest(),
                                 "pointerSize": 134,
                             },
                         }
@@ -166,7 +193,7 @@ class Hub:
                         {
                             "id": repo,
                             "modelId": repo,
-                            "sha": COMMIT,
+                            "sha": hub.commit,
                             "private": False,
                             "gated": repo in hub.gated and "manual",
                             "siblings": siblings,
@@ -176,6 +203,9 @@ class Hub:
                     return
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo, name = "/".join(parts[:2]), "/".join(parts[4:])
+                    if hub.resolve_status:
+                        self._send(hub.resolve_status, b"", {}, head)
+                        return
                     if self._refuse(repo):
                         return
                     data = hub.files[repo].get(name)
@@ -189,9 +219,9 @@ class Hub:
                         {
                             "Location": f"{hub.cdn_url}/blobs/{sha}",
                             "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                            "X-Repo-Commit": COMMIT,
-                            "X-Linked-Etag": f'"{sha}"',
-                            "X-Linked-Size": str(hub._size(data)),
+                            "X-Repo-Commit": hub.commit,
+                            "X-Linked-Etag": f'"{hub.linked_etag or sha}"',
+                            "X-Linked-Size": str(hub.served_size or hub._size(data)),
                         },
                         head,
                     )
@@ -221,10 +251,14 @@ class Hub:
                 rng = self.headers.get("Range")
                 hub.requests.append(("GET", self.path, rng))
                 data = hub.blobs.get(self.path.rsplit("/", 1)[-1])
-                if data is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
+                status = hub.cdn_status or (416 if rng and hub.cdn_416_on_range else None)
+                if data is None or status:
+                    body = b"<html><body>Error</body></html>"
+                    self.send_response(status or 404)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
+                    self.wfile.write(body)
                     return
                 if hub.corrupt:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
@@ -238,10 +272,17 @@ class Hub:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Type", hub.cdn_type)
                 self.end_headers()
                 drop, hub.drop_after = hub.drop_after, None
                 sent = 0
                 try:
+                    if hub.trickle:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(hub.trickle)
+                        return
                     for i in range(0, len(body), 64 * 1024):
                         chunk = body[i : i + 64 * 1024]
                         if drop is not None and sent + len(chunk) > drop:

@@ -33,7 +33,7 @@ def test_version():
 
 def test_usage_error_exits_2():
     result = run_cli("chat", "--ctx", "lots")
-    assert result.returncode == 2 and "invalid int value" in result.stderr
+    assert result.returncode == 2 and "must be a whole number (512 to" in result.stderr
 
 
 def test_piped_chat_answers_and_exits_0():
@@ -82,8 +82,8 @@ def test_no_command_opens_a_chat():
 
 
 def test_small_context_drops_old_turns_and_says_so():
-    line = "Tell me about rivers, mountains, forests, deserts and oceans in detail please. " * 6
-    result = run_cli("chat", "--plain", "--ctx", "256", "--max-tokens", "40", input=f"{line}\n" * 4)
+    line = "Tell me about rivers, mountains, forests, deserts and oceans in detail please. " * 10
+    result = run_cli("chat", "--plain", "--ctx", "512", "--max-tokens", "40", input=f"{line}\n" * 4)
     assert result.returncode == 0, result.stderr
     assert "context full" in result.stderr
 
@@ -125,7 +125,7 @@ def test_config_show_set_unset(tmp_path, edgechat_home):
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
 
     bad = run_cli("config", "set", "ctx", "big", env=env, cwd=tmp_path)
-    assert bad.returncode == 1 and "needs a whole number" in bad.stderr
+    assert bad.returncode == 1 and "must be a whole number (512 to" in bad.stderr
     unknown = run_cli("config", "set", "colour", "red", env=env, cwd=tmp_path)
     assert unknown.returncode == 1 and "unknown setting 'colour'" in unknown.stderr
 

@@ -210,7 +210,7 @@ def test_unknown_quant_lists_what_exists(smol_hub):
 
 
 def test_disk_full_is_refused_before_downloading(smol_hub):
-    smol_hub.claimed_size = 10**15  # a petabyte
+    smol_hub.claimed_size = 2 * 10**12 - 1  # 2 TB: listed sizes above 2 TiB are refused outright
     result = run_cli("models", "pull", "smollm2-135m-instruct:Q4_1")
     assert result.returncode == 1 and "not enough disk space" in result.stderr
     assert cdn_gets(smol_hub) == []

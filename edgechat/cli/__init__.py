@@ -31,25 +31,31 @@ from edgechat.cli.models import (
 )
 from edgechat.cli.serve import cmd_serve
 from edgechat.cli.summarise import cmd_summarise
+from edgechat.limits import flag
 
 
 def _add_model_options(
-    p: argparse.ArgumentParser, model_flag: bool = True, ctx_default: int | None = None
+    p: argparse.ArgumentParser,
+    model_flag: bool = True,
+    ctx_default: int | None = None,
+    ctx_flag: str = "ctx",
 ) -> None:
     """The options of every command that loads a model: one ModelRequest, one fit check."""
     if model_flag:
         p.add_argument("-m", "--model", help="a GGUF file path or an installed model id")
     p.add_argument(
         "--ctx",
-        type=int,
+        type=flag(ctx_flag),
         default=ctx_default,
         metavar="N",
         help=f"context size in tokens (default {ctx_default or 'the ctx setting, 4096'})",
     )
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--threads", type=flag("threads"), metavar="N", help="CPU threads (default: physical cores)"
+    )
     p.add_argument(
         "--gpu-layers",
-        type=int,
+        type=flag("gpu_layers"),
         metavar="N",
         help="layers to offload to the GPU (default: all that fit)",
     )
@@ -107,9 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("prompt", nargs="?", help="answer this one message and exit")
     chat.add_argument("--plain", action="store_true", help="line mode, for SSH and scripts")
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this session")
-    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
-    chat.add_argument("--seed", type=int, help="sampling seed, for repeatable replies")
-    chat.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
+    chat.add_argument(
+        "--temperature", type=flag("temperature"), metavar="T", help="sampling temperature"
+    )
+    chat.add_argument("--seed", type=flag("seed"), help="sampling seed, for repeatable replies")
+    chat.add_argument(
+        "--max-tokens", type=flag("max_tokens"), metavar="N", help="longest reply in tokens"
+    )
     chat.add_argument("--json", action="store_true", help="print each reply as a JSON line")
     _add_remote_options(chat)
     chat.set_defaults(func=cmd_chat)
@@ -157,8 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--queue", type=int, default=32, metavar="N", help="requests that may wait (32)"
     )
-    srv.add_argument("--temperature", type=float, metavar="T", help="default temperature")
-    srv.add_argument("--max-tokens", type=int, metavar="N", help="default longest reply")
+    srv.add_argument(
+        "--temperature", type=flag("temperature"), metavar="T", help="default temperature"
+    )
+    srv.add_argument(
+        "--max-tokens", type=flag("max_tokens"), metavar="N", help="default longest reply"
+    )
     srv.add_argument("--quiet", action="store_true", help="no line per request")
     srv.add_argument(
         "--store-key", action="store_true", help="keep the API key in the keyring and exit"
@@ -182,9 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         "estimate", help="memory and speed a model needs here, before downloading or loading it"
     )
     est.add_argument("model", help="a GGUF file, an http(s) URL of one, or a catalog ID[:QUANT]")
-    est.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
     est.add_argument(
-        "--gpu-layers", type=int, metavar="N", help="layers to offload (default: all that fit)"
+        "--ctx", type=flag("ctx"), metavar="N", help="context size in tokens (default 4096)"
+    )
+    est.add_argument(
+        "--gpu-layers",
+        type=flag("gpu_layers"),
+        metavar="N",
+        help="layers to offload (default: all that fit)",
     )
     _add_device_options(est)
     _add_gpu_option(est)
@@ -195,8 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--task", choices=["chat", "code", "math", "summarise"], default="chat", help="what for"
     )
-    rec.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (default 4096)")
-    rec.add_argument("-n", "--limit", type=int, default=8, metavar="N", help="show the best N")
+    rec.add_argument(
+        "--ctx", type=flag("ctx"), metavar="N", help="context size in tokens (default 4096)"
+    )
+    rec.add_argument(
+        "-n", "--limit", type=flag("limit"), default=8, metavar="N", help="show the best N"
+    )
     rec.add_argument("--all", action="store_true", help="show every catalog model for the task")
     _add_device_options(rec)
     _add_gpu_option(rec)
@@ -231,12 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     m_ver.set_defaults(func=cmd_models_verify)
     m_info = msub.add_parser("info", help="catalog facts, header facts and the memory estimate")
     m_info.add_argument("model", help="an installed id, a catalog ID[:QUANT] or a GGUF path")
-    m_info.add_argument("--ctx", type=int, metavar="N", help="context for the estimate")
+    m_info.add_argument("--ctx", type=flag("ctx"), metavar="N", help="context for the estimate")
     m_info.add_argument("--json", action="store_true", help="print it as JSON")
     m_info.set_defaults(func=cmd_models_info)
 
     login = sub.add_parser("login", help="store a Hugging Face token for gated models")
-    login.add_argument("--token", help=argparse.SUPPRESS)  # for scripts; prefer the prompt
+    login.add_argument("--token", help=argparse.SUPPRESS)  # refused: see cmd_login
     login.set_defaults(func=cmd_login)
     logout = sub.add_parser("logout", help="remove the stored Hugging Face token")
     logout.set_defaults(func=cmd_logout)
@@ -246,8 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         "models", nargs="*", metavar="MODEL", help="paths or ids (default: the default)"
     )
     _add_model_options(ben, model_flag=False, ctx_default=2048)
-    ben.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per model (3)")
-    ben.add_argument("--tokens", type=int, default=128, metavar="N", help="tokens to generate")
+    ben.add_argument(
+        "--repeat", type=flag("repeat"), default=3, metavar="N", help="runs per model (3)"
+    )
+    ben.add_argument(
+        "--tokens", type=flag("tokens"), default=128, metavar="N", help="tokens to generate"
+    )
     ben.add_argument("--json", action="store_true", help="print the table as JSON")
     ben.set_defaults(func=cmd_bench)
 
@@ -257,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     qual.add_argument("model", help="the model to judge (path or id)")
     qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
     qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
-    _add_model_options(qual, model_flag=False, ctx_default=512)  # --ctx: the chunk size
+    _add_model_options(qual, model_flag=False, ctx_default=512, ctx_flag="chunk")  # chunk size
     qual.add_argument("--json", action="store_true", help="print the figures as JSON")
     qual.set_defaults(func=cmd_quality)
 
@@ -335,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EdgechatError as exc:
-        sys.stderr.write(f"edgechat: {exc}\n")
+        from edgechat.text import clean
+
+        sys.stderr.write(f"edgechat: {clean(exc)}\n")  # names from files and the hub inside
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")

@@ -5,6 +5,7 @@ fits.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from edgechat.cli.common import _size
 
@@ -47,8 +48,13 @@ def cmd_device(args) -> int:
 def cmd_inspect(args) -> int:
     from edgechat.facts.device import format_size
     from edgechat.facts.gguf import inspect
+    from edgechat.text import clean
 
     f = inspect(args.target)
+    if not args.target.startswith(("http://", "https://")):
+        from edgechat.llama.probe import check_loads
+
+        check_loads(Path(args.target).expanduser())  # facts only of what llama.cpp loads
     if args.json:
         print(json.dumps(f.as_dict(with_tensors=args.tensors), indent=2))
         return 0
@@ -73,12 +79,12 @@ def cmd_inspect(args) -> int:
         ("template", "yes" if f.chat_template else "no chat template"),
     ]
     for key, value in rows:
-        print(f"{key:<10} {value}")
+        print(f"{key:<10} {clean(value)}")  # general.name and the rest are the file's own text
     print("mix")
     for qtype, m in f.quant_mix.items():
         share = m["bytes"] / f.tensor_bytes if f.tensor_bytes else 0
         print(
-            f"  {qtype:<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
+            f"  {clean(qtype):<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
             f"{format_size(m['bytes']):>10} ({share:.0%})"
         )
     return 0
@@ -109,6 +115,10 @@ def cmd_estimate(args) -> int:
 
     settings = config.load()
     target = registry.locate(args.model, settings.default_model)
+    if target.source == "file":
+        from edgechat.llama.probe import check_loads
+
+        check_loads(target.path)  # an estimate only for what llama.cpp would load
     device = detect(args.memory, args.vram, args.gpu)
     gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
     plan = RunPlan(target.path, n_ctx=args.ctx or settings.ctx, n_gpu_layers=max(0, gpu_layers))
@@ -135,7 +145,9 @@ def cmd_estimate(args) -> int:
         out["model_path"] = str(target.path)
         print(json.dumps(out, indent=2))
         return 0
-    print(f"model      {target.label} ({target.source})")
+    from edgechat.text import clean
+
+    print(f"model      {clean(target.label)} ({target.source})")
     print(
         f"weights    {_size(target.shape.weight_bytes)}, {target.shape.n_params / 1e9:.2f} B params"
     )

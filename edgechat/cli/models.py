@@ -20,6 +20,8 @@ def cmd_models_list(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    from edgechat.text import clean
+
     if not rows:
         print("no models yet: `edgechat recommend` suggests one, `edgechat models pull ID` gets it")
         return 0
@@ -30,7 +32,7 @@ def cmd_models_list(args) -> int:
             if r["last_used"]
             else "-"
         )
-        print(f"{r['id']:<44} {_size(r['size']):>9}  {used:<16} {r['source']}")
+        print(f"{clean(r['id']):<44} {_size(r['size']):>9}  {used:<16} {clean(r['source'])}")
     return 0
 
 
@@ -78,15 +80,17 @@ def cmd_models_pull(args) -> int:
         print(json.dumps(out, indent=2))
     else:
         already = " (already here)" if not pulled.downloaded else ""
-        print(f"{pulled.model_id}{already}: {pulled.path}")
+        print(f"{pulled.model_id}{already}: {pulled.path}")  # a checked repo id
         print(f"chat with it: edgechat chat --model {pulled.model_id}")
     return 0
 
 
 def cmd_models_rm(args) -> int:
     from edgechat.models import hub
+    from edgechat.text import clean
 
     record, freed = hub.remove(args.model)
+    record = {**record, "id": clean(record["id"]), "path": clean(record.get("path", ""))}
     if args.json:
         print(json.dumps({"id": record["id"], "freed": freed, "path": record.get("path")}))
     elif record.get("source") == "import":
@@ -104,7 +108,9 @@ def cmd_models_import(args) -> int:
     if args.json:
         print(json.dumps({"id": model_id, "path": str(path), "quant": quant}))
     else:
-        print(f"imported {model_id}: {path}")
+        from edgechat.text import clean
+
+        print(f"imported {clean(model_id)}: {clean(path)}")
     return 0
 
 
@@ -123,8 +129,10 @@ def cmd_models_verify(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
+        from edgechat.text import clean
+
         for model_id, r in results.items():
-            print(f"{model_id}: {'ok' if r['ok'] else '; '.join(r['problems'])}")
+            print(clean(f"{model_id}: {'ok' if r['ok'] else '; '.join(r['problems'])}"))
         if not results:
             print("no pulled models to verify")
     return 0 if all(r["ok"] for r in results.values()) else 1
@@ -142,7 +150,9 @@ def cmd_models_info(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"model      {target.label}" + ("" if out["installed"] else " (not pulled)"))
+    from edgechat.text import clean
+
+    print(f"model      {clean(target.label)}" + ("" if out["installed"] else " (not pulled)"))
     if entry:
         print(
             f"catalog    {entry.name}; {entry.repo}; licence {entry.license}"
@@ -154,7 +164,7 @@ def cmd_models_info(args) -> int:
         )
     if facts:
         print(
-            f"header     {facts['architecture']}, {facts['file_type']}, "
+            f"header     {clean(facts['architecture'])}, {clean(facts['file_type'])}, "
             f"{facts['bits_per_weight']} bits per weight, {facts['n_layers']} layers"
         )
     print(
@@ -167,17 +177,26 @@ def cmd_models_info(args) -> int:
 
 
 def cmd_login(args) -> int:
+    """The token comes from a pipe, HF_TOKEN or the hidden prompt: never from the command
+    line, where every user of the machine can read it in the process list."""
     import getpass
 
+    from edgechat.errors import InputError
     from edgechat.models import credentials
 
-    value = args.token
-    if value is None:
-        if not sys.stdin.isatty():
-            value = sys.stdin.readline()
-        else:
-            sys.stderr.write("Paste a token from https://huggingface.co/settings/tokens\n")
-            value = getpass.getpass("token (not shown): ")
+    if args.token is not None:
+        raise InputError(
+            "--token puts the token in the process list, where others can read it; pipe it "
+            "in (`edgechat login < token.txt`), set HF_TOKEN, or type it at the prompt"
+        )
+    value = ""
+    if not sys.stdin.isatty():
+        value = sys.stdin.readline()
+    if not value.strip() and os.environ.get("HF_TOKEN"):
+        value = os.environ["HF_TOKEN"]
+    elif not value.strip() and sys.stdin.isatty():
+        sys.stderr.write("Paste a token from https://huggingface.co/settings/tokens\n")
+        value = getpass.getpass("token (not shown): ")
     value = value.strip()
     user = None
     if value and not any(c.isspace() for c in value):
@@ -190,7 +209,11 @@ def cmd_login(args) -> int:
         except hub.HubError:
             user = None  # offline: keep it, unchecked, and say so
     where = credentials.store(value)
-    checked = f"; the hub knows it as {user}" if user else " (not checked: the hub is unreachable)"
+    from edgechat.text import clean  # the name comes from the hub
+
+    checked = (
+        f"; the hub knows it as {clean(user)}" if user else " (not checked: the hub is unreachable)"
+    )
     print(f"token saved in {where}{checked}")
     return 0
 

@@ -91,10 +91,25 @@ class ModelFacts:
 class _Reader:
     """Little-endian GGUF primitives over a byte stream, failing clearly at EOF."""
 
-    def __init__(self, stream, source: str) -> None:
+    def __init__(self, stream, source: str, size: int | None = None) -> None:
         self._s = stream
         self._src = source
         self.pos = 0
+        # Counts in the file are checked against what is left of it before anything is
+        # allocated from them (a remote file of unknown size: against 4 GiB of header).
+        self.size = size if size is not None else 1 << 32
+        self.last_array = -1  # the element type of the last array read
+
+    def left(self) -> int:
+        return max(self.size - self.pos, 0)
+
+    def claim(self, n: int, each: int, what: str) -> None:
+        """Refuse ``n`` items of at least ``each`` bytes when the file cannot hold them."""
+        if n * each > self.left():
+            raise GGUFError(
+                f"{self._src} has a corrupt GGUF header: it claims {n:,} {what}, more than "
+                "the file holds (it is truncated or damaged: download it again)"
+            )
 
     def read(self, n: int) -> bytes:
         data = self._s.read(n)
@@ -113,6 +128,7 @@ class _Reader:
         n = self.unpack("<Q")
         if n > 1 << 26:
             raise GGUFError(f"{self._src} has a corrupt GGUF header (a {n}-byte string)")
+        self.claim(n, 1, "bytes of text")
         return self.read(n).decode("utf-8", "replace")
 
     def value(self, vtype: int):
@@ -122,22 +138,46 @@ class _Reader:
             return self.string()
         if vtype == _ARRAY:
             etype, count = self.unpack("<I"), self.unpack("<Q")
+            self.last_array = etype
+            if etype == _ARRAY:
+                raise GGUFError(f"{self._src} has a corrupt GGUF header (an array of arrays)")
+            each = struct.calcsize(_SCALARS[etype]) if etype in _SCALARS else 8
+            self.claim(count, each, "array items")
             if etype in _SCALARS and count > _KEEP_ARRAY:
-                self.read(struct.calcsize(_SCALARS[etype]) * count)  # skip, keep the length
+                self._skip(each * count)  # keep the length only
                 return _Length(count)
-            items = [self.value(etype) for _ in range(count)]
-            return _Length(count) if count > _KEEP_ARRAY else items
+            if count <= _KEEP_ARRAY:
+                return [self.value(etype) for _ in range(count)]
+            for _ in range(count):
+                self.value(etype)
+            return _Length(count)
         raise GGUFError(f"{self._src} has a corrupt GGUF header (value type {vtype})")
+
+    def _skip(self, n: int) -> None:
+        while n:
+            step = min(n, 1 << 24)
+            self.read(step)
+            n -= step
 
 
 class _Length(int):
     """A long array, kept as its length."""
 
 
-def read_header(stream, source: str, file_size: int | None = None) -> ModelFacts:
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+def read_header(
+    stream, source: str, file_size: int | None = None, strict: bool = True
+) -> ModelFacts:
+    """Facts from a GGUF header, refusing what llama.cpp would refuse or crash on.
 
-    r = _Reader(stream, source)
+    ``strict`` also checks the model's own numbers (a known architecture, layers and
+    heads above zero, finite floats): what every command that loads a file needs.
+    Without it (facts about a synthetic or foreign file) only the file's structure is.
+    """
+    from gguf.constants import LlamaFileType
+
+    from edgechat.facts import ggufcheck
+
+    r = _Reader(stream, source, file_size)
     if r.read(4) != b"GGUF":
         raise GGUFError(f"{source} is not a GGUF model file")
     version = r.unpack("<I")
@@ -149,49 +189,54 @@ def read_header(stream, source: str, file_size: int | None = None) -> ModelFacts
     n_tensors, n_kv = r.unpack("<Q"), r.unpack("<Q")
     if n_tensors > 1_000_000 or n_kv > 1_000_000:
         raise GGUFError(f"{source} has a corrupt GGUF header")
-    kv = {}
+    r.claim(n_kv, 13, "metadata entries")  # key length, a 1-byte key, a type, a byte
+    kv: dict = {}
+    kv_types: dict[str, int] = {}
     for _ in range(n_kv):
         key = r.string()
-        kv[key] = r.value(r.unpack("<I"))
-    tensors = []
-    data_end = 0
-    for _ in range(n_tensors):
-        name = r.string()
-        dims = [r.unpack("<Q") for _ in range(r.unpack("<I"))]
-        ttype = r.unpack("<I")
-        offset = r.unpack("<Q")  # into the data section
-        n = 1
-        for d in dims:
-            n *= d
-        try:
-            qtype = GGMLQuantizationType(ttype)
-            block, size = GGML_QUANT_SIZES[qtype]
-        except (ValueError, KeyError):
-            raise GGUFError(
-                f"{source}: tensor {name} has type {ttype}, unknown to this gguf package; "
-                "update edgechat"
-            ) from None
-        tensors.append(TensorInfo(name, qtype.name, n, n // block * size))
-        data_end = max(data_end, offset + n // block * size)
-
-    align = int(kv.get("general.alignment", 32)) or 32
-    expected_size = -(-r.pos // align) * align + data_end
-    arch = str(kv.get("general.architecture", "unknown"))
+        if key in kv:
+            raise GGUFError(f"{source} has a corrupt GGUF header: the key {key!r} appears twice")
+        vtype = r.unpack("<I")
+        kv[key] = r.value(vtype)
+        kv_types[key] = ("array", r.last_array) if vtype == _ARRAY else vtype
+    r.claim(n_tensors, 25, "tensors")  # name length, dims count, type, offset
+    align = ggufcheck.alignment(kv, kv_types, source)
+    tensors, layout = ggufcheck.read_tensors(r, n_tensors, align, source)
+    expected_size = -(-r.pos // align) * align + layout
+    if strict:
+        ggufcheck.model_numbers(kv, kv_types, tensors, source)
+    arch = _text(kv.get("general.architecture", "unknown"))
 
     def get(key: str, default=None):
         return kv.get(f"{arch}.{key}", default)
 
-    n_layers = int(get("block_count", 0))
-    n_embd = int(get("embedding_length", 0))
-    n_head = _first(get("attention.head_count", 0))
+    n_layers = _int(get("block_count", 0), "block_count", source)
+    if not 0 <= n_layers <= ggufcheck.MAX_LAYERS:
+        raise GGUFError(
+            f"{source}: block_count is {n_layers}; llama.cpp loads 1 to {ggufcheck.MAX_LAYERS}"
+        )
+    n_embd = _int(get("embedding_length", 0), "embedding_length", source)
+    n_head = _first(get("attention.head_count", 0), "attention.head_count", source)
     head_kv = get("attention.head_count_kv", n_head)
-    n_head_kv = tuple(head_kv) if isinstance(head_kv, list) else (int(head_kv),) * n_layers
-    head_dim_k = int(get("attention.key_length", n_embd // n_head if n_head else 0))
-    head_dim_v = int(get("attention.value_length", head_dim_k))
+    if isinstance(head_kv, list):
+        n_head_kv = tuple(_int(h, "attention.head_count_kv", source) for h in head_kv)
+    else:
+        n_head_kv = (_int(head_kv, "attention.head_count_kv", source),) * n_layers
+    head_dim_k = _int(
+        get("attention.key_length", n_embd // n_head if n_head else 0), "key_length", source
+    )
+    head_dim_v = _int(get("attention.value_length", head_dim_k), "value_length", source)
     window = get("attention.sliding_window")
-    swa_layers = _swa_layers(arch, n_layers, window, get("attention.sliding_window_pattern"))
+    window = _int(window, "attention.sliding_window", source) if window is not None else None
+    pattern = get("attention.sliding_window_pattern")
+    if pattern is not None and not isinstance(pattern, list):
+        pattern = _int(pattern, "attention.sliding_window_pattern", source)
+    swa_layers = _swa_layers(arch, n_layers, window, pattern)
     tokens = kv.get("tokenizer.ggml.tokens")
-    n_vocab = int(tokens) if tokens is not None else int(get("vocab_size", 0))
+    if tokens is not None:
+        n_vocab = len(tokens) if isinstance(tokens, list) else _int(tokens, "tokens", source)
+    else:
+        n_vocab = _int(get("vocab_size", 0), "vocab_size", source)
 
     mix: dict[str, dict[str, int]] = {}
     for t in tensors:
@@ -205,11 +250,13 @@ def read_header(stream, source: str, file_size: int | None = None) -> ModelFacts
     except ValueError:
         file_type = str(ftype)
     n_ff = get("feed_forward_length")
+    n_ff = _first(n_ff, "feed_forward_length", source) if n_ff is not None else None
+    name = kv.get("general.name")
     return ModelFacts(
         source=source,
         version=version,
         architecture=arch,
-        name=kv.get("general.name"),
+        name=name if isinstance(name, str) else None,
         file_type=file_type,
         n_params=sum(t.n_elements for t in tensors),
         tensor_bytes=sum(t.n_bytes for t in tensors),
@@ -221,10 +268,10 @@ def read_header(stream, source: str, file_size: int | None = None) -> ModelFacts
         n_head_kv=n_head_kv,
         head_dim_k=head_dim_k,
         head_dim_v=head_dim_v,
-        n_ff=_first(n_ff) if n_ff is not None else None,
-        context_length=int(get("context_length", 0)),
+        n_ff=n_ff,
+        context_length=_int(get("context_length", 0), "context_length", source),
         n_vocab=n_vocab,
-        sliding_window=int(window) if window else None,
+        sliding_window=window or None,
         swa_layers=swa_layers,
         chat_template="tokenizer.chat_template" in kv,
         quant_mix=dict(sorted(mix.items(), key=lambda kv_: -kv_[1]["bytes"])),
@@ -232,8 +279,32 @@ def read_header(stream, source: str, file_size: int | None = None) -> ModelFacts
     )
 
 
-def _first(value) -> int:
-    return int(value[0]) if isinstance(value, list) else int(value)
+def _int(value, key: str, source: str) -> int:
+    """A whole number from the header, or a one-line refusal (a string, a list, a float)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GGUFError(
+            f"{source}: {key} should be a whole number but the file holds {_brief(value)}; "
+            "the file is damaged or not made for llama.cpp"
+        )
+    return int(value)
+
+
+def _first(value, key: str, source: str) -> int:
+    """A per-layer value's first entry (the same everywhere in most models)."""
+    if isinstance(value, list):
+        if not value:
+            raise GGUFError(f"{source}: {key} is an empty list; the file is damaged")
+        return _int(value[0], key, source)
+    return _int(value, key, source)
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else "unknown"
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _swa_layers(arch: str, n_layers: int, window, pattern) -> tuple[bool, ...]:
@@ -253,22 +324,40 @@ def swa_pattern(n_layers: int, window, every) -> tuple[bool, ...]:
     return tuple(il % every < every - 1 for il in range(n_layers))
 
 
-def inspect_file(path: str | Path) -> ModelFacts:
+def inspect_file(path: str | Path, strict: bool = True) -> ModelFacts:
+    """Facts from a local GGUF; only a regular file whose size matches its header."""
+    import stat
+
+    from edgechat.facts.ggufcheck import TRAILING
+
     path = Path(path).expanduser()
-    if not path.exists():
-        raise GGUFError(f"no such file: {path}")
-    if path.is_dir():
-        raise GGUFError(f"{path} is a folder, not a GGUF file")
-    size = path.stat().st_size
     try:
-        with path.open("rb") as fh:
-            facts = read_header(io.BufferedReader(fh, 1 << 20), str(path), size)
+        st = path.stat()
+    except FileNotFoundError:
+        raise GGUFError(f"no such file: {path}") from None
     except OSError as exc:
         raise GGUFError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise GGUFError(f"{path} is a folder, not a GGUF file")
+    if not stat.S_ISREG(st.st_mode):
+        raise GGUFError(f"{path} is not a regular file (a pipe or a device?); give a GGUF file")
+    size = st.st_size
+    try:
+        with path.open("rb") as fh:
+            facts = read_header(io.BufferedReader(fh, 1 << 20), str(path), size, strict)
+    except OSError as exc:
+        raise GGUFError(f"cannot read {path}: {exc.strerror}") from None
+    except RecursionError:
+        raise GGUFError(f"{path} has a corrupt GGUF header") from None
     if size < facts.expected_size:
         raise GGUFError(
             f"{path} is truncated: its header says it is {facts.expected_size:,} bytes "
             f"but the file holds {size:,}; download it again"
+        )
+    if size > facts.expected_size + TRAILING:
+        raise GGUFError(
+            f"{path} holds {size:,} bytes but its header accounts for {facts.expected_size:,}: "
+            "it is damaged or was extended; download it again"
         )
     return facts
 

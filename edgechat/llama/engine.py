@@ -25,6 +25,7 @@ from edgechat.llama.backend import LOG
 from edgechat.llama.params import check_plan, context_params, model_params
 from edgechat.llama.prompts import Message, Prompts
 from edgechat.llama.reply import Reply, Stats
+from edgechat.llama.scoring import check_finite
 
 __all__ = ["LOG", "Engine", "EngineError", "Reply", "Stats"]  # what callers import from here
 from edgechat.llama.sampling import Sampler, use_backend
@@ -347,6 +348,8 @@ class Engine:
                     raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
                 kv.extend(chunk)
             prompt_s = time.perf_counter() - t0
+            if todo:  # NaN scores would sample garbage: an empty reply, exit 0
+                check_finite(lc.llama_get_logits_ith(ctx, -1), self.n_vocab, EngineError)
 
             # The hot loop: locals only, one decode and one native sample per token.
             sample = sampler.next

@@ -52,8 +52,16 @@ class Prompts:
 
     def format(self, messages: Sequence[Message]) -> str:
         """The prompt text, rendered with the model's own chat template."""
+        from edgechat.llama.bounded import RenderTimeout, deadline
+
         try:
-            return self._formatter(messages=list(messages)).prompt
+            with deadline():  # the template is the file's code: bounded (see bounded.py)
+                return self._formatter(messages=list(messages)).prompt
+        except RenderTimeout:
+            raise EdgechatError(
+                "the model's chat template ran too long (a loop in the file?) and was "
+                "stopped; use another model, or a fixed copy of this one"
+            ) from None
         except Exception as exc:  # jinja2 errors, raise_exception() in templates
             raise EdgechatError(
                 f"the model's chat template rejected the conversation: {exc}"

@@ -48,3 +48,17 @@ def logits(engine, tokens: Sequence[int], first: int = 0):
         lc.llama_batch_free(batch)
         engine.clear_cache()
     return out
+
+
+def check_finite(row, n: int, error: type[Exception]) -> None:
+    """Raise ``error`` unless the ``n`` logits at ``row`` are all finite (a damaged file
+    computes NaN). No row, as with backend sampling: nothing to check."""
+    if not row:
+        return
+    import numpy as np
+
+    if not np.isfinite(np.ctypeslib.as_array(row, shape=(n,))).all():
+        raise error(
+            "the model computed NaN or infinite scores: the file is damaged (or a setting "
+            "in it is); download it again"
+        )

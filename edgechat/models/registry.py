@@ -62,33 +62,74 @@ def records() -> dict[str, dict]:
         data = json.loads(_registry_file().read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
+        why = "it nests too deeply" if isinstance(e, RecursionError) else e
         raise EdgechatError(
-            f"{_registry_file()} is damaged ({e}); move it aside and pull or import again"
+            f"{_registry_file()} is damaged ({why}); move it aside and pull or import again"
         ) from None
-    return data if isinstance(data, dict) else {}
+    bad = _shape_problem(data)
+    if bad:
+        raise EdgechatError(
+            f"{_registry_file()} is damaged ({bad}); move it aside and pull or import again"
+        )
+    return data
+
+
+def _shape_problem(data) -> str | None:
+    """What is wrong with the shape of models.json: {id: {"path": str, ...}}."""
+    if not isinstance(data, dict):
+        return f"it holds a {type(data).__name__}, not a table of models"
+    for model_id, record in data.items():
+        if not isinstance(record, dict):
+            return f"'{model_id}' is a {type(record).__name__}, not a record"
+        if not isinstance(record.get("path"), str):
+            return f"'{model_id}' has no path"
+        for key in ("files", "sha256"):
+            value = record.get(key, [])
+            if not isinstance(value, list) or not all(
+                isinstance(v, (str, type(None))) for v in value
+            ):
+                return f"'{model_id}': {key} must be a list of text"
+    return None
+
+
+def _locked():
+    """models.json is read, changed and written under one lock across processes: ten
+    `models import` at once register ten models, not the six or seven the last writers
+    left (filelock comes with huggingface_hub)."""
+    from filelock import FileLock, Timeout
+
+    from edgechat.paths import ensure_private_dir
+
+    file = _registry_file()
+    try:
+        ensure_private_dir(file.parent)
+    except OSError as e:
+        why = e.strerror or e
+        raise EdgechatError(f"cannot use {file.parent}: {why}; fix that folder") from None
+    lock = FileLock(str(file.with_name(f".{file.name}.lock")), timeout=60)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise EdgechatError(
+            f"{file} stayed locked for a minute (another edgechat writing it?); try again"
+        ) from None
+    return lock
 
 
 @contextmanager
 def _editing() -> Iterator[dict[str, dict]]:
-    """The records, to change in place and save, under a file lock: two processes (or
-    two workers) pulling or importing at once must not lose each other's entry."""
-    from filelock import FileLock, Timeout
+    """The records, to change in place; saved (through a temporary file of this writer's
+    own) before the lock is let go."""
+    from edgechat.paths import write_private
 
-    from edgechat.paths import ensure_private_dir, write_private
-
-    path = _registry_file()
-    ensure_private_dir(path.parent)
+    lock = _locked()
     try:
-        with FileLock(f"{path}.lock", timeout=30):
-            data = records()
-            yield data
-            write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    except Timeout:
-        raise EdgechatError(
-            f"{path}.lock is held by another edgechat for over 30 s; try again when it "
-            "finishes (or delete the lock file if no edgechat is running)"
-        ) from None
+        data = records()
+        yield data
+        write_private(_registry_file(), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    finally:
+        lock.release()
 
 
 def register(model_id: str, record: dict) -> None:
@@ -164,10 +205,12 @@ def import_file(source: str | Path, model_id: str | None = None, copy: bool = Fa
     import shutil
 
     from edgechat.facts.gguf import inspect_file
+    from edgechat.llama.probe import check_loads
     from edgechat.paths import ensure_private_dir, paths
 
     src = Path(source).expanduser().resolve()
-    facts = inspect_file(src)
+    facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line
+    check_loads(src)  # and what only llama.cpp knows it cannot load: what is listed loads
     quant = facts.file_type or "?"
     stem = src.stem.lower()
     if not model_id:  # `gemma-3-270m-q4_k_m.gguf` is gemma-3-270m:Q4_K_M, not ...-q4_k_m:Q4_K_M

@@ -7,6 +7,7 @@ entries key by key (say, a mirror repo, or a quant the shipped list lacks).
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def validate(model_id: str, entry: dict) -> list[str]:
             problems.append(f"{model_id}: '{key}' has the wrong type")
     if problems:
         return problems
-    if ":" in model_id or model_id != model_id.lower() or " " in model_id:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,95}", model_id):
         problems.append(f"{model_id}: ids are lower case, without spaces or ':'")
     if entry["repo"].count("/") != 1:
         problems.append(f"{model_id}: repo must be owner/name")
@@ -118,7 +119,13 @@ def _read(path: Path) -> dict:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); fix or delete it") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply to be a catalog; fix or delete it") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
     models = data.get("models", {})
     if not isinstance(models, dict):
         raise ConfigError(f"{path}: [models] must be a table of models")
@@ -131,6 +138,11 @@ def load(user_file: Path | None = None) -> dict[str, CatalogModel]:
     user_file = user_file or paths().user_catalog
     if user_file.is_file():
         for model_id, over in _read(user_file).items():
+            if not isinstance(over, dict):
+                raise ConfigError(
+                    f"bad catalog entry in {user_file}: models.{model_id} must be a table "
+                    f"([models.{model_id}]), not {type(over).__name__}"
+                )
             base = entries.get(model_id, {})
             if isinstance(over, dict) and isinstance(over.get("arch"), dict):
                 over = {**over, "arch": {**base.get("arch", {}), **over["arch"]}}

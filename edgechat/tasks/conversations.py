@@ -9,7 +9,6 @@ brought up to date by numbered upgrades when a database is opened.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -17,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgechat.errors import ConfigError
-from edgechat.paths import ensure_private_dir, paths
+from edgechat.paths import paths
+from edgechat.tasks.dbopen import guarded, open_db
 from edgechat.tasks.search import FTS_SCHEMA
 
 # Numbered upgrades: entry N brings a database at user_version N-1 to N. Append only;
@@ -144,22 +144,16 @@ def _conversation(r) -> Conversation:
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or paths().data_dir / "conversations.db"
-        ensure_private_dir(self.path.parent)
-        fresh = not self.path.exists()
-        # The app writes from its worker threads too; sqlite serialises, we share one handle.
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if fresh:
-            os.chmod(self.path, 0o600)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.version = upgrade(self.db, self.path)
-        for side in ("-wal", "-shm"):
-            extra = Path(f"{self.path}{side}")
-            if extra.exists():
-                os.chmod(extra, 0o600)
+        # Locked, damaged, read-only or in the way: see dbopen. ``notice`` says what was done.
+        self.version = 0
+        self.db, self.notice = open_db(self.path, self._upgrade)
 
+    @guarded
     def close(self) -> None:
         self.db.close()
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        self.version = upgrade(db, self.path)
 
     def search(self, text: str, limit: int = 50):
         """Messages across every conversation that hold ``text`` (FTS5), best first."""
@@ -169,6 +163,7 @@ class Store:
 
     # -- conversations --------------------------------------------------------------------
 
+    @guarded
     def create(self, title: str = "New chat", system: str = "", model: str = "") -> Conversation:
         now = time.time()
         cur = self.db.execute(
@@ -178,6 +173,7 @@ class Store:
         )
         return Conversation(cur.lastrowid, title, system, {}, model, now)
 
+    @guarded
     def list(self) -> list[Conversation]:
         rows = self.db.execute(f"{_CONVERSATION} ORDER BY updated DESC, id DESC").fetchall()
         return [_conversation(r) for r in rows]
@@ -206,26 +202,31 @@ class Store:
             conv.messages = self.messages(conversation_id)
         return conv
 
+    @guarded
     def rename(self, conversation_id: int, title: str) -> None:
         self.db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
 
+    @guarded
     def configure(self, conversation_id: int, system: str, sampling: dict) -> None:
         self.db.execute(
             "UPDATE conversations SET system=?, sampling=? WHERE id=?",
             (system, json.dumps(sampling), conversation_id),
         )
 
+    @guarded
     def delete(self, conversation_id: int) -> None:
         self.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
 
     # -- messages -------------------------------------------------------------------------
 
+    @guarded
     def messages(self, conversation_id: int) -> list[Message]:
         rows = self.db.execute(
             f"{_MESSAGE} WHERE conversation=? ORDER BY id", (conversation_id,)
         ).fetchall()
         return [_message(r) for r in rows]
 
+    @guarded
     def add_message(
         self,
         conversation_id: int,
@@ -249,12 +250,14 @@ class Store:
         )
         return cur.lastrowid
 
+    @guarded
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
         """Forget a message and every later one (regenerate, edit and resend)."""
         self.db.execute(
             "DELETE FROM messages WHERE conversation=? AND id>=?", (conversation_id, message_id)
         )
 
+    @guarded
     def update_message(
         self, message_id: int, content: str, complete: bool = False, stats: dict | None = None
     ) -> None:

@@ -277,6 +277,10 @@ def open_document(source: str, purpose: str = "summarise", warn: Warn | None = N
             raise InputError(f"no such file: {name}")
         if path.is_dir():
             raise InputError(f"{name} is a folder; give a file")
+        if not path.is_file() and not str(path).startswith(("/dev/fd/", "/proc/self/fd/")):
+            # A named pipe nobody writes to, or /dev/zero, would block or never end;
+            # process substitution (<(command), a /dev/fd path) is what pipes are for.
+            raise InputError(f"{name} is not a regular file (a pipe or a device?); give a file")
         try:
             stream = path.open("rb")
         except OSError as exc:

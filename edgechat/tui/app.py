@@ -102,6 +102,8 @@ class EdgechatApp(App):
         from edgechat.tui.chat import ChatScreen
 
         self.push_screen(ChatScreen())
+        if self.store.notice:  # the damaged database was moved aside: say where
+            self.notify(self.store.notice, severity="warning", timeout=20, markup=False)
         if self._given_engine is not None:
             self.call_later(
                 self._loaded, self._given_engine, self._given_engine.plan.model_path.name
@@ -278,8 +280,13 @@ class EdgechatApp(App):
         old, self.engine, self.model_id = self.engine, engine, label
         self._close(old)
         self.loading_model, self.load_error, self._kv_conversation = False, None, None
-        self.title = f"edgechat · {label}"
-        self.notify(f"loaded {label} in {engine.load_s:.1f} s")
+        from rich.markup import escape
+
+        from edgechat.text import clean
+
+        shown = escape(clean(label))  # an id or file name is someone's text, not markup
+        self.title = f"edgechat · {clean(label)}"
+        self.notify(f"loaded {shown} in {engine.load_s:.1f} s")
         remote = getattr(engine, "remote", False)  # a server: its model is its business
         self.base_model_reason = None if remote else base_model_reason(engine)
         if self.base_model_reason:
@@ -340,7 +347,12 @@ class EdgechatApp(App):
         self.notify(f"{label} is now the default model (`edgechat config` changes it)")
 
     def _load_failed(self, why: str) -> None:
+        from rich.markup import escape
+
+        from edgechat.text import clean
+
         self.loading_model, self.load_error = False, why
+        why = escape(clean(why))
         self.notify(why, title="cannot load this model", severity="error", timeout=15)
         self._refresh_chat()
         self.open_wizard()

@@ -6,6 +6,7 @@ one of the box's own editing keys (Ctrl+A/E/K/U/W/Y/Z/D/C/V/X).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import replace
@@ -19,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown, TextArea
 
 from edgechat.tasks.conversations import prompt
+from edgechat.tasks.dbopen import StoreError
 from edgechat.tui.actions import ChatActions
 from edgechat.tui.widgets import (
     UI_BATCH_S,
@@ -38,6 +40,15 @@ UNFINISHED = {
     "context": "the context is full: the reply is partial",
     None: "unfinished reply · Ctrl+G continues it",
 }
+
+
+def _markup_safe(text) -> str:
+    """An error or name to show in a widget: no control characters, no Rich markup."""
+    from rich.markup import escape
+
+    from edgechat.text import clean
+
+    return escape(clean(str(text)))
 
 
 class ChatScreen(ChatActions, Screen):
@@ -231,12 +242,21 @@ class ChatScreen(ChatActions, Screen):
                 box.text = event.text  # nothing typed is lost
             return
         store, conv = self.app.store, self.conversation
-        if not store.messages(conv.id) and conv.title == "New chat":
-            conv.title = event.text.splitlines()[0][:40]
-            store.rename(conv.id, conv.title)
-            self.sub_title = conv.title
-            self.refresh_sidebar()
-        message_id = store.add_message(conv.id, "user", event.text)
+        try:  # another process may hold the database: the typed text must survive that
+            if not store.messages(conv.id) and conv.title == "New chat":
+                store.rename(conv.id, event.text.splitlines()[0][:40])
+                conv.title = event.text.splitlines()[0][:40]
+                self.sub_title = conv.title
+                self.refresh_sidebar()
+            message_id = store.add_message(conv.id, "user", event.text)
+        except StoreError as e:
+            self.query_one(ChatInput).text = event.text
+            self.notify(
+                f"{_markup_safe(e)}. Your message is back in the box: Enter sends it again",
+                severity="error",
+                timeout=10,
+            )
+            return
         messages = self.query_one("#messages", VerticalScroll)
         for note in messages.query(".note"):
             await note.remove()
@@ -248,9 +268,13 @@ class ChatScreen(ChatActions, Screen):
         store, conv = self.app.store, self.conversation
         messages = self.query_one("#messages", VerticalScroll)
         if partial_id is None:
-            self._reply_id = store.add_message(
-                conv.id, "assistant", "", complete=False, model=self.app.model_id or ""
-            )
+            try:
+                self._reply_id = store.add_message(
+                    conv.id, "assistant", "", complete=False, model=self.app.model_id or ""
+                )
+            except StoreError as e:
+                self.notify(f"{_markup_safe(e)}; no reply was started", severity="error")
+                return
             bubble = self._bubble("assistant", "", self._reply_id)
             await messages.mount(bubble)
             self._reply_text = ""
@@ -312,11 +336,35 @@ class ChatScreen(ChatActions, Screen):
         if self._stream is not None:
             await self._stream.write(message.text)
         if time.monotonic() - self._saved_at >= 1.0:  # a killed app loses at most a second
-            self.app.store.update_message(self._reply_id, self._reply_text)
+            self._save_reply(complete=False, retry=False)
             self._saved_at = time.monotonic()
         messages = self.query_one("#messages", VerticalScroll)
         if messages.max_scroll_y - messages.scroll_y < 3:
             messages.scroll_end(animate=False)
+
+    def _save_reply(
+        self, complete: bool, retry: bool, tries: int = 0, stats: dict | None = None
+    ) -> None:
+        """Write the reply (with what it cost, once it ends); when another process holds
+        the database, try again shortly."""
+        reply_id, text = self._reply_id, self._reply_text
+        try:
+            self.app.store.update_message(reply_id, text, complete, stats)
+        except StoreError as e:
+            if not retry:
+                return  # the next save, a second later, carries this text too
+            if tries >= 30:
+                self.notify(f"{_markup_safe(e)}; the reply could not be saved", severity="error")
+                return
+
+            def again() -> None:
+                if self._reply_id == reply_id:
+                    self._save_reply(complete, True, tries + 1, stats)
+                else:  # a new reply started: save this one's final text directly
+                    with contextlib.suppress(StoreError):
+                        self.app.store.update_message(reply_id, text, complete, stats)
+
+            self.set_timer(2.0, again)
 
     async def on_finished(self, message: Finished) -> None:
         if self._stream is not None:
@@ -325,14 +373,15 @@ class ChatScreen(ChatActions, Screen):
         store, messages = self.app.store, self.query_one("#messages", VerticalScroll)
         finish = message.stats.finish if message.stats is not None else "error"
         if not self._reply_text:  # nothing came (an error): no empty reply is kept
-            store.delete_messages_from(self.conversation.id, self._reply_id)
+            with contextlib.suppress(StoreError):  # locked: an empty reply stays, harmless
+                store.delete_messages_from(self.conversation.id, self._reply_id)
             bubble = self.bubbles.pop(self._reply_id, None)
             if bubble is not None:
                 await bubble.remove()
         else:
             complete = finish == "stop"
             stats = message.stats.as_dict() if message.stats is not None else None
-            store.update_message(self._reply_id, self._reply_text, complete, stats)
+            self._save_reply(complete=complete, retry=True, stats=stats)
             if not complete:
                 self.bubbles[self._reply_id].add_class("stopped")
                 why = UNFINISHED.get(finish, UNFINISHED[None])
@@ -341,8 +390,8 @@ class ChatScreen(ChatActions, Screen):
         if finish == "cancelled":
             self.notify("stopped; the partial reply is kept")
         if message.error:
-            await messages.mount(Label(message.error, classes="note"))
-            self.notify(message.error, severity="error")
+            await messages.mount(Label(_markup_safe(message.error), classes="note"))
+            self.notify(_markup_safe(message.error), severity="error")
         if message.dropped:
             self.notify(f"{message.dropped} old message(s) left the context window")
         if message.stats is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Label, ProgressBar
 
 from edgechat.facts.device import format_size
+from edgechat.text import clean
 
 FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
 
@@ -91,7 +93,7 @@ class WizardScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         for model_id, cells in rows:
-            table.add_row(model_id, *cells)
+            table.add_row(Text(clean(model_id)), *cells)  # no markup from the hub or a file
         self.rows = [model_id for model_id, _ in rows]
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
