@@ -118,7 +118,8 @@ def _key(text: str) -> str:
 
 
 _FILLER = re.compile(
-    r"^\W*(?:sure|certainly|of course|okay|ok)\b[^.!?\n]*[.!?:]\s*"
+    r"^\W*(?:sure|certainly|of course|okay|ok|i'm glad|i am glad|i'd be happy|happy to)\b"
+    r"[^.!?\n]*[.!?:]\s*"
     r"|^\W*(?:here is|here's|here are|below is|this is)\b[^.!?\n]*\bsummar[^.!?\n]*[.!?:]\s*"
     r"|^\W*summary\W*\n",
     re.IGNORECASE,
