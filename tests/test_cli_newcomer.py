@@ -11,6 +11,8 @@ import time
 from conftest import run_cli
 from test_plain_terminal import Terminal
 
+from edgechat import config
+from edgechat.planning.plan import Sampling
 from edgechat.tasks.conversations import Store
 
 
@@ -74,7 +76,7 @@ def test_history_search_finds_words_in_every_conversation():
     assert {r["title"] for r in listed} == {"Trip", "Bread"}
 
 
-def test_sampling_settings_have_ranges_and_reach_the_sampler(edgechat_home):
+def test_sampling_settings_have_ranges_and_reach_the_sampler(edgechat_home, engine):
     env = {"EDGECHAT_HOME": str(edgechat_home)}
     shown = json.loads(run_cli("config", "--json", env=env).stdout)["settings"]
     assert shown["repeat_penalty"] == 1.1 and shown["seed"] == -1 and shown["kv_cache"] == "f16"
@@ -84,10 +86,11 @@ def test_sampling_settings_have_ranges_and_reach_the_sampler(edgechat_home):
     assert bad.returncode == 1 and "f16, q8_0, q4_0" in bad.stderr
     assert run_cli("config", "set", "seed", "42", env=env).returncode == 0
     assert run_cli("config", "set", "temperature", "0.9", env=env).returncode == 0
-    a = run_cli("chat", "--max-tokens", "12", "--json", "Tell me a word.", env=env)
-    b = run_cli("chat", "--max-tokens", "12", "--json", "Tell me a word.", env=env)
-    assert a.returncode == 0, a.stderr
-    assert json.loads(a.stdout)["reply"] == json.loads(b.stdout)["reply"]  # the seed holds
+    sampling = Sampling(**{**config.load().sampling_values(), "max_tokens": 12})
+    assert (sampling.seed, sampling.repeat_penalty, sampling.temperature) == (42, 1.1, 0.9)
+    chat = [{"role": "user", "content": "Tell me a word."}]
+    first = engine.chat(chat, sampling).collect()
+    assert engine.chat(chat, sampling).collect() == first  # the seed holds
 
 
 def test_kv_cache_type_from_the_option_or_the_setting_reaches_llama_cpp(edgechat_home):

@@ -183,6 +183,10 @@ def test_cut_replies_are_trimmed_to_their_last_sentence():
     lead_in = "The licence covers:\n1. Copying.\n2. Patent"
     assert trim_to_sentence(lead_in) == "The licence covers:\n1. Copying."
     assert trim_to_sentence("We list these:\n1. Grant of") == ""
+    # A hard-wrapped list item is not whole at its line break; the item before it is.
+    wrapped = "Intro.\n1. Item one\n\n2. The Work is subject to copyright and"
+    assert trim_to_sentence(wrapped) == "Intro.\n1. Item one"
+    assert not ends_sentence("2. The Work is subject to copyright and\n")
     assert not ends_sentence("which can increase the overall") and ends_sentence("It ends.")
     assert not ends_sentence("for example, e.g.")
 
@@ -429,3 +433,18 @@ def test_stopping_a_summary_stops_all_of_it(small_engine):
     assert len(s.calls) == at_cancel[0]  # no call after the stop
     # The engine itself is usable afterwards: a new summariser starts afresh.
     assert Summariser(small_engine).run([TEXT]).text
+
+
+def test_a_document_just_over_one_call_is_split_in_two(small_engine):
+    """Between one call's budget and one chunk's, a document once became a single part
+    too big for its own call (ContextOverflow)."""
+    s = Summariser(small_engine, Options("medium"), Sampling(temperature=0.0))
+    final = s.budget("final", band("medium").high)
+    para = " ".join(f"Item {i} of the report is about the road works." for i in range(6))
+    paras = []
+    while s._count("\n\n".join(paras)) <= final:
+        paras.append(para)
+    assert s._count("\n\n".join(paras)) < final * 1.5
+    result = s.run(paras)
+    assert result.chunks >= 2 and len(result.parts) == result.chunks
+    assert result.text and ends_sentence(result.text)

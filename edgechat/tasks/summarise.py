@@ -311,8 +311,9 @@ class Summariser:
             self.engine.clear_cache()
         high = band(self.options.length).high
         final_budget = self.budget("final", high)
-        # Chunks small enough that one of two can be written straight as half the summary.
-        map_budget = min(self.budget("map"), self.budget("part", high // 2))
+        # Chunks small enough that one of two can be written straight as half the summary,
+        # and never one chunk for a document too big for one call (it has at least two).
+        map_budget = min(self.budget("map"), self.budget("part", high // 2), final_budget)
         stream = iter(paragraphs)
         # Read up to one final-sized chunk: if the whole document fits, one call does it.
         head: list[str] = []

@@ -55,24 +55,25 @@ def words(text: str) -> int:
 
 
 def ends_sentence(text: str) -> bool:
-    """Does ``text`` end with a complete sentence (or a complete line of a list)?"""
+    """Does ``text`` end with a complete sentence (or a heading)? A list item with no full
+    stop is not enough: small models hard-wrap lines, so a line break may fall mid-item."""
     stripped = text.rstrip()
     if not stripped:
         return False
-    if text[len(stripped) :].count("\n") and _line_complete(stripped.rsplit("\n", 1)[-1]):
+    if text[len(stripped) :].count("\n") and _HEADING.match(stripped.rsplit("\n", 1)[-1]):
         return True
     return bool(_END.search(stripped[-4:] + " ")) and not _ABBREV.search(stripped)
 
 
-def _line_complete(line: str) -> bool:
-    """A line the model finished and moved on from: a heading or a list item is whole,
-    a line that leads in to something (ends with ':') is not."""
+def _line_complete(line: str, after: str = "") -> bool:
+    """A line the model finished and moved on from: one ending a sentence, a heading, or a
+    list item followed by the next item (``after``); a lead-in (ends with ':') is not."""
     line = line.rstrip()
     if not line or line.endswith(":"):
         return False
-    if _HEADING.match(line) or _BULLET.match(line):
+    if _HEADING.match(line) or _END.search(line[-4:] + " "):
         return True
-    return bool(_END.search(line[-4:] + " "))
+    return bool(_BULLET.match(line) and (_BULLET.match(after) or _HEADING.match(after)))
 
 
 def trim_to_sentence(text: str) -> str:
@@ -85,9 +86,18 @@ def trim_to_sentence(text: str) -> str:
         line = text[text.rfind("\n", 0, m.start()) + 1 : m.end()]
         if not _ABBREV.search(text[: m.end()]) and not _BULLET.match(line + " "):
             cut = m.end()
-    last_break = text.rfind("\n")
-    if last_break > cut and _line_complete(text[:last_break].rsplit("\n", 1)[-1]):
-        cut = last_break
+    # The last whole line: a list item counts once the next item has begun.
+    lines = text.split("\n")
+    end = len(text) - len(lines[-1]) - 1  # where the unfinished last line begins
+    after = lines[-1]
+    for line in reversed(lines[:-1]):
+        if end <= cut:
+            break
+        if line.strip() and _line_complete(line, after.lstrip()):
+            cut = end
+            break
+        after = line if line.strip() else after
+        end -= len(line) + 1
     return _drop_lead_in(text[:cut])
 
 
@@ -108,7 +118,8 @@ def _key(text: str) -> str:
 
 
 _FILLER = re.compile(
-    r"^\W*(?:sure|certainly|of course|okay|ok)\b[^.!?\n]*[.!?:]\s*"
+    r"^\W*(?:sure|certainly|of course|okay|ok|i'm glad|i am glad|i'd be happy|happy to)\b"
+    r"[^.!?\n]*[.!?:]\s*"
     r"|^\W*(?:here is|here's|here are|below is|this is)\b[^.!?\n]*\bsummar[^.!?\n]*[.!?:]\s*"
     r"|^\W*summary\W*\n",
     re.IGNORECASE,

@@ -280,4 +280,5 @@ class ChatActions:
             self.app.store.add_message(self.conversation.id, "assistant", text, model=model)
             messages.scroll_end(animate=False)
         self._ctx_used = None
+        self.app.context_replaced()  # the summary's chunks, not this chat, are cached now
         self.generating = False

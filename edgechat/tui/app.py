@@ -386,6 +386,10 @@ class EdgechatApp(App):
         except OSError as e:  # a full disk costs the fast reopen, nothing else
             self.call_from_thread(self.notify, f"KV snapshot not saved: {e}", severity="warning")
 
+    def context_replaced(self) -> None:
+        """The context holds something else now (a summary): reopening restores again."""
+        self._kv_conversation = None
+
     def drop_snapshot(self, conversation_id: int) -> None:
         self.snapshots.drop(conversation_id)
 
