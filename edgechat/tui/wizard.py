@@ -82,7 +82,11 @@ class WizardScreen(Screen):
             f" · {d.cores_physical or '?'} cores · {gpus}{board}"
         )
         table = self.query_one(DataTable)
-        table.add_columns("model", "RAM", "VRAM", "tok/s", "fit", "")
+        # A wide terminal (140 columns) has room for why each model is suggested.
+        self.why_width = max(0, self.app.size.width - 84) if self.app.size.width >= 120 else 0
+        table.add_columns(
+            "model", "RAM", "VRAM", "tok/s", "fit", "", *(["why"] * bool(self.why_width))
+        )
         self.show_task("chat")
         table.focus()
 
@@ -95,7 +99,9 @@ class WizardScreen(Screen):
         self.rows = []
         installed = self.app.installed_models()
         for model_id in installed:  # what is here already comes first, and works offline
-            table.add_row(Text(clean(model_id)), "", "", "", "installed", "●")
+            table.add_row(
+                Text(clean(model_id)), "", "", "", "installed", "●", *([""] * bool(self.why_width))
+            )
             self.rows.append(model_id)
         for c in self.app.recommendations(task):
             model_id = f"{c.model.id}:{c.quant}"
@@ -110,6 +116,7 @@ class WizardScreen(Screen):
                 f"{c.speed.tokens_per_s:.0f}",
                 FIT_BADGE[c.fit.label],
                 "",
+                *([Text(_fit(c.reason, self.why_width))] if self.why_width else []),
             )
             self.rows.append(model_id)
 
@@ -193,3 +200,14 @@ class WizardScreen(Screen):
             return
         self.show_task(self.chosen_task)
         self.app.use_model(message.model_id, remember=True)
+
+
+def _fit(reason: str, width: int) -> str:
+    """As many of the reason's clauses as fit ``width`` columns; the first one cut if need be."""
+    out = ""
+    for clause in reason.split("; "):
+        joined = f"{out}; {clause}" if out else clause
+        if len(joined) > width:
+            break
+        out = joined
+    return out or (reason[: width - 1] + "…")
