@@ -17,6 +17,8 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u20
 def clean(value, keep_newlines: bool = False) -> str:
     """``value`` as text with control and escape characters replaced by a visible '?'."""
     text = value if isinstance(value, str) else str(value)
-    if not keep_newlines:
+    if keep_newlines:
+        text = text.replace("\r\n", "\n")
+    else:
         text = text.replace("\n", " ").replace("\t", " ")
     return _CONTROL.sub("?", text)

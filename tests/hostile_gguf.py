@@ -121,7 +121,7 @@ def base() -> Spec:
         KV("general.name", STR, "Hostile Tiny"),
         KV("general.alignment", U32, 32),
         KV("llama.block_count", U32, 1),
-        KV("llama.context_length", U32, 512),
+        KV("llama.context_length", U32, 4096),
         KV("llama.embedding_length", U32, EMBD),
         KV("llama.feed_forward_length", U32, FF),
         KV("llama.attention.head_count", U32, 2),

@@ -204,3 +204,18 @@ def test_damaged_models_json_from_the_command_line():
         result = run_cli(*argv)
         assert result.returncode == 1 and "move it aside" in result.stderr, argv
         assert "Traceback" not in result.stderr
+
+
+def test_login_never_takes_the_token_from_the_command_line(tmp_path):
+    env = {
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # unreachable: the token stays unchecked
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+    }
+    refused = run_cli("login", "--token", "hf_secretFROMargv123", env=env)
+    assert refused.returncode == 1 and "process list" in refused.stderr
+    assert not (tmp_path / "hf" / "token").exists()
+    from_env = run_cli("login", env={**env, "HF_TOKEN": "hf_secretFROMenv123"})
+    assert from_env.returncode == 0, from_env.stderr
+    assert (tmp_path / "hf" / "token").read_text().strip() == "hf_secretFROMenv123"
+    assert "hf_secretFROMenv123" not in from_env.stdout + from_env.stderr

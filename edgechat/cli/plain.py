@@ -77,10 +77,12 @@ class PlainChat:
             self.err.write(f"[context full: the {reply.dropped} oldest messages were dropped]\n")
         pieces = iter(reply)
         self.stopped = False
+        from edgechat.text import clean
+
         try:
             for piece in pieces:
-                if not self.as_json:
-                    self.out.write(piece)
+                if not self.as_json:  # a model's text, not the terminal's commands
+                    self.out.write(clean(piece, keep_newlines=True))
                     self.out.flush()
         except KeyboardInterrupt:
             pieces.close()

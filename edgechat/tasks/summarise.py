@@ -38,6 +38,7 @@ from edgechat.tasks.summary_text import (
     sentences,
     tidy,
     trim_to_sentence,
+    whole_ending,
     words,
 )
 
@@ -434,6 +435,9 @@ class Summariser:
         return self.reduce(summaries, chunks=len(summaries))
 
     def _done(self, answer: str, chunks: int, levels: int, want: Band) -> Summary:
+        # Whatever stopped the model, the summary ends whole: no trailing lead-in ("...
+        # as follows:"), no prose sentence left open.
+        answer = whole_ending(answer)
         return Summary(
             answer.strip(),
             chunks,

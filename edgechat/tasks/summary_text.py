@@ -101,6 +101,16 @@ def trim_to_sentence(text: str) -> str:
     return _drop_lead_in(text[:cut])
 
 
+def whole_ending(text: str) -> str:
+    """``text`` ending whole: trailing lead-in lines dropped, and a last prose line that
+    stops mid-sentence trimmed back (a list item or heading may end without a stop)."""
+    text = _drop_lead_in(text)
+    last = text.rsplit("\n", 1)[-1]
+    if text and not ends_sentence(text) and not (_BULLET.match(last) or _HEADING.match(last)):
+        return trim_to_sentence(text) or text
+    return text
+
+
 def _drop_lead_in(text: str) -> str:
     """Without trailing lines that announce what was cut away ("... as follows:")."""
     lines = text.rstrip().splitlines()

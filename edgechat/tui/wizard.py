@@ -81,7 +81,11 @@ class WizardScreen(Screen):
             f" · {d.cores_physical or '?'} cores · {gpus}{board}"
         )
         table = self.query_one(DataTable)
-        table.add_columns("model", "RAM", "VRAM", "tok/s", "fit", "")
+        # A wide terminal (140 columns) has room for why each model is suggested.
+        self.why_width = max(0, self.app.size.width - 84) if self.app.size.width >= 120 else 0
+        table.add_columns(
+            "model", "RAM", "VRAM", "tok/s", "fit", "", *(["why"] * bool(self.why_width))
+        )
         self.show_task("chat")
         table.focus()
 
@@ -99,7 +103,8 @@ class WizardScreen(Screen):
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
         """What is here already comes first (it works offline), then the recommendations."""
         installed = self.app.installed_models()
-        rows = [(model_id, ("", "", "", "installed", "●")) for model_id in installed]
+        why = [""] * bool(self.why_width)
+        rows = [(model_id, ("", "", "", "installed", "●", *why)) for model_id in installed]
         for c in self.app.recommendations(task) or []:  # None while the CPU is measured
             model_id = f"{c.model.id}:{c.quant}"
             if model_id in installed:
@@ -107,9 +112,9 @@ class WizardScreen(Screen):
             e = c.estimate
             vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
             speed = f"{c.speed.tokens_per_s:.0f}"
-            rows.append(
-                (model_id, (format_size(e.ram_needed), vram, speed, FIT_BADGE[c.fit.label], ""))
-            )
+            reason = [Text(_fit(c.reason, self.why_width))] if self.why_width else []
+            cells = (format_size(e.ram_needed), vram, speed, FIT_BADGE[c.fit.label], "", *reason)
+            rows.append((model_id, cells))
         return rows
 
     @on(Button.Pressed, "#tasks Button")
@@ -180,3 +185,14 @@ class WizardScreen(Screen):
             return
         self.show_task(self.chosen_task)
         self.app.use_model(message.model_id, remember=True)
+
+
+def _fit(reason: str, width: int) -> str:
+    """As many of the reason's clauses as fit ``width`` columns; the first one cut if need be."""
+    out = ""
+    for clause in reason.split("; "):
+        joined = f"{out}; {clause}" if out else clause
+        if len(joined) > width:
+            break
+        out = joined
+    return out or (reason[: width - 1] + "…")
