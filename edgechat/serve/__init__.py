@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server: wire format, the llama thread and its queue, routes."""
