@@ -138,6 +138,8 @@ class Summariser:
         self.calls: list[Stats] = []
         self.trimmed = False
         self.chunker = Chunker(engine)
+        # A partial summary in a small context is shorter: its room is the next chunk's.
+        self.map_words = min(MAP_WORDS, max(24, engine.n_ctx // 16))
         # A base model (no chat template) is asked by plain completion: the text, then
         # "Summary ...:"; a chat template it never learned only makes it echo the prompt.
         self.plain = not engine.info().get("chat_template", True)
@@ -190,7 +192,7 @@ class Summariser:
 
     def budget(self, part: str, n_words: int = 0) -> int:
         """Tokens of document text one call can take for ``part``, writing ``n_words``."""
-        high = MAP_WORDS if part == "map" else n_words
+        high = self.map_words if part == "map" else n_words
         room = self.engine.n_ctx - self._overhead(part) - self._reserve(high) - 16
         if room < 64:
             raise EdgechatError(
@@ -293,7 +295,7 @@ class Summariser:
         left = maps_left * (mean_in * per_in + mean_out * per_out)
         if parts_left:
             share = parts_left / max(1, PARTS[self.options.length])
-            reduce_in = (notes + maps_left) * _tokens_for(MAP_WORDS * 0.7) * share
+            reduce_in = (notes + maps_left) * _tokens_for(self.map_words * 0.7) * share
             reduce_out = _tokens_for(band(self.options.length).target) * share
             left += reduce_in * per_in + reduce_out * per_out + parts_left * 0.05
         overhead = (time.perf_counter() - self._t0) / max(engine_s, 1e-6)
@@ -375,7 +377,8 @@ class Summariser:
         return self._done(answer, chunks=1, levels=0, want=want)
 
     def _map(self, text: str) -> str:
-        reply, how = self._stream(self.request("map", text), MAP_WORDS * 2 // 3, MAP_WORDS)
+        request = self.request("map", text, self.map_words)
+        reply, how = self._stream(request, self.map_words * 2 // 3, self.map_words)
         return trim_to_sentence(reply) if how == "cut" else reply
 
     def reduce(self, notes: list[str], chunks: int | None = None, levels: int = 0) -> Summary:

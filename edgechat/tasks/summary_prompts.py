@@ -25,7 +25,7 @@ def instruction(options, part: str, n_words: int = 0) -> str:
     focus = f" Focus on what matters to this reader: {options.focus}." if options.focus else ""
     if part == "map":
         return (
-            f"Summarise this part of a longer document in at most {MAP_WORDS} words, "
+            f"Summarise this part of a longer document in at most {n_words or MAP_WORDS} words, "
             f"keeping its key facts.{focus}"
         )
     if part == "part":
@@ -61,7 +61,7 @@ def messages(options, part: str, text: str, n_words: int = 0) -> list[dict]:
 
 def plain(options, part: str, text: str, n_words: int = 0) -> str:
     """The same request as text to continue: the document, then the cue."""
-    size = f"about {n_words} words" if part != "map" else f"at most {MAP_WORDS} words"
+    size = f"about {n_words} words" if part != "map" else f"at most {n_words or MAP_WORDS} words"
     what = "this part of the document" if part in ("map", "part") else "the text above"
     focus = f", for a reader who cares about {options.focus}" if options.focus else ""
     return f"{text}\n\nSummary of {what}, in {size}{focus}:\n"
