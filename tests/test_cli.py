@@ -48,7 +48,7 @@ def test_piped_chat_answers_each_line_and_runs_commands():
         "Hello!\n/stats\n/system You are a pirate.\n/system\nWhat are you?\n"
         "/reset\n/bogus\n/quit\nNot answered.\n"
     )
-    result = run_cli("chat", "--plain", "--seed", "1", input=script)
+    result = run_cli("chat", "--plain", "--seed", "1", "--max-tokens", "64", input=script)
     assert result.returncode == 0, result.stderr
     replies = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(replies) >= 2
