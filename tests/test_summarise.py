@@ -329,7 +329,7 @@ def test_unusable_input_is_one_line_before_any_model_loads(tmp_path, name, conte
 def test_missing_devnull_and_folder(tmp_path):
     for target, message in [
         (str(tmp_path / "nope.txt"), "no such file"),
-        (os.devnull, "is empty"),
+        (os.devnull, "not a regular file"),  # a device: refused, as pipes are (#14)
         (str(tmp_path), "is a folder"),
     ]:
         result = run_cli("summarise", target)

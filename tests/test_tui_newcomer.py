@@ -15,7 +15,7 @@ from conftest import REPO, run_cli
 from test_tui import make_app as _make_app
 from test_tui import until
 from textual.command import CommandInput
-from textual.widgets import Button, Input, Label, TextArea
+from textual.widgets import Button, Input, Label, ProgressBar, TextArea
 
 from edgechat import config
 from edgechat.tasks.conversations import Store
@@ -273,16 +273,24 @@ async def test_summarising_shows_a_progress_bar(starter_path, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.engine is not None)
         screen = app.screen
+        seen = []  # what the bar and its label showed at each progress report
+        shown = screen._summary_progress
+
+        def record(p) -> None:
+            shown(p)
+            bars = list(screen.query("#summary-bar").results(ProgressBar))
+            stage = screen.query("#summary-stage")
+            seen.append(
+                (str(stage.first().render()) if stage else "", bars[0].total if bars else None)
+            )
+
+        screen._summary_progress = record  # the real update runs; this only looks after it
         screen._summarise(str(doc))
         await pilot.pause()
-        bar = screen.query_one("#summary-bar")
-        seen = []
-        while screen.generating:
-            if screen.query("#summary-stage"):
-                seen.append(str(screen.query_one("#summary-stage").render()))
-            await pilot.pause(0.05)
-        assert any(":" in line for line in seen), seen  # a stage with its count was shown
-        assert not screen.query("#summary-progress") and bar.total is not None
+        await until(pilot, lambda: not screen.generating)
+        assert any(":" in line for line, _ in seen), seen  # a stage with its count was shown
+        assert any(total is not None for _, total in seen), seen  # the bar had a total
+        assert not screen.query("#summary-progress")
         assert app.store.messages(screen.conversation.id)[-1].role == "assistant"
 
 

@@ -348,7 +348,8 @@ class Engine:
                     raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
                 kv.extend(chunk)
             prompt_s = time.perf_counter() - t0
-            if todo:  # NaN scores would sample garbage: an empty reply, exit 0
+            if todo and not sampler.backend:  # NaN scores would sample garbage: an empty
+                # reply, exit 0. With backend sampling the CPU row holds no scores to check.
                 check_finite(lc.llama_get_logits_ith(ctx, -1), self.n_vocab, EngineError)
 
             # The hot loop: locals only, one decode and one native sample per token.
