@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.llama.prompts import Message, Prompts
-from edgechat.llama.reply import Stats
+from edgechat.llama.reply import Reply, Stats
 from edgechat.planning.plan import Sampling
 
 DEFAULT_CTX = 4096  # when the server does not say (OpenAI's model list has no field for it)
@@ -68,31 +68,6 @@ class _Estimated(Prompts):
         for m in messages:
             out += ["<m>"] * _PER_MESSAGE + estimate_tokens(m.get("content") or "")
         return out
-
-
-class RemoteReply:
-    """A streaming reply, like ``Reply``: iterate for text; ``text`` and ``stats`` after."""
-
-    def __init__(self, pieces: Iterator[str], engine: RemoteEngine, dropped: int) -> None:
-        self._pieces = pieces
-        self._engine = engine
-        self.dropped = dropped
-        self.text = ""
-        self.stats: Stats | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for piece in self._pieces:
-                self.text += piece
-                yield piece
-        finally:
-            self._pieces.close()  # closes the HTTP stream: the server stops generating
-            self.stats = self._engine.last_stats
-
-    def collect(self) -> str:
-        for _ in self:
-            pass
-        return self.text
 
 
 class RemoteEngine:
@@ -206,7 +181,7 @@ class RemoteEngine:
 
     def chat(
         self, messages: Sequence[Message], sampling: Sampling | None = None, *, drop_oldest=True
-    ) -> RemoteReply:
+    ) -> Reply:
         sampling = sampling or Sampling()
         self._cancel.clear()
         reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
@@ -215,11 +190,11 @@ class RemoteEngine:
         else:
             kept, dropped = list(messages), 0
             tokens = self._prompts.whole(messages, reserve, self.n_ctx, self.n_ctx)
-        return RemoteReply(
+        return Reply(
             self._stream({"messages": kept}, sampling, len(tokens), dropped), self, dropped
         )
 
-    def complete(self, prompt: str, sampling: Sampling | None = None) -> RemoteReply:
+    def complete(self, prompt: str, sampling: Sampling | None = None) -> Reply:
         """The continuation of raw ``prompt`` text, through the server's /v1/completions."""
         sampling = sampling or Sampling()
         self._cancel.clear()
@@ -230,7 +205,7 @@ class RemoteEngine:
                 f"the prompt is about {n} tokens, and with {reserve} kept for the answer it "
                 f"does not fit the server's {self.n_ctx}-token context"
             )
-        return RemoteReply(self._stream({"prompt": prompt}, sampling, n, 0), self, 0)
+        return Reply(self._stream({"prompt": prompt}, sampling, n, 0), self, 0)
 
     def clear_cache(self) -> None:
         """Nothing to do here: the server keeps (or drops) its own cache."""

@@ -43,7 +43,10 @@ class Stats:
 
 
 class Reply:
-    """A streaming reply: iterate for text pieces; ``text`` and ``stats`` afterwards."""
+    """A streaming reply: iterate for text pieces; ``text`` and ``stats`` afterwards.
+
+    The remote engine's replies are the same: closing its stream closes the HTTP response.
+    """
 
     def __init__(self, pieces: Generator[str, None, None], engine: Engine, dropped: int) -> None:
         self._pieces = pieces
