@@ -185,8 +185,8 @@ async def test_settings_dialog_fits_80x24_and_validates(starter_path):
         dialog.query_one("#top_p").value = "0.9"
         dialog.query_one("#seed").value = "-1"
         dialog.query_one("#repeat_penalty").value = "1.2"
-        await pilot.click("#ok")
-        await pilot.pause()
+        dialog.query_one("#ok", Button).press()  # a toast in the corner can cover the button
+        await until(pilot, lambda: app.screen is not dialog)  # dismissed, maybe after a frame
         assert app.screen.conversation.sampling == {
             "top_p": 0.9,
             "seed": 0xFFFFFFFF,
