@@ -252,13 +252,7 @@ class Engine:
         self._cancel.clear()
         t_request = time.perf_counter()
         tokens = self.tokenize(prompt, add_special=True, parse_special=False)
-        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
-        if len(tokens) + reserve > self.n_ctx:
-            raise ContextOverflow(
-                f"the prompt is {len(tokens)} tokens, and with {reserve} kept for the answer "
-                f"it does not fit the {self.n_ctx}-token context"
-            )
-        return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
+        return self._fitted_reply(tokens, sampling, t_request, "the prompt", "the answer", "")
 
     def continue_reply(
         self, messages: Sequence[Message], partial: str, sampling: Sampling | None = None
@@ -269,11 +263,17 @@ class Engine:
         self._cancel.clear()
         t_request = time.perf_counter()
         tokens = self._prompts.continued(messages, partial)
+        return self._fitted_reply(
+            tokens, sampling, t_request, "the chat", "more of the reply", "; start a new chat"
+        )
+
+    def _fitted_reply(self, tokens, sampling, t_request, what, room, advice) -> Reply:
+        """A reply to ``tokens`` when they leave room for one; no old turns to drop here."""
         reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
         if len(tokens) + reserve > self.n_ctx:
             raise ContextOverflow(
-                f"the chat is {len(tokens)} tokens, and with {reserve} kept for more of the "
-                f"reply it does not fit the {self.n_ctx}-token context; start a new chat"
+                f"{what} is {len(tokens)} tokens, and with {reserve} kept for {room} "
+                f"it does not fit the {self.n_ctx}-token context{advice}"
             )
         return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
 
