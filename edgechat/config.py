@@ -52,19 +52,10 @@ class Settings:
             top_p=self.top_p,
             min_p=self.min_p,
             repeat_penalty=self.repeat_penalty,
-            seed=0xFFFFFFFF if self.seed < 0 else self.seed,
+            seed=limits.RANDOM_SEED if self.seed < 0 else self.seed,
             max_tokens=self.max_tokens,
         )
 
-
-# The sampling settings' (type, lowest, highest), shared with the app's settings dialog;
-# the bounds are edgechat/limits.py's, where the command-line flags take theirs too.
-_SAMPLING = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens")
-RANGES = {
-    key: ({"int": int, "float": float}[limits.RANGES[key][0]], *limits.RANGES[key][1:3])
-    for key in (*_SAMPLING, "snapshot_cap_mb")
-}
-KV_CACHE_CHOICES = ("f16", "q8_0", "q4_0")
 
 _TYPES = {f.name: f.type for f in fields(Settings)}
 _MAX_TEXT = 100_000  # a system prompt longer than this is a mistake
@@ -89,8 +80,8 @@ def _coerce(key: str, value, where: str = ""):
             raise ValueError(f"needs text (at most {_MAX_TEXT:,} characters), not {_brief(value)}")
         if "\x00" in value:
             raise ValueError("must not contain a NUL character")
-        if key == "kv_cache" and value not in KV_CACHE_CHOICES:
-            raise ValueError(f"must be one of {', '.join(KV_CACHE_CHOICES)}, got {value!r}")
+        if key in limits.CHOICES:
+            return limits.check_choice(key, value)
         return value
     except ValueError as e:
         if where:

@@ -1,8 +1,11 @@
-"""The allowed range of every setting and flag, checked where a value enters.
+"""The one schema of every setting and flag: the allowed range of each number and the
+allowed values of each choice, checked where a value enters.
 
-One table for ``config set``, the config file and the command-line flags, so that
-``--ctx 0`` and ``ctx = 0`` are refused with the same words. Standard library only:
-the parser imports it at start-up.
+Everything that takes a value derives its checks from here: the command-line flags
+(``flag``, ``choices``), ``config set`` and the config file (config.py), the app's
+settings dialog and the server's request validation (``field``). So ``--ctx 0``,
+``ctx = 0`` in the file and ``0`` in the dialog are refused with the same words.
+Standard library only: the parser imports it at start-up.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 
 MIN_CTX = 512
 MAX_CTX = 1 << 20  # 1M tokens: beyond every model in the catalog
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a new random seed; -1 to the user
 
 
 def max_threads() -> int:
@@ -37,16 +41,28 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "limit": ("int", 1, 10_000, True, "how many to show"),
 }
 
+# name -> (the allowed values, what it means)
+CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "kv_cache": (("f16", "q8_0", "q4_0"), "KV cache type"),
+    "task": (("chat", "code", "math", "summarise"), "what the model is for"),
+    "length": (("short", "medium", "long"), "summary length"),
+    "style": (("paragraph", "bullets"), "summary style"),
+    "recipe": (("uniform", "mixed"), "quantisation recipe"),
+}
+
+
+def _bounds(name: str, here: bool) -> tuple[str, float | None, float | None, bool, str]:
+    kind, low, high, low_in, what = RANGES[name]
+    if name == "threads" and here:
+        high = max_threads()
+    return kind, low, high, low_in, what
+
 
 def allowed(name: str, here: bool = True) -> str:
     """The range in words, for messages: '512 to 1048576'."""
-    kind, low, high, low_in, _ = RANGES[name]
-    if name == "threads" and here:
-        high = max_threads()
-    if name == "top_p":
-        return "more than 0 and at most 1"
+    _, low, high, low_in, _ = _bounds(name, here)
     if high is None:
-        return f"{low} or more"
+        return f"{low} or more" if low_in else f"more than {low}"
     return f"{low} to {high}" if low_in else f"more than {low} and at most {high}"
 
 
@@ -56,9 +72,7 @@ def check(name: str, value, here: bool = True):
     ``here``: bound what depends on this machine (threads: twice its CPUs) too; a
     config file written on a bigger machine is not refused for that.
     """
-    kind, low, high, low_in, what = RANGES[name]
-    if name == "threads" and here:
-        high = max_threads()
+    kind, low, high, low_in, what = _bounds(name, here)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} must be a number ({allowed(name, here)}), got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -71,20 +85,36 @@ def check(name: str, value, here: bool = True):
     return int(value) if kind == "int" else float(value)
 
 
-def parse(name: str, text: str):
-    """A number from the command line or ``config set``, checked; ValueError(words) if not."""
-    kind = RANGES[name][0]
-    what = RANGES[name][4]
+def parse(name: str, text: str, here: bool = True):
+    """A number typed by the user (a flag, ``config set``, the app's dialog), checked;
+    ValueError(words) if it is not one or is out of range."""
+    if name in CHOICES:
+        return check_choice(name, text)
+    kind, what = RANGES[name][0], RANGES[name][4]
     try:
         value = int(text) if kind == "int" else float(text)
     except (TypeError, ValueError, OverflowError):
         whole = "a whole number" if kind == "int" else "a number"
-        raise ValueError(f"{what} must be {whole} ({allowed(name)}), got {text!r}") from None
-    return check(name, value)
+        raise ValueError(
+            f"{what} must be {whole} ({allowed(name, here)}), got {text!r}"
+        ) from None
+    return check(name, value, here)
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The allowed values of choice ``name``."""
+    return CHOICES[name][0]
+
+
+def check_choice(name: str, value) -> str:
+    options, what = CHOICES[name]
+    if value not in options:
+        raise ValueError(f"{what} must be one of {', '.join(options)}, got {value!r}")
+    return value
 
 
 def flag(name: str):
-    """An argparse ``type=`` for the flag of setting ``name``."""
+    """An argparse ``type=`` for the flag of setting ``name`` (a number)."""
     import argparse
 
     def convert(text: str):
@@ -95,3 +125,14 @@ def flag(name: str):
 
     convert.__name__ = name  # argparse names the type in its messages
     return convert
+
+
+def field(name: str) -> dict:
+    """``name``'s bounds as pydantic ``Field`` keywords (ge/gt/le), for request models."""
+    _, low, high, low_in, _ = _bounds(name, here=False)
+    out: dict = {}
+    if low is not None:
+        out["ge" if low_in else "gt"] = low
+    if high is not None:
+        out["le"] = high
+    return out

@@ -51,3 +51,18 @@ def cmd_config(args) -> int:
     for key, value in data["settings"].items():
         print(f"  {key:<14} {value!r}")
     return 0
+
+
+def register(sub) -> None:
+    from edgechat.cli.options import add_json
+
+    doc = sub.add_parser("doctor", help="check this install and print the fix for each problem")
+    add_json(doc, "print the checks as JSON")
+    doc.set_defaults(func=cmd_doctor)
+
+    cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")
+    cfg.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
+    cfg.add_argument("key", nargs="?")
+    cfg.add_argument("value", nargs="?")
+    add_json(cfg, "print as JSON")
+    cfg.set_defaults(func=cmd_config)

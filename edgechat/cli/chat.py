@@ -73,3 +73,19 @@ def cmd_chat(args) -> int:
         return line.rstrip("\n")
 
     return session.run(read_line, interactive=False)
+
+
+def register(sub) -> None:
+    from edgechat.cli.options import add_model_options, add_remote_options, add_sampling_options
+
+    chat = sub.add_parser(
+        "chat", help="chat with a model, offline (full-screen; --plain for lines)"
+    )
+    add_model_options(chat)
+    chat.add_argument("prompt", nargs="?", help="answer this one message and exit")
+    chat.add_argument("--plain", action="store_true", help="line mode, for SSH and scripts")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt for this session")
+    add_sampling_options(chat, "temperature", "seed", "max_tokens")
+    chat.add_argument("--json", action="store_true", help="print each reply as a JSON line")
+    add_remote_options(chat)
+    chat.set_defaults(func=cmd_chat)

@@ -86,3 +86,15 @@ def cmd_completion(args) -> int:
 
     print(script(build_parser(), args.shell), end="")
     return 0
+
+
+def register(sub) -> None:
+    comp = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Bash: `source <(edgechat completion bash)` in ~/.bashrc. Zsh: "
+        "`edgechat completion zsh > ~/.zfunc/_edgechat` with ~/.zfunc on fpath. Fish: "
+        "`edgechat completion fish > ~/.config/fish/completions/edgechat.fish`.",
+    )
+    comp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    comp.set_defaults(func=cmd_completion)

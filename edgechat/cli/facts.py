@@ -228,3 +228,53 @@ def cmd_recommend(args) -> int:
     if device.overrides:
         print(f"assumed: {', '.join(device.overrides)}")
     return 0
+
+
+def register(sub) -> None:
+    from edgechat.cli.options import add_device_options, add_gpu_option, add_json
+    from edgechat.limits import choices, flag
+
+    dev = sub.add_parser(
+        "device", help="what this machine has: RAM, CPU, GPUs, disk, llama.cpp build"
+    )
+    add_device_options(dev)
+    add_json(dev)
+    dev.set_defaults(func=cmd_device)
+
+    ins = sub.add_parser("inspect", help="facts from a GGUF header (a file or an http(s) URL)")
+    ins.add_argument("target", metavar="PATH|URL")
+    add_json(ins)
+    ins.add_argument("--tensors", action="store_true", help="with --json: list every tensor")
+    ins.set_defaults(func=cmd_inspect)
+
+    est = sub.add_parser(
+        "estimate", help="memory and speed a model needs here, before downloading or loading it"
+    )
+    est.add_argument("model", help="a GGUF file, an http(s) URL of one, or a catalog ID[:QUANT]")
+    est.add_argument(
+        "--ctx", type=flag("ctx"), metavar="N", help="context size in tokens (default 4096)"
+    )
+    est.add_argument(
+        "--gpu-layers",
+        type=flag("gpu_layers"),
+        metavar="N",
+        help="layers to offload (default: all that fit)",
+    )
+    add_device_options(est)
+    add_gpu_option(est)
+    add_json(est, "print the estimate as JSON")
+    est.set_defaults(func=cmd_estimate)
+
+    rec = sub.add_parser("recommend", help="the models and quants that suit this device, ranked")
+    rec.add_argument("--task", choices=choices("task"), default="chat", help="what for")
+    rec.add_argument(
+        "--ctx", type=flag("ctx"), metavar="N", help="context size in tokens (default 4096)"
+    )
+    rec.add_argument(
+        "-n", "--limit", type=flag("limit"), default=8, metavar="N", help="show the best N"
+    )
+    rec.add_argument("--all", action="store_true", help="show every catalog model for the task")
+    add_device_options(rec)
+    add_gpu_option(rec)
+    add_json(rec, "print the ranking as JSON")
+    rec.set_defaults(func=cmd_recommend)

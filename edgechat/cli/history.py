@@ -56,3 +56,22 @@ def cmd_history_list(args) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"]))
         print(f"#{r['id']:<5} {when}  {r['messages']:>4} msg  {r['title']}")
     return 0
+
+
+def register(sub) -> None:
+    from edgechat.cli.options import add_json
+    from edgechat.limits import flag
+
+    his = sub.add_parser("history", help="the app's conversations: list them, search them")
+    hsub = his.add_subparsers(dest="action", metavar="ACTION")
+    his.set_defaults(func=cmd_history_list, json=False)
+    h_list = hsub.add_parser("list", help="every conversation, newest first")
+    add_json(h_list, "print them as JSON")
+    h_list.set_defaults(func=cmd_history_list)
+    h_find = hsub.add_parser("search", help="find words in every conversation (full text)")
+    h_find.add_argument("text", nargs="+", metavar="TEXT")
+    h_find.add_argument(
+        "-n", "--limit", type=flag("limit"), default=20, metavar="N", help="at most N"
+    )
+    add_json(h_find, "print the matches as JSON")
+    h_find.set_defaults(func=cmd_history_search)

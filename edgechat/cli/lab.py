@@ -126,3 +126,50 @@ def cmd_quantize(args) -> int:
             f"{_size(result.size_out)}, {result.bits_per_weight:.2f} bits per weight"
         )
     return 0
+
+
+def register(sub) -> None:
+    from edgechat.cli.options import add_json, add_model_options
+    from edgechat.limits import choices, flag
+
+    ben = sub.add_parser("bench", help="measure load, prompt and generation speed, TTFT, memory")
+    ben.add_argument(
+        "models", nargs="*", metavar="MODEL", help="paths or ids (default: the default)"
+    )
+    add_model_options(ben, model_flag=False, ctx_default=2048)
+    ben.add_argument(
+        "--repeat", type=flag("repeat"), default=3, metavar="N", help="runs per model (3)"
+    )
+    ben.add_argument(
+        "--tokens", type=flag("tokens"), default=128, metavar="N", help="tokens to generate"
+    )
+    add_json(ben, "print the table as JSON")
+    ben.set_defaults(func=cmd_bench)
+
+    qual = sub.add_parser(
+        "quality", help="perplexity, KL divergence and top-1 agreement against a reference"
+    )
+    qual.add_argument("model", help="the model to judge (path or id)")
+    qual.add_argument("--ref", required=True, help="the reference (e.g. the F16 or Q8_0 file)")
+    qual.add_argument("--text", required=True, metavar="FILE", help="your own text")
+    add_model_options(qual, model_flag=False, ctx_default=512, ctx_flag="chunk")  # chunk size
+    add_json(qual, "print the figures as JSON")
+    qual.set_defaults(func=cmd_quality)
+
+    qnt = sub.add_parser("quantize", aliases=["quantise"], help="quantise a GGUF model yourself")
+    qnt.add_argument("src", metavar="IN.gguf")
+    qnt.add_argument("dst", metavar="OUT.gguf")
+    qnt.add_argument("--type", required=True, help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0 ...")
+    qnt.add_argument(
+        "--recipe",
+        choices=choices("recipe"),
+        default="mixed",
+        help="mixed keeps embeddings and output head at higher precision",
+    )
+    qnt.add_argument(
+        "--allow-requantize",
+        action="store_true",
+        help="quantise a file that is already quantised (loses quality)",
+    )
+    add_json(qnt, "print the result as JSON")
+    qnt.set_defaults(func=cmd_quantize)

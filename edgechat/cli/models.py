@@ -231,3 +231,48 @@ def cmd_logout(args) -> int:
     if os.environ.get("HF_TOKEN"):
         print("HF_TOKEN is still set in this shell's environment")
     return 1 if failed else 0
+
+
+def register(sub) -> None:
+    import argparse
+
+    from edgechat.cli.options import add_json
+    from edgechat.limits import flag
+
+    mod = sub.add_parser("models", help="list, pull, remove, import and verify models")
+    msub = mod.add_subparsers(dest="action", metavar="ACTION")
+    mod.set_defaults(func=cmd_models_list, json=False)
+    m_list = msub.add_parser("list", help="the models on this machine")
+    add_json(m_list, "print them as JSON")
+    m_list.set_defaults(func=cmd_models_list)
+    m_pull = msub.add_parser("pull", help="download ID[:QUANT] or owner/repo[:QUANT], verified")
+    m_pull.add_argument(
+        "model", help="a catalog id like qwen2.5-1.5b-instruct[:Q4_K_M], or owner/repo:QUANT"
+    )
+    add_json(m_pull, "print the result as JSON")
+    m_pull.set_defaults(func=cmd_models_pull)
+    m_rm = msub.add_parser("rm", help="remove a pulled or imported model and free its space")
+    m_rm.add_argument("model", help="the model id, as `edgechat models list` shows it")
+    add_json(m_rm, "print the result as JSON")
+    m_rm.set_defaults(func=cmd_models_rm)
+    m_imp = msub.add_parser("import", help="register a local GGUF file (no copy unless --copy)")
+    m_imp.add_argument("path", help="the GGUF file")
+    m_imp.add_argument("--id", help="the id to give it (default: from the file name)")
+    m_imp.add_argument("--copy", action="store_true", help="copy it into edgechat's data dir")
+    add_json(m_imp, "print the result as JSON")
+    m_imp.set_defaults(func=cmd_models_import)
+    m_ver = msub.add_parser("verify", help="re-check pulled files against the hub's SHA-256")
+    m_ver.add_argument("model", nargs="?", help="one model id (default: all pulled models)")
+    add_json(m_ver, "print the result as JSON")
+    m_ver.set_defaults(func=cmd_models_verify)
+    m_info = msub.add_parser("info", help="catalog facts, header facts and the memory estimate")
+    m_info.add_argument("model", help="an installed id, a catalog ID[:QUANT] or a GGUF path")
+    m_info.add_argument("--ctx", type=flag("ctx"), metavar="N", help="context for the estimate")
+    add_json(m_info)
+    m_info.set_defaults(func=cmd_models_info)
+
+    login = sub.add_parser("login", help="store a Hugging Face token for gated models")
+    login.add_argument("--token", help=argparse.SUPPRESS)  # refused: see cmd_login
+    login.set_defaults(func=cmd_login)
+    logout = sub.add_parser("logout", help="remove the stored Hugging Face token")
+    logout.set_defaults(func=cmd_logout)

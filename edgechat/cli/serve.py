@@ -86,3 +86,32 @@ def cmd_serve(args) -> int:
         worker.stop()
         sock.close()
     return 0
+
+
+def register(sub) -> None:
+    from edgechat.cli.options import add_model_options, add_sampling_options
+
+    srv = sub.add_parser(
+        "serve", help="serve the model over an OpenAI-compatible HTTP API (loopback by default)"
+    )
+    add_model_options(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
+    srv.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require this key (needed beyond loopback; EDGECHAT_API_KEY or the keyring "
+        "keep it out of the process list)",
+    )
+    srv.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="requests generated at once (1)"
+    )
+    srv.add_argument(
+        "--queue", type=int, default=32, metavar="N", help="requests that may wait (32)"
+    )
+    add_sampling_options(srv, "temperature", "max_tokens")
+    srv.add_argument("--quiet", action="store_true", help="no line per request")
+    srv.add_argument(
+        "--store-key", action="store_true", help="keep the API key in the keyring and exit"
+    )
+    srv.set_defaults(func=cmd_serve)

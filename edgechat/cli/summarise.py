@@ -144,3 +144,32 @@ def cmd_summarise(args) -> int:
     else:
         sys.stderr.write(f"summary written to {args.out}\n")
     return 0
+
+
+def register(sub) -> None:
+    from edgechat.cli.options import add_model_options, add_remote_options, add_sampling_options
+    from edgechat.limits import choices
+
+    summ = sub.add_parser(
+        "summarise",
+        aliases=["summarize"],
+        help="summarise documents of any length, offline (text, Markdown, HTML, PDF, DOCX)",
+    )
+    summ.add_argument("files", nargs="+", metavar="FILE", help="files, or - for standard input")
+    add_model_options(summ)
+    summ.add_argument(
+        "--length",
+        choices=choices("length"),
+        default="medium",
+        help="short: 40-90 words, medium: 90-180, long: 180-350 (fewer for a short document)",
+    )
+    summ.add_argument("--style", choices=choices("style"), default="paragraph")
+    summ.add_argument("--focus", metavar="TEXT", help="what the reader cares about")
+    summ.add_argument(
+        "--combine", action="store_true", help="with several files: also one summary of them all"
+    )
+    add_sampling_options(summ, "temperature", "seed")
+    summ.add_argument("--out", metavar="FILE", help="write the summary to FILE (atomically)")
+    summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
+    add_remote_options(summ)
+    summ.set_defaults(func=cmd_summarise)

@@ -17,13 +17,13 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from edgechat.errors import ContextOverflow, EdgechatError
+from edgechat.limits import RANDOM_SEED
 from edgechat.llama.prompts import Message, Prompts
 from edgechat.llama.reply import Reply, Stats
 from edgechat.planning.plan import Sampling
 
 DEFAULT_CTX = 4096  # when the server does not say (OpenAI's model list has no field for it)
 _PER_MESSAGE = 8  # role markers and separators a chat template adds
-_RANDOM_SEED = 0xFFFFFFFF
 
 
 def base_url(url: str) -> str:
@@ -221,7 +221,7 @@ class RemoteEngine:
             temperature=s.temperature,
             top_p=s.top_p,
         )
-        if s.seed != _RANDOM_SEED:
+        if s.seed != RANDOM_SEED:
             args["seed"] = s.seed
         t0 = t_first = t_last = time.perf_counter()
         n_chunks, finish, use = 0, "cancelled", None

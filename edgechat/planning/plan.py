@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgechat.limits import RANDOM_SEED
+
 
 def physical_cores() -> int:
     """llama.cpp generates fastest with one thread per physical core."""
@@ -78,5 +80,5 @@ class Sampling:
     min_p: float = 0.05
     repeat_penalty: float = 1.0
     repeat_last_n: int = 64
-    seed: int = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: random
+    seed: int = RANDOM_SEED  # llama.cpp's LLAMA_DEFAULT_SEED: random
     max_tokens: int = 1024

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgechat import limits
+
 __all__ = ["ApiError", "ChatRequest", "CompletionRequest", "StopFilter", "ValidationError"]
 
 
@@ -77,9 +79,10 @@ class _Common(BaseModel):
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    # Bounds from the settings' schema (limits.py): the CLI and the server agree.
+    max_tokens: int | None = Field(None, **limits.field("max_tokens"))
+    temperature: float | None = Field(None, **limits.field("temperature"))
+    top_p: float | None = Field(None, **limits.field("top_p"))
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
@@ -108,7 +111,7 @@ class _Common(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, **limits.field("max_tokens"))
 
     @property
     def limit(self) -> int | None:

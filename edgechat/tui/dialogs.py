@@ -11,9 +11,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
-from edgechat.config import RANGES
-
-RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED; -1 to the user
+from edgechat import limits
+from edgechat.limits import RANDOM_SEED
 
 
 class Dialog(ModalScreen):
@@ -156,7 +155,7 @@ class Settings(Dialog):
             with Grid(id="sampling"):
                 for key, label in self.FIELDS.items():
                     yield Label(label)
-                    kind = "number" if RANGES[key][0] is float else "integer"
+                    kind = "number" if limits.RANGES[key][0] == "float" else "integer"
                     yield Input(
                         self._shown(key, self.sampling.get(key)),
                         id=key,
@@ -178,15 +177,10 @@ class Settings(Dialog):
             text = self.query_one(f"#{key}", Input).value.strip()
             if not text:
                 continue
-            kind, low, high = RANGES[key]
             try:
-                value = kind(text)
-            except ValueError:
-                value = None
-            if value is None or not low <= value <= high:
-                self.query_one("#settings-error", Label).update(
-                    f"{label}: give a value from {low} to {high}, or leave it empty"
-                )
+                value = limits.parse(key, text)  # the CLI's and config's checks, same words
+            except ValueError as e:
+                self.query_one("#settings-error", Label).update(f"{e}, or leave it empty")
                 self.query_one(f"#{key}", Input).focus()
                 return
             sampling[key] = RANDOM_SEED if key == "seed" and value == -1 else value

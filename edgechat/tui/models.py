@@ -182,10 +182,10 @@ class ModelChoice:
 
     def choose_kv_cache(self) -> None:
         """Pick the KV cache type (saved as the kv_cache setting) and reload the model."""
-        from edgechat import config
+        from edgechat import config, limits
         from edgechat.tui.dialogs import Pick
 
-        kinds = list(config.KV_CACHE_CHOICES)
+        kinds = list(limits.choices("kv_cache"))
         labels = [
             "f16: full precision (the default)",
             "q8_0: half the memory, near-identical replies",
