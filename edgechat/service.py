@@ -1,7 +1,9 @@
 """The one way in to a model, for every front end and lab command: what the user asked
 for (``ModelRequest``) -> a plan that fits (``plan_model``) -> a loaded engine
-(``open_model``). The estimate that judged the plan is kept and returned, so what was
-estimated is what runs. Nothing here prints: warnings go to ``say`` and into the result.
+(``open_model``), or a server's model when the request names one. The estimate that
+judged the plan is kept and returned, so what was estimated is what runs; after the
+load, ``chat_check`` says what every front end must tell the user. Nothing here
+prints: warnings go to ``say`` and into the result.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from edgechat.planning.plan import RunPlan, Sampling
 
 if TYPE_CHECKING:
     from edgechat.facts.device import Device
-    from edgechat.llama.engine import Engine
+    from edgechat.llama.contract import ChatEngine
     from edgechat.planning.fit import Fit
     from edgechat.planning.memory import MemoryEstimate
 
@@ -39,6 +41,9 @@ class ModelRequest:
     type_k: str = "f16"  # KV cache types: they change both the estimate and the load
     type_v: str = "f16"
     verbose: bool = False  # llama.cpp's own log on stderr
+    remote: str | None = None  # a server's URL: its model answers, not a local one
+    remote_model: str | None = None  # the server's model (default: its first)
+    api_key: str | None = None  # the server's key (default: EDGECHAT_API_KEY, keyring)
 
     @classmethod
     def from_args(cls, args, settings: Settings) -> ModelRequest:
@@ -60,6 +65,9 @@ class ModelRequest:
             type_k=kv,
             type_v=kv,
             verbose=bool(opt("verbose")),
+            remote=opt("remote"),
+            remote_model=opt("remote_model"),
+            api_key=opt("api_key"),
         )
 
     def for_model(self, model: str | None) -> ModelRequest:
@@ -79,9 +87,9 @@ class Planned:
 
 @dataclass(frozen=True)
 class Loaded:
-    engine: Engine
-    estimate: MemoryEstimate
-    fit: Fit
+    engine: ChatEngine
+    estimate: MemoryEstimate | None  # None for a server's model: its memory is its own
+    fit: Fit | None
     warnings: tuple[str, ...]
     label: str
 
@@ -158,8 +166,66 @@ def load(planned: Planned, verbose: bool = False) -> Loaded:
     return Loaded(engine, planned.estimate, planned.fit, planned.warnings, planned.label)
 
 
+def connect(request: ModelRequest, say: Say | None = None) -> Loaded:
+    """The server's model ``request.remote`` names; says where the text will go before
+    any is sent."""
+    from edgechat.llama.remote import RemoteEngine
+    from edgechat.models import credentials
+
+    key, _ = credentials.api_key(request.api_key)
+    engine = RemoteEngine(request.remote, request.remote_model, key)
+    notice = (
+        f"remote model {engine.model} at {engine.url}: your text is sent to {engine.where} "
+        "and answered there, not on this machine"
+    )
+    if say:
+        say(notice)
+    return Loaded(engine, None, None, (notice,), f"{engine.model} @ {engine.where}")
+
+
 def open_model(
-    request: ModelRequest, say: Say | None = None, device: Device | None = None
+    request: ModelRequest,
+    say: Say | None = None,
+    device: Device | None = None,
+    *,
+    loading: Say | None = None,
+    run: Callable | None = None,
 ) -> Loaded:
-    """Plan, check and load the model ``request`` names."""
-    return load(plan_model(request, device, say), request.verbose)
+    """Plan, check and load the model ``request`` names, or connect to its server.
+
+    ``loading(file name)`` is told just before a local load starts (for a progress
+    line); ``run(fn, *args)`` runs the load where the engine will live (the app's llama
+    thread) and returns its result; by default it runs here.
+    """
+    if request.remote:
+        return connect(request, say)
+    planned = plan_model(request, device, say)
+    if loading:
+        loading(planned.plan.model_path.name)
+    if run is None:
+        return load(planned, request.verbose)
+    return run(load, planned, request.verbose)
+
+
+@dataclass(frozen=True)
+class ChatCheck:
+    """What a front end must tell the user once a model is loaded for chatting."""
+
+    refusal: str | None  # the model cannot hold a chat (a base model), and why
+    warnings: tuple[str, ...]  # it can, but not quite as asked (context capped)
+
+
+def chat_check(engine: ChatEngine, wanted_ctx: int) -> ChatCheck:
+    """A base model is refused with the reason; a context capped at what the model was
+    trained for is said. A server's model is the server's to judge."""
+    if not engine.is_local:
+        return ChatCheck(None, ())
+    from edgechat.llama.base_model import base_model_reason
+
+    warnings = []
+    if engine.n_ctx < wanted_ctx:
+        warnings.append(
+            f"context capped at {engine.n_ctx} tokens (asked {wanted_ctx}): "
+            f"{engine.plan.model_path.name} was trained for {engine.n_ctx_train}"
+        )
+    return ChatCheck(base_model_reason(engine), tuple(warnings))

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, run_cli, simulated_device
 from hubserver import Hub
 
-from edgechat.facts import doctor
+from edgechat import doctor
 from edgechat.facts.device import GPU, Device, GiB
 from edgechat.paths import paths
 

@@ -41,10 +41,12 @@ def server(request):
 
 
 def test_remote_engine_streams_a_reply_with_stats(server):
+    from edgechat.llama.contract import ChatEngine
     from edgechat.llama.remote import RemoteEngine
 
     with RemoteEngine(server.url) as engine:
         assert engine.model in engine.models and engine.info()["remote"] is True
+        assert isinstance(engine, ChatEngine) and not engine.is_local  # the one contract
         messages = [{"role": "user", "content": "Name three colours."}]
         reply = engine.chat(messages, SHORT)
         pieces = list(reply)

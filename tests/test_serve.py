@@ -224,7 +224,7 @@ def test_beyond_loopback_needs_a_key(monkeypatch, capsys):
     from edgechat.models import credentials
 
     monkeypatch.delenv("EDGECHAT_API_KEY", raising=False)
-    monkeypatch.setattr(credentials, "_keyring", lambda: None)  # no stored key either
+    monkeypatch.setattr(credentials, "keyring_backend", lambda: None)  # no stored key either
     assert cli.main(["serve", "--host", "0.0.0.0"]) == 1
     err = capsys.readouterr().err
     assert "API key" in err and "0.0.0.0" in err and err.count("\n") == 1

@@ -8,7 +8,7 @@ from edgechat import __version__
 
 
 def cmd_doctor(args) -> int:
-    from edgechat.facts.doctor import FAIL, run_all
+    from edgechat.doctor import FAIL, run_all
 
     checks = run_all()
     if args.json:

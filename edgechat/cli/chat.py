@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 
-from edgechat.cli.common import _interactive, _load_engine, _model_id
+from edgechat.cli.common import _interactive, _load_engine, _model_id, _warn
 
 
 def _wants_app(args) -> bool:
@@ -19,18 +19,13 @@ def _wants_app(args) -> bool:
 def _check_can_chat(engine, wanted_ctx: int) -> None:
     """Refuse a base model with the reason; say when the context was capped."""
     from edgechat.errors import EdgechatError
-    from edgechat.llama.base_model import base_model_reason
+    from edgechat.service import chat_check
 
-    if getattr(engine, "remote", False):
-        return  # the server's model: what it can do is the server's to say
-    reason = base_model_reason(engine)
-    if reason:
-        raise EdgechatError(reason.replace(", or Ctrl+P → Choose a model in the app", ""))
-    if engine.n_ctx < wanted_ctx:
-        sys.stderr.write(
-            f"edgechat: context capped at {engine.n_ctx} tokens (asked {wanted_ctx}): the "
-            f"model was trained for {engine.n_ctx_train}\n"
-        )
+    check = chat_check(engine, wanted_ctx)
+    if check.refusal:
+        raise EdgechatError(check.refusal)
+    for line in check.warnings:
+        _warn(line)
 
 
 def cmd_chat(args) -> int:

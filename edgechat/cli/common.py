@@ -11,20 +11,6 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _open_remote(args):
-    """A remote engine for --remote; says where the text will go before any is sent."""
-    from edgechat.llama.remote import RemoteEngine
-    from edgechat.models import credentials
-
-    key, _ = credentials.api_key(getattr(args, "api_key", None))
-    engine = RemoteEngine(args.remote, getattr(args, "remote_model", None), key)
-    sys.stderr.write(
-        f"remote model {engine.model} at {engine.url}: your text is sent to {engine.where} "
-        "and answered there, not on this machine\n"
-    )
-    return engine
-
-
 def _warn(line: str) -> None:
     sys.stderr.write(f"edgechat: {line}\n")
 
@@ -39,23 +25,22 @@ def _request(args, settings, **changes):
 
 
 def _load_engine(args, settings, **changes):
-    """Resolve the model, check it fits, load it, with a progress line on a terminal.
-    With --remote, connect to that server instead."""
-    if getattr(args, "remote", None):
-        return _open_remote(args)
-    from edgechat.service import load, plan_model
+    """Resolve the model, check it fits, load it, with a progress line on a terminal;
+    with --remote, connect to that server instead (saying where the text will go)."""
+    from edgechat.service import open_model
 
-    request = _request(args, settings, **changes)
-    planned = plan_model(request, say=_warn)
-    name = planned.plan.model_path.name
     show = sys.stderr.isatty()
-    if show:
-        sys.stderr.write(f"loading {name} ...")
-        sys.stderr.flush()
-    engine = load(planned, request.verbose).engine
-    if show:
+
+    def loading(name: str) -> None:
+        if show:
+            sys.stderr.write(f"loading {name} ...")
+            sys.stderr.flush()
+
+    engine = open_model(_request(args, settings, **changes), say=_warn, loading=loading).engine
+    if show and engine.is_local:
         sys.stderr.write(
-            f"\rloaded {name} in {engine.load_s:.1f} s · context {engine.n_ctx} tokens\n"
+            f"\rloaded {engine.plan.model_path.name} in {engine.load_s:.1f} s · "
+            f"context {engine.n_ctx} tokens\n"
         )
     return engine
 

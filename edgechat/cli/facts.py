@@ -52,7 +52,7 @@ def cmd_inspect(args) -> int:
 
     f = inspect(args.target)
     if not args.target.startswith(("http://", "https://")):
-        from edgechat.llama.probe import check_loads
+        from edgechat.facts.probe import check_loads
 
         check_loads(Path(args.target).expanduser())  # facts only of what llama.cpp loads
     if args.json:
@@ -116,7 +116,7 @@ def cmd_estimate(args) -> int:
     settings = config.load()
     target = registry.locate(args.model, settings.default_model)
     if target.source == "file":
-        from edgechat.llama.probe import check_loads
+        from edgechat.facts.probe import check_loads
 
         check_loads(target.path)  # an estimate only for what llama.cpp would load
     device = detect(args.memory, args.vram, args.gpu)

@@ -59,12 +59,16 @@ def _transfer_bars():
 
 
 def cmd_models_pull(args) -> int:
+    from edgechat import config
     from edgechat.models import hub
     from edgechat.planning.recommend import default_quant
 
     say = (lambda line: None) if args.json else (lambda line: sys.stderr.write(line + "\n"))
+    n_ctx = config.load().ctx
     try:
-        pulled = hub.pull(args.model, default_quant, _transfer_bars(), say)
+        pulled = hub.pull(
+            args.model, lambda model: default_quant(model, n_ctx=n_ctx), _transfer_bars(), say
+        )
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted: the partial download is kept; pull again to resume\n")
         return 130

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from edgechat.errors import EdgechatError
-from edgechat.llama.engine import Engine, Stats
+from edgechat.llama.contract import ChatEngine
+from edgechat.llama.reply import Stats
 from edgechat.planning.plan import Sampling
 from edgechat.tasks.conversations import Conversation, Message
 
@@ -41,7 +42,7 @@ def format_stats(stats: Stats | None) -> str:
 class PlainChat:
     def __init__(
         self,
-        engine: Engine,
+        engine: ChatEngine,
         sampling: Sampling,
         system: str,
         out: TextIO | None = None,
@@ -120,8 +121,8 @@ class PlainChat:
             self.conv.messages.clear()
             self.err.write("[conversation cleared]\n")
         elif name == "/stats":
-            where = getattr(self.engine, "where", None)  # a remote engine: no local memory
-            head = f"remote model at {where} · measured here: " if where else ""
+            remote = not self.engine.is_local  # its memory is the server's
+            head = f"remote model at {self.engine.where} · measured here: " if remote else ""
             self.err.write(head + format_stats(self.last_stats) + "\n")
         elif name == "/system":
             if arg.strip():

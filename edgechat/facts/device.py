@@ -368,7 +368,7 @@ def with_overrides(
 
 def _assume_gpu(device: Device, spec: str, set_ram: bool) -> Device:
     from edgechat.errors import EdgechatError
-    from edgechat.planning.gpu import BACKEND_VENDOR, parse_gpu_spec
+    from edgechat.facts.gpuspec import BACKEND_VENDOR, parse_gpu_spec
 
     try:
         backend, size_text = parse_gpu_spec(spec)

@@ -27,5 +27,5 @@ def base_model_reason(engine) -> str | None:
     return (
         f"{engine.plan.model_path.name} is a base model (its file has no chat template): it "
         "continues text but cannot answer messages; choose an instruct or chat model "
-        "(`edgechat recommend`, or Ctrl+P → Choose a model in the app)"
+        "(`edgechat recommend` lists them)"
     )

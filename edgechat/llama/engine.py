@@ -22,10 +22,12 @@ from dataclasses import replace
 from edgechat.errors import ContextOverflow, EdgechatError, ModelLoadError
 from edgechat.llama import backend
 from edgechat.llama.backend import LOG
+from edgechat.llama.contract import reply_reserve
 from edgechat.llama.params import check_plan, context_params, model_params
 from edgechat.llama.prompts import Message, Prompts
 from edgechat.llama.reply import Reply, Stats
 from edgechat.llama.scoring import check_finite
+from edgechat.llama.vocab import Vocab
 
 __all__ = ["LOG", "Engine", "EngineError", "Reply", "Stats"]  # what callers import from here
 from edgechat.llama.sampling import Sampler, use_backend
@@ -42,7 +44,11 @@ def _llama():
 
 
 class Engine:
-    """One loaded model and its context. Not thread-safe, except ``cancel()``."""
+    """One loaded model and its context (a ``ChatEngine``, see llama/contract.py).
+    Not thread-safe, except ``cancel()``."""
+
+    is_local = True
+    where = "this machine"
 
     def __init__(
         self, plan: RunPlan, *, verbose: bool = False, backend_sampling: bool | None = None
@@ -71,7 +77,8 @@ class Engine:
                 f"cannot load {plan.model_path.name}: {why}. The file may be truncated or "
                 "from a newer llama.cpp; download it again or update llama-cpp-python"
             )
-        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.vocab = Vocab(lc, self._model)
+        self._vocab = self.vocab.ptr
         n_ctx_train = lc.llama_model_n_ctx_train(self._model)
         if n_ctx_train > 0 and plan.n_ctx > n_ctx_train:
             # Beyond its trained context a model degrades into nonsense: cap it.
@@ -91,13 +98,12 @@ class Engine:
         self.n_ctx_train = n_ctx_train
         self._n_swa = lc.llama_model_n_swa(self._model)
         self._kv_tokens: list[int] = []  # what the KV cache holds, position by position
-        self._piece_buf = ctypes.create_string_buffer(256)
         template = lc.llama_model_chat_template(self._model, None)
         self._prompts = Prompts(
             template.decode("utf-8") if template else None,
             self.meta("general.architecture") or "",
-            self._token_text(lc.llama_vocab_bos(self._vocab)),
-            self._token_text(lc.llama_vocab_eos(self._vocab)),
+            self.vocab.bos_text(),
+            self.vocab.eos_text(),
             self.tokenize,
         )
 
@@ -159,36 +165,10 @@ class Engine:
     def tokenize(
         self, text: str, *, add_special: bool = True, parse_special: bool = False
     ) -> list[int]:
-        lc = self._lc
-        data = text.encode("utf-8")
-        cap = len(data) + 16
-        arr = (lc.llama_token * cap)()
-        n = lc.llama_tokenize(self._vocab, data, len(data), arr, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            arr = (lc.llama_token * cap)()
-            n = lc.llama_tokenize(
-                self._vocab, data, len(data), arr, cap, add_special, parse_special
-            )
-        return list(arr[:n])
+        return self.vocab.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        raw = b"".join(self._piece(t) for t in tokens)
-        return raw.decode("utf-8", "replace")
-
-    def _piece(self, token: int, special: bool = False) -> bytes:
-        buf = self._piece_buf
-        n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
-
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        text = self._lc.llama_vocab_get_text(self._vocab, token)
-        return text.decode("utf-8", "replace") if text else ""
+        return self.vocab.detokenize(tokens)
 
     # -- prompts -----------------------------------------------------------------
 
@@ -236,7 +216,7 @@ class Engine:
         sampling = sampling or Sampling()
         self._cancel.clear()
         t_request = time.perf_counter()
-        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        reserve = reply_reserve(sampling.max_tokens, self.n_ctx)
         if drop_oldest:
             _, dropped, tokens = self.fit(messages, reserve)
         else:
@@ -269,7 +249,7 @@ class Engine:
 
     def _fitted_reply(self, tokens, sampling, t_request, what, room, advice) -> Reply:
         """A reply to ``tokens`` when they leave room for one; no old turns to drop here."""
-        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        reserve = reply_reserve(sampling.max_tokens, self.n_ctx)
         if len(tokens) + reserve > self.n_ctx:
             raise ContextOverflow(
                 f"{what} is {len(tokens)} tokens, and with {reserve} kept for {room} "
@@ -279,11 +259,11 @@ class Engine:
 
     @property
     def n_vocab(self) -> int:
-        return self._lc.llama_vocab_n_tokens(self._vocab)
+        return self.vocab.n_tokens
 
     def vocabulary(self) -> list[str]:
         """Every token's text, in id order (to tell whether two models share a vocabulary)."""
-        return [self._token_text(t) for t in range(self.n_vocab)]
+        return self.vocab.texts()
 
     def logits(self, tokens: Sequence[int], first: int = 0):
         """Raw next-token logits at positions ``first`` .. end of a fresh sequence (a
@@ -358,7 +338,7 @@ class Engine:
             to_piece = lc.llama_token_to_piece
             decode = lc.llama_decode
             get_one = lc.llama_batch_get_one
-            buf = self._piece_buf
+            buf = self.vocab.buf
             buf_len = len(buf)
             one = (lc.llama_token * 1)()
             utf8 = codecs.getincrementaldecoder("utf-8")("replace")

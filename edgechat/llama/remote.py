@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.limits import RANDOM_SEED
+from edgechat.llama.contract import reply_reserve
 from edgechat.llama.prompts import Message, Prompts
 from edgechat.llama.reply import Reply, Stats
 from edgechat.planning.plan import Sampling
@@ -56,7 +57,7 @@ def estimate_tokens(text: str) -> list[str]:
     return out
 
 
-class _Estimated(Prompts):
+class EstimatedPrompts(Prompts):
     """The shared prompt policy (drop the oldest turns, or refuse) over estimated counts:
     the server formats the prompt, and the API has no tokenizer."""
 
@@ -71,9 +72,10 @@ class _Estimated(Prompts):
 
 
 class RemoteEngine:
-    """A model on another machine, reached over HTTP. ``cancel()`` is safe from any thread."""
+    """A model on another machine, reached over HTTP (a ``ChatEngine``, see
+    llama/contract.py). ``cancel()`` is safe from any thread."""
 
-    remote = True
+    is_local = False
 
     def __init__(
         self, url: str, model: str | None = None, api_key: str | None = None, timeout: float = 600
@@ -112,7 +114,7 @@ class RemoteEngine:
         self.last_stats: Stats | None = None
         self.n_ctx_used = 0
         self._cancel = threading.Event()
-        self._prompts = _Estimated()
+        self._prompts = EstimatedPrompts()
 
     # -- errors --------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class RemoteEngine:
     ) -> Reply:
         sampling = sampling or Sampling()
         self._cancel.clear()
-        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        reserve = reply_reserve(sampling.max_tokens, self.n_ctx)
         if drop_oldest:
             kept, dropped, tokens = self.fit(messages, reserve)
         else:
@@ -198,7 +200,7 @@ class RemoteEngine:
         """The continuation of raw ``prompt`` text, through the server's /v1/completions."""
         sampling = sampling or Sampling()
         self._cancel.clear()
-        reserve = max(1, min(sampling.max_tokens, self.n_ctx // 4))
+        reserve = reply_reserve(sampling.max_tokens, self.n_ctx)
         n = len(estimate_tokens(prompt))
         if n + reserve > self.n_ctx:
             raise ContextOverflow(
@@ -206,6 +208,15 @@ class RemoteEngine:
                 f"does not fit the server's {self.n_ctx}-token context"
             )
         return Reply(self._stream({"prompt": prompt}, sampling, n, 0), self, 0)
+
+    def continue_reply(
+        self, messages: Sequence[Message], partial: str, sampling: Sampling | None = None
+    ) -> Reply:
+        """The chat API has no way to leave the assistant's turn open."""
+        raise EdgechatError(
+            f"the server at {self.where} cannot continue a reply; ask again to have it "
+            "written anew"
+        )
 
     def clear_cache(self) -> None:
         """Nothing to do here: the server keeps (or drops) its own cache."""

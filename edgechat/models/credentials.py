@@ -16,7 +16,7 @@ SERVICE = "edgechat"
 ACCOUNT = "huggingface"
 
 
-def _keyring():
+def keyring_backend():
     """The usable keyring backend, or None where there is none."""
     try:
         import keyring
@@ -30,7 +30,7 @@ def _keyring():
     return backend
 
 
-def _token_file() -> Path:
+def token_file() -> Path:
     home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
     )
@@ -39,7 +39,7 @@ def _token_file() -> Path:
 
 def token() -> tuple[str | None, str]:
     """The token and where it came from (keyring, HF_TOKEN, token file, none)."""
-    backend = _keyring()
+    backend = keyring_backend()
     if backend is not None:
         try:
             found = backend.get_password(SERVICE, ACCOUNT)
@@ -49,7 +49,7 @@ def token() -> tuple[str | None, str]:
             return found, "keyring"
     if os.environ.get("HF_TOKEN"):
         return os.environ["HF_TOKEN"], "HF_TOKEN"
-    path = _token_file()
+    path = token_file()
     try:
         found = path.read_text().strip()
     except OSError:
@@ -64,7 +64,7 @@ def store(value: str) -> str:
         raise EdgechatError(
             "that is not a token: paste the token from huggingface.co/settings/tokens"
         )
-    backend = _keyring()
+    backend = keyring_backend()
     if backend is not None:
         try:
             backend.set_password(SERVICE, ACCOUNT, value)
@@ -73,7 +73,7 @@ def store(value: str) -> str:
             raise EdgechatError(f"the keyring refused the token: {type(e).__name__}") from None
     from edgechat.paths import write_private
 
-    path = _token_file()
+    path = token_file()
     write_private(path, value + "\n")
     return f"{path} (no system keyring here; readable only by you)"
 
@@ -82,7 +82,7 @@ def forget() -> tuple[list[str], list[str]]:
     """Remove the stored token everywhere edgechat put it; returns where it was removed
     from, and why it could not be removed where that failed (never silently)."""
     removed, failed = [], []
-    backend = _keyring()
+    backend = keyring_backend()
     if backend is not None:
         try:
             if backend.get_password(SERVICE, ACCOUNT):
@@ -90,7 +90,7 @@ def forget() -> tuple[list[str], list[str]]:
                 removed.append("keyring")
         except Exception as e:  # every keyring backend raises its own kinds
             failed.append(f"the keyring refused ({type(e).__name__}: {e})")
-    path = _token_file()
+    path = token_file()
     if path.is_file():
         try:
             path.unlink()
@@ -113,7 +113,7 @@ def api_key(given: str | None = None) -> tuple[str | None, str]:
         return given, "--api-key"
     if os.environ.get(API_ENV):
         return os.environ[API_ENV], API_ENV
-    backend = _keyring()
+    backend = keyring_backend()
     if backend is not None:
         try:
             found = backend.get_password(SERVICE, API_ACCOUNT)
@@ -129,7 +129,7 @@ def store_api_key(value: str) -> str:
     value = value.strip()
     if not value or any(c.isspace() for c in value):
         raise EdgechatError("an API key is one word with no spaces")
-    backend = _keyring()
+    backend = keyring_backend()
     if backend is None:
         raise EdgechatError(
             f"there is no system keyring here; set {API_ENV} in the server's environment instead"

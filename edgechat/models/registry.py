@@ -205,7 +205,7 @@ def import_file(source: str | Path, model_id: str | None = None, copy: bool = Fa
     import shutil
 
     from edgechat.facts.gguf import inspect_file
-    from edgechat.llama.probe import check_loads
+    from edgechat.facts.probe import check_loads
     from edgechat.paths import ensure_private_dir, paths
 
     src = Path(source).expanduser().resolve()

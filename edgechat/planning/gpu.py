@@ -13,7 +13,6 @@ Two facts from a real H100 run (``tests/data/gpu/``) shape this module:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 MiB = 1024**2
@@ -40,10 +39,6 @@ GPU_RUNTIME = {
     "metal": Runtime(0, 50 * MiB, "typical, unmeasured (unified memory)"),
 }
 RUNTIME_VARIES = "the GPU runtime figure varies by GPU and driver"
-
-# The GPU backends --gpu accepts, and the vendor a GPU of that kind comes from.
-BACKEND_VENDOR = {"cuda": "nvidia", "rocm": "amd", "vulkan": "other", "metal": "apple"}
-
 
 def offload_split(n_layers: int, n_gpu_layers: int) -> tuple[int, bool]:
     """(first repeating layer on the GPU, whether the output head is on it), as llama.cpp
@@ -93,17 +88,3 @@ def host_compute(*, ubatch: int, n_ctx: int, n_embd: int) -> int:
     """The pinned host compute buffer (``CUDA_Host compute``): the f16 attention mask and
     two activation rows; 12.0 / 40.0 MiB on the 1B at 4k / 32k, 20.0 / 48.0 on the 8B."""
     return 2 * ubatch * n_ctx + 8 * ubatch * n_embd
-
-
-_SPEC = re.compile(r"\s*([a-z]+)\s*:\s*(\S+)\s*")
-
-
-def parse_gpu_spec(text: str) -> tuple[str, str]:
-    """'cuda:80G' -> ('cuda', '80G'); raises ValueError with the accepted forms."""
-    m = _SPEC.fullmatch(text.lower())
-    if not m or m.group(1) not in BACKEND_VENDOR:
-        raise ValueError(
-            f"--gpu {text!r}: use BACKEND:SIZE with BACKEND one of "
-            f"{', '.join(BACKEND_VENDOR)} (like cuda:24G or metal:16G)"
-        )
-    return m.group(1), m.group(2)

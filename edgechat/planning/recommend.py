@@ -232,15 +232,13 @@ def recommend(
     return sorted(choices, key=lambda c: _rank_key(c, signed_in))
 
 
-def default_quant(catalog_id: str, device: Device | None = None, n_ctx: int | None = None) -> str:
+def default_quant(catalog_id: str, device: Device | None = None, n_ctx: int = 4096) -> str:
     """The quant to pull when none is named: the recommender's choice for this device,
-    for the model's first task, at the configured context."""
-    from edgechat import config
+    for the model's first task, at ``n_ctx`` (the caller's configured context)."""
     from edgechat.facts.device import detect
     from edgechat.planning import catalog
     from edgechat.planning.speed import cpu_bandwidth
 
     model, _ = catalog.find(catalog_id)
     device = device or detect()
-    n_ctx = n_ctx or config.load().ctx
     return choose(model, model.tasks[0], n_ctx, device, cpu_bandwidth(device)).quant

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from edgechat.llama.engine import Engine
+from edgechat.llama.contract import ChatEngine
 
 _SENTENCE = re.compile(r"(?<=[.!?。])\s+")
 
 
 class Chunker:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: ChatEngine) -> None:
         self.engine = engine
 
     def count(self, text: str) -> int:

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from edgechat.errors import ContextOverflow, EdgechatError
-from edgechat.llama.engine import Engine, Stats
+from edgechat.llama.contract import ChatEngine, reply_reserve
+from edgechat.llama.reply import Stats
 from edgechat.planning.plan import Sampling
 from edgechat.tasks import summary_prompts as prompts
 from edgechat.tasks.chunking import Chunker
@@ -123,7 +124,7 @@ class Cancelled(EdgechatError):
 class Summariser:
     def __init__(
         self,
-        engine: Engine,
+        engine: ChatEngine,
         options: Options | None = None,
         sampling: Sampling | None = None,
         progress: Callable[[Progress], None] | None = None,
@@ -187,7 +188,7 @@ class Summariser:
         """Tokens kept free after the prompt: what the engine itself keeps for a reply of
         ``_max_tokens(high)``, and room for ``high`` words where the context allows."""
         n_ctx = self.engine.n_ctx
-        engine_keeps = max(1, min(_max_tokens(high), n_ctx // 4))  # as Engine.chat/complete
+        engine_keeps = reply_reserve(_max_tokens(high), n_ctx)  # as every engine keeps
         return max(engine_keeps, min(_tokens_for(high * 1.2), n_ctx // 2))
 
     def budget(self, part: str, n_words: int = 0) -> int:

@@ -195,7 +195,7 @@ class ChatActions:
         if not stored or stored[-1].role != "assistant" or stored[-1].complete:
             self.notify("the last reply is complete: nothing to continue", severity="warning")
             return
-        if getattr(self.app.engine, "remote", False):
+        if not self.app.engine.is_local:
             self.notify("a remote server cannot continue a reply; Ctrl+R writes it again")
             return
         if self._can_reply():

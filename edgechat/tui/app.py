@@ -128,7 +128,7 @@ class EdgechatApp(ModelChoice, App):
             return f"No model is loaded{why}. Ctrl+P, then Choose a model."
         if self.base_model_reason:
             return self.base_model_reason
-        if getattr(self.engine, "remote", False):
+        if not self.engine.is_local:
             return (
                 f"{self.model_id} runs on {self.engine.where}: what you type is sent there and "
                 "answered there, not on this machine. Enter sends, Esc stops a reply."
@@ -146,7 +146,7 @@ class EdgechatApp(ModelChoice, App):
         reply needs it (a reply queued meanwhile waits for it there)."""
         if (
             self.engine is None
-            or getattr(self.engine, "remote", False)
+            or not self.engine.is_local
             or self._kv_conversation == conversation_id
         ):
             return
@@ -161,7 +161,7 @@ class EdgechatApp(ModelChoice, App):
     def save_snapshot(self, conversation_id: int) -> None:
         """On the llama thread, after a reply: keep the context for a later reopen."""
         self._kv_conversation = conversation_id
-        if getattr(self.engine, "remote", False):
+        if not self.engine.is_local:
             return
         try:
             self.snapshots.save(self.engine, conversation_id)

@@ -116,7 +116,7 @@ class ChatScreen(ChatActions, Screen):
         readouts = self.query_one(Readouts)
         readouts.show_memory(r, self._rss)
         engine = self.app.engine
-        if getattr(engine, "remote", False):  # the model's memory is on the server
+        if engine is not None and not engine.is_local:  # its memory is the server's
             self.query_one("#rss", Label).update(f"remote · app {_short(r.rss)}")
         if engine is None:
             return

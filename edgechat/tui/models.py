@@ -98,21 +98,32 @@ class ModelChoice:
         self._refresh_chat()
 
     @work(thread=True, exclusive=True, group="load")
-    def _load(self, model: str | None) -> None:
+    def _load(self, model: str | None, remote: str | None = None) -> None:
+        """Load ``model`` on the llama thread, or connect to the server ``remote``."""
+        from dataclasses import replace
+
         from edgechat.llama import backend
-        from edgechat.service import load, plan_model
+        from edgechat.service import open_model
 
         request = self.request.for_model(model) if model else self.request
+        # A server only when asked now: a model picked after --remote is a local one.
+        request = replace(request, remote=remote, remote_model=model if remote else None)
         warnings: list[str] = []
         try:
-            self.llama.submit(backend.load).result()  # before gguf/numpy: llama/backend.py
-            planned = plan_model(request, self.device, say=warnings.append)
-            loaded = self.llama.submit(load, planned, request.verbose).result()
+            if not remote:
+                self.llama.submit(backend.load).result()  # before gguf/numpy: llama/backend.py
+            loaded = open_model(
+                request,
+                say=warnings.append,
+                device=self.device,
+                run=lambda fn, *a: self.llama.submit(fn, *a).result(),
+            )
         except EdgechatError as e:
             self.call_from_thread(self._load_failed, str(e))
             return
-        for line in warnings:
-            self.call_from_thread(self.notify, line, severity="warning", timeout=10)
+        if loaded.engine.is_local:  # a server's notice is the greeting's to give
+            for line in warnings:
+                self.call_from_thread(self.notify, line, severity="warning", timeout=10)
         self.call_from_thread(self._loaded, loaded.engine, loaded.label)
 
     def ask_remote(self) -> None:
@@ -130,23 +141,10 @@ class ModelChoice:
 
         while isinstance(self.screen, WizardScreen):
             self.pop_screen()
-        self._connect(url, model)
-
-    @work(thread=True, exclusive=True, group="load")
-    def _connect(self, url: str, model: str | None) -> None:
-        from edgechat.llama.remote import RemoteEngine
-        from edgechat.models import credentials
-
-        try:
-            key, _ = credentials.api_key(self.options.api_key)
-            engine = RemoteEngine(url, model, key)
-        except EdgechatError as e:
-            self.call_from_thread(self._load_failed, str(e))
-            return
-        self.call_from_thread(self._loaded, engine, f"{engine.model} @ {engine.where}")
+        self._load(model, remote=url)
 
     def _loaded(self, engine, label: str) -> None:
-        from edgechat.llama.base_model import base_model_reason
+        from edgechat.service import chat_check
 
         old, self.engine, self.model_id = self.engine, engine, label
         self._close(old)
@@ -158,18 +156,13 @@ class ModelChoice:
         shown = escape(clean(label))  # an id or file name is someone's text, not markup
         self.title = f"edgechat · {clean(label)}"
         self.notify(f"loaded {shown} in {engine.load_s:.1f} s")
-        remote = getattr(engine, "remote", False)  # a server: its model is its business
-        self.base_model_reason = None if remote else base_model_reason(engine)
-        if self.base_model_reason:
+        check = chat_check(engine, self.options.ctx or self.settings.ctx)
+        self.base_model_reason = check.refusal
+        if check.refusal:
+            self.base_model_reason += " (Ctrl+P → Choose a model)"
             self.notify(self.base_model_reason, severity="warning", timeout=20)
-        wanted = self.options.ctx or self.settings.ctx
-        if not remote and engine.n_ctx < wanted:
-            self.notify(
-                f"context capped at {engine.n_ctx} tokens (asked {wanted}): {label} was "
-                f"trained for {engine.n_ctx_train}",
-                severity="warning",
-                timeout=10,
-            )
+        for line in check.warnings:
+            self.notify(line, severity="warning", timeout=10)
         if self._remember_model and label != self.settings.default_model:
             self._remember(label)
         self._refresh_chat()
@@ -192,7 +185,7 @@ class ModelChoice:
             "q4_0: a quarter of the memory, for long contexts",
         ]
 
-        if getattr(self.engine, "remote", False):
+        if self.engine is not None and not self.engine.is_local:
             self.notify("the server decides its own KV cache", severity="warning")
             return
 

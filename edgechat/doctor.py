@@ -76,9 +76,9 @@ def check_llama(device: Device) -> Check:
 
 
 def check_keyring() -> Check:
-    from edgechat.models.credentials import _keyring
+    from edgechat.models.credentials import keyring_backend
 
-    backend = _keyring()
+    backend = keyring_backend()
     if backend is None:
         return Check(
             "keyring",
@@ -183,7 +183,7 @@ def check_hub(endpoint: str, timeout: float = 3.0) -> Check:
 
 def run_all(device: Device | None = None, endpoint: str | None = None) -> list[Check]:
     from edgechat.facts.device import detect
-    from edgechat.models.credentials import _token_file
+    from edgechat.models.credentials import token_file
     from edgechat.paths import paths
 
     device = device or detect()
@@ -192,6 +192,6 @@ def run_all(device: Device | None = None, endpoint: str | None = None) -> list[C
         check_llama(device),
         check_keyring(),
         check_disk(device),
-        *check_paths(paths(), _token_file()),
+        *check_paths(paths(), token_file()),
         check_hub(endpoint),
     ]

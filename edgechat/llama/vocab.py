@@ -1,0 +1,61 @@
+"""A model's vocabulary through llama.cpp's C API: text to tokens and back. One piece
+buffer is reused, because turning tokens into text runs once per generated token."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+
+class Vocab:
+    def __init__(self, lc, model) -> None:
+        self._lc = lc
+        self.ptr = lc.llama_model_get_vocab(model)  # what the C API calls take
+        self.buf = ctypes.create_string_buffer(256)  # a token's text (grown when short)
+
+    @property
+    def n_tokens(self) -> int:
+        return self._lc.llama_vocab_n_tokens(self.ptr)
+
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
+        lc = self._lc
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        arr = (lc.llama_token * cap)()
+        n = lc.llama_tokenize(self.ptr, data, len(data), arr, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            arr = (lc.llama_token * cap)()
+            n = lc.llama_tokenize(self.ptr, data, len(data), arr, cap, add_special, parse_special)
+        return list(arr[:n])
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes a token stands for (part of a UTF-8 character, maybe)."""
+        buf = self.buf
+        n = self._lc.llama_token_to_piece(self.ptr, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self.ptr, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def text(self, token: int) -> str:
+        """A token's own text as the vocabulary stores it ('' for none)."""
+        if token < 0:
+            return ""
+        text = self._lc.llama_vocab_get_text(self.ptr, token)
+        return text.decode("utf-8", "replace") if text else ""
+
+    def bos_text(self) -> str:
+        return self.text(self._lc.llama_vocab_bos(self.ptr))
+
+    def eos_text(self) -> str:
+        return self.text(self._lc.llama_vocab_eos(self.ptr))
+
+    def texts(self) -> list[str]:
+        """Every token's text, in id order (to tell whether two models share one)."""
+        return [self.text(t) for t in range(self.n_tokens)]
