@@ -103,3 +103,14 @@ def write_atomic(path: Path, text: str) -> None:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def sha256_of(path: Path, chunk: int = 8 * 1024**2) -> str:
+    """A file's SHA-256, read a block at a time (models are gigabytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -4,10 +4,10 @@ makes after a load (service.chat_check)."""
 from __future__ import annotations
 
 import pytest
+from support.fake_engine import FakeEngine
 
 from edgechat.llama.contract import ChatEngine, reply_reserve
 from edgechat.service import chat_check
-from support.fake_engine import FakeEngine
 
 
 def test_the_reply_reserve_is_the_cap_within_a_quarter_of_the_context():

@@ -17,8 +17,8 @@ from conftest import run_cli
 
 from edgechat.errors import EdgechatError
 from edgechat.facts.gguf import GGUFError, inspect_file
-from edgechat.llama import bounded
 from edgechat.facts.probe import check_loads
+from edgechat.llama import bounded
 from edgechat.models import registry
 
 HEADER = [n for n, e in hostile.EXPECT.items() if e == "header"]

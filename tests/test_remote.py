@@ -168,7 +168,7 @@ async def test_the_app_chats_through_llama_cpp_server(theirs):
     )
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.engine is not None and isinstance(app.screen, ChatScreen))
-        assert app.engine.remote and "127.0.0.1" in app.model_id
+        assert not app.engine.is_local and "127.0.0.1" in app.model_id
         note = str(app.screen.query(".note").first().render())
         assert "sent there" in note  # said before anything is typed
         await pilot.press(*"Name three colours.", "enter")
@@ -199,6 +199,8 @@ async def test_the_picker_offers_a_remote_server(ours):
         await pilot.press("enter")
         await until(
             pilot,
-            lambda: getattr(app.engine, "remote", False) and isinstance(app.screen, ChatScreen),
+            lambda: app.engine is not None
+            and not app.engine.is_local
+            and isinstance(app.screen, ChatScreen),
         )
         assert app.model_id.endswith("@ " + ours.url.split("//")[1].split("/")[0])

@@ -3,8 +3,8 @@
 Why not ``gguf.GGUFReader``? It memory-maps the whole file, so it cannot read the
 header of a remote file through a few HTTP range requests, and it stumbles on a
 truncated download instead of saying so. This reader parses the header from any
-byte stream (a local file, or ``facts/httprange.py``'s ``HttpRangeFile``); the ``gguf`` package supplies the
-type tables (block sizes, quantisation names).
+byte stream (a local file, or ``facts/httprange.py``'s ``HttpRangeFile``); the
+``gguf`` package supplies the type tables (block sizes, quantisation names).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ cache's ``.locks`` folder, where huggingface_hub keeps its own.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
 import re
@@ -32,6 +31,7 @@ from edgechat.facts.device import format_size, models_dir
 from edgechat.models import hubcheck, registry
 from edgechat.models.installed import remove, verify  # noqa: F401 - `hub.remove`, `hub.verify`
 from edgechat.models.transfer import TransferError, download, status_meaning
+from edgechat.paths import sha256_of
 
 TIMEOUT_S = 10.0  # connect/read timeout: an unreachable hub fails fast
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -227,14 +227,6 @@ def check_disk(needed: int, where: Path) -> None:
             f"{format_size(margin)} to spare) and {probe} has {format_size(free)} free; "
             "free some space, pick a smaller quant, or set HF_HOME to a bigger disk"
         )
-
-
-def sha256_of(path: Path, chunk: int = 8 * 1024**2) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fetch(

@@ -12,6 +12,7 @@ from pathlib import Path
 from edgechat.errors import EdgechatError
 from edgechat.facts.device import models_dir
 from edgechat.models import registry
+from edgechat.paths import sha256_of
 
 
 def _ours(path: Path) -> bool:
@@ -71,12 +72,6 @@ def verify(model_id: str) -> tuple[bool, list[str]]:
         path = Path(name)
         if not path.is_file():
             problems.append(f"{path} is missing")
-        elif digest and _sha256(path) != digest:
+        elif digest and sha256_of(path) != digest:
             problems.append(f"{path} does not match its SHA-256")
     return not problems, problems
-
-
-def _sha256(path: Path) -> str:
-    from edgechat.models.hub import sha256_of
-
-    return sha256_of(path)

@@ -173,7 +173,7 @@ class Settings(Dialog):
             self.dismiss(None)
             return
         sampling = {}
-        for key, label in self.FIELDS.items():
+        for key in self.FIELDS:
             text = self.query_one(f"#{key}", Input).value.strip()
             if not text:
                 continue
