@@ -62,8 +62,8 @@ def allowed(name: str, here: bool = True) -> str:
     """The range in words, for messages: '512 to 1048576'."""
     _, low, high, low_in, _ = _bounds(name, here)
     if high is None:
-        return f"{low} or more" if low_in else f"more than {low}"
-    return f"{low} to {high}" if low_in else f"more than {low} and at most {high}"
+        return f"{low} or more" if low_in else f"more than {low:g}"
+    return f"{low} to {high}" if low_in else f"more than {low:g} and at most {high:g}"
 
 
 def check(name: str, value, here: bool = True):
