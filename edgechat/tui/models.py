@@ -34,8 +34,9 @@ class ModelChoice:
             from edgechat.planning import catalog
             from edgechat.planning.recommend import recommend
 
+            told = bool(self._recommended)  # the first ranking tells of entries left out
             self._recommended[task] = recommend(
-                catalog.load(),
+                catalog.load(warn=None if told else self._catalog_warning),
                 self.device,
                 task,
                 self.request.ctx,
@@ -43,6 +44,9 @@ class ModelChoice:
                 signed_in=credentials.token()[0] is not None,
             )[:15]
         return self._recommended[task]
+
+    def _catalog_warning(self, line: str) -> None:
+        self.notify(line, severity="warning", timeout=20, markup=False)
 
     @work(thread=True, exclusive=True, group="bandwidth")
     def _measure_bandwidth(self) -> None:
