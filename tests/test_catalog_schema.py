@@ -233,3 +233,5 @@ async def test_the_pickers_ranking_goes_on_without_the_bad_entry():
         assert all(c.model.id != top for c in app.recommendations("code"))
         said = [str(n.message) for n in app._notifications]
         assert len(said) == 1 and str(file) in said[0] and "arch.swa_every: " in said[0]
+        _write("models = 3\n")  # a file that cannot be read: the installed models remain
+        assert app.recommendations("math") == []

@@ -80,7 +80,7 @@ def unknown_keys(entry: dict) -> list[str]:
 def _checked(model_id: str, entry) -> tuple[dict, list[str]]:
     """``entry`` with its values checked and made canonical, and what is wrong with it."""
     if not isinstance(entry, dict):
-        return {}, [f'must be a table ([models."{model_id}"]), got {limits.brief(entry)}']
+        return {}, [f'must be a table ([models."{_escaped(model_id)}"]), got {limits.brief(entry)}']
     problems = []
     try:
         limits.check_text("catalog_id", model_id)
@@ -131,7 +131,12 @@ def _dotted(model_id: str, key: str, entry: dict) -> str:
         if not isinstance(table, dict):
             break
         parts.append(name)
-    return limits.brief(".".join(parts))[1:-1]
+    return _escaped(".".join(parts))
+
+
+def _escaped(text: str) -> str:
+    """``text`` safe to print (control characters escaped), at most 100 characters."""
+    return repr(text)[1:-1][:100]
 
 
 def _unknown_words(model_id: str, entry: dict) -> str:
@@ -143,7 +148,7 @@ def _unknown_words(model_id: str, entry: dict) -> str:
         hint = f" (did you mean '{key[: key.find('.') + 1]}{close[0]}'?)" if close else ""
         if isinstance(entry.get(key), dict):  # [models.qwen2.5-1b]: TOML splits at the dot
             hint = f' (an id with a dot is quoted: [models."{_dotted(model_id, key, entry)}"])'
-        words.append(f"'{limits.brief(key)[1:-1]}'{hint}")
+        words.append(f"'{_escaped(key)}'{hint}")
     return f"unknown key{'s' * (len(words) > 1)} {', '.join(words)} ignored" if words else ""
 
 

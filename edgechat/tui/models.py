@@ -34,9 +34,16 @@ class ModelChoice:
             from edgechat.planning import catalog
             from edgechat.planning.recommend import recommend
 
-            told = bool(self._recommended)  # the first ranking tells of entries left out
+            # The first ranking tells of catalog entries left out; a catalog file that
+            # cannot be read leaves the installed models to pick from.
+            say = (lambda line: None) if self._recommended else self._catalog_warning
+            try:
+                models = catalog.load(warn=say)
+            except EdgechatError as e:
+                models = {}
+                say(str(e))
             self._recommended[task] = recommend(
-                catalog.load(warn=None if told else self._catalog_warning),
+                models,
                 self.device,
                 task,
                 self.request.ctx,
