@@ -17,11 +17,10 @@ def cmd_device(args) -> int:
     if args.json:
         print(json.dumps(d.as_dict(), indent=2))
         return 0
-    cores = f"{d.cores_physical or '?'} physical / {d.cores_logical or '?'} logical"
     rows = [
-        ("memory", f"{format_size(d.ram_total)} total, {format_size(d.ram_available)} available"),
+        *_memory_rows(d),
         ("swap", f"{format_size(d.swap_total)} total, {format_size(d.swap_free)} free"),
-        ("cpu", f"{d.cpu_model or 'unknown'} ({d.arch}), {cores}"),
+        *_cpu_rows(d),
         ("simd", " ".join(d.simd) or "unknown"),
         ("board", d.board or "-"),
         ("os", d.os),
@@ -43,6 +42,37 @@ def cmd_device(args) -> int:
     for key, value in rows:
         print(f"{key:<10} {value}")
     return 0
+
+
+def _memory_rows(d) -> list[tuple[str, str]]:
+    """RAM as this process may use it; under a cgroup limit, the host's beside it."""
+    from edgechat.facts.device import format_size as size
+
+    lim = d.limits
+    assumed = any(o.startswith(("memory=", "gpu=metal")) for o in d.overrides)
+    if lim.memory is None or assumed:
+        return [("memory", f"{size(d.ram_total)} total, {size(d.ram_available)} available")]
+    return [
+        ("memory", f"{size(d.ram_total)} for this process, {size(d.ram_available)} free"),
+        ("host", f"{size(d.host_ram_total)} total, {size(d.host_ram_available)} available"),
+        ("limit", f"memory: {lim.memory_group}"),
+    ]
+
+
+def _cpu_rows(d) -> list[tuple[str, str]]:
+    """The CPU; under a CPU quota or an affinity mask, what this process may use of it."""
+    lim = d.limits
+    cores = f"{d.cores_physical or '?'} physical / {d.cores_logical or '?'} logical"
+    rows = [("cpu", f"{d.cpu_model or 'unknown'} ({d.arch}), {cores}")]
+    usable = d.cores_usable
+    if usable is None or usable >= (d.cores_physical or d.cores_logical or usable):
+        return rows
+    rows[0] = ("cpu", f"{rows[0][1]}; this process may use {usable}")
+    if lim.cpu_quota:
+        rows.append(("limit", f"{lim.cpu_quota:g} CPUs: {lim.cpu_group}"))
+    if lim.cpus_allowed:
+        rows.append(("limit", f"affinity: {lim.cpus_allowed} CPUs"))
+    return rows
 
 
 def cmd_inspect(args) -> int:

@@ -18,30 +18,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from edgechat.errors import EdgechatError
+from edgechat.facts.cgroup import Limits, read_limits
+from edgechat.facts.cpuinfo import parse_cpuinfo
 
 GiB = 1024**3
 MiB = 1024**2
-
-# The SIMD features llama.cpp's CPU kernels care about, as /proc/cpuinfo spells them.
-_SIMD = {
-    "pni": "SSE3",  # Linux calls SSE3 "pni"
-    "ssse3": "SSSE3",
-    "avx": "AVX",
-    "avx2": "AVX2",
-    "fma": "FMA",
-    "f16c": "F16C",
-    "avx512f": "AVX512",
-    "avx512_vnni": "AVX512_VNNI",
-    "avx512_bf16": "AVX512_BF16",
-    "avx_vnni": "AVX_VNNI",
-    "amx_int8": "AMX_INT8",
-    "neon": "NEON",
-    "asimd": "NEON",
-    "asimddp": "DOTPROD",
-    "i8mm": "I8MM",
-    "sve": "SVE",
-    "fphp": "FP16",
-}
 
 
 @dataclass(frozen=True)
@@ -73,6 +54,16 @@ class Device:
     llama_backends: tuple[str, ...] = ()
     gpu_offload: bool | None = None
     overrides: tuple[str, ...] = field(default=())
+    # ram_total/ram_available are what this process may use (its cgroup's limit, when
+    # lower); the host's own figures are kept for `device`.
+    host_ram_total: int | None = None
+    host_ram_available: int | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def cores_usable(self) -> int | None:
+        """Cores this process may run on: the affinity mask and CPU quota applied."""
+        return self.limits.usable_cores(self.cores_physical or self.cores_logical)
 
     @property
     def vram_total(self) -> int:
@@ -86,6 +77,8 @@ class Device:
         d = asdict(self)
         d["vram_total"] = self.vram_total
         d["vram_free"] = self.vram_free
+        d["cores_usable"] = self.cores_usable
+        d["limits"]["memory"] = self.limits.memory
         return d
 
 
@@ -111,44 +104,6 @@ def format_size(n: int | None) -> str:
 
 
 # -- parsers (pure: tested on recorded output) ---------------------------------------------
-
-
-# ARM cores by /proc/cpuinfo "CPU part" (Arm Ltd. implementer 0x41): the Pi family and kin.
-_ARM_PARTS = {
-    "0xd03": "Cortex-A53",
-    "0xd04": "Cortex-A35",
-    "0xd05": "Cortex-A55",
-    "0xd07": "Cortex-A57",
-    "0xd08": "Cortex-A72",
-    "0xd09": "Cortex-A73",
-    "0xd0a": "Cortex-A75",
-    "0xd0b": "Cortex-A76",
-    "0xd0d": "Cortex-A77",
-    "0xd41": "Cortex-A78",
-    "0xd0c": "Neoverse-N1",
-    "0xd40": "Neoverse-V1",
-    "0xd4f": "Neoverse-V2",
-}
-
-
-def parse_cpuinfo(text: str) -> tuple[str | None, tuple[str, ...]]:
-    """CPU model name and SIMD features from /proc/cpuinfo (x86 or ARM)."""
-    fields: dict[str, str] = {}
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        value = value.strip()
-        if key in ("flags", "features"):
-            flags.update(value.split())
-        elif value:
-            fields.setdefault(key, value)
-    model = fields.get("model name") or fields.get("cpu model")
-    if model is None and fields.get("cpu implementer") == "0x41":
-        model = _ARM_PARTS.get(fields.get("cpu part", ""))
-    model = model or fields.get("hardware")
-    simd = sorted({_SIMD[f] for f in flags if f in _SIMD})
-    return model, tuple(simd)
 
 
 def parse_nvidia_smi(text: str) -> list[GPU]:
@@ -323,9 +278,11 @@ def detect(memory: str | None = None, vram: str | None = None, gpu: str | None =
         cpu_model = (_run(["sysctl", "-n", "machdep.cpu.brand_string"]) or "").strip() or None
     backends, offload = llama_build()
     mdir = models_dir()
+    limits = read_limits()
+    ram_total, ram_available = limits.within(ram[0], ram[1])
     device = Device(
-        ram_total=ram[0],
-        ram_available=ram[1],
+        ram_total=ram_total,
+        ram_available=ram_available,
         swap_total=ram[2],
         swap_free=ram[3],
         cpu_model=cpu_model or platform.processor() or None,
@@ -340,6 +297,9 @@ def detect(memory: str | None = None, vram: str | None = None, gpu: str | None =
         gpus=tuple(probe_gpus(ram[0])),
         llama_backends=backends,
         gpu_offload=offload,
+        host_ram_total=ram[0],
+        host_ram_available=ram[1],
+        limits=limits,
     )
     return with_overrides(device, memory, vram, gpu)
 
