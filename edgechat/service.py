@@ -83,6 +83,7 @@ class Planned:
     fit: Fit
     label: str  # the installed id when there is one, else the file name
     warnings: tuple[str, ...] = ()
+    expected_tps: float | None = None  # the speed estimate here (None: bandwidth not known)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,17 @@ def plan_model(
     for line in warnings:
         if say:
             say(line)
-    return Planned(est.plan, est, fit, _label(path, request.model), tuple(warnings))
+    expected = _expected_tps(shape, est, device)
+    return Planned(est.plan, est, fit, _label(path, request.model), tuple(warnings), expected)
+
+
+def _expected_tps(shape, est, device) -> float | None:
+    """Generation speed the estimate expects here, for telling a reply that runs far
+    below it (planning/threads.py); None until the CPU's bandwidth has been measured."""
+    from edgechat.planning.speed import known_cpu_bandwidth, tokens_per_second
+
+    gb_s = known_cpu_bandwidth(device)
+    return tokens_per_second(shape, est, device, gb_s).tokens_per_s if gb_s else None
 
 
 def load(planned: Planned, verbose: bool = False) -> Loaded:
@@ -162,6 +173,7 @@ def load(planned: Planned, verbose: bool = False) -> Loaded:
     from edgechat.models import registry
 
     engine = Engine(planned.plan, verbose=verbose)
+    engine.expected_tps = planned.expected_tps
     registry.touch(planned.plan.model_path)
     return Loaded(engine, planned.estimate, planned.fit, planned.warnings, planned.label)
 

@@ -35,6 +35,7 @@ def format_stats(stats: Stats | None) -> str:
         f" · first token {stats.ttft_s:.2f} s"
         f" · context {stats.n_ctx_used}/{stats.n_ctx}"
         f" · load {stats.load_s:.2f} s"
+        + (f" · {stats.threads} thread{'s' * (stats.threads > 1)}" if stats.threads else "")
         + ("" if stats.finish == "stop" else f" · ended: {stats.finish}")
     )
 
@@ -60,6 +61,7 @@ class PlainChat:
         self.last_stats: Stats | None = None
         self.stopped = False  # the last reply was cut by Ctrl-C
         self.failed = False  # a message could not be answered (piped: exit 1 at the end)
+        self._hinted = False  # the hint to use fewer threads was given
 
     # -- one message ---------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class PlainChat:
             if not self.as_json:
                 self.out.write("\n")
         self.last_stats = reply.stats
+        self._hint_if_slow(reply.stats)
         stats = reply.stats.as_dict() if reply.stats else None
         if reply.text:
             turns.append(
@@ -108,6 +111,18 @@ class PlainChat:
             self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.out.flush()
         return reply.text
+
+    def _hint_if_slow(self, stats: Stats | None) -> None:
+        """Once a session: a reply far below the speed estimate suggests fewer threads."""
+        from edgechat.planning.threads import slow_hint
+
+        expected = getattr(self.engine, "expected_tps", None)
+        if stats is None or self._hinted or not expected:
+            return
+        hint = slow_hint(stats.gen_tps, stats.gen_tokens, expected, stats.threads)
+        if hint:
+            self._hinted = True
+            self.err.write(f"[{hint[0]}; try --threads {hint[1]}]\n")
 
     # -- commands ------------------------------------------------------------------
 
@@ -123,7 +138,9 @@ class PlainChat:
         elif name == "/stats":
             remote = not self.engine.is_local  # its memory is the server's
             head = f"remote model at {self.engine.where} · measured here: " if remote else ""
-            self.err.write(head + format_stats(self.last_stats) + "\n")
+            threads = getattr(self.engine, "threads", None)  # how the default was chosen
+            why = f" ({threads.why})" if threads and self.last_stats else ""
+            self.err.write(head + format_stats(self.last_stats) + why + "\n")
         elif name == "/system":
             if arg.strip():
                 self.conv.system = arg.strip()

@@ -32,6 +32,7 @@ from edgechat.llama.vocab import Vocab
 __all__ = ["LOG", "Engine", "EngineError", "Reply", "Stats"]  # what callers import from here
 from edgechat.llama.sampling import Sampler, use_backend
 from edgechat.planning.plan import RunPlan, Sampling
+from edgechat.planning.threads import LoadSample, ThreadChoice, default_threads
 
 
 class EngineError(EdgechatError):
@@ -55,6 +56,8 @@ class Engine:
     ) -> None:
         """``backend_sampling``: sample inside the graph (see llama/sampling.py); None:
         when every layer is on the GPU (or as EDGECHAT_BACKEND_SAMPLING says)."""
+        sample = LoadSample() if not plan.n_threads else None  # how busy, over the load
+        asked = plan
         plan = plan.resolved()
         check_plan(plan)
         lc = _llama()
@@ -62,6 +65,7 @@ class Engine:
         LOG.verbose = verbose
         self._cancel = threading.Event()
         self.last_stats: Stats | None = None
+        self.expected_tps: float | None = None  # the speed estimate, set by service.load
         self.backend_sampling = backend_sampling
         self.last_backend_sampling = False  # whether the last reply sampled in the graph
         self._model = None
@@ -80,6 +84,8 @@ class Engine:
         self.vocab = Vocab(lc, self._model)
         self._vocab = self.vocab.ptr
         n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+        self.threads: ThreadChoice | None = default_threads(sample) if sample else None
+        plan = asked.resolved(self.threads)
         if n_ctx_train > 0 and plan.n_ctx > n_ctx_train:
             # Beyond its trained context a model degrades into nonsense: cap it.
             plan = replace(plan, n_ctx=n_ctx_train).resolved()
@@ -158,6 +164,7 @@ class Engine:
             "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
             "n_gpu_layers": self.plan.n_gpu_layers,
             "n_threads": self.plan.n_threads,
+            "threads_why": self.threads.why if self.threads else "set by --threads",
         }
 
     # -- tokens ------------------------------------------------------------------
@@ -390,4 +397,5 @@ class Engine:
                 n_ctx=n_ctx,
                 finish=finish,
                 dropped_messages=dropped,
+                threads=self.plan.n_threads,
             )

@@ -25,6 +25,7 @@ class Stats:
     n_ctx: int
     finish: str  # stop | length | context | cancelled
     dropped_messages: int = 0
+    threads: int = 0  # CPU threads that generated it (0: not known, a remote model)
 
     @property
     def prompt_tps(self) -> float:

@@ -8,29 +8,29 @@ what runs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgechat.planning.threads import ThreadChoice
 
 from edgechat.limits import RANDOM_SEED
 
 
 def physical_cores() -> int:
-    """llama.cpp generates fastest with one thread per physical core."""
-    try:
-        import psutil
+    """One thread per physical core this process may use (affinity and CPU quota applied):
+    llama.cpp generates fastest so on an idle machine."""
+    from edgechat.planning.threads import usable_cores
 
-        n = psutil.cpu_count(logical=False)
-    except Exception:  # psutil can fail in odd containers; fall back below
-        n = None
-    return max(1, n or os.cpu_count() or 1)
+    return usable_cores()
 
 
 @dataclass(frozen=True)
 class RunPlan:
     model_path: Path
     n_ctx: int = 4096
-    n_threads: int = 0  # 0: physical cores
+    n_threads: int = 0  # 0: chosen at load from the free cores (planning/threads.py)
     n_threads_batch: int = 0  # 0: same as n_threads
     n_gpu_layers: int = 0
     n_batch: int = 512
@@ -56,9 +56,11 @@ class RunPlan:
         """Whether this plan touches the GPU at all (layers on it, or ops sent to it)."""
         return self.n_gpu_layers > 0 or self.offloads_ops
 
-    def resolved(self) -> RunPlan:
-        """The plan with 'auto' fields filled in for this machine."""
-        threads = self.n_threads or physical_cores()
+    def resolved(self, threads: ThreadChoice | None = None) -> RunPlan:
+        """The plan with 'auto' fields filled in for this machine. ``threads``: the default
+        thread count chosen as the model loads, from the cores free then
+        (``planning.threads``); without it, one per usable core."""
+        threads = self.n_threads or (threads.threads if threads else physical_cores())
         return replace(
             self,
             model_path=Path(self.model_path),

@@ -264,7 +264,7 @@ def tokens_per_second(
     memory_s = cpu_bytes / (cpu_gb_s * GB * CPU_EFFICIENCY)
     if gpu_gb_s:
         memory_s += gpu_bytes / (gpu_gb_s * GB * GPU_EFFICIENCY)
-    cores = plan.n_threads or device.cores_physical or 1
+    cores = plan.n_threads or device.cores_usable or 1
     compute_s = cpu_flops / (cores * core_gflops(device.simd) * GB)
     seconds = max(memory_s, compute_s) + TOKEN_OVERHEAD_S + VOCAB_OVERHEAD_S * shape.n_vocab
     return SpeedEstimate(

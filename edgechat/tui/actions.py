@@ -32,6 +32,24 @@ def _free_name(folder: Path, stem: str) -> Path:
 
 
 class ChatActions:
+    def _hint_if_slow(self, stats) -> None:
+        """Once per loaded model: a reply far below the speed estimate suggests fewer
+        threads (other programs are busy on the cores)."""
+        from edgechat.planning.threads import slow_hint
+
+        engine = self.app.engine
+        if engine is None or getattr(self, "_hinted_engine", None) is engine:
+            return
+        expected = getattr(engine, "expected_tps", None)
+        hint = slow_hint(stats.gen_tps, stats.gen_tokens, expected, stats.threads)
+        if hint:
+            self._hinted_engine = engine
+            self.notify(
+                f"{hint[0]}; try `edgechat config set threads {hint[1]}` and reload the model",
+                severity="warning",
+                timeout=15,
+            )
+
     # -- the conversation -----------------------------------------------------------------
 
     def action_rename(self) -> None:

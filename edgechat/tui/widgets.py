@@ -103,8 +103,15 @@ class Readouts(Horizontal):
         self.query_one("#ctx", Label).update(f"ctx {used}/{size}")
         self.query_one("#ctx-bar", ProgressBar).update(total=max(1, size), progress=used)
 
-    def show_speed(self, stats) -> None:
-        self.query_one("#speed", Label).update(f"{stats.gen_tps:.0f} tok/s {stats.ttft_s:.1f}s")
+    def show_speed(self, stats, threads_why: str = "") -> None:
+        speed = self.query_one("#speed", Label)
+        n = getattr(stats, "threads", 0)
+        speed.update(f"{stats.gen_tps:.0f} tok/s {stats.ttft_s:.1f}s" + (f" {n}thr" if n else ""))
+        speed.tooltip = (
+            f"{stats.gen_tps:.1f} tokens/s, first token after {stats.ttft_s:.2f} s"
+            + (f", on {n} CPU thread{'s' * (n > 1)}" if n else "")
+            + (f" ({threads_why})" if threads_why else "")
+        )
 
 
 def vram_text(r) -> str:
