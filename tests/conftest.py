@@ -25,6 +25,12 @@ def edgechat_home(tmp_path_factory, monkeypatch) -> Path:
     """Every test gets its own config and data dirs, never the user's."""
     home = tmp_path_factory.mktemp("edgechat-home")
     monkeypatch.setenv("EDGECHAT_HOME", str(home))
+    # Other tools' model stores (models/stores.py) are looked for under HOME and in their
+    # variables: never the user's Ollama, LM Studio or llama.cpp models.
+    monkeypatch.setenv("HOME", str(home / "user"))
+    for name in ("OLLAMA_MODELS", "LLAMA_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("edgechat.models.storepaths.SYSTEM_OLLAMA", home / "no-ollama-service")
     return home
 
 

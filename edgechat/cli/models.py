@@ -17,13 +17,26 @@ def cmd_models_list(args) -> int:
     from edgechat.models import registry
 
     rows = registry.listing()
+    found = []
+    if getattr(args, "all", False):
+        from edgechat.models import stores
+
+        found = stores.discover()
     if args.json:
+        if found:
+            rows = [*rows, *({**f.as_dict(), "suggested_id": f.suggested_id} for f in found)]
         print(json.dumps(rows, indent=2))
         return 0
     from edgechat.text import clean
 
-    if not rows:
+    if not rows and not found:
         print("no models yet: `edgechat recommend` suggests one, `edgechat models pull ID` gets it")
+        if not getattr(args, "all", False):
+            print("`edgechat models list --all` also looks in Ollama, LM Studio and llama.cpp")
+        return 0
+    if found:
+        _print_found(found)
+    if not rows:
         return 0
     print(f"{'id':<44} {'size':>9}  {'last used':<16} source")
     for r in rows:
@@ -32,8 +45,30 @@ def cmd_models_list(args) -> int:
             if r["last_used"]
             else "-"
         )
-        print(f"{clean(r['id']):<44} {_size(r['size']):>9}  {used:<16} {clean(r['source'])}")
+        source = r["source"] + (f": {r['store_name']}" if r.get("store_name") else "")
+        print(f"{clean(r['id']):<44} {_size(r['size']):>9}  {used:<16} {clean(source)}")
     return 0
+
+
+def _print_found(found) -> None:
+    """Models other tools keep here: where each lives, and how to use one."""
+    from edgechat.models.stores import STORES
+    from edgechat.text import clean
+
+    usable = [f for f in found if f.usable]
+    other = [f for f in found if not f.usable]
+    if usable:
+        print("on this machine, kept by other tools (`edgechat models import --from STORE NAME`")
+        print("registers one where it lies, without copying):")
+        print(f"{'store':<9} {'name':<44} {'size':>9}  where")
+        for f in usable:
+            extra = " (+ vision projector, unused)" if f.projector else ""
+            print(
+                f"{f.store:<9} {clean(f.name):<44} {_size(f.size):>9}  {clean(str(f.path))}{extra}"
+            )
+    for f in other:
+        print(f"not usable: {STORES[f.store]} {clean(f.name)}: {clean(f.problem)}")
+    print()
 
 
 def _transfer_bars():
@@ -99,6 +134,14 @@ def cmd_models_rm(args) -> int:
         print(json.dumps({"id": record["id"], "freed": freed, "path": record.get("path")}))
     elif record.get("source") == "import":
         print(f"forgot {record['id']}; the file stays at {record['path']}")
+    elif record.get("store_name"):  # another tool's model: its files are that tool's
+        from edgechat.models.stores import STORES
+
+        store = STORES.get(str(record.get("source")), str(record.get("source")))
+        print(
+            f"forgot {record['id']}; nothing was deleted: {clean(record['store_name'])} stays "
+            f"in the {store} at {record['path']}"
+        )
     else:
         print(f"removed {record['id']}, freed {_size(freed)}")
     return 0
@@ -107,14 +150,36 @@ def cmd_models_rm(args) -> int:
 def cmd_models_import(args) -> int:
     from edgechat.models import registry
 
-    record = registry.import_file(args.path, args.id, args.copy)
+    if getattr(args, "store", None):
+        from edgechat.errors import InputError
+        from edgechat.models import stores
+
+        if args.copy:
+            raise InputError(
+                "--from registers the model where it lies; to copy it instead, import its "
+                "file by path with --copy (`edgechat models list --all` shows where it is)"
+            )
+        record = stores.adopt(args.store, args.path, args.id)
+    else:
+        record = registry.import_file(args.path, args.id, args.copy)
     model_id, path, quant = record["id"], record["path"], record["quant"]
     if args.json:
-        print(json.dumps({"id": model_id, "path": str(path), "quant": quant}))
+        out = {"id": model_id, "path": str(path), "quant": quant}
+        if record.get("store_name"):
+            out |= {"store": record["source"], "store_name": record["store_name"]}
+        print(json.dumps(out))
     else:
         from edgechat.text import clean
 
-        print(f"imported {clean(model_id)}: {clean(path)}")
+        if record.get("store_name"):
+            from edgechat.models.stores import STORES
+
+            print(
+                f"imported {clean(model_id)}: {clean(record['store_name'])} from the "
+                f"{STORES[record['source']]}, used where it lies (nothing copied): {clean(path)}"
+            )
+        else:
+            print(f"imported {clean(model_id)}: {clean(path)}")
     return 0
 
 
@@ -247,6 +312,9 @@ def register(sub) -> None:
     msub = mod.add_subparsers(dest="action", metavar="ACTION")
     mod.set_defaults(func=cmd_models_list, json=False)
     m_list = msub.add_parser("list", help="the models on this machine")
+    m_list.add_argument(
+        "--all", action="store_true", help="also those Ollama, LM Studio, llama.cpp and HF keep"
+    )
     add_json(m_list, "print them as JSON")
     m_list.set_defaults(func=cmd_models_list)
     m_pull = msub.add_parser("pull", help="download ID[:QUANT] or owner/repo[:QUANT], verified")
@@ -260,7 +328,11 @@ def register(sub) -> None:
     add_json(m_rm, "print the result as JSON")
     m_rm.set_defaults(func=cmd_models_rm)
     m_imp = msub.add_parser("import", help="register a local GGUF file (no copy unless --copy)")
-    m_imp.add_argument("path", help="the GGUF file")
+    m_imp.add_argument("path", help="the GGUF file (with --from: the model's name there)")
+    m_imp.add_argument(
+        "--from", dest="store", choices=["ollama", "lmstudio", "llamacpp", "hf"],
+        help="a model another tool keeps (`models list --all`), registered where it lies",
+    )  # fmt: skip
     m_imp.add_argument("--id", help="the id to give it (default: from the file name)")
     m_imp.add_argument("--copy", action="store_true", help="copy it into edgechat's data dir")
     add_json(m_imp, "print the result as JSON")

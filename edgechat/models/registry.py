@@ -194,21 +194,27 @@ def listing() -> list[dict]:
                 "path": r.get("path"),
                 "source": r.get("source") if present else f"{r.get('source')} (file missing)",
                 "last_used": r.get("last_used"),
+                **({"store_name": r["store_name"]} if r.get("store_name") else {}),
             }
         )
     return rows
 
 
-def import_file(source: str | Path, model_id: str | None = None, copy: bool = False) -> dict:
+def import_file(
+    source: str | Path, model_id: str | None = None, copy: bool = False, origin: dict | None = None
+) -> dict:
     """Register a local GGUF file (copied into the data dir with ``copy``); returns its
-    record with its id. A truncated or non-GGUF file is refused before anything changes."""
+    record with its id. A truncated or non-GGUF file is refused before anything changes.
+    ``origin``: another tool's store keeps it (models/stores.py); merged into the record,
+    and the path is kept as that store names it (split parts are found by their names)."""
     import shutil
 
     from edgechat.facts.gguf import inspect_file
     from edgechat.facts.probe import check_loads
     from edgechat.paths import ensure_private_dir, paths
 
-    src = Path(source).expanduser().resolve()
+    src = Path(source).expanduser()
+    src = src.absolute() if origin else src.resolve()
     facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line
     check_loads(src)  # and what only llama.cpp knows it cannot load: what is listed loads
     quant = facts.file_type or "?"
@@ -239,6 +245,7 @@ def import_file(source: str | Path, model_id: str | None = None, copy: bool = Fa
         "size": path.stat().st_size,
         "source": "copy" if copy else "import",
         "sha256": [],
+        **(origin or {}),
     }
     register(model_id, record)
     return {**record, "id": model_id}

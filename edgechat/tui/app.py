@@ -76,6 +76,7 @@ class EdgechatApp(ModelChoice, App):
         self.sampling = sampling(self.settings)
         self._recommended: dict[str, list] = {}
         self._cpu_gb_s: float | None = None
+        self._found: list | None = None  # models other tools keep here (tui/models.py)
         self.loading_model = False  # a load is under way
         self.load_error: str | None = None  # why the last load failed
         self.base_model_reason: str | None = None  # set when the model cannot chat

@@ -19,6 +19,27 @@ class ModelChoice:
 
         return registry.installed()
 
+    def machine_models(self) -> list:
+        """Models Ollama, LM Studio, llama.cpp and the HF cache keep here that edgechat
+        can run (models/stores.py), looked for once per launch and after an import."""
+        if self._found is None:
+            from edgechat.models import stores
+
+            try:
+                self._found = [f for f in stores.discover() if f.usable]
+            except EdgechatError:  # a damaged models.json: the chat says so elsewhere
+                self._found = []
+        return self._found
+
+    def adopt_model(self, store: str, name: str) -> str:
+        """Import a model another tool keeps, where it lies; returns its id (call it off
+        the UI thread: llama.cpp is asked whether it loads)."""
+        from edgechat.models import stores
+
+        record = stores.adopt(store, name)
+        self._found = None
+        return record["id"]
+
     def recommendations(self, task: str) -> list | None:
         """The ranked choices for ``task``; None while the CPU's bandwidth is being
         measured (in a worker, never on the UI thread: the wizard refills when it is)."""

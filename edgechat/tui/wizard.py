@@ -17,6 +17,9 @@ from edgechat.facts.device import format_size
 from edgechat.text import clean
 
 FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
+# Models other tools keep here come under this heading; choosing one imports it.
+ON_THIS_MACHINE = "── on this machine ──"
+STORE_SHORT = {"ollama": "Ollama", "lmstudio": "LM Studio", "llamacpp": "llama.cpp", "hf": "HF"}
 
 
 class PullProgress(Message):
@@ -46,6 +49,7 @@ class WizardScreen(Screen):
         super().__init__()
         self.chosen_task = "chat"
         self.rows: list[str] = []  # model id per table row
+        self.found: dict[str, object] = {}  # row key -> a model another tool keeps (Found)
         self._cancel = False
         self._pulling = False
 
@@ -94,10 +98,13 @@ class WizardScreen(Screen):
         for button in self.query("#tasks Button"):
             button.variant = "primary" if button.id == f"task-{task}" else "default"
         rows = self._rows(task)
+        installed = len(self.app.installed_models())
+        rows[installed:installed] = self._found_rows()
         table = self.query_one(DataTable)
         table.clear()
         for model_id, cells in rows:
-            table.add_row(Text(clean(model_id)), *cells)  # no markup from the hub or a file
+            shown = _short(self.found[model_id]) if model_id in self.found else model_id
+            table.add_row(Text(clean(shown)), *cells)  # no markup from the hub or a file
         self.rows = [model_id for model_id, _ in rows]
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -117,6 +124,20 @@ class WizardScreen(Screen):
             rows.append((model_id, cells))
         return rows
 
+    def _found_rows(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Models Ollama, LM Studio, llama.cpp and the HF cache keep here, under their own
+        heading: choosing one imports it where it lies (no copy), then loads it."""
+        found = self.app.machine_models()
+        if not found:
+            return []
+        why = [""] * bool(self.why_width)
+        rows = [(ON_THIS_MACHINE, ("", "", "", "", "", *why))]
+        for f in found:
+            key = f"{f.store}:{f.name}"
+            self.found[key] = f
+            rows.append((key, (format_size(f.size), "", "", STORE_SHORT[f.store], "○", *why)))
+        return rows
+
     @on(Button.Pressed, "#tasks Button")
     def _task(self, event: Button.Pressed) -> None:
         self.show_task(event.button.id.removeprefix("task-"))
@@ -132,6 +153,16 @@ class WizardScreen(Screen):
         model_id = self.rows[self.query_one(DataTable).cursor_row]
         if model_id in self.app.installed_models():
             self.app.use_model(model_id, remember=True)
+            return
+        if model_id == ON_THIS_MACHINE:
+            return
+        if model_id in self.found:
+            self._pulling = True
+            self.query_one("#pull").add_class("active")
+            self.query_one("#pull-label", Label).update(
+                f"importing {self.found[model_id].name} where it lies (no copy) ..."
+            )
+            self._adopt(self.found[model_id])
             return
         self._pulling, self._cancel = True, False
         self.query_one("#pull").add_class("active")
@@ -169,6 +200,15 @@ class WizardScreen(Screen):
         except EdgechatError as e:
             self.post_message(PullDone(None, str(e)))
 
+    @work(thread=True, exclusive=True, group="pull")
+    def _adopt(self, found) -> None:
+        from edgechat.errors import EdgechatError
+
+        try:
+            self.post_message(PullDone(self.app.adopt_model(found.store, found.name)))
+        except EdgechatError as e:
+            self.post_message(PullDone(None, str(e)))
+
     def on_pull_progress(self, message: PullProgress) -> None:
         bar = self.query_one("#pull-bar", ProgressBar)
         bar.update(total=max(1, message.total), progress=message.done)
@@ -185,6 +225,11 @@ class WizardScreen(Screen):
             return
         self.show_task(self.chosen_task)
         self.app.use_model(message.model_id, remember=True)
+
+
+def _short(found) -> str:
+    """A model another tool keeps, as short as says which: Ollama's name, else the file's."""
+    return found.name if found.store == "ollama" else found.path.name
 
 
 def _fit(reason: str, width: int) -> str:
