@@ -192,7 +192,9 @@ def test_every_store_is_found_in_its_real_layout(home, tmp_path):
     assert found[("ollama", "seeing:latest")].projector is not None  # attached, not a model
     big = found[("lmstudio", "big/Big-GGUF/Big-Q4_K_M-00001-of-00002.gguf")]
     assert len(big.files) == 2 and big.size == sum(f.stat().st_size for f in big.files)
-    assert big.suggested_id == "big-q4_k_m"
+    assert big.suggested_id == "big"  # the quant comes from the header on import
+    lc = found[("llamacpp", "bartowski_SmolLM2-135M-Instruct-GGUF_SmolLM2-135M-Instruct-Q4_1.gguf")]
+    assert lc.suggested_id == "smollm2-135m-instruct"
     seer = found[("lmstudio", "vision/Seer-GGUF/Seer-Q4_K_M.gguf")]
     assert seer.projector.name == "mmproj-Seer-f16.gguf"
     assert not any("mmproj" in name for _, name in found)
@@ -281,7 +283,7 @@ def test_import_from_each_store_without_copying_then_rm_only_forgets(home, tmp_p
 
 
 def test_what_cannot_be_imported_says_why_and_what_is_there(home):
-    with pytest.raises(EdgechatError, match="no model 'nothere' in the Ollama; it holds: "):
+    with pytest.raises(EdgechatError, match="no model 'nothere' in Ollama's store; it holds: "):
         stores.find("ollama", "nothere")
     with pytest.raises(EdgechatError, match="cannot be used: safetensors"):
         stores.find("ollama", "mlxthing")
@@ -299,13 +301,13 @@ def test_the_cli_lists_imports_and_forgets_in_a_fresh_home(home, tmp_path):
     out = listed.stdout
     assert "on this machine, kept by other tools" in out
     assert "smollm2:135m" in out and str(home / ".ollama" / "models" / "blobs") in out
-    assert "not usable: Ollama mlxthing:latest: safetensors" in out
+    assert "not usable: ollama mlxthing:latest: safetensors" in out
     as_json = json.loads(run_cli("models", "list", "--all", "--json", env=env).stdout)
     smol = next(r for r in as_json if r.get("name") == "smollm2:135m")
     assert smol["store"] == "ollama" and smol["suggested_id"] == "smollm2-135m"
     done = run_cli("models", "import", "--from", "ollama", "smollm2:135m", env=env)
     assert done.returncode == 0, done.stderr
-    assert "imported smollm2-135m:Q4_1: smollm2:135m from the Ollama" in done.stdout
+    assert "imported smollm2-135m:Q4_1: smollm2:135m from Ollama's store" in done.stdout
     assert "nothing copied" in done.stdout
     again = run_cli("models", "list", env=env).stdout
     assert "smollm2-135m:Q4_1" in again and "ollama: smollm2:135m" in again
@@ -314,7 +316,7 @@ def test_the_cli_lists_imports_and_forgets_in_a_fresh_home(home, tmp_path):
     gone = run_cli("models", "rm", "smollm2-135m:Q4_1", env=env)
     assert gone.returncode == 0 and "nothing was deleted" in gone.stdout
     missing = run_cli("models", "import", "--from", "lmstudio", "nope", env=env)
-    assert missing.returncode == 1 and "no model 'nope' in the LM Studio" in missing.stderr
+    assert missing.returncode == 1 and "no model 'nope' in LM Studio's" in missing.stderr
 
 
 async def test_the_picker_offers_them_on_this_machine_and_loads_one(home, starter_path):

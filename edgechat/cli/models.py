@@ -34,11 +34,8 @@ def cmd_models_list(args) -> int:
         if not getattr(args, "all", False):
             print("`edgechat models list --all` also looks in Ollama, LM Studio and llama.cpp")
         return 0
-    if found:
-        _print_found(found)
-    if not rows:
-        return 0
-    print(f"{'id':<44} {'size':>9}  {'last used':<16} source")
+    if rows:
+        print(f"{'id':<44} {'size':>9}  {'last used':<16} source")
     for r in rows:
         used = (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_used"]))
@@ -47,28 +44,28 @@ def cmd_models_list(args) -> int:
         )
         source = r["source"] + (f": {r['store_name']}" if r.get("store_name") else "")
         print(f"{clean(r['id']):<44} {_size(r['size']):>9}  {used:<16} {clean(source)}")
+    if rows and found:
+        print()
+    _print_found(found)
     return 0
 
 
 def _print_found(found) -> None:
     """Models other tools keep here: where each lives, and how to use one."""
-    from edgechat.models.stores import STORES
     from edgechat.text import clean
 
     usable = [f for f in found if f.usable]
-    other = [f for f in found if not f.usable]
     if usable:
         print("on this machine, kept by other tools (`edgechat models import --from STORE NAME`")
-        print("registers one where it lies, without copying):")
-        print(f"{'store':<9} {'name':<44} {'size':>9}  where")
+        print("uses one where it lies, without copying):")
+        print(f"{'store':<9} {'name':<58} {'size':>9}")
         for f in usable:
-            extra = " (+ vision projector, unused)" if f.projector else ""
-            print(
-                f"{f.store:<9} {clean(f.name):<44} {_size(f.size):>9}  {clean(str(f.path))}{extra}"
-            )
-    for f in other:
-        print(f"not usable: {STORES[f.store]} {clean(f.name)}: {clean(f.problem)}")
-    print()
+            print(f"{f.store:<9} {clean(f.name):<58} {_size(f.size):>9}")
+            extra = " (+ a vision projector, unused)" if f.projector else ""
+            print(f"{'':<9} {clean(str(f.path))}{extra}")
+    for f in found:
+        if not f.usable:
+            print(f"not usable: {f.store} {clean(f.name)}: {clean(f.problem)}")
 
 
 def _transfer_bars():
@@ -140,7 +137,7 @@ def cmd_models_rm(args) -> int:
         store = STORES.get(str(record.get("source")), str(record.get("source")))
         print(
             f"forgot {record['id']}; nothing was deleted: {clean(record['store_name'])} stays "
-            f"in the {store} at {record['path']}"
+            f"in {store} at {record['path']}"
         )
     else:
         print(f"removed {record['id']}, freed {_size(freed)}")
@@ -175,7 +172,7 @@ def cmd_models_import(args) -> int:
             from edgechat.models.stores import STORES
 
             print(
-                f"imported {clean(model_id)}: {clean(record['store_name'])} from the "
+                f"imported {clean(model_id)}: {clean(record['store_name'])} from "
                 f"{STORES[record['source']]}, used where it lies (nothing copied): {clean(path)}"
             )
         else:

@@ -38,7 +38,7 @@ def add_model_options(
         help=f"context size in tokens (default {ctx_default or 'the ctx setting, 4096'})",
     )
     p.add_argument(
-        "--threads", type=flag("threads"), metavar="N", help="CPU threads (default: physical cores)"
+        "--threads", type=flag("threads"), metavar="N", help="CPU threads (default: the free cores)"
     )
     p.add_argument(
         "--gpu-layers",

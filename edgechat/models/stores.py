@@ -19,10 +19,10 @@ from edgechat.errors import EdgechatError
 from edgechat.models.storepaths import hf_roots, llamacpp_root, lmstudio_roots, ollama_roots
 
 STORES = {
-    "ollama": "Ollama",
-    "lmstudio": "LM Studio",
-    "llamacpp": "llama.cpp cache",
-    "hf": "Hugging Face cache",
+    "ollama": "Ollama's store",
+    "lmstudio": "LM Studio's models folder",
+    "llamacpp": "llama.cpp's cache",
+    "hf": "the Hugging Face cache",
 }
 # llama.cpp's split files: NAME-00001-of-00003.gguf (gguf-split, and how the hub shards).
 SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -31,6 +31,8 @@ SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", 
 _PROJECTOR = re.compile(r"mmproj", re.IGNORECASE)
 _NOT_A_MODEL = re.compile(r"^(mtp|eagle3|dflash|dspark)-", re.IGNORECASE)
 _MAX_DEPTH = 6  # publisher/repo/file is three; a few more for hand-made trees
+# A quant at the end of a file name (the id gets the header's own after a colon).
+_QUANT_SUFFIX = re.compile(r"[-._](i?q\d[a-z0-9_]*|[bf]?f16|f32|bf16)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Found:
             base = Path(base).name
             split = SPLIT.match(base)
             base = split.group("prefix") if split else re.sub(r"\.gguf$", "", base, flags=re.I)
+            # llama.cpp's older cache: OWNER_REPO-GGUF_FILE.gguf; the file names the model.
+            base = re.split(r"-gguf_", base, flags=re.IGNORECASE)[-1]
+            base = _QUANT_SUFFIX.sub("", base) or base
         return re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-.") or "model"
 
     def as_dict(self) -> dict:
@@ -268,12 +273,12 @@ def find(store: str, name: str) -> Found:
         names = ", ".join(f.name for f in every[:12]) or "none"
         more = f" (and {len(every) - 12} more)" if len(every) > 12 else ""
         raise EdgechatError(
-            f"no model '{name}' in the {STORES[store]}; it holds: {names}{more}. "
+            f"no model '{name}' in {STORES[store]}; it holds: {names}{more}. "
             "`edgechat models list --all` lists every store"
         )
     match = hits[0]
     if not match.usable:
-        raise EdgechatError(f"{match.name} in the {STORES[store]} cannot be used: {match.problem}")
+        raise EdgechatError(f"{match.name} in {STORES[store]} cannot be used: {match.problem}")
     return match
 
 
@@ -303,7 +308,8 @@ def adopt(store: str, name: str, model_id: str | None = None) -> dict:
         if isinstance(record.get("path"), str) and _real(Path(record["path"])) == real:
             raise EdgechatError(f"{found.name} is already imported as {key}")
     base = found.suggested_id
-    if not model_id and any(k.lower().startswith(f"{base}:") for k in data):
+    taken = [k.lower() for k in [*data, registry.STARTER_ID]]
+    if not model_id and any(k.startswith(f"{base}:") for k in taken):
         base = f"{base}-{store}"  # beside a model of the same name, never over it
     origin = {
         "source": store,
