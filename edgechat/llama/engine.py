@@ -32,7 +32,7 @@ from edgechat.llama.vocab import Vocab
 __all__ = ["LOG", "Engine", "EngineError", "Reply", "Stats"]  # what callers import from here
 from edgechat.llama.sampling import Sampler, use_backend
 from edgechat.planning.plan import RunPlan, Sampling
-from edgechat.planning.threads import LoadSample, ThreadChoice, default_threads
+from edgechat.planning.threads import LoadSample, default_threads
 
 
 class EngineError(EdgechatError):
@@ -56,8 +56,7 @@ class Engine:
     ) -> None:
         """``backend_sampling``: sample inside the graph (see llama/sampling.py); None:
         when every layer is on the GPU (or as EDGECHAT_BACKEND_SAMPLING says)."""
-        sample = LoadSample() if not plan.n_threads else None  # how busy, over the load
-        asked = plan
+        sample, asked = (None if plan.n_threads else LoadSample()), plan  # busy over the load
         plan = plan.resolved()
         check_plan(plan)
         lc = _llama()
@@ -84,7 +83,7 @@ class Engine:
         self.vocab = Vocab(lc, self._model)
         self._vocab = self.vocab.ptr
         n_ctx_train = lc.llama_model_n_ctx_train(self._model)
-        self.threads: ThreadChoice | None = default_threads(sample) if sample else None
+        self.threads = default_threads(sample) if sample else None  # ThreadChoice
         plan = asked.resolved(self.threads)
         if n_ctx_train > 0 and plan.n_ctx > n_ctx_train:
             # Beyond its trained context a model degrades into nonsense: cap it.

@@ -32,12 +32,14 @@ def _free_name(folder: Path, stem: str) -> Path:
 
 
 class ChatActions:
-    def _hint_if_slow(self, stats) -> None:
-        """Once per loaded model: a reply far below the speed estimate suggests fewer
-        threads (other programs are busy on the cores)."""
+    def _show_speed(self, readouts, stats) -> None:
+        """A reply's speed and threads in the readouts; once per loaded model, a reply far
+        below the speed estimate suggests fewer threads (other programs hold the cores)."""
         from edgechat.planning.threads import slow_hint
 
         engine = self.app.engine
+        threads = getattr(engine, "threads", None)
+        readouts.show_speed(stats, threads.why if threads else "")
         if engine is None or getattr(self, "_hinted_engine", None) is engine:
             return
         expected = getattr(engine, "expected_tps", None)

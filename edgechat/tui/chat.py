@@ -396,9 +396,7 @@ class ChatScreen(ChatActions, Screen):
             self.notify(f"{message.dropped} old message(s) left the context window")
         if message.stats is not None:
             readouts = self.query_one(Readouts)
-            threads = getattr(self.app.engine, "threads", None)
-            readouts.show_speed(message.stats, threads.why if threads else "")
-            self._hint_if_slow(message.stats)
+            self._show_speed(readouts, message.stats)
             self._ctx_used = message.stats.n_ctx_used
             readouts.show_context(message.stats.n_ctx_used, message.stats.n_ctx)
         messages.scroll_end(animate=False)
