@@ -24,7 +24,7 @@ def cmd_models_list(args) -> int:
         found = stores.discover()
     if args.json:
         if found:
-            rows = [*rows, *({**f.as_dict(), "suggested_id": f.suggested_id} for f in found)]
+            rows += [{"id": None, **f.as_dict(), "suggested_id": f.suggested_id} for f in found]
         print(json.dumps(rows, indent=2))
         return 0
     from edgechat.text import clean

@@ -82,7 +82,7 @@ class WizardScreen(Screen):
         board = f" · {d.board}" if d.board else ""
         self.query_one("#device", Label).update(
             f"This device: {format_size(d.ram_total)} RAM ({format_size(d.ram_available)} free)"
-            f" · {d.cores_physical or '?'} cores · {gpus}{board}"
+            f" · {d.cores_usable or d.cores_physical or '?'} cores · {gpus}{board}"
         )
         table = self.query_one(DataTable)
         # A wide terminal (140 columns) has room for why each model is suggested.
