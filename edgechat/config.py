@@ -26,7 +26,7 @@ else:  # pragma: no cover
 class Settings:
     default_model: str = ""
     ctx: int = 4096
-    threads: int = 0  # 0: one per physical core
+    threads: int = 0  # 0: chosen at load from the free cores (planning/threads.py)
     gpu_layers: int = -1  # -1: as many as fit the GPU (all when they do)
     system_prompt: str = "You are a helpful assistant. Answer clearly and concisely."
     temperature: float = 0.7

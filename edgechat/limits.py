@@ -28,7 +28,7 @@ def max_threads() -> int:
 # name -> (kind, low, high, low inclusive, what it means); None: no bound on that side.
 RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "ctx": ("int", MIN_CTX, MAX_CTX, True, "context size in tokens"),
-    "threads": ("int", 0, 1024, True, "CPU threads (0: one per physical core)"),
+    "threads": ("int", 0, 1024, True, "CPU threads (0: the free cores, chosen at load)"),
     "gpu_layers": ("int", -1, 100_000, True, "layers on the GPU (-1: all that fit)"),
     "temperature": ("float", 0.0, 2.0, True, "sampling temperature"),
     "top_k": ("int", 0, 1000, True, "top-k (0: off)"),

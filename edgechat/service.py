@@ -32,7 +32,7 @@ class ModelRequest:
 
     model: str | None = None  # a GGUF path or installed id; None: default_model, else starter
     ctx: int = 4096
-    threads: int = 0  # 0: one per physical core
+    threads: int = 0  # 0: chosen at load from the free cores (planning/threads.py)
     gpu_layers: int = -1  # -1: as many as fit the GPU (all when they do)
     memory: str | None = None  # assume this much RAM (like 8G)
     vram: str | None = None  # assume this much GPU memory
