@@ -34,6 +34,14 @@ def _crc(path: Path) -> int:
     return crc
 
 
+def can_snapshot(engine) -> bool:
+    """Whether ``engine``'s context can be written to a file: a llama.cpp context in this
+    process (a server keeps its own; other engines, such as the tests' fake, have none)."""
+    from edgechat.llama.engine import Engine
+
+    return isinstance(engine, Engine)
+
+
 def plan_key(engine) -> str:
     """What a snapshot is valid for: this model file, unchanged, run with this plan."""
     import llama_cpp

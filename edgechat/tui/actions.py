@@ -54,19 +54,19 @@ class ChatActions:
 
     # -- the conversation -----------------------------------------------------------------
 
-    def action_rename(self) -> None:
+    @work
+    async def action_rename(self) -> None:
         from edgechat.tui.dialogs import Ask
 
-        def done(title: str | None) -> None:
-            if title and title.strip():
-                self.app.store.rename(self.conversation.id, title.strip())
-                self.conversation.title = title.strip()
-                self.sub_title = title.strip()
-                self.refresh_sidebar()
+        title = await self.app.push_screen_wait(Ask("Rename this chat", self.conversation.title))
+        if title and title.strip():
+            self.app.store.rename(self.conversation.id, title.strip())
+            self.conversation.title = title.strip()
+            self.sub_title = title.strip()
+            self.refresh_sidebar()
 
-        self.app.push_screen(Ask("Rename this chat", self.conversation.title), done)
-
-    def action_delete(self) -> None:
+    @work
+    async def action_delete(self) -> None:
         """Delete the conversation, after asking: there is no undo."""
         from edgechat.tui.dialogs import Confirm
 
@@ -74,20 +74,18 @@ class ChatActions:
             return
         conv = self.conversation
         n = len(self.app.store.messages(conv.id))
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.app.store.delete(conv.id)
-                self.app.drop_snapshot(conv.id)
-                self.conversation = None
-                self.notify(f"deleted “{conv.title}”")
-                rest = self.app.store.list()
-                self.open_conversation(rest[0].id if rest else None)
-
         question = f"Delete “{conv.title}” and its {n} message(s)? This cannot be undone."
-        self.app.push_screen(Confirm(question, "Delete"), done)
+        if not await self.app.push_screen_wait(Confirm(question, "Delete")):
+            return
+        self.app.store.delete(conv.id)
+        self.session.drop_snapshot(conv.id)
+        self.conversation = None
+        self.notify(f"deleted “{conv.title}”")
+        rest = self.app.store.list()
+        self.open_conversation(rest[0].id if rest else None)
 
-    def action_export(self) -> None:
+    @work
+    async def action_export(self) -> None:
         """Ask where, offering the current folder, and write Markdown there."""
         from edgechat.paths import write_atomic
         from edgechat.tui.dialogs import Ask
@@ -95,51 +93,45 @@ class ChatActions:
         conv = self.conversation
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in conv.title.lower())
         default = _free_name(Path.cwd(), safe.strip("-")[:40] or f"chat-{conv.id}")
+        path = await self.app.push_screen_wait(Ask("Export this chat as Markdown to", str(default)))
+        if not path or not path.strip():
+            return
+        target = Path(path.strip()).expanduser()
+        if target.is_dir():
+            target = _free_name(target, default.stem)
+        try:
+            write_atomic(target, self.app.store.export_markdown(conv.id))
+        except EdgechatError as e:
+            self.notify(str(e), severity="error", timeout=10)
+            return
+        self.notify(f"exported to {target}")
 
-        def done(path: str | None) -> None:
-            if not path or not path.strip():
-                return
-            target = Path(path.strip()).expanduser()
-            if target.is_dir():
-                target = _free_name(target, default.stem)
-            try:
-                write_atomic(target, self.app.store.export_markdown(conv.id))
-            except EdgechatError as e:
-                self.notify(str(e), severity="error", timeout=10)
-                return
-            self.notify(f"exported to {target}")
-
-        self.app.push_screen(Ask("Export this chat as Markdown to", str(default)), done)
-
-    def action_settings(self) -> None:
+    @work
+    async def action_settings(self) -> None:
         from edgechat.tui.dialogs import Settings
 
         conv = self.conversation
-
-        def done(result) -> None:
-            if result:
-                system, sampling = result
-                self.app.store.configure(conv.id, system, sampling)
-                conv.system, conv.sampling = system, sampling
-                self._ctx_used = None
-                self.notify("settings saved for this chat")
-
         defaults = {k: getattr(self.app.sampling, k) for k in Settings.FIELDS}
-        self.app.push_screen(Settings(conv.system, conv.sampling, defaults), done)
+        result = await self.app.push_screen_wait(Settings(conv.system, conv.sampling, defaults))
+        if result:
+            system, sampling = result
+            self.app.store.configure(conv.id, system, sampling)
+            conv.system, conv.sampling = system, sampling
+            self._ctx_used = None
+            self.notify("settings saved for this chat")
 
-    def action_search(self) -> None:
+    @work
+    async def action_search(self) -> None:
         from edgechat.tui.dialogs import Search
 
-        def done(hit) -> None:
-            if hit is None or self.generating:
-                return
-            self.open_conversation(hit.conversation)
-            widget = self.bubbles.get(hit.message)
-            if widget is not None:
-                messages = self.query_one("#messages", VerticalScroll)
-                self.call_after_refresh(messages.scroll_to_widget, widget, animate=False, top=True)
-
-        self.app.push_screen(Search(self.app.store), done)
+        hit = await self.app.push_screen_wait(Search(self.app.store))
+        if hit is None or self.generating:
+            return
+        self.open_conversation(hit.conversation)
+        widget = self.bubbles.get(hit.message)
+        if widget is not None:
+            messages = self.query_one("#messages", VerticalScroll)
+            self.call_after_refresh(messages.scroll_to_widget, widget, animate=False, top=True)
 
     # -- replies --------------------------------------------------------------------------
 
@@ -155,7 +147,8 @@ class ChatActions:
         self.app.copy_to_clipboard(reply.content)
         self.notify("copied the last reply")
 
-    def action_copy_code(self) -> None:
+    @work
+    async def action_copy_code(self) -> None:
         """Copy one code block of the last reply; with several, ask which."""
         from edgechat.tui.dialogs import Pick
 
@@ -164,17 +157,13 @@ class ChatActions:
         if not blocks:
             self.notify("the last reply has no code block", severity="warning")
             return
-
-        def copy(i: int | None) -> None:
-            if i is not None:
-                self.app.copy_to_clipboard(blocks[i])
-                self.notify(f"copied code block {i + 1} ({len(blocks[i].splitlines())} lines)")
-
-        if len(blocks) == 1:
-            copy(0)
-            return
-        labels = [f"{i + 1}: {b.strip().splitlines()[0][:60]}" for i, b in enumerate(blocks)]
-        self.app.push_screen(Pick("Copy which code block?", labels), copy)
+        i = 0
+        if len(blocks) > 1:
+            labels = [f"{i + 1}: {b.strip().splitlines()[0][:60]}" for i, b in enumerate(blocks)]
+            i = await self.app.push_screen_wait(Pick("Copy which code block?", labels))
+        if i is not None:
+            self.app.copy_to_clipboard(blocks[i])
+            self.notify(f"copied code block {i + 1} ({len(blocks[i].splitlines())} lines)")
 
     async def action_regenerate(self) -> None:
         """Write the last reply again (its old text is dropped)."""
@@ -215,7 +204,7 @@ class ChatActions:
         if not stored or stored[-1].role != "assistant" or stored[-1].complete:
             self.notify("the last reply is complete: nothing to continue", severity="warning")
             return
-        if not self.app.engine.is_local:
+        if not self.session.engine.is_local:
             self.notify("a remote server cannot continue a reply; Ctrl+R writes it again")
             return
         if self._can_reply():
@@ -223,19 +212,19 @@ class ChatActions:
 
     # -- summarising a file ---------------------------------------------------------------
 
-    def action_summarise_file(self) -> None:
+    @work
+    async def action_summarise_file(self) -> None:
         from edgechat.tui.dialogs import Ask
 
-        def done(path: str | None) -> None:
-            if path and path.strip():
-                self._summarise(path.strip())
-
-        self.app.push_screen(Ask("Summarise which file? (text, Markdown, HTML, PDF, DOCX)"), done)
+        question = "Summarise which file? (text, Markdown, HTML, PDF, DOCX)"
+        path = await self.app.push_screen_wait(Ask(question))
+        if path and path.strip():
+            self._summarise(path.strip())
 
     def _summarise(self, path: str) -> None:
         from edgechat.tasks import documents
 
-        if self.app.engine is None or self.generating:
+        if self.session.engine is None or self.generating:
             self.notify("wait for the model, or for the reply to finish", severity="warning")
             return
         try:
@@ -261,8 +250,8 @@ class ChatActions:
             self.app.call_from_thread(self._summary_progress, p)
 
         try:
-            self._summariser = summariser = Summariser(self.app.engine, progress=progress)
-            result = self.app.llama.submit(summariser.run, doc.paragraphs, doc.size).result()
+            self._summariser = summariser = Summariser(self.session.engine, progress=progress)
+            result = self.session.run(summariser.run, doc.paragraphs, doc.size).result()
             text = (
                 f"{result.text}\n\n_{result.chunks} chunk(s), {result.tokens_in} tokens in, "
                 f"{result.seconds:.0f} s_"
@@ -296,9 +285,9 @@ class ChatActions:
         else:
             await messages.mount(self._bubble("user", f"Summarise {name}"))
             await messages.mount(self._bubble("assistant", text))
-            model = self.app.model_id or ""
+            model = self.session.label or ""
             self.app.store.add_message(self.conversation.id, "assistant", text, model=model)
             messages.scroll_end(animate=False)
         self._ctx_used = None
-        self.app.context_replaced()  # the summary's chunks, not this chat, are cached now
+        self.session.context_replaced()  # the summary's chunks, not this chat, are cached now
         self.generating = False

@@ -1,5 +1,6 @@
-"""The edgechat app: holds the engine, the conversation store and the device; screens
-render, workers load models, pull them and generate, so the UI always answers."""
+"""The edgechat app: the conversation store, the device, the picker's choices and the
+model session (``tui/session.py``, which holds the engine and the llama thread); screens
+render, workers pull models and generate, so the UI always answers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,22 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
+from textual import work
 from textual.app import App, SystemCommand
+from textual.reactive import reactive
 from textual.screen import Screen
 
 from edgechat.tasks.conversations import Store
-from edgechat.tui.models import ModelChoice
+from edgechat.tui.models import ModelChoices
+from edgechat.tui.session import (
+    ModelFailed,
+    ModelLoaded,
+    ModelLoading,
+    ModelSession,
+    ModelState,
+    ModelWarning,
+    Opener,
+)
 
 
 @dataclass
@@ -38,9 +50,14 @@ class LaunchOptions:
         return cls(**{n: getattr(args, n, None) for n in names}, start=start)
 
 
-class EdgechatApp(ModelChoice, App):
+class EdgechatApp(App):
+    """The app: the launch options, the settings, the conversation store, the device,
+    the picker's choices and the model session (``tui/session.py``). It turns what the
+    session says into notifications and ``model_state``, which the screens watch."""
+
     CSS_PATH = "app.tcss"
     TITLE = "edgechat"
+    model_state: reactive[ModelState] = reactive(ModelState, init=False)
 
     def __init__(
         self,
@@ -50,43 +67,35 @@ class EdgechatApp(ModelChoice, App):
         device=None,
         engine=None,
         llama_thread: ThreadPoolExecutor | None = None,
+        opener: Opener | None = None,
     ) -> None:
         super().__init__()
         from edgechat import config
         from edgechat.facts.device import detect
+        from edgechat.llama.state import Snapshots
         from edgechat.service import sampling
 
         self.options = options or LaunchOptions()
         self.settings = config.load()
         self.store = store or Store()
         self.device = device or detect(self.options.memory, self.options.vram)
-        self.engine = None
-        self._given_engine = engine  # already loaded (benchmarks, embedding)
-        # Every llama.cpp call runs on this one thread: its OpenMP thread team belongs to
-        # the calling thread, and a second team (from a load or reply on another
-        # thread) competes for the cores and slows generation by a third on two cores.
-        self._own_llama = llama_thread is None
-        self.llama = llama_thread or ThreadPoolExecutor(1, thread_name_prefix="llama")
-        self.model_id: str | None = None
-        if sample_readouts is None:
-            from edgechat.facts.readouts import Sampler
-
-            sample_readouts = Sampler()
-        self.sample_readouts = sample_readouts
         self.sampling = sampling(self.settings)
-        self._recommended: dict[str, list] = {}
-        self._cpu_gb_s: float | None = None
-        self._found: list | None = None  # models other tools keep here (tui/models.py)
-        self.loading_model = False  # a load is under way
-        self.load_error: str | None = None  # why the last load failed
-        self.base_model_reason: str | None = None  # set when the model cannot chat
-        self._remember_model = False  # picked in the picker: becomes default_model
-        from edgechat.llama.state import Snapshots
-
+        self.choices = ModelChoices(
+            self.device,
+            lambda: self.request.ctx,
+            warn=lambda line: self.notify(line, severity="warning", timeout=20, markup=False),
+        )
         cap = self.settings.snapshot_cap_mb * 2**20
-        self.snapshots = Snapshots(self.store.path.parent / "kv", cap)
-        self._kv_conversation: int | None = None  # whose tokens the context holds
-        self.last_restore = None  # what the last reopen found (tests, the benchmark)
+        self.session = ModelSession(
+            self.device,
+            Snapshots(self.store.path.parent / "kv", cap),
+            post=self.post_message,
+            soon=self.call_later,
+            llama=llama_thread,
+            opener=opener,
+            sample_readouts=sample_readouts,
+        )
+        self._given_engine = engine  # already loaded (benchmarks, embedding)
 
     @property
     def request(self):
@@ -94,6 +103,24 @@ class EdgechatApp(ModelChoice, App):
         from edgechat.service import ModelRequest
 
         return ModelRequest.from_args(self.options, self.settings)
+
+    # The model as the screens show it (``model_state``: set as they are told), for tests
+    # and benchmarks; the session holds the engine and hands it over first.
+    @property
+    def engine(self):
+        return self.model_state.engine
+
+    @property
+    def model_id(self) -> str | None:
+        return self.model_state.label
+
+    @property
+    def snapshots(self):
+        return self.session.snapshots
+
+    @property
+    def last_restore(self):
+        return self.session.last_restore
 
     # -- start ----------------------------------------------------------------------------
 
@@ -104,9 +131,8 @@ class EdgechatApp(ModelChoice, App):
         if self.store.notice:  # the damaged database was moved aside: say where
             self.notify(self.store.notice, severity="warning", timeout=20, markup=False)
         if self._given_engine is not None:
-            self.call_later(
-                self._loaded, self._given_engine, self._given_engine.plan.model_path.name
-            )
+            engine = self._given_engine
+            self.session.adopt(engine, engine.plan.model_path.name, self.request.ctx)
             return
         if self.options.remote:
             self.use_remote(self.options.remote, self.options.remote_model)
@@ -121,76 +147,139 @@ class EdgechatApp(ModelChoice, App):
         else:
             self.use_model(self.options.model)
 
-    def greeting(self) -> str:
-        if self.loading_model:
-            return "Loading the model ..."
-        if self.engine is None:
-            why = f" ({self.load_error})" if self.load_error else ""
-            return f"No model is loaded{why}. Ctrl+P, then Choose a model."
-        if self.base_model_reason:
-            return self.base_model_reason
-        if not self.engine.is_local:
-            return (
-                f"{self.model_id} runs on {self.engine.where}: what you type is sent there and "
-                "answered there, not on this machine. Enter sends, Esc stops a reply."
+    # -- choosing and loading a model -----------------------------------------------------
+
+    def open_wizard(self) -> None:
+        from edgechat.tui.wizard import WizardScreen
+
+        self.push_screen(WizardScreen())
+
+    def _close_wizard(self) -> None:
+        from edgechat.tui.wizard import WizardScreen
+
+        while isinstance(self.screen, WizardScreen):
+            self.pop_screen()
+
+    def use_model(self, model: str | None, remember: bool = False) -> None:
+        """Load ``model`` (None: the default); the chat opens meanwhile. ``remember``:
+        picked by the user, so the next launch opens it without asking."""
+        from dataclasses import replace
+
+        self._close_wizard()
+        request = self.request.for_model(model) if model else self.request
+        # A server only when asked now: a model picked after --remote is a local one.
+        self.session.load(replace(request, remote=None, remote_model=None), remember=remember)
+
+    def use_remote(self, url: str, model: str | None = None) -> None:
+        """Chat through a server: what is typed goes there (the greeting says so)."""
+        from dataclasses import replace
+
+        self._close_wizard()
+        self.session.load(replace(self.request, remote=url, remote_model=model))
+
+    def picker_closed(self) -> None:
+        """Esc in the picker: back to the chat, which must be usable. With no model
+        loaded or loading, load the last one used (or the starter) when there is one."""
+        state = self.session.state
+        if state.engine is None and not state.loading and state.error is None:
+            if self.choices.installed():
+                self.use_model(None)
+                return
+            self.notify(
+                "no model on this machine yet: choose one to download (Ctrl+Q quits)",
+                severity="warning",
             )
-        return (
-            f"{self.model_id} is ready. Enter sends, Ctrl+J adds a line, Esc stops a "
-            "reply, Ctrl+R writes it again, F3 edits your last message, Ctrl+P lists "
-            "every command."
-        )
-
-    # -- KV snapshots: reopening a long chat without reading it again ---------------------
-
-    def conversation_opened(self, conversation_id: int) -> None:
-        """Bring back the conversation's KV cache, on the llama thread, before the next
-        reply needs it (a reply queued meanwhile waits for it there)."""
-        if (
-            self.engine is None
-            or not self.engine.is_local
-            or self._kv_conversation == conversation_id
-        ):
             return
-        self._kv_conversation = conversation_id
-        engine = self.engine
-        self.llama.submit(self._restore, engine, conversation_id)
+        self._close_wizard()
 
-    def _restore(self, engine, conversation_id: int) -> None:
-        if engine is self.engine and self._kv_conversation == conversation_id:
-            self.last_restore = self.snapshots.restore(engine, conversation_id)
+    @work
+    async def ask_remote(self) -> None:
+        from edgechat.tui.dialogs import Ask
 
-    def save_snapshot(self, conversation_id: int) -> None:
-        """On the llama thread, after a reply: keep the context for a later reopen."""
-        self._kv_conversation = conversation_id
-        if not self.engine.is_local:
+        question = "OpenAI-compatible server (like http://HOST:8080/v1)"
+        url = await self.push_screen_wait(Ask(question))
+        if url and url.strip():
+            self.use_remote(url.strip())
+
+    @work
+    async def choose_kv_cache(self) -> None:
+        """Pick the KV cache type (saved as the kv_cache setting) and reload the model."""
+        from edgechat import config, limits
+        from edgechat.tui.dialogs import Pick
+
+        if self.engine is not None and not self.engine.is_local:
+            self.notify("the server decides its own KV cache", severity="warning")
             return
+        kinds = list(limits.choices("kv_cache"))
+        labels = [
+            "f16: full precision (the default)",
+            "q8_0: half the memory, near-identical replies",
+            "q4_0: a quarter of the memory, for long contexts",
+        ]
+        question = f"KV cache type (now {self.settings.kv_cache})"
+        i = await self.push_screen_wait(Pick(question, labels))
+        if i is None:
+            return
+        self.settings = config.set_value("kv_cache", kinds[i])
+        self.options.kv_cache = None
+        self.notify(f"KV cache {kinds[i]}: reloading the model")
+        self.use_model(self.options.model or self.model_id)
+
+    # -- what the session says ------------------------------------------------------------
+
+    def _show(self, state: ModelState) -> None:
+        """The screens see ``state`` after what the user is told about it, which is
+        queued first (a test that waits for the model finds its notifications there)."""
+
+        def show() -> None:
+            self.model_state = state
+
+        self.call_later(show)
+
+    def on_model_loading(self, message: ModelLoading) -> None:
+        self._show(message.state)
+
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        from rich.markup import escape
+
+        from edgechat.text import clean
+
+        state = message.state
+        shown = escape(clean(state.label))  # an id or file name is someone's text, not markup
+        self.title = f"edgechat · {clean(state.label)}"
+        self.notify(f"loaded {shown} in {state.engine.load_s:.1f} s")
+        if state.refusal:
+            self.notify(state.refusal, severity="warning", timeout=20)
+        for line in message.warnings:
+            self.notify(line, severity="warning", timeout=10)
+        if message.remember and state.label != self.settings.default_model:
+            self._remember(state.label)
+        self._show(state)
+
+    def on_model_failed(self, message: ModelFailed) -> None:
+        from rich.markup import escape
+
+        from edgechat.text import clean
+
+        why = escape(clean(message.why))
+        self.notify(why, title="cannot load this model", severity="error", timeout=15)
+        self._show(message.state)
+        self.open_wizard()
+
+    def on_model_warning(self, message: ModelWarning) -> None:
+        self.notify(message.text, severity="warning")
+
+    def _remember(self, label: str) -> None:
+        """The model picked in the picker is the one the next launch opens."""
+        from edgechat import config
+        from edgechat.errors import EdgechatError
+
         try:
-            self.snapshots.save(self.engine, conversation_id)
-        except OSError as e:  # a full disk costs the fast reopen, nothing else
-            self.call_from_thread(self.notify, f"KV snapshot not saved: {e}", severity="warning")
-
-    def context_replaced(self) -> None:
-        """The context holds something else now (a summary): reopening restores again."""
-        self._kv_conversation = None
-
-    def drop_snapshot(self, conversation_id: int) -> None:
-        self.snapshots.drop(conversation_id)
-
-    def _refresh_chat(self) -> None:
-        from edgechat.tui.chat import ChatScreen
-
-        for screen in self.screen_stack:
-            if isinstance(screen, ChatScreen):
-                box = screen.query_one("#input")
-                box.loading = self.loading_model
-                if screen is self.screen:
-                    box.focus()
-                screen._ctx_used = None
-                screen.refresh_readouts()
-                for note in screen.query(".note"):
-                    note.update(self.greeting())
-                if screen.conversation is not None:
-                    self.conversation_opened(screen.conversation.id)
+            self.settings = config.set_value("default_model", label)
+        except EdgechatError as e:
+            self.notify(f"could not save it as the default: {e}", severity="warning")
+            return
+        self.notify(f"{label} is now the default model (`edgechat config` changes it)")
 
     # -- commands -------------------------------------------------------------------------
 
@@ -258,10 +347,7 @@ class EdgechatApp(ModelChoice, App):
             self.push_screen(Palette(id="--command-palette"))
 
     def on_unmount(self) -> None:
-        self._close(self.engine)
-        self.engine = None
-        if self._own_llama:
-            self.llama.shutdown(wait=False)
+        self.session.close()
         self.store.close()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
 from dataclasses import replace
 
 from textual import on, work
@@ -23,13 +22,11 @@ from edgechat.tasks.conversations import prompt
 from edgechat.tasks.dbopen import StoreError
 from edgechat.tui.actions import ChatActions
 from edgechat.tui.widgets import (
-    UI_BATCH_S,
     ChatInput,
     Finished,
     Readouts,
     Token,
     UserText,
-    _short,
     vram_text,  # noqa: F401 - where tests and readers look for it
 )
 
@@ -78,7 +75,6 @@ class ChatScreen(ChatActions, Screen):
         self._reply_id: int | None = None
         self._saved_at = 0.0
         self._summariser = None  # the summary being written, so Esc can stop all of it
-        self._rss: deque[float] = deque(maxlen=30)
         self._ctx_used: int | None = None  # tokens this conversation fills; None: count it
         self._count_timer = None
         self.bubbles: dict[int, object] = {}  # message id -> its widget on screen
@@ -95,29 +91,43 @@ class ChatScreen(ChatActions, Screen):
         yield Readouts(id="readouts")
         yield Footer()
 
+    @property
+    def session(self):
+        """The app's model session (tui/session.py): the engine, the llama thread."""
+        return self.app.session
+
     def on_mount(self) -> None:
         if self.app.size.width >= 100:
             self.query_one("#sidebar").add_class("shown")
         box = self.query_one(ChatInput)
         box.focus()
-        box.loading = self.app.loading_model
+        box.loading = self.app.model_state.loading
         self.set_interval(1.0, self.refresh_readouts)
         self.refresh_readouts()
         conversations = self.app.store.list()
         self.open_conversation(conversations[0].id if conversations else None)
+        self.watch(self.app, "model_state", self._model_changed, init=False)
+
+    def _model_changed(self, state) -> None:
+        """A model is loading, in use, or failed to load: the box, readouts and greeting
+        follow, and the open chat's KV cache comes back for the new model."""
+        box = self.query_one(ChatInput)
+        box.loading = state.loading
+        if self.is_current and not state.loading:
+            box.focus()
+        self._ctx_used = None
+        self.refresh_readouts()
+        for note in self.query(".note"):
+            note.update(state.greeting())
+        if self.conversation is not None:
+            self.session.conversation_opened(self.conversation.id)
 
     # -- readouts -------------------------------------------------------------------------
 
     def refresh_readouts(self) -> None:
-        r = self.app.sample_readouts()
-        if not self._rss:  # start level, not from zero
-            self._rss.extend([r.rss / 2**20] * 29)
-        self._rss.append(r.rss / 2**20)
-        readouts = self.query_one(Readouts)
-        readouts.show_memory(r, self._rss)
-        engine = self.app.engine
-        if engine is not None and not engine.is_local:  # its memory is the server's
-            self.query_one("#rss", Label).update(f"remote · app {_short(r.rss)}")
+        readouts, engine = self.query_one(Readouts), self.session.engine
+        remote = engine is not None and not engine.is_local  # its memory is the server's
+        readouts.show_memory(self.session.readouts(), remote)
         if engine is None:
             return
         if self.generating:
@@ -137,7 +147,7 @@ class ChatScreen(ChatActions, Screen):
 
     def _count_typed(self) -> None:
         box = self.query_one(ChatInput)
-        engine = self.app.engine
+        engine = self.session.engine
         text = box.text.strip()
         if engine is None or not text:
             box.border_subtitle = ""
@@ -164,7 +174,7 @@ class ChatScreen(ChatActions, Screen):
         previous = self.conversation
         if conversation_id is None:  # a new chat: reuse an empty one rather than pile up
             conv = store.first_empty() or store.create(
-                system=self.app.settings.system_prompt, model=self.app.model_id or ""
+                system=self.app.settings.system_prompt, model=self.session.label or ""
             )
         else:
             conv = store.get(conversation_id)
@@ -176,7 +186,7 @@ class ChatScreen(ChatActions, Screen):
         self.refresh_sidebar()
         self.sub_title = conv.title
         self.refresh_readouts()
-        self.app.conversation_opened(conv.id)
+        self.session.conversation_opened(conv.id)
 
     def render_messages(self) -> None:
         messages = self.query_one("#messages", VerticalScroll)
@@ -191,7 +201,7 @@ class ChatScreen(ChatActions, Screen):
                     widgets[-1].add_class("stopped")
                     widgets.append(Label(UNFINISHED[None], classes="unfinished"))
         if not stored:
-            widgets.append(Label(self.app.greeting(), classes="note"))
+            widgets.append(Label(self.app.model_state.greeting(), classes="note"))
         messages.mount_all(widgets)
         messages.scroll_end(animate=False)
 
@@ -223,14 +233,14 @@ class ChatScreen(ChatActions, Screen):
     # -- sending and streaming ------------------------------------------------------------
 
     def _can_reply(self) -> bool:
-        if self.app.engine is None:
+        if self.session.engine is None:
             self.notify("no model is loaded yet", severity="warning")
             return False
         if self.generating:
             self.notify("a reply is still being written: Esc stops it", severity="warning")
             return False
-        if self.app.base_model_reason:
-            self.notify(self.app.base_model_reason, severity="error", timeout=15)
+        if self.session.state.refusal:
+            self.notify(self.session.state.refusal, severity="error", timeout=15)
             return False
         return True
 
@@ -270,7 +280,7 @@ class ChatScreen(ChatActions, Screen):
         if partial_id is None:
             try:
                 self._reply_id = store.add_message(
-                    conv.id, "assistant", "", complete=False, model=self.app.model_id or ""
+                    conv.id, "assistant", "", complete=False, model=self.session.label or ""
                 )
             except StoreError as e:
                 self.notify(f"{_markup_safe(e)}; no reply was started", severity="error")
@@ -303,33 +313,8 @@ class ChatScreen(ChatActions, Screen):
 
     @work(thread=True, exclusive=True, group="reply")
     def _generate(self, conv_id: int, chat: list[dict], partial: str | None, sampling) -> None:
-        self.app.llama.submit(self._stream_reply, conv_id, chat, partial, sampling).result()
-
-    def _stream_reply(self, conv_id: int, chat: list[dict], partial: str | None, sampling) -> None:
-        """On the llama thread: generate, handing text to the screen in batches."""
-        from edgechat.errors import EdgechatError
-
-        engine = self.app.engine
-        try:
-            if partial is None:
-                reply = engine.chat(chat, sampling)
-            else:
-                reply = engine.continue_reply(chat, partial, sampling)
-            # In batches (UI_BATCH_S): rendering each token would take CPU from llama.cpp.
-            pending, sent_at = [], 0.0
-            for piece in reply:
-                pending.append(piece)
-                now = time.monotonic()
-                if now - sent_at >= UI_BATCH_S:
-                    self.post_message(Token("".join(pending)))
-                    pending, sent_at = [], now
-            if pending:
-                self.post_message(Token("".join(pending)))
-            self.post_message(Finished(reply.stats, reply.dropped))
-        except EdgechatError as e:
-            self.post_message(Finished(None, 0, str(e)))
-            return
-        self.app.save_snapshot(conv_id)  # on the llama thread, after the screen has it
+        """Wait for the reply on the llama thread; its text comes as Token messages."""
+        self.session.reply(conv_id, chat, partial, sampling, self.post_message).result()
 
     async def on_token(self, message: Token) -> None:
         self._reply_text += message.text
@@ -404,5 +389,5 @@ class ChatScreen(ChatActions, Screen):
     def action_stop(self) -> None:
         if self._summariser is not None:
             self._summariser.cancel()  # the whole summary, not only the chunk being read
-        elif self.generating and self.app.engine is not None:
-            self.app.engine.cancel()
+        elif self.generating:
+            self.session.cancel()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -80,6 +82,10 @@ class UserText(Static):
 class Readouts(Horizontal):
     """Memory, context and speed, refreshed every second."""
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._rss: deque[float] = deque(maxlen=30)  # MiB, for the sparkline
+
     def compose(self) -> ComposeResult:
         yield Label("RSS -", id="rss")
         yield Sparkline([0], id="rss-spark")
@@ -89,9 +95,14 @@ class Readouts(Horizontal):
         yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="ctx-bar")
         yield Label("", id="speed")
 
-    def show_memory(self, r, history) -> None:
-        self.query_one("#rss", Label).update(f"RSS {_short(r.rss)}")
-        self.query_one("#rss-spark", Sparkline).data = list(history)
+    def show_memory(self, r, remote: bool = False) -> None:
+        """``remote``: the model's memory is a server's, so only the app's is shown."""
+        if not self._rss:  # start level, not from zero
+            self._rss.extend([r.rss / 2**20] * 29)
+        self._rss.append(r.rss / 2**20)
+        rss = f"remote · app {_short(r.rss)}" if remote else f"RSS {_short(r.rss)}"
+        self.query_one("#rss", Label).update(rss)
+        self.query_one("#rss-spark", Sparkline).data = list(self._rss)
         self.query_one("#ram", Label).update(f"RAM {_short(r.ram_used)}/{_short(r.ram_total)}")
         if r.vram_total:
             vram = self.query_one("#vram", Label)

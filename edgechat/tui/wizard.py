@@ -38,6 +38,10 @@ class PullCancelled(Exception):
     pass
 
 
+class BandwidthMeasured(Message):
+    """The CPU's bandwidth is known now: the recommendations can be ranked."""
+
+
 class WizardScreen(Screen):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel / back"),
@@ -98,7 +102,7 @@ class WizardScreen(Screen):
         for button in self.query("#tasks Button"):
             button.variant = "primary" if button.id == f"task-{task}" else "default"
         rows = self._rows(task)
-        installed = len(self.app.installed_models())
+        installed = len(self.app.choices.installed())
         rows[installed:installed] = self._found_rows()
         table = self.query_one(DataTable)
         table.clear()
@@ -109,10 +113,13 @@ class WizardScreen(Screen):
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
         """What is here already comes first (it works offline), then the recommendations."""
-        installed = self.app.installed_models()
+        installed = self.app.choices.installed()
         why = [""] * bool(self.why_width)
         rows = [(model_id, ("", "", "", "installed", "●", *why)) for model_id in installed]
-        for c in self.app.recommendations(task) or []:  # None while the CPU is measured
+        recommended = self.app.choices.recommendations(task)
+        if recommended is None:  # the CPU's bandwidth is unknown: measure it, then refill
+            self._measure_bandwidth()
+        for c in recommended or []:
             model_id = f"{c.model.id}:{c.quant}"
             if model_id in installed:
                 continue
@@ -127,7 +134,7 @@ class WizardScreen(Screen):
     def _found_rows(self) -> list[tuple[str, tuple[str, ...]]]:
         """Models Ollama, LM Studio, llama.cpp and the HF cache keep here, under their own
         heading: choosing one imports it where it lies (no copy), then loads it."""
-        found = self.app.machine_models()
+        found = self.app.choices.machine_models()
         if not found:
             return []
         why = [""] * bool(self.why_width)
@@ -137,6 +144,14 @@ class WizardScreen(Screen):
             self.found[key] = f
             rows.append((key, (format_size(f.size), "", "", STORE_SHORT[f.store], "○", *why)))
         return rows
+
+    @work(thread=True, exclusive=True, group="bandwidth")
+    def _measure_bandwidth(self) -> None:
+        self.app.choices.measure_bandwidth()
+        self.post_message(BandwidthMeasured())
+
+    def on_bandwidth_measured(self) -> None:
+        self.show_task(self.chosen_task)
 
     @on(Button.Pressed, "#tasks Button")
     def _task(self, event: Button.Pressed) -> None:
@@ -151,7 +166,7 @@ class WizardScreen(Screen):
         if self._pulling or not self.rows:
             return
         model_id = self.rows[self.query_one(DataTable).cursor_row]
-        if model_id in self.app.installed_models():
+        if model_id in self.app.choices.installed():
             self.app.use_model(model_id, remember=True)
             return
         if model_id == ON_THIS_MACHINE:
@@ -205,7 +220,7 @@ class WizardScreen(Screen):
         from edgechat.errors import EdgechatError
 
         try:
-            self.post_message(PullDone(self.app.adopt_model(found.store, found.name)))
+            self.post_message(PullDone(self.app.choices.adopt_model(found.store, found.name)))
         except EdgechatError as e:
             self.post_message(PullDone(None, str(e)))
 
