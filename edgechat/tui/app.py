@@ -264,7 +264,7 @@ class EdgechatApp(App):
         why = escape(clean(message.why))
         self.notify(why, title="cannot load this model", severity="error", timeout=15)
         self._show(message.state)
-        self.open_wizard()
+        self.call_later(self.open_wizard)  # after the notification, as ``_show``
 
     def on_model_warning(self, message: ModelWarning) -> None:
         self.notify(message.text, severity="warning")
