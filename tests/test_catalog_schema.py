@@ -230,8 +230,8 @@ async def test_the_pickers_ranking_goes_on_without_the_bad_entry():
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, WizardScreen) and app.screen.rows)
         assert app.screen.rows and not any(r.startswith(f"{top}:") for r in app.screen.rows)
-        assert all(c.model.id != top for c in app.recommendations("code"))
+        assert all(c.model.id != top for c in app.choices.recommendations("code"))
         said = [str(n.message) for n in app._notifications]
         assert len(said) == 1 and str(file) in said[0] and "arch.swa_every: " in said[0]
         _write("models = 3\n")  # a file that cannot be read: the installed models remain
-        assert app.recommendations("math") == []
+        assert app.choices.recommendations("math") == []
