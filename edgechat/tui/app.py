@@ -82,7 +82,7 @@ class EdgechatApp(App):
         self.sampling = sampling(self.settings)
         self.choices = ModelChoices(
             self.device,
-            lambda: self.request.ctx,
+            lambda: self.request,
             warn=lambda line: self.notify(line, severity="warning", timeout=20, markup=False),
         )
         cap = self.settings.snapshot_cap_mb * 2**20

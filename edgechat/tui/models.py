@@ -6,21 +6,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgechat.errors import EdgechatError
 
+if TYPE_CHECKING:
+    from edgechat.service import ModelRequest
+
 
 class ModelChoices:
-    """``ctx()``: the context size asked for now (the settings can change meanwhile);
-    ``warn``: where a line about the catalog goes (entries left out, a file unread)."""
+    """``request()``: what the app would load now (its options and settings, which can
+    change meanwhile); ``warn``: where a line about the catalog goes."""
 
-    def __init__(self, device, ctx: Callable[[], int], warn: Callable[[str], None]) -> None:
+    def __init__(
+        self, device, request: Callable[[], ModelRequest], warn: Callable[[str], None]
+    ) -> None:
         self.device = device
-        self._ctx = ctx
+        self._request = request
         self._warn = warn
         self._recommended: dict[str, list] = {}
         self._cpu_gb_s: float | None = None
         self._found: list | None = None  # models other tools keep here
+
+    @property
+    def request(self) -> ModelRequest:
+        return self._request()
 
     def installed(self) -> dict[str, Path]:
         from edgechat.models import registry
@@ -64,7 +74,7 @@ class ModelChoices:
 
             # The first ranking tells of catalog entries left out; a catalog file that
             # cannot be read leaves the installed models to pick from.
-            say = (lambda line: None) if self._recommended else self._warn
+            say = (lambda line: None) if self._recommended else self._catalog_warning
             try:
                 models = catalog.load(warn=say)
             except EdgechatError as e:
@@ -74,11 +84,14 @@ class ModelChoices:
                 models,
                 self.device,
                 task,
-                self._ctx(),
+                self.request.ctx,
                 self._cpu_gb_s,
                 signed_in=credentials.token()[0] is not None,
             )[:15]
         return self._recommended[task]
+
+    def _catalog_warning(self, line: str) -> None:
+        self._warn(line)
 
     def measure_bandwidth(self) -> None:
         """Measure the CPU's read bandwidth (about a second: keep it off the UI thread)."""
