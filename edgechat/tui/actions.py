@@ -84,8 +84,7 @@ class ChatActions:
         rest = self.app.store.list()
         self.open_conversation(rest[0].id if rest else None)
 
-    @work
-    async def action_export(self) -> None:
+    def action_export(self) -> None:
         """Ask where, offering the current folder, and write Markdown there."""
         from edgechat.paths import write_atomic
         from edgechat.tui.dialogs import Ask
@@ -93,18 +92,22 @@ class ChatActions:
         conv = self.conversation
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in conv.title.lower())
         default = _free_name(Path.cwd(), safe.strip("-")[:40] or f"chat-{conv.id}")
-        path = await self.app.push_screen_wait(Ask("Export this chat as Markdown to", str(default)))
-        if not path or not path.strip():
-            return
-        target = Path(path.strip()).expanduser()
-        if target.is_dir():
-            target = _free_name(target, default.stem)
-        try:
-            write_atomic(target, self.app.store.export_markdown(conv.id))
-        except EdgechatError as e:
-            self.notify(str(e), severity="error", timeout=10)
-            return
-        self.notify(f"exported to {target}")
+
+        def done(path: str | None) -> None:
+            if not path or not path.strip():
+                return
+            target = Path(path.strip()).expanduser()
+            if target.is_dir():
+                target = _free_name(target, default.stem)
+            try:
+                write_atomic(target, self.app.store.export_markdown(conv.id))
+            except EdgechatError as e:
+                self.notify(str(e), severity="error", timeout=10)
+                return
+            self.notify(f"exported to {target}")
+
+        # Shown at once, not awaited in a worker: the dialog is there when this returns.
+        self.app.push_screen(Ask("Export this chat as Markdown to", str(default)), done)
 
     @work
     async def action_settings(self) -> None:

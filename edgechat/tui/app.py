@@ -192,14 +192,15 @@ class EdgechatApp(App):
             return
         self._close_wizard()
 
-    @work
-    async def ask_remote(self) -> None:
+    def ask_remote(self) -> None:
         from edgechat.tui.dialogs import Ask
 
-        question = "OpenAI-compatible server (like http://HOST:8080/v1)"
-        url = await self.push_screen_wait(Ask(question))
-        if url and url.strip():
-            self.use_remote(url.strip())
+        def chosen(url: str | None) -> None:
+            if url and url.strip():
+                self.use_remote(url.strip())
+
+        # Shown at once, not awaited in a worker: the dialog is there when this returns.
+        self.push_screen(Ask("OpenAI-compatible server (like http://HOST:8080/v1)"), chosen)
 
     @work
     async def choose_kv_cache(self) -> None:
