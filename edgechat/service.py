@@ -236,8 +236,9 @@ def chat_check(engine: ChatEngine, wanted_ctx: int) -> ChatCheck:
 
     warnings = []
     if engine.n_ctx < wanted_ctx:
+        info = engine.info()
         warnings.append(
             f"context capped at {engine.n_ctx} tokens (asked {wanted_ctx}): "
-            f"{engine.plan.model_path.name} was trained for {engine.n_ctx_train}"
+            f"{Path(info['path']).name} was trained for {info.get('n_ctx_train', engine.n_ctx)}"
         )
     return ChatCheck(base_model_reason(engine), tuple(warnings))

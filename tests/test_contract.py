@@ -42,6 +42,12 @@ def test_the_fake_engine_keeps_it_too():
     assert reply.stats.finish == "stop" and reply.stats.gen_tokens > 1
 
 
+def test_a_capped_fake_context_is_said_through_the_contract_alone():
+    check = chat_check(FakeEngine(n_ctx=512), 4096)
+    assert check.refusal is None
+    assert "context capped at 512 tokens (asked 4096)" in check.warnings[0]
+
+
 def test_a_server_model_is_the_servers_to_judge():
     remote = FakeEngine(is_local=False, where="desk:8080")
     assert chat_check(remote, 10**6).refusal is None and not chat_check(remote, 10**6).warnings
