@@ -44,6 +44,7 @@ class ModelRequest:
     remote: str | None = None  # a server's URL: its model answers, not a local one
     remote_model: str | None = None  # the server's model (default: its first)
     api_key: str | None = None  # the server's key (default: EDGECHAT_API_KEY, keyring)
+    parallel: int = 1  # sequences decoded together (serve); 0: as many as fit, up to 4
 
     @classmethod
     def from_args(cls, args, settings: Settings) -> ModelRequest:
@@ -129,7 +130,7 @@ def plan_model(
     from edgechat.facts.device import detect
     from edgechat.facts.gguf import inspect_file
     from edgechat.models import registry
-    from edgechat.planning.fit import plan_for, refusal
+    from edgechat.planning.fit import plan_for, plan_parallel, refusal
     from edgechat.planning.memory import Shape
 
     if request.ctx < 64:
@@ -142,10 +143,14 @@ def plan_model(
         n_gpu_layers=max(0, request.gpu_layers),
         type_k=request.type_k,
         type_v=request.type_v,
+        n_seq=max(1, request.parallel),
     )
     shape = Shape.from_facts(inspect_file(path))
     device = device or detect(request.memory, request.vram)
-    est, fit = plan_for(plan, shape, device, auto_gpu=request.gpu_layers < 0)
+    if request.parallel == 0:
+        est, fit = plan_parallel(plan, shape, device, auto_gpu=request.gpu_layers < 0)
+    else:
+        est, fit = plan_for(plan, shape, device, auto_gpu=request.gpu_layers < 0)
     warnings = []
     if not fit.fits:
         if not request.force:

@@ -11,7 +11,6 @@ Import cost: ``llama_cpp`` is imported when an engine is loaded, never at start-
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ctypes
 import threading
@@ -22,8 +21,10 @@ from dataclasses import replace
 from edgechat.errors import ContextOverflow, EdgechatError, ModelLoadError
 from edgechat.llama import backend
 from edgechat.llama.backend import LOG
+from edgechat.llama.cache import keep_prefix
 from edgechat.llama.contract import reply_reserve
 from edgechat.llama.params import check_plan, context_params, model_params
+from edgechat.llama.pieces import Detokenizer
 from edgechat.llama.prompts import Message, Prompts
 from edgechat.llama.reply import Reply, Stats
 from edgechat.llama.scoring import check_finite
@@ -99,7 +100,8 @@ class Engine:
             )
         self.load_s = time.perf_counter() - t0
         self.plan = plan
-        self.n_ctx = lc.llama_n_ctx(self._ctx)
+        self.n_seq = lc.llama_n_seq_max(self._ctx)
+        self.n_ctx = lc.llama_n_ctx_seq(self._ctx)  # each sequence's own cache
         self.n_ctx_train = n_ctx_train
         self._n_swa = lc.llama_model_n_swa(self._model)
         self._kv_tokens: list[int] = []  # what the KV cache holds, position by position
@@ -158,6 +160,7 @@ class Engine:
             "size_bytes": lc.llama_model_size(self._model),
             "n_ctx_train": self.n_ctx_train,
             "n_ctx": self.n_ctx,
+            "n_seq": self.n_seq,
             "n_vocab": lc.llama_vocab_n_tokens(self._vocab),
             "chat_template": self._prompts.has_template,
             "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
@@ -222,13 +225,26 @@ class Engine:
         sampling = sampling or Sampling()
         self._cancel.clear()
         t_request = time.perf_counter()
-        reserve = reply_reserve(sampling.max_tokens, self.n_ctx)
-        if drop_oldest:
-            _, dropped, tokens = self.fit(messages, reserve)
-        else:
-            tokens = self._prompts.whole(messages, reserve, self.n_ctx, self.n_ctx_train)
-            dropped = 0
+        tokens, dropped = self.chat_tokens(messages, sampling, drop_oldest)
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
+
+    def chat_tokens(
+        self, messages: Sequence[Message], sampling: Sampling, drop_oldest: bool, n_ctx: int = 0
+    ) -> tuple[list[int], int]:
+        """The prompt of a chat reply with room for it in ``n_ctx`` (0, or more than the
+        context: the context), and how many of the oldest turns made way for it."""
+        n_ctx = min(n_ctx or self.n_ctx, self.n_ctx)
+        reserve = reply_reserve(sampling.max_tokens, n_ctx)
+        if drop_oldest:
+            _, dropped, tokens = self._prompts.fit(messages, reserve, n_ctx)
+            return tokens, dropped
+        return self._prompts.whole(messages, reserve, n_ctx, self.n_ctx_train), 0
+
+    def completion_tokens(self, prompt: str, sampling: Sampling, n_ctx: int = 0) -> list[int]:
+        """Raw ``prompt`` text as tokens (no chat template), when it leaves room for a reply."""
+        tokens = self.tokenize(prompt, add_special=True, parse_special=False)
+        self._check_room(tokens, sampling, "the prompt", "the answer", "", n_ctx)
+        return tokens
 
     def complete(self, prompt: str, sampling: Sampling | None = None) -> Reply:
         """Stream the continuation of raw ``prompt`` text (no chat template): what an
@@ -237,8 +253,8 @@ class Engine:
         sampling = sampling or Sampling()
         self._cancel.clear()
         t_request = time.perf_counter()
-        tokens = self.tokenize(prompt, add_special=True, parse_special=False)
-        return self._fitted_reply(tokens, sampling, t_request, "the prompt", "the answer", "")
+        tokens = self.completion_tokens(prompt, sampling)
+        return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
 
     def continue_reply(
         self, messages: Sequence[Message], partial: str, sampling: Sampling | None = None
@@ -249,19 +265,19 @@ class Engine:
         self._cancel.clear()
         t_request = time.perf_counter()
         tokens = self._prompts.continued(messages, partial)
-        return self._fitted_reply(
-            tokens, sampling, t_request, "the chat", "more of the reply", "; start a new chat"
-        )
+        self._check_room(tokens, sampling, "the chat", "more of the reply", "; start a new chat")
+        return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
 
-    def _fitted_reply(self, tokens, sampling, t_request, what, room, advice) -> Reply:
-        """A reply to ``tokens`` when they leave room for one; no old turns to drop here."""
-        reserve = reply_reserve(sampling.max_tokens, self.n_ctx)
-        if len(tokens) + reserve > self.n_ctx:
+    def _check_room(self, tokens, sampling, what, room, advice, n_ctx: int = 0) -> None:
+        """Raise ContextOverflow unless ``tokens`` leave room for a reply; no old turns
+        to drop here."""
+        n_ctx = min(n_ctx or self.n_ctx, self.n_ctx)
+        reserve = reply_reserve(sampling.max_tokens, n_ctx)
+        if len(tokens) + reserve > n_ctx:
             raise ContextOverflow(
                 f"{what} is {len(tokens)} tokens, and with {reserve} kept for {room} "
-                f"it does not fit the {self.n_ctx}-token context{advice}"
+                f"it does not fit the {n_ctx}-token context{advice}"
             )
-        return Reply(self._generate(tokens, sampling, t_request, 0), self, 0)
 
     @property
     def n_vocab(self) -> int:
@@ -283,25 +299,6 @@ class Engine:
         self._lc.llama_memory_clear(self._lc.llama_get_memory(self._ctx), True)
         self._kv_tokens.clear()
 
-    def _reuse_prefix(self, tokens: list[int]) -> int:
-        """Keep the cached tokens the new prompt starts with; returns how many."""
-        lc = self._lc
-        cached = self._kv_tokens
-        n = 0
-        limit = min(len(cached), len(tokens) - 1)  # always evaluate one token for logits
-        while n < limit and cached[n] == tokens[n]:
-            n += 1
-        mem = lc.llama_get_memory(self._ctx)
-        if n and not lc.llama_memory_seq_rm(mem, 0, n, -1):
-            n = 0
-        # Sliding-window layers forget old positions; reuse only what they still hold.
-        if n and self._n_swa > 0 and lc.llama_memory_seq_pos_min(mem, 0) > max(0, n - self._n_swa):
-            n = 0
-        if n == 0:
-            lc.llama_memory_clear(mem, True)
-        del cached[n:]
-        return n
-
     def _generate(
         self, tokens: list[int], sampling: Sampling, t_request: float, dropped: int
     ) -> Iterator[str]:
@@ -319,7 +316,7 @@ class Engine:
         self.last_backend_sampling = sampler.backend
         try:
             # Prompt: evaluate what the cache does not already hold, a batch at a time.
-            n_cached = self._reuse_prefix(tokens)
+            n_cached = keep_prefix(self, 0, kv, tokens)
             todo = tokens[n_cached:]
             step = self.plan.n_batch
             for i in range(0, len(todo), step):
@@ -341,20 +338,16 @@ class Engine:
             # The hot loop: locals only, one decode and one native sample per token.
             sample = sampler.next
             is_eog = lc.llama_vocab_is_eog
-            to_piece = lc.llama_token_to_piece
             decode = lc.llama_decode
             get_one = lc.llama_batch_get_one
-            buf = self.vocab.buf
-            buf_len = len(buf)
             one = (lc.llama_token * 1)()
-            utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+            text_of = Detokenizer(self.vocab)
             max_tokens = sampling.max_tokens
             while True:
                 tok = sample()
                 if is_eog(vocab, tok):
                     break
-                n = to_piece(vocab, tok, buf, buf_len, 0, False)
-                text = utf8.decode(buf.raw[:n]) if n > 0 else ""
+                text = text_of(tok)
                 n_gen += 1
                 t_last = time.perf_counter()
                 if n_gen == 1:
@@ -376,7 +369,7 @@ class Engine:
                     self.clear_cache()
                     raise EngineError(f"llama.cpp failed while generating (code {rc})")
                 kv.append(tok)
-            tail = utf8.decode(b"", final=True)
+            tail = text_of.flush()
             if tail:
                 yield tail
         except (GeneratorExit, KeyboardInterrupt):
@@ -398,3 +391,4 @@ class Engine:
                 dropped_messages=dropped,
                 threads=self.plan.n_threads,
             )
+

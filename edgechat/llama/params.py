@@ -70,7 +70,13 @@ def model_params(lc, plan: RunPlan):
 
 def context_params(lc, plan: RunPlan):
     cparams = lc.llama_context_default_params()
-    cparams.n_ctx = plan.n_ctx
+    cparams.n_ctx = plan.n_ctx * plan.n_seq
+    cparams.n_seq_max = plan.n_seq
+    # A cache of n_ctx cells for each sequence, as llama-server -np N: a sequence's
+    # attention then reads only its own cells, so its tokens are exactly what it gets
+    # alone. In one unified cache the other sequences' cells fall inside the attention
+    # kernels' tiles and change the last bits (greedy replies drift apart).
+    cparams.kv_unified = False
     cparams.n_batch = plan.n_batch
     cparams.n_ubatch = plan.n_ubatch
     cparams.n_threads = plan.n_threads

@@ -59,30 +59,35 @@ def use_backend(setting: bool | None, all_on_gpu: bool, s: Sampling) -> bool:
 
 
 class Sampler:
-    """One reply's sampler. ``next()`` is the token for the last decoded position; with
-    backend sampling, the decode itself sampled it."""
+    """One reply's sampler, for sequence ``seq``. ``next()`` is the token for the last
+    decoded position, ``at(i)`` for position ``i`` of the batch; with backend sampling,
+    the decode itself sampled them."""
 
-    def __init__(self, lc, ctx, vocab, s: Sampling, backend: bool) -> None:
-        self._lc, self._ctx = lc, ctx
+    def __init__(self, lc, ctx, vocab, s: Sampling, backend: bool, seq: int = 0) -> None:
+        self._lc, self._ctx, self._seq = lc, ctx, seq
         self._chain = chain(lc, vocab, s)
         # Attach before the prompt is decoded, so its last position is sampled too.
-        self.backend = bool(backend and lc.llama_set_sampler(ctx, 0, self._chain))
+        self.backend = bool(backend and lc.llama_set_sampler(ctx, seq, self._chain))
         if self.backend:
-            self._get = partial(lc.llama_get_sampled_token_ith, ctx, -1)
+            self._get = partial(lc.llama_get_sampled_token_ith, ctx)
         else:
+            self.at = partial(lc.llama_sampler_sample, self._chain, ctx)
             self.next = partial(lc.llama_sampler_sample, self._chain, ctx, -1)
 
-    def next(self) -> int:  # replaced per instance by the fast path above
-        tok = self._get()
+    def at(self, i: int) -> int:  # replaced per instance by the fast paths above
+        tok = self._get(i)
         if tok < 0:
             raise EdgechatError(
                 f"llama.cpp's backend sampling returned no token; set {ENV}=0 to sample on the CPU"
             )
         return tok
 
+    def next(self) -> int:
+        return self.at(-1)
+
     def close(self) -> None:
         if self.backend:
-            self._lc.llama_set_sampler(self._ctx, 0, None)
+            self._lc.llama_set_sampler(self._ctx, self._seq, None)
             self.backend = False
         if self._chain is not None:
             self._lc.llama_sampler_free(self._chain)

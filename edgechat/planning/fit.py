@@ -128,12 +128,16 @@ def plan_gpu_layers(
 
 def refusal(fit: Fit, est: MemoryEstimate) -> str:
     """The message for a plan that does not fit, with the figures and the ways out."""
+    seqs = est.plan.n_seq
     return (
         f"this model will not fit: it {fit.why} "
-        f"(estimate at {est.n_ctx} tokens of context: RAM {format_size(est.ram_needed)}"
+        f"(estimate at {est.n_ctx} tokens of context"
+        + (f" x {seqs} sequences" if seqs > 1 else "")
+        + f": RAM {format_size(est.ram_needed)}"
         + (f", VRAM {format_size(est.vram)}" if est.vram else "")
         + "). Try a smaller quant or model (`edgechat recommend`), a smaller --ctx, "
-        "or --force to load it anyway"
+        + ("a smaller --parallel, " if seqs > 1 else "")
+        + "or --force to load it anyway"
     )
 
 
@@ -145,3 +149,17 @@ def plan_for(
         return plan_gpu_layers(plan, shape, device)
     est = estimate(plan, shape, device.simd, gpu_backend(device))
     return est, judge(est, device)
+
+
+def plan_parallel(
+    plan: RunPlan, shape: Shape, device: Device, auto_gpu: bool, most: int = 4
+) -> tuple[MemoryEstimate, Fit]:
+    """The plan with the most sequences (up to ``most``, each with the plan's context)
+    whose caches fit comfortably without taking GPU layers from one sequence's plan;
+    one sequence when no more do."""
+    one = plan_for(replace(plan, n_seq=1), shape, device, auto_gpu)
+    for n in range(most, 1, -1):
+        est, fit = plan_for(replace(plan, n_seq=n), shape, device, auto_gpu)
+        if fit.label == COMFORTABLE and est.n_gpu_layers >= one[0].n_gpu_layers:
+            return est, fit
+    return one

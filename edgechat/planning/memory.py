@@ -9,7 +9,8 @@ checked against llama.cpp's own log lines (``CPU KV buffer size = ...``):
   (Q4_0, Q4_K, IQ4_NL ...) into an interleaved layout; the copy is extra, and the
   mapped pages it came from stay resident until the OS needs them back;
 - KV cache: per layer, cells x KV heads x (key + value head size) x bytes per value;
-  sliding-window layers hold only their window plus one micro-batch;
+  sliding-window layers hold only their window plus one micro-batch; several sequences
+  (``serve --parallel``) have a cache each;
 - compute: llama.cpp reserves room for the logits of a whole micro-batch, but while
   chatting only one row of logits is produced, so on the CPU only the activations
   of one micro-batch and the attention masks become resident; on a GPU the whole
@@ -230,6 +231,7 @@ class MemoryEstimate:
         return {
             "model": str(self.plan.model_path),
             "n_ctx": self.n_ctx,
+            "n_seq": self.plan.n_seq,
             "n_gpu_layers": self.n_gpu_layers,
             "gpu_backend": self.backend,
             "op_offload": self.op_offload,
@@ -320,7 +322,7 @@ def estimate(
     per_value = KV_TYPE_BYTES.get(plan.type_k, 2.0), KV_TYPE_BYTES.get(plan.type_v, 2.0)
     for il in range(n_layers):
         heads = shape.n_head_kv[il] if il < len(shape.n_head_kv) else shape.n_head_kv[-1]
-        size = int(
+        size = plan.n_seq * int(
             cells[il] * heads * (shape.head_dim_k * per_value[0] + shape.head_dim_v * per_value[1])
         )
         add("KV cache", **({"vram": size} if il >= first_gpu else {"ram": size}))
@@ -350,7 +352,7 @@ def estimate(
         add("compute", ram=host_compute(ubatch=ubatch, n_ctx=n_ctx, n_embd=shape.n_embd), vram=vram)
     else:
         add("compute", ram=activations + masks)
-    add("output", ram=4 * shape.n_vocab)
+    add("output", ram=4 * shape.n_vocab * plan.n_seq)  # a row of logits per sequence
     add("process", ram=PROCESS_BASE + VOCAB_BYTES_PER_TOKEN * shape.n_vocab)
     if uses_gpu:
         runtime = GPU_RUNTIME.get(backend)

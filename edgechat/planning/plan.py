@@ -29,7 +29,10 @@ def physical_cores() -> int:
 @dataclass(frozen=True)
 class RunPlan:
     model_path: Path
-    n_ctx: int = 4096
+    n_ctx: int = 4096  # tokens of context for each sequence
+    # Sequences decoded together (`serve --parallel`): each has a KV cache of n_ctx cells
+    # of its own in the one llama.cpp context.
+    n_seq: int = 1
     n_threads: int = 0  # 0: chosen at load from the free cores (planning/threads.py)
     n_threads_batch: int = 0  # 0: same as n_threads
     n_gpu_layers: int = 0

@@ -1,5 +1,5 @@
 """The OpenAI wire format: request validation (pydantic), response and chunk shapes,
-errors in OpenAI's shape, and stop strings, so the server module only routes."""
+errors in OpenAI's shape, so the server module only routes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgechat import limits
 
-__all__ = ["ApiError", "ChatRequest", "CompletionRequest", "StopFilter", "ValidationError"]
+__all__ = ["ApiError", "ChatRequest", "CompletionRequest", "ValidationError"]
 
 
 class ApiError(Exception):
@@ -131,39 +131,6 @@ class CompletionRequest(_Common):
         if len(self.prompt) != 1:
             raise ApiError(400, "give one prompt per request", "invalid_value", "prompt")
         return self.prompt[0]
-
-
-class StopFilter:
-    """Cut the reply at the first stop string, across token boundaries: text that may
-    be the start of a stop string is held back until it is known not to be."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = stops
-        self.pending = ""
-
-    def feed(self, piece: str) -> tuple[str, bool]:
-        """(text safe to send now, whether a stop string was reached)."""
-        if not self.stops:
-            return piece, False
-        self.pending += piece
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out = self.pending[: min(hits)]
-            self.pending = ""
-            return out, True
-        hold = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.pending)), 0, -1):
-                if self.pending.endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(out) :]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 # -- responses -------------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""The llama thread of the server: one engine, one thread, a bounded queue of requests.
+"""The llama thread of the server: one engine, one thread, its sequences as slots, and a
+bounded queue of requests waiting for a slot.
 
 Every llama.cpp call (load, tokenize, decode, close) runs on this one thread: llama.cpp's
 OpenMP thread team belongs to the thread that calls it, and generating from a second
 thread makes a second team that fights the first for the cores (60-70 % speed on two
-cores). Requests wait their turn in the queue; a full queue refuses at once, so a burst
-gets a clear "come back later" instead of piling up. Each request gets its events
-(start, text, end, error) through a callback the async side supplies.
+cores). The thread admits waiting requests into free slots, then advances every slot
+by one decode (llama/batch.py), and between two steps frees the slots of clients that
+left. A full queue refuses at once, so a burst gets a clear "come back later" instead
+of piling up. Each request gets its events (start, text, end, error) through a
+callback the async side supplies.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.planning.plan import Sampling
-from edgechat.serve.protocol import ApiError, StopFilter
+from edgechat.serve.protocol import ApiError
 
 FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "cancelled"}
 
@@ -30,16 +33,29 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One request: a chat (``messages``) or a raw completion (``prompt``)."""
+    """One request: a chat (``messages``) or a raw completion (``prompt``).
+
+    ``prefix``: tokens the prompt continues (Ollama's ``context``); ``drop_oldest``: old
+    turns make way when the chat outgrows the context (Ollama's rule) instead of a 413;
+    ``n_ctx``: a smaller context for this request (0: the slot's).
+    """
 
     sampling: Sampling
     emit: Callable[[tuple], None]  # called on the llama thread; must be thread-safe
     messages: list[dict] | None = None
     prompt: str | None = None
     stops: list[str] = field(default_factory=list)
+    prefix: list[int] = field(default_factory=list)
+    drop_oldest: bool = False
+    n_ctx: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)
+    t_request: float = field(default_factory=time.perf_counter)
+    seq: int = -1  # its slot while it runs
+    started: bool = False
+    tokens: list[int] = field(default_factory=list)  # the prompt, once built
+    dropped: int = 0
 
 
 class LlamaWorker:
@@ -47,12 +63,15 @@ class LlamaWorker:
         self._load = load
         self.queue_size = queue_size
         self._waiting: collections.deque[Job] = collections.deque()
+        self._active: dict[int, Job] = {}  # slot -> job
+        self._leaving: list[Job] = []  # running jobs whose clients left: freed between steps
         self._cond = threading.Condition()
-        self._current: Job | None = None
         self._stopping = False
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
         self.engine = None
+        self.slots = 0
+        self._free = 0  # slots free as of the llama thread's last look
         self.info: dict = {}  # the engine's info(), read on the llama thread at load
         self.counts = {"served": 0, "cancelled": 0, "refused": 0, "failed": 0}
         self._mean_s = 1.0  # a running mean of request time, for Retry-After
@@ -70,14 +89,7 @@ class LlamaWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Refuse what waits, stop what runs, close the engine on its own thread."""
-        with self._cond:
-            self._stopping = True
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            self._cancel_current()
-            self._cond.notify_all()
-        for job in waiting:
-            job.emit(("error", ApiError(503, "the server is shutting down", "shutting_down")))
+        self.interrupt()
         self._thread.join(timeout)
 
     def interrupt(self) -> None:
@@ -86,7 +98,6 @@ class LlamaWorker:
             waiting = list(self._waiting)
             self._waiting.clear()
             self._stopping = True
-            self._cancel_current()
             self._cond.notify_all()
         for job in waiting:
             job.emit(("error", ApiError(503, "the server is shutting down", "shutting_down")))
@@ -97,38 +108,32 @@ class LlamaWorker:
         with self._cond:
             if self._stopping:
                 raise ApiError(503, "the server is shutting down", "shutting_down")
-            if len(self._waiting) >= self.queue_size:
+            if len(self._waiting) >= self.queue_size + self._free:
                 self.counts["refused"] += 1
                 ahead = len(self._waiting) + 1
-                raise QueueFull(max(1, min(60, math.ceil(self._mean_s * ahead))))
+                each = self._mean_s / max(1, self.slots)
+                raise QueueFull(max(1, min(60, math.ceil(each * ahead))))
             self._waiting.append(job)
             self._cond.notify()
 
     def cancel(self, job: Job) -> None:
-        """The client went away: drop the job, or stop it after the current token."""
+        """The client went away: drop the job, or free its slot before the next step."""
         with self._cond:
             job.cancelled.set()
-            if self._current is job:
-                self._cancel_current()
-            elif job in self._waiting:
+            if job in self._waiting:
                 self._waiting.remove(job)
                 self.counts["cancelled"] += 1
                 job.emit(("end", "cancelled", None))  # its request stops waiting too
-
-    def _count(self, what: str) -> None:
-        with self._cond:
-            self.counts[what] += 1
-
-    def _cancel_current(self) -> None:
-        if self._current is not None:
-            self._current.cancelled.set()
-            if self.engine is not None:
-                self.engine.cancel()  # also stops a long prompt between batches
+            elif self._active.get(job.seq) is job:
+                self._leaving.append(job)
+                self._cond.notify()
 
     def status(self) -> dict:
         with self._cond:
             return {
-                "busy": self._current is not None,
+                "busy": bool(self._active),
+                "active": len(self._active),
+                "slots": self.slots,
                 "waiting": len(self._waiting),
                 "queue_size": self.queue_size,
                 **self.counts,
@@ -137,80 +142,136 @@ class LlamaWorker:
     # -- the llama thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        from edgechat.llama.batch import Batcher
+
         try:
             self.engine = self._load()
             self.info = self.engine.info()
+            batcher = Batcher(self.engine)
         except BaseException as exc:  # reported by start() on the caller's thread
             self._load_error = exc
             self._ready.set()
             return
+        self.slots = self._free = len(batcher.slots)
         self._ready.set()
         try:
             while True:
                 with self._cond:
-                    while not self._waiting and not self._stopping:
+                    while not (self._waiting or self._active or self._stopping):
                         self._cond.wait()
                     if self._stopping:
                         return
-                    job = self._waiting.popleft()
-                    self._current = job
-                t0 = time.perf_counter()
-                try:
-                    self._serve(job)
-                except Exception as exc:  # a bug must fail one request, not the server
-                    self._count("failed")
-                    why = f"internal error: {type(exc).__name__}: {exc}"
-                    job.emit(("error", ApiError(500, why, "internal_error")))
-                finally:
-                    with self._cond:
-                        self._current = None
-                    self._mean_s = 0.8 * self._mean_s + 0.2 * (time.perf_counter() - t0)
+                    leaving, self._leaving = self._leaving, []
+                for job in leaving:
+                    if self._active.get(job.seq) is job:  # not ended meanwhile
+                        batcher.cancel(job.seq)  # its on_end reports it
+                with self._cond:
+                    starts = []
+                    while self._waiting and len(starts) < batcher.free:
+                        starts.append(self._waiting.popleft())
+                for i, job in enumerate(starts):
+                    if not self._start(batcher, job):  # no room in the cache: wait again
+                        self._requeue(starts[i:])
+                        break
+                if batcher.busy:
+                    self._requeue(self._jobs_of(batcher.step()))
+                with self._cond:
+                    self._free = batcher.free
         finally:
+            batcher.cancel_all()
             self.engine.close()
 
-    def _serve(self, job: Job) -> None:
+    def _requeue(self, jobs: list[Job]) -> None:
+        with self._cond:
+            self._waiting.extendleft(reversed(jobs))
+
+    def _jobs_of(self, reqs) -> list[Job]:
+        jobs = []
+        for req in reqs:
+            job = next(j for j in self._active.values() if j.tokens is req.tokens)
+            with self._cond:
+                del self._active[job.seq]
+            job.seq = -1
+            jobs.append(job)
+        return jobs
+
+    def _count(self, what: str) -> None:
+        with self._cond:
+            self.counts[what] += 1
+
+    def _prompt(self, job: Job) -> tuple[list[int], int]:
+        """The job's prompt as tokens that leave room for the reply, and how many old
+        turns made way; raises ContextOverflow when it cannot fit."""
         engine = self.engine
-        try:
-            if job.messages is not None:
-                reply = engine.chat(job.messages, job.sampling, drop_oldest=False)
-            else:
-                reply = engine.complete(job.prompt or "", job.sampling)
-        except ContextOverflow as exc:
-            self._count("failed")
-            job.emit(("error", ApiError(413, str(exc), "context_length_exceeded")))
-            return
-        except EdgechatError as exc:
-            self._count("failed")
-            job.emit(("error", ApiError(400, str(exc), "invalid_request")))
-            return
-        stops = StopFilter(job.stops)
-        finish = None
-        pieces = iter(reply)
-        job.emit(("start",))
-        try:
-            for piece in pieces:
-                if job.cancelled.is_set():
-                    finish = "cancelled"
-                    break
-                text, hit = stops.feed(piece)
-                if text:
-                    job.emit(("text", text))
-                if hit:
-                    finish = "stop"
-                    break
-        except EdgechatError as exc:
-            self._count("failed")
-            job.emit(("error", ApiError(500, str(exc), "engine_error")))
-            return
-        finally:
-            pieces.close()  # stops generation at once when we broke out early
-        stats = reply.stats
-        if finish is None:
-            tail = stops.flush()
-            if tail:
-                job.emit(("text", tail))
-            finish = FINISH.get(stats.finish if stats else "stop", "stop")
+        if job.messages is not None:
+            tokens, dropped = engine.chat_tokens(
+                job.messages, job.sampling, job.drop_oldest, job.n_ctx
+            )
+        else:
+            tokens, dropped = engine.completion_tokens(job.prompt or "", job.sampling), 0
+        if job.prefix:  # the conversation so far, then this turn (without a second BOS)
+            bos = engine._lc.llama_vocab_bos(engine._vocab)
+            tokens = [*job.prefix, *(tokens[1:] if tokens[:1] == [bos] else tokens)]
+            engine._check_room(tokens, job.sampling, "the context and prompt", "the answer", "")
+        return tokens, dropped
+
+    def _start(self, batcher, job: Job) -> bool:
+        """Build the job's prompt and give it a slot; False when it must wait."""
+        from edgechat.llama.batch import SeqRequest
+
+        if job.cancelled.is_set():
+            self._count("cancelled")
+            job.emit(("end", "cancelled", None))
+            return True
+        if not job.tokens:
+            try:
+                job.tokens, dropped = self._prompt(job)
+            except ContextOverflow as exc:
+                self._count("failed")
+                job.emit(("error", ApiError(413, str(exc), "context_length_exceeded")))
+                return True
+            except EdgechatError as exc:
+                self._count("failed")
+                job.emit(("error", ApiError(400, str(exc), "invalid_request")))
+                return True
+            job.dropped = dropped
+
+        def on_text(text: str) -> None:
+            job.emit(("text", text))
+
+        def on_end(stats, error) -> None:
+            with self._cond:
+                self._active.pop(job.seq, None)
+            self._mean_s = 0.8 * self._mean_s + 0.2 * (time.perf_counter() - job.t_request)
+            if error is not None:
+                self._count("failed")
+                job.emit(("error", ApiError(500, str(error), "engine_error")))
+                return
+            finish = FINISH.get(stats.finish, "stop")
             if job.cancelled.is_set():
                 finish = "cancelled"
-        self._count("cancelled" if finish == "cancelled" else "served")
-        job.emit(("end", finish, stats))
+            self._count("cancelled" if finish == "cancelled" else "served")
+            job.emit(("end", finish, stats))
+
+        req = SeqRequest(
+            job.tokens,
+            job.sampling,
+            on_text,
+            on_end,
+            tuple(job.stops),
+            job.n_ctx,
+            job.dropped,
+            job.t_request,
+        )
+        seq = batcher.admit(req)
+        if seq is None:
+            return False
+        job.seq = seq
+        with self._cond:
+            self._active[seq] = job
+            if job.cancelled.is_set():  # its client left while it was being admitted
+                self._leaving.append(job)
+        if not job.started:
+            job.started = True
+            job.emit(("start",))
+        return True

@@ -1,0 +1,335 @@
+"""Continuous batching: several replies share one llama.cpp context, and each step is one
+``llama_decode`` holding every generating sequence's next token plus chunks of the
+prompts that wait, as llama-server does.
+
+- Each reply runs in a slot (its ``seq_id``), with its own sampler chain, stop strings
+  and limits, sampling at its own index in the batch.
+- The engine's context has a cache of n_ctx cells for each sequence (llama/params.py):
+  each reply gets the context ``--ctx`` names, as it would alone, and its tokens are
+  exactly the ones it would get alone.
+- A finished slot keeps its cache: a request that continues a conversation goes to the
+  free slot holding the longest common prefix and evaluates only what is new.
+- ``llama_decode`` returning 1 (no room left in the cache) puts the newest prompt back
+  to wait rather than failing the others.
+
+The batch's arrays are allocated once; a step writes a few numbers per sequence into
+them. Not thread-safe: every call on the one llama thread (serve/worker.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgechat.errors import EdgechatError
+from edgechat.llama.cache import keep_prefix
+from edgechat.llama.engine import Engine, EngineError
+from edgechat.llama.pieces import Detokenizer, StopFilter
+from edgechat.llama.reply import Stats
+from edgechat.llama.sampling import Sampler
+from edgechat.llama.scoring import check_finite
+from edgechat.planning.plan import Sampling
+
+
+@dataclass(frozen=True)
+class SeqRequest:
+    """One reply to generate: its prompt's tokens, how to sample, and where text goes.
+
+    The callbacks run on the llama thread: ``on_text(piece)`` for each piece of the
+    reply, then ``on_end(stats, error)`` once (``error`` None unless it failed).
+    """
+
+    tokens: list[int]
+    sampling: Sampling
+    on_text: Callable[[str], None]
+    on_end: Callable[[Stats, Exception | None], None]
+    stops: tuple[str, ...] = ()
+    n_ctx: int = 0  # the context this reply may fill; 0: the slot's whole share
+    dropped: int = 0  # old turns that made way for the prompt (reported in its stats)
+    t_request: float = field(default_factory=time.perf_counter)
+
+
+class _Slot:
+    """One sequence of the context, and the reply it is writing (if any)."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.cached: list[int] = []  # what its cache holds, position by position
+        self.req: SeqRequest | None = None
+        self.last_used = 0.0
+        self.order = 0  # admission number: the highest is the newest
+        self.todo: list[int] = []  # the prompt's tokens the cache lacks
+        self.done = 0  # of those, evaluated
+        self.pending = -1  # the sampled token to decode next (-1: still reading the prompt)
+        self.idx = -1  # its logits' row in this step's batch
+        self.limit = 0
+        self.n_gen = 0
+        self.t_prompt = self.prompt_s = self.t_first = self.t_last = 0.0
+        self.sampler: Sampler | None = None
+        self.text_of: Detokenizer | None = None
+        self.stops: StopFilter | None = None
+
+
+class Batcher:
+    """The engine's sequences as slots, advanced together one decode at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        lc = self._lc = engine._lc
+        self.engine = engine
+        self._ctx, self._vocab = engine._ctx, engine._vocab
+        self.n_ctx = engine.n_ctx  # each slot's share
+        self.slots = [_Slot(i) for i in range(engine.n_seq)]
+        self._admitted = 0
+        self._full = False  # the cache refused a step: start nothing new until a reply ends
+        cap = self._cap = max(engine.plan.n_batch, engine.n_seq)
+        # The batch, once: llama_batch points into these arrays; a step fills their heads.
+        self._tok = (lc.llama_token * cap)()
+        self._pos = (lc.llama_pos * cap)()
+        self._ids = (lc.llama_seq_id * cap)()  # one sequence per token: ids[i] is token i's
+        self._n_ids = (ctypes.c_int32 * cap)(*([1] * cap))
+        self._logits = (ctypes.c_int8 * cap)()
+        id_ptr = ctypes.POINTER(lc.llama_seq_id)
+        size, base = ctypes.sizeof(lc.llama_seq_id), ctypes.addressof(self._ids)
+        self._id_ptrs = (id_ptr * cap)(*(ctypes.cast(base + i * size, id_ptr) for i in range(cap)))
+        b = self._batch = lc.llama_batch()
+        b.token = ctypes.cast(self._tok, ctypes.POINTER(lc.llama_token))
+        b.pos = ctypes.cast(self._pos, ctypes.POINTER(lc.llama_pos))
+        b.n_seq_id = ctypes.cast(self._n_ids, ctypes.POINTER(ctypes.c_int32))
+        b.seq_id = ctypes.cast(self._id_ptrs, ctypes.POINTER(id_ptr))
+        b.logits = ctypes.cast(self._logits, ctypes.POINTER(ctypes.c_int8))
+
+    # -- slots -------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        """Slots writing a reply now."""
+        return sum(s.req is not None for s in self.slots)
+
+    @property
+    def free(self) -> int:
+        return len(self.slots) - self.busy
+
+    def admit(self, req: SeqRequest) -> int | None:
+        """Start ``req`` in the free slot whose cache holds most of its prompt (the least
+        recently used among equals); its slot, or None when every slot is busy."""
+        free = [s for s in self.slots if s.req is None]
+        if not free or (self._full and len(free) < len(self.slots)):
+            return None
+        tokens = req.tokens
+        if not tokens:
+            raise EdgechatError("the prompt is empty")
+
+        def shared(s: _Slot) -> int:
+            n, c = 0, s.cached
+            m = min(len(c), len(tokens) - 1)
+            while n < m and c[n] == tokens[n]:
+                n += 1
+            return n
+
+        slot = max(free, key=shared)
+        n = shared(slot)
+        if n == 0 or 2 * n < len(slot.cached):
+            # Not the continuation of that slot's conversation: take the least recently
+            # used slot (an empty one first), keeping the others' for their next turns.
+            slot = min(free, key=lambda s: s.last_used)
+        n = keep_prefix(self.engine, slot.seq, slot.cached, tokens)
+        engine = self.engine
+        slot.req = req
+        slot.todo, slot.done, slot.pending, slot.idx = tokens[n:], 0, -1, -1
+        slot.limit = min(req.n_ctx or self.n_ctx, self.n_ctx)
+        slot.n_gen = 0
+        slot.t_prompt = slot.prompt_s = slot.t_first = slot.t_last = 0.0
+        backend = engine._backend_sampling(req.sampling)
+        slot.sampler = Sampler(self._lc, self._ctx, self._vocab, req.sampling, backend, slot.seq)
+        slot.text_of = Detokenizer(engine.vocab)
+        slot.stops = StopFilter(list(req.stops))
+        self._admitted += 1
+        slot.order = self._admitted
+        return slot.seq
+
+    def cancel(self, seq: int) -> None:
+        """End slot ``seq``'s reply now (its client left); its cache stays for reuse."""
+        slot = self.slots[seq]
+        if slot.req is not None:
+            self._end(slot, "cancelled", time.perf_counter())
+
+    def cancel_all(self) -> None:
+        for slot in self.slots:
+            self.cancel(slot.seq)
+
+    # -- one step ----------------------------------------------------------------------
+
+    def step(self) -> list[SeqRequest]:
+        """One decode for every busy slot: each generating slot's next token, then prompt
+        chunks, oldest request first, while the batch has room. Returns the requests
+        that must wait again (the cache had no room for them)."""
+        tok, pos, ids, logits = self._tok, self._pos, self._ids, self._logits
+        busy = [s for s in self.slots if s.req is not None]
+        reading = [s for s in busy if s.pending < 0]
+        takes: dict[int, int] = {}
+        if reading:  # the oldest prompts first, while the batch has room
+            room = self._cap - (len(busy) - len(reading))
+            for s in sorted(reading, key=lambda s: s.order):
+                take = min(room, len(s.todo) - s.done)
+                if take <= 0:
+                    break
+                takes[s.seq] = take
+                room -= take
+        # In sequence order: llama.cpp splits a batch into micro-batches of consecutive
+        # sequences (one cache each), so this order needs the fewest.
+        n = 0
+        gen: list[_Slot] = []
+        chunks: list[tuple[_Slot, int]] = []
+        now = time.perf_counter()
+        for s in busy:
+            if s.pending >= 0:
+                tok[n] = s.pending
+                pos[n] = len(s.cached)
+                ids[n] = s.seq
+                logits[n] = 1
+                s.idx = n
+                n += 1
+                gen.append(s)
+                continue
+            take = takes.get(s.seq, 0)
+            if not take:
+                continue
+            start, p0 = s.done, len(s.cached)
+            tok[n : n + take] = s.todo[start : start + take]
+            pos[n : n + take] = range(p0, p0 + take)
+            ids[n : n + take] = [s.seq] * take
+            logits[n : n + take] = [0] * take
+            last = start + take == len(s.todo)
+            if last:
+                logits[n + take - 1] = 1
+            s.idx = n + take - 1 if last else -1
+            s.t_prompt = s.t_prompt or now
+            chunks.append((s, take))
+            n += take
+        if n == 0:
+            return []
+        self._batch.n_tokens = n
+        rc = self._lc.llama_decode(self._ctx, self._batch)
+        now = time.perf_counter()
+        if rc == 1:
+            return self._make_room(chunks, gen, now)
+        if rc != 0:
+            self._fail(f"llama.cpp failed while generating (code {rc})", now)
+            return []
+        for s in gen:
+            s.cached.append(s.pending)
+        sampled = gen
+        for s, take in chunks:
+            s.cached.extend(s.todo[s.done : s.done + take])
+            s.done += take
+            if s.idx >= 0:
+                s.prompt_s = now - s.t_prompt
+                sampled = [*sampled, s]
+                if not s.sampler.backend:  # NaN scores would sample garbage: a damaged file
+                    try:
+                        row = self._lc.llama_get_logits_ith(self._ctx, s.idx)
+                        check_finite(row, self.engine.n_vocab, EngineError)
+                    except EngineError as exc:
+                        self._end(s, "error", now, exc)
+                        continue
+        for s in sampled:
+            if s.req is not None:
+                self._next(s, now)
+        return []
+
+    def _next(self, s: _Slot, now: float) -> None:
+        """Sample slot ``s``'s token at its row, hand on its text, and end it or queue
+        the token for the next step."""
+        req = s.req
+        try:
+            token = s.sampler.at(s.idx)
+        except EdgechatError as exc:
+            self._end(s, "error", now, exc)
+            return
+        if self._lc.llama_vocab_is_eog(self._vocab, token):
+            self._end(s, "stop", now)
+            return
+        text = s.text_of(token)
+        s.n_gen += 1
+        s.t_last = now
+        if s.n_gen == 1:
+            s.t_first = now
+        if text:
+            out, hit = s.stops.feed(text)
+            if out:
+                req.on_text(out)
+            if hit:
+                self._end(s, "stop", now, flush=False)
+                return
+        if s.n_gen >= req.sampling.max_tokens:
+            self._end(s, "length", now)
+        elif len(s.cached) >= s.limit:
+            self._end(s, "context", now)
+        else:
+            s.pending = token
+
+    def _end(
+        self,
+        s: _Slot,
+        finish: str,
+        now: float,
+        error: Exception | None = None,
+        flush: bool = True,
+    ) -> None:
+        req = s.req
+        self._full = False
+        if flush and finish in ("stop", "length", "context"):
+            out, hit = s.stops.feed(s.text_of.flush())
+            out += "" if hit else s.stops.flush()
+            if out:
+                req.on_text(out)
+        s.sampler.close()
+        s.req, s.sampler, s.text_of, s.stops = None, None, None, None
+        s.pending, s.idx = -1, -1
+        s.last_used = now
+        stats = Stats(
+            load_s=self.engine.load_s,
+            prompt_tokens=len(req.tokens),
+            prompt_eval_tokens=len(s.todo),
+            prompt_s=s.prompt_s or (now - (s.t_prompt or now)),
+            gen_tokens=s.n_gen,
+            gen_s=s.t_last - s.t_first,
+            ttft_s=(s.t_first - req.t_request) if s.n_gen else 0.0,
+            n_ctx_used=len(s.cached),
+            n_ctx=s.limit,
+            finish=finish,
+            dropped_messages=req.dropped,
+        )
+        req.on_end(stats, error)
+
+    def _make_room(
+        self, chunks: list[tuple[_Slot, int]], gen: list[_Slot], now: float
+    ) -> list[SeqRequest]:
+        """The cache had no room for this step (nothing was decoded): the newest request
+        still reading its prompt goes back to wait (and nothing new starts until a reply
+        ends); with none, the newest reply ends where it is, as at the end of its
+        context. The others go on at the next step. (A slot never fills more than its
+        own cache, so this is llama.cpp's word against ours: never the others' loss.)"""
+        if chunks:
+            s = max((s for s, _ in chunks), key=lambda s: s.order)
+            req = s.req
+            s.sampler.close()
+            s.req, s.sampler, s.text_of, s.stops = None, None, None, None
+            s.pending, s.idx, s.last_used = -1, -1, now
+            self._full = True
+            return [req]
+        if gen:
+            self._end(max(gen, key=lambda s: s.order), "context", now)
+        return []
+
+    def _fail(self, why: str, now: float) -> None:
+        """llama.cpp failed: every reply in progress ends with the error, and the cache,
+        in an unknown state now, is cleared."""
+        for s in self.slots:
+            if s.req is not None:
+                self._end(s, "error", now, EngineError(why), flush=False)
+        self.engine.clear_cache()
+        for s in self.slots:
+            s.cached.clear()
