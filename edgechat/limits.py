@@ -42,6 +42,7 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "repeat": ("int", 1, 1000, True, "runs per model"),
     "tokens": ("int", 1, MAX_CTX, True, "tokens to generate"),
     "limit": ("int", 1, 10_000, True, "how many to show"),
+    "parallel": ("int", 1, 64, True, "replies generated at once"),
     # The catalog's numbers (models.toml): an entry's, then its arch table's.
     "catalog_params_b": ("float", 0.0, 10_000.0, False, "parameters in billions"),
     "catalog_context": ("int", MIN_CTX, MAX_CTX, True, "trained context in tokens"),

@@ -24,6 +24,30 @@ def _store_key(args) -> int:
     return 0
 
 
+def _ollama_model(model_id: str, planned, info: dict, defaults):
+    """The served model as Ollama's API describes it (/api/tags, /api/show, /api/ps)."""
+    from edgechat.facts.gguf import inspect_file, metadata
+    from edgechat.llama.prompts import chat_template
+    from edgechat.serve.ollama import describe
+
+    path = planned.plan.model_path
+    meta = metadata(path)
+    own = meta.get("tokenizer.chat_template")
+    template = chat_template(own if isinstance(own, str) else None, info["architecture"] or "")
+    return describe(
+        model_id,
+        path,
+        meta,
+        quant=inspect_file(path).file_type,
+        n_params=info["n_params"],
+        n_ctx=info["n_ctx"],
+        sampling=defaults,
+        template=template,
+        ram=planned.estimate.ram_needed,
+        vram=planned.estimate.vram,
+    )
+
+
 def cmd_serve(args) -> int:
     from edgechat import config, privacy
     from edgechat.errors import EdgechatError
@@ -36,11 +60,6 @@ def cmd_serve(args) -> int:
     if args.store_key:
         return _store_key(args)
     privacy.go_offline()
-    if args.parallel != 1:
-        raise EdgechatError(
-            "--parallel above 1 (several llama.cpp sequences at once) is not available yet; "
-            "requests take turns on the one engine (--queue N sets how many may wait)"
-        )
     if args.queue < 1:
         raise EdgechatError("--queue must be 1 or more")
     key, source = credentials.api_key(args.api_key)
@@ -51,7 +70,7 @@ def cmd_serve(args) -> int:
             "or pass --api-key KEY"
         )
     settings = config.load()
-    planned = plan_model(_request(args, settings), say=_warn)
+    planned = plan_model(_request(args, settings, parallel=args.parallel or 0), say=_warn)
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
     worker = LlamaWorker(lambda: load(planned, args.verbose).engine, queue_size=args.queue)
     sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
@@ -59,13 +78,15 @@ def cmd_serve(args) -> int:
     path = planned.plan.model_path
     model_id = next((k for k, v in registry.installed().items() if v == path), path.stem)
     info = worker.info
-    meta = {k: info.get(k) for k in ("n_ctx", "n_ctx_train", "n_params", "size_bytes")}
+    meta = {k: info.get(k) for k in ("n_ctx", "n_seq", "n_ctx_train", "n_params", "size_bytes")}
+    defaults = sampling(settings, args)
     serve_config = ServeConfig(
         model_id=model_id,
         aliases=frozenset({model_id, path.name, path.stem}),
-        sampling=sampling(settings, args),
+        sampling=defaults,
         api_key=key,
         meta=meta | {"architecture": info.get("architecture")},
+        ollama=_ollama_model(model_id, planned, info, defaults),
     )
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -75,8 +96,9 @@ def cmd_serve(args) -> int:
 
     def ready() -> None:
         sys.stderr.write(
-            f"edgechat: serving {model_id} at http://{shown}:{port}/v1 · context {info['n_ctx']}"
-            f" · queue {args.queue} · {rule} · Ctrl-C stops\n"
+            f"edgechat: serving {model_id} at http://{shown}:{port}/v1 (OpenAI API; Ollama's at"
+            f" http://{shown}:{port}) · context {info['n_ctx']} for each of {info['n_seq']}"
+            f" replies at once · queue {args.queue} · {rule} · Ctrl-C stops\n"
         )
         sys.stderr.flush()
 
@@ -90,6 +112,7 @@ def cmd_serve(args) -> int:
 
 def register(sub) -> None:
     from edgechat.cli.options import add_model_options, add_sampling_options
+    from edgechat.limits import flag
 
     srv = sub.add_parser(
         "serve", help="serve the model over an OpenAI-compatible HTTP API (loopback by default)"
@@ -104,7 +127,11 @@ def register(sub) -> None:
         "keep it out of the process list)",
     )
     srv.add_argument(
-        "--parallel", type=int, default=1, metavar="N", help="requests generated at once (1)"
+        "--parallel",
+        type=flag("parallel"),
+        metavar="N",
+        help="replies generated at once, each with its own --ctx of cache (default: as many "
+        "as fit the memory, at most 4)",
     )
     srv.add_argument(
         "--queue", type=int, default=32, metavar="N", help="requests that may wait (32)"

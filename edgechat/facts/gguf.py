@@ -163,20 +163,8 @@ class _Length(int):
     """A long array, kept as its length."""
 
 
-def read_header(
-    stream, source: str, file_size: int | None = None, strict: bool = True
-) -> ModelFacts:
-    """Facts from a GGUF header, refusing what llama.cpp would refuse or crash on.
-
-    ``strict`` also checks the model's own numbers (a known architecture, layers and
-    heads above zero, finite floats): what every command that loads a file needs.
-    Without it (facts about a synthetic or foreign file) only the file's structure is.
-    """
-    from gguf.constants import LlamaFileType
-
-    from edgechat.facts import ggufcheck
-
-    r = _Reader(stream, source, file_size)
+def _read_kv(r: _Reader, source: str) -> tuple[int, int, dict, dict]:
+    """The header up to the tensors: version, tensor count, metadata and its types."""
     if r.read(4) != b"GGUF":
         raise GGUFError(f"{source} is not a GGUF model file")
     version = r.unpack("<I")
@@ -198,6 +186,34 @@ def read_header(
         vtype = r.unpack("<I")
         kv[key] = r.value(vtype)
         kv_types[key] = ("array", r.last_array) if vtype == _ARRAY else vtype
+    return version, n_tensors, kv, kv_types
+
+
+def metadata(path: str | Path) -> dict:
+    """Every metadata key of a local GGUF with its value; long arrays (the vocabulary)
+    as None, as Ollama's /api/show gives them."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        r = _Reader(io.BufferedReader(fh, 1 << 20), str(path), path.stat().st_size)
+        kv = _read_kv(r, str(path))[2]
+    return {k: None if isinstance(v, _Length) else v for k, v in kv.items()}
+
+
+def read_header(
+    stream, source: str, file_size: int | None = None, strict: bool = True
+) -> ModelFacts:
+    """Facts from a GGUF header, refusing what llama.cpp would refuse or crash on.
+
+    ``strict`` also checks the model's own numbers (a known architecture, layers and
+    heads above zero, finite floats): what every command that loads a file needs.
+    Without it (facts about a synthetic or foreign file) only the file's structure is.
+    """
+    from gguf.constants import LlamaFileType
+
+    from edgechat.facts import ggufcheck
+
+    r = _Reader(stream, source, file_size)
+    version, n_tensors, kv, kv_types = _read_kv(r, source)
     r.claim(n_tensors, 25, "tensors")  # name length, dims count, type, offset
     align = ggufcheck.alignment(kv, kv_types, source)
     tensors, layout = ggufcheck.read_tensors(r, n_tensors, align, source)

@@ -130,7 +130,7 @@ class Batcher:
 
         slot = max(free, key=shared)
         n = shared(slot)
-        if n == 0 or 2 * n < len(slot.cached):
+        if n == 0 or 4 * n < 3 * len(slot.cached):
             # Not the continuation of that slot's conversation: take the least recently
             # used slot (an empty one first), keeping the others' for their next turns.
             slot = min(free, key=lambda s: s.last_used)
@@ -323,6 +323,18 @@ class Batcher:
         if gen:
             self._end(max(gen, key=lambda s: s.order), "context", now)
         return []
+
+    def reset(self) -> None:
+        """Forget every slot's reply and cache, without a word to their requests: after
+        an error the caller has reported itself."""
+        for s in self.slots:
+            if s.sampler is not None:
+                s.sampler.close()
+            s.req, s.sampler, s.text_of, s.stops = None, None, None, None
+            s.pending, s.idx = -1, -1
+            s.cached.clear()
+        self._full = False
+        self.engine.clear_cache()
 
     def _fail(self, why: str, now: float) -> None:
         """llama.cpp failed: every reply in progress ends with the error, and the cache,

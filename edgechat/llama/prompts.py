@@ -28,6 +28,11 @@ CHATML = (
 )
 
 
+def chat_template(template: str | None, architecture: str) -> str:
+    """The template a model's chats are rendered with: its own, else its family's."""
+    return template or (GEMMA if architecture.startswith("gemma") else CHATML)
+
+
 class Prompts:
     """One model's prompt format and context policy.
 
@@ -45,7 +50,7 @@ class Prompts:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.has_template = bool(template)
-        text = template or (GEMMA if architecture.startswith("gemma") else CHATML)
+        text = chat_template(template, architecture)
         self._bos_text = bos_text
         self._tokenize = tokenize
         self._formatter = Jinja2ChatFormatter(template=text, eos_token=eos_text, bos_token=bos_text)

@@ -1,18 +1,16 @@
-"""The HTTP side: Starlette routes speaking OpenAI's API in front of the llama worker.
+"""The HTTP side: Starlette routes speaking OpenAI's API (here) and Ollama's
+(ollama_routes.py) in front of the llama worker.
 
 A request is validated, queued, and answered from the events its job emits. The
 status is decided by the first event (a prompt too long for the context is a 413 even
 for a streamed request); a client that goes away cancels its job, whether it was
-waiting or generating.
+waiting or generating. Errors take the shape of the API that was called.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import json
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -20,14 +18,15 @@ from dataclasses import dataclass, replace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgechat.planning.plan import Sampling
+from edgechat.serve import ollama_routes
 from edgechat.serve import protocol as p
-from edgechat.serve.worker import Job, LlamaWorker, QueueFull
-
-MAX_BODY = 32 * 2**20  # far beyond any context; refuses a runaway upload early
+from edgechat.serve.ollama import OllamaModel, error_body
+from edgechat.serve.streams import Events, JobStream, collect, read_json, run_job
+from edgechat.serve.worker import Job, LlamaWorker
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,7 @@ class ServeConfig:
     sampling: Sampling  # the chat defaults; requests override some fields
     api_key: str | None = None
     meta: dict | None = None  # n_ctx and friends, shown in /v1/models
-
-
-def _error(err: p.ApiError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+    ollama: OllamaModel | None = None  # the model in Ollama's terms (its API is off without)
 
 
 def _sse(obj) -> bytes:
@@ -48,63 +44,8 @@ def _sse(obj) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-class _Events:
-    """The job's events, handed from the llama thread to this request's coroutine.
-
-    The llama thread only appends and wakes the event loop when no wake-up is pending, so
-    pieces that come faster than the loop runs share one wake-up (and one GIL hand-over).
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.ready: collections.deque[tuple] = collections.deque()
-        self._signal = asyncio.Event()
-        self._lock = threading.Lock()
-        self._pending = False
-
-    def emit(self, event: tuple) -> None:  # on the llama thread
-        with self._lock:
-            self.ready.append(event)
-            if self._pending:
-                return
-            self._pending = True
-        self.loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        with self._lock:
-            self._pending = False
-        self._signal.set()
-
-    async def get(self) -> tuple:
-        while not self.ready:
-            self._signal.clear()
-            if self.ready:
-                break
-            await self._signal.wait()
-        return self.ready.popleft()
-
-
-class _JobStream(StreamingResponse):
-    """A streamed reply whose job is cancelled however the response ends, even when the
-    client left before the first byte (the body iterator then never starts)."""
-
-    def __init__(self, worker: LlamaWorker, job: Job, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._worker, self._job = worker, job
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._worker.cancel(self._job)
-
-
-async def _watch_disconnect(request: Request, worker: LlamaWorker, job: Job) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            worker.cancel(job)
-            return
+def _ollama_path(path: str) -> bool:
+    return path == "/" or path.startswith("/api/")
 
 
 def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
@@ -133,15 +74,7 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
             )
 
     async def parse(request: Request, kind):
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > MAX_BODY:
-            raise p.ApiError(413, f"the request is over {MAX_BODY // 2**20} MiB", "body_too_large")
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise p.ApiError(400, "the request body is not valid JSON", "invalid_json") from None
-        if not isinstance(body, dict):
-            raise p.ApiError(400, "the request body must be a JSON object", "invalid_json")
+        body = await read_json(request)
         try:
             req = kind.model_validate(body)
         except p.ValidationError as exc:
@@ -162,74 +95,41 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         return replace(config.sampling, **changes)
 
     async def run(request: Request, req, job_args: dict, chat: bool) -> Response:
-        events = _Events()
+        events = Events()
         job = Job(sampling_for(req), events.emit, stops=req.stop, **job_args)
-        try:
-            worker.submit(job)
-        except QueueFull as full:
-            raise p.ApiError(
-                503,
-                "the server is busy: every place in its queue is taken; try again shortly",
-                "server_busy",
-                headers={"Retry-After": str(full.retry_after)},
-            ) from None
-        watcher = asyncio.create_task(_watch_disconnect(request, worker, job))
-        try:
-            first = await events.get()
-            if first[0] == "error":
-                raise first[1]
-            if first[0] == "end":  # cancelled while it waited: the client has gone
-                raise p.ApiError(503, "the request was cancelled", "cancelled")
-            rid = p.new_id("chatcmpl" if chat else "cmpl")
+        rid = p.new_id("chatcmpl" if chat else "cmpl")
+
+        async def reply() -> Response:
             if req.stream:
-                watcher.cancel()  # the streaming response watches for it from here
-                return _JobStream(
+                return JobStream(
                     worker,
                     job,
-                    _stream(worker, job, events, rid, req, chat),
+                    _stream(job, events, rid, req, chat),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            text = []
-            while True:
-                event = await events.get()
-                if event[0] == "text":
-                    text.append(event[1])
-                elif event[0] == "error":
-                    raise event[1]
-                else:
-                    break
-            finish, stats = event[1], event[2]
-            if finish == "cancelled":
-                raise p.ApiError(503, "the server is shutting down", "shutting_down")
+            text, finish, stats = await collect(events)
             use = p.usage(stats.prompt_tokens if stats else 0, stats.gen_tokens if stats else 0)
+            if stats is not None:  # the conversation's start, reused from the cache
+                use["prompt_tokens_details"] = {"cached_tokens": p.cached(stats)}
             if chat:
-                body = p.chat_response(rid, config.model_id, "".join(text), finish, use)
+                body = p.chat_response(rid, config.model_id, text, finish, use)
             else:
-                body = p.completion_response(rid, config.model_id, "".join(text), finish, use)
+                body = p.completion_response(rid, config.model_id, text, finish, use)
             if stats is not None:
                 body["timings"] = p.timings(stats)
             return JSONResponse(body)
-        except asyncio.CancelledError:
-            worker.cancel(job)
-            raise
-        finally:
-            watcher.cancel()
 
-    async def _stream(
-        worker: LlamaWorker, job: Job, events: _Events, rid: str, req, chat: bool
-    ) -> AsyncIterator[bytes]:
+        return await run_job(request, worker, job, events, reply)
+
+    async def _stream(job: Job, events: Events, rid: str, req, chat: bool) -> AsyncIterator[bytes]:
         model = config.model_id
         obj = "chat.completion.chunk" if chat else "text_completion"
         try:
             if chat:
                 yield _sse(p.chat_chunk(rid, model, {"role": "assistant", "content": ""}))
             while True:
-                # Send every piece that is ready in one write: a slow reader gets fewer,
-                # larger writes instead of a backlog of tiny ones.
-                batch = [await events.get()]
-                while events.ready and batch[-1][0] == "text":
-                    batch.append(events.ready.popleft())
+                batch = await events.batch()
                 out = b""
                 for event in batch:
                     if event[0] != "text":
@@ -259,6 +159,7 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 tail = [last]
                 if req.include_usage and stats is not None:
                     use = p.usage(stats.prompt_tokens, stats.gen_tokens)
+                    use["prompt_tokens_details"] = {"cached_tokens": p.cached(stats)}
                     tail.append(p.usage_chunk(rid, model, obj, use))
                 yield b"".join(_sse(x) for x in [*tail, "[DONE]"])
                 return
@@ -298,7 +199,8 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         return JSONResponse({"status": "ok", "model": config.model_id, **worker.status()})
 
     async def on_api_error(request: Request, exc: p.ApiError) -> Response:
-        return _error(exc)
+        body = error_body(exc) if _ollama_path(request.url.path) else exc.body()
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     async def on_http_error(request: Request, exc: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
@@ -307,7 +209,7 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
             if exc.status_code in (404, 405)
             else str(exc.detail)
         )
-        return _error(p.ApiError(exc.status_code, message, code))
+        return await on_api_error(request, p.ApiError(exc.status_code, message, code))
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -316,6 +218,8 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         Route("/v1/models/{name:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
+    if config.ollama is not None:
+        routes += ollama_routes.routes(worker, config.ollama, config.sampling, check_key)
     return Starlette(
         routes=routes,
         exception_handlers={p.ApiError: on_api_error, HTTPException: on_http_error},

@@ -213,3 +213,8 @@ def usage_chunk(rid: str, model: str, obj: str, use: dict) -> dict:
         "choices": [],
         "usage": use,
     }
+
+
+def cached(stats) -> int:
+    """Prompt tokens the cache already held (a conversation's earlier turns)."""
+    return stats.prompt_tokens - stats.prompt_eval_tokens

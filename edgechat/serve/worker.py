@@ -56,6 +56,8 @@ class Job:
     started: bool = False
     tokens: list[int] = field(default_factory=list)  # the prompt, once built
     dropped: int = 0
+    want_context: bool = False  # Ollama's generate: the tokens so far, given back at the end
+    context: list[int] | None = None
 
 
 class LlamaWorker:
@@ -170,11 +172,23 @@ class LlamaWorker:
                     while self._waiting and len(starts) < batcher.free:
                         starts.append(self._waiting.popleft())
                 for i, job in enumerate(starts):
-                    if not self._start(batcher, job):  # no room in the cache: wait again
-                        self._requeue(starts[i:])
-                        break
+                    try:
+                        if not self._start(batcher, job):  # no room in the cache: wait again
+                            self._requeue(starts[i:])
+                            break
+                    except Exception as exc:  # a bug must fail one request, not the server
+                        self._internal(job, exc)
+                        if self._active.get(job.seq) is job:
+                            batcher.cancel(job.seq)
                 if batcher.busy:
-                    self._requeue(self._jobs_of(batcher.step()))
+                    try:
+                        self._requeue(self._jobs_of(batcher.step()))
+                    except Exception as exc:  # ... or the requests of one step
+                        for job in list(self._active.values()):
+                            self._internal(job, exc)
+                        batcher.reset()
+                        with self._cond:
+                            self._active.clear()
                 with self._cond:
                     self._free = batcher.free
         finally:
@@ -194,6 +208,11 @@ class LlamaWorker:
             job.seq = -1
             jobs.append(job)
         return jobs
+
+    def _internal(self, job: Job, exc: Exception) -> None:
+        self._count("failed")
+        why = f"internal error: {type(exc).__name__}: {exc}"
+        job.emit(("error", ApiError(500, why, "internal_error")))
 
     def _count(self, what: str) -> None:
         with self._cond:
@@ -236,12 +255,19 @@ class LlamaWorker:
                 return True
             job.dropped = dropped
 
+        parts: list[str] = []
+
         def on_text(text: str) -> None:
+            if job.want_context:
+                parts.append(text)
             job.emit(("text", text))
 
         def on_end(stats, error) -> None:
             with self._cond:
                 self._active.pop(job.seq, None)
+            if job.want_context:
+                reply = self.engine.tokenize("".join(parts), add_special=False)
+                job.context = [*job.tokens, *reply]
             self._mean_s = 0.8 * self._mean_s + 0.2 * (time.perf_counter() - job.t_request)
             if error is not None:
                 self._count("failed")
@@ -258,7 +284,7 @@ class LlamaWorker:
             job.sampling,
             on_text,
             on_end,
-            tuple(job.stops),
+            tuple(job.stops or ()),
             job.n_ctx,
             job.dropped,
             job.t_request,

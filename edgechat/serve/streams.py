@@ -1,0 +1,158 @@
+"""What both APIs (OpenAI's in app.py, Ollama's in ollama_routes.py) do with a request's
+job: read the body, queue the job, hand its events from the llama thread to the request's
+coroutine, and cancel it however the response ends (a client that leaves frees its slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import threading
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from edgechat.serve.protocol import ApiError
+from edgechat.serve.worker import Job, LlamaWorker, QueueFull
+
+MAX_BODY = 32 * 2**20  # far beyond any context; refuses a runaway upload early
+
+
+async def read_json(request: Request) -> dict:
+    """The request's JSON object, or a 400 (413 for a runaway upload)."""
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > MAX_BODY:
+        raise ApiError(413, f"the request is over {MAX_BODY // 2**20} MiB", "body_too_large")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+    return body
+
+
+class Events:
+    """A job's events, handed from the llama thread to this request's coroutine.
+
+    The llama thread only appends and wakes the event loop when no wake-up is pending, so
+    pieces that come faster than the loop runs share one wake-up (and one GIL hand-over).
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ready: collections.deque[tuple] = collections.deque()
+        self._signal = asyncio.Event()
+        self._lock = threading.Lock()
+        self._pending = False
+
+    def emit(self, event: tuple) -> None:  # on the llama thread
+        with self._lock:
+            self.ready.append(event)
+            if self._pending:
+                return
+            self._pending = True
+        self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._pending = False
+        self._signal.set()
+
+    async def get(self) -> tuple:
+        while not self.ready:
+            self._signal.clear()
+            if self.ready:
+                break
+            await self._signal.wait()
+        return self.ready.popleft()
+
+    async def batch(self) -> list[tuple]:
+        """The next event and every text piece ready behind it: a slow reader gets fewer,
+        larger writes instead of a backlog of tiny ones."""
+        out = [await self.get()]
+        while self.ready and out[-1][0] == "text":
+            out.append(self.ready.popleft())
+        return out
+
+
+def submit(worker: LlamaWorker, job: Job) -> None:
+    try:
+        worker.submit(job)
+    except QueueFull as full:
+        raise ApiError(
+            503,
+            "the server is busy: every place in its queue is taken; try again shortly",
+            "server_busy",
+            headers={"Retry-After": str(full.retry_after)},
+        ) from None
+
+
+async def started(events: Events) -> None:
+    """Wait for the job to start: its prompt fitted and it has a slot. Raises its error
+    (a prompt too long is a 413 even for a streamed request)."""
+    first = await events.get()
+    if first[0] == "error":
+        raise first[1]
+    if first[0] == "end":  # cancelled while it waited: the client has gone
+        raise ApiError(503, "the request was cancelled", "cancelled")
+
+
+async def collect(events: Events) -> tuple[str, str, object]:
+    """The whole reply of a job that started: (text, finish, stats)."""
+    text = []
+    while True:
+        event = await events.get()
+        if event[0] == "text":
+            text.append(event[1])
+        elif event[0] == "error":
+            raise event[1]
+        else:
+            break
+    finish, stats = event[1], event[2]
+    if finish == "cancelled":
+        raise ApiError(503, "the server is shutting down", "shutting_down")
+    return "".join(text), finish, stats
+
+
+class JobStream(StreamingResponse):
+    """A streamed reply whose job is cancelled however the response ends, even when the
+    client left before the first byte (the body iterator then never starts)."""
+
+    def __init__(self, worker: LlamaWorker, job: Job, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._worker, self._job = worker, job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._worker.cancel(self._job)
+
+
+async def watch_disconnect(request: Request, worker: LlamaWorker, job: Job) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            worker.cancel(job)
+            return
+
+
+async def run_job(
+    request: Request, worker: LlamaWorker, job: Job, events: Events, reply: Callable
+) -> Response:
+    """Queue ``job``; once it has started, answer with ``await reply()``. While it waits
+    or a whole reply is collected, a client that leaves cancels it (a streamed response
+    cancels its job itself when it ends)."""
+    submit(worker, job)
+    watcher = asyncio.create_task(watch_disconnect(request, worker, job))
+    try:
+        await started(events)
+        return await reply()
+    except asyncio.CancelledError:
+        worker.cancel(job)
+        raise
+    finally:
+        watcher.cancel()
