@@ -20,6 +20,7 @@ from serving import TESTS, edgechat_serve
 from edgechat import cli
 
 openai = pytest.importorskip("openai")
+pytestmark = [pytest.mark.model, pytest.mark.subprocess]
 
 KEY = "edgechat-test-key-7f3a9c"
 COUNT = "1, 2, 3, 4,"  # SmolLM2 goes on counting: long, predictable replies
@@ -44,7 +45,9 @@ def wait_idle(url: str, timeout: float = 60) -> dict:
 def server(starter_path, tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-home")
     srv = edgechat_serve(
-        starter_path, "--ctx", "1024", "--threads", "1", "--quiet", env={"EDGECHAT_HOME": str(home)}
+        starter_path,
+        *("--ctx", "1024", "--parallel", "4", "--threads", "1", "--quiet"),
+        env={"EDGECHAT_HOME": str(home)},
     )
     yield srv
     assert srv.stop() in (0, 130)
@@ -217,6 +220,98 @@ def test_twenty_concurrent_streams_lose_and_mix_nothing(server, client, model_id
     assert health(server.url)["refused"] == 0
 
 
+# -- several replies at once (llama/batch.py) ------------------------------------------
+
+TOPICS = ["apples", "the sea", "Rome", "owls"]
+
+
+def ask(client, model_id: str, topic: str, tokens: int = 16, leave_after: int = 0) -> str:
+    """A streamed greedy chat about ``topic``; with ``leave_after``, the client goes away
+    after that many pieces."""
+    stream = client.chat.completions.create(
+        model=model_id,
+        messages=[{"role": "user", "content": f"Tell me about {topic}."}],
+        max_tokens=tokens,
+        temperature=0,
+        stream=True,
+    )
+    text = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text.append(chunk.choices[0].delta.content)
+            if len(text) == leave_after:
+                stream.close()
+                break
+    return "".join(text)
+
+
+def most_active(url: str, until) -> int:
+    """The most replies the server generated at once while ``until`` was not done."""
+    seen = 0
+    while not until.done():
+        seen = max(seen, health(url)["active"])
+        time.sleep(0.05)
+    return seen
+
+
+def test_four_clients_at_once_each_get_what_they_would_alone(server, client, model_id):
+    alone = [ask(client, model_id, t) for t in TOPICS]  # one after the other
+    with ThreadPoolExecutor(5) as pool:
+        together = pool.submit(lambda: list(pool.map(lambda t: ask(client, model_id, t), TOPICS)))
+        assert most_active(server.url, together) >= 2  # they really shared decodes
+        assert together.result() == alone
+    assert len(set(alone)) == 4
+
+
+def test_a_client_leaving_mid_batch_frees_its_slot_and_the_others_finish(
+    server, client, model_id
+):
+    alone = {t: ask(client, model_id, t) for t in TOPICS[:2]}
+    before = wait_idle(server.url)
+    with ThreadPoolExecutor(3) as pool:
+        leaver = pool.submit(ask, client, model_id, TOPICS[2], 1000, 3)
+        others = [pool.submit(ask, client, model_id, t) for t in TOPICS[:2]]
+        assert len(leaver.result()) > 0
+        assert [f.result() for f in others] == list(alone.values())
+    after = wait_idle(server.url)
+    assert after["cancelled"] == before["cancelled"] + 1  # stopped long before 1000 tokens
+    assert after["served"] == before["served"] + 2 and after["active"] == 0
+
+
+def test_a_prompt_beyond_a_slots_context_is_refused_and_the_others_go_on(
+    server, client, model_id
+):
+    expected = ask(client, model_id, TOPICS[0], 24)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ask, client, model_id, TOPICS[0], 24)
+        deadline = time.monotonic() + 30
+        while not health(server.url)["active"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(
+                model=model_id, messages=[{"role": "user", "content": "word " * 2000}]
+            )
+        assert e.value.status_code == 413  # each slot has --ctx 1024: this needs 2000
+        assert running.result() == expected
+
+
+def test_a_follow_up_reads_only_what_is_new(client, model_id):
+    turn = [{"role": "user", "content": "Name a fruit."}]
+    first = client.chat.completions.create(
+        model=model_id, messages=turn, max_tokens=16, temperature=0
+    )
+    turn += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And a vegetable?"},
+    ]
+    follow = client.chat.completions.create(
+        model=model_id, messages=turn, max_tokens=8, temperature=0
+    )
+    cached = follow.usage.prompt_tokens_details.cached_tokens
+    assert cached >= first.usage.prompt_tokens  # the first turn came from its slot's cache
+    assert follow.model_extra["timings"]["prompt_n"] == follow.usage.prompt_tokens - cached
+
+
 # -- a server beyond loopback: the API key rule, a full queue, Ctrl-C -------------------
 
 
@@ -252,6 +347,8 @@ def keyed(starter_path, tmp_path_factory):
         "0.0.0.0",
         "--queue",
         "1",
+        "--parallel",
+        "1",  # one reply at a time: the queue tests need a request that waits
         "--ctx",
         "1024",
         "--threads",
@@ -279,6 +376,18 @@ def test_the_key_is_required_and_never_logged(keyed):
         assert r.usage.completion_tokens == 2
     assert "POST /v1/completions" in keyed.log  # requests are logged ...
     assert KEY not in keyed.log and "wrong-key" not in keyed.log  # ... keys are not
+
+
+def test_ollamas_api_takes_the_same_key(keyed):
+    ollama = pytest.importorskip("ollama")
+    base = keyed.url.removesuffix("/v1")
+    with pytest.raises(ollama.ResponseError) as e:
+        ollama.Client(host=base).list()
+    assert e.value.status_code == 401 and "API key" in e.value.error  # Ollama's error shape
+    with urllib.request.urlopen(base + "/", timeout=10) as r:  # "is it up?" needs no key
+        assert b"Ollama is running" in r.read()
+    good = ollama.Client(host=base, headers={"Authorization": f"Bearer {KEY}"})
+    assert [m.model for m in good.list().models] == [m.model for m in good.ps().models]
 
 
 def test_a_full_queue_answers_503_with_retry_after(keyed):

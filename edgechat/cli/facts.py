@@ -151,7 +151,12 @@ def cmd_estimate(args) -> int:
         check_loads(target.path)  # an estimate only for what llama.cpp would load
     device = detect(args.memory, args.vram, args.gpu)
     gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
-    plan = RunPlan(target.path, n_ctx=args.ctx or settings.ctx, n_gpu_layers=max(0, gpu_layers))
+    plan = RunPlan(
+        target.path,
+        n_ctx=args.ctx or settings.ctx,
+        n_gpu_layers=max(0, gpu_layers),
+        n_seq=args.parallel or 1,
+    )
     est, fit = plan_for(plan, target.shape, device, auto_gpu=gpu_layers < 0)
     speed = tokens_per_second(target.shape, est, device, cpu_bandwidth(device))
     if args.json:
@@ -181,7 +186,8 @@ def cmd_estimate(args) -> int:
     print(
         f"weights    {_size(target.shape.weight_bytes)}, {target.shape.n_params / 1e9:.2f} B params"
     )
-    print(f"plan       context {est.n_ctx} tokens, {_gpu_plan(est, target.shape.n_layers)}")
+    seqs = f" x {plan.n_seq} replies at once" if plan.n_seq > 1 else ""
+    print(f"plan       context {est.n_ctx} tokens{seqs}, {_gpu_plan(est, target.shape.n_layers)}")
     print(f"{'part':<18} {'RAM':>10} {'VRAM':>10}")
     for name, (ram, vram) in est.parts.items():
         if ram or vram:
@@ -289,6 +295,12 @@ def register(sub) -> None:
         type=flag("gpu_layers"),
         metavar="N",
         help="layers to offload (default: all that fit)",
+    )
+    est.add_argument(
+        "--parallel",
+        type=flag("parallel"),
+        metavar="N",
+        help="replies generated at once (`serve --parallel`): a KV cache each (default 1)",
     )
     add_device_options(est)
     add_gpu_option(est)

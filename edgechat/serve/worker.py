@@ -76,6 +76,7 @@ class LlamaWorker:
         self._free = 0  # slots free as of the llama thread's last look
         self.info: dict = {}  # the engine's info(), read on the llama thread at load
         self.counts = {"served": 0, "cancelled": 0, "refused": 0, "failed": 0}
+        self.peak = 0  # the most replies generated at once so far
         self._mean_s = 1.0  # a running mean of request time, for Retry-After
         self._thread = threading.Thread(target=self._run, name="llama", daemon=True)
 
@@ -135,6 +136,7 @@ class LlamaWorker:
             return {
                 "busy": bool(self._active),
                 "active": len(self._active),
+                "peak_active": self.peak,
                 "slots": self.slots,
                 "waiting": len(self._waiting),
                 "queue_size": self.queue_size,
@@ -295,6 +297,7 @@ class LlamaWorker:
         job.seq = seq
         with self._cond:
             self._active[seq] = job
+            self.peak = max(self.peak, len(self._active))
             if job.cancelled.is_set():  # its client left while it was being admitted
                 self._leaving.append(job)
         if not job.started:

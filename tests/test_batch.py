@@ -1,0 +1,153 @@
+"""The batch engine (llama/batch.py) on the real SmolLM2: several replies in one decode
+per step, each exactly what it would be alone, slots that keep their conversations,
+cancels that free a slot, and a full cache that makes the newest request wait."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgechat.llama.batch import Batcher, SeqRequest
+from edgechat.llama.engine import Engine
+from edgechat.planning.plan import RunPlan, Sampling
+
+pytestmark = pytest.mark.model
+
+GREEDY = Sampling(temperature=0.0, max_tokens=20)
+TOPICS = ["apples", "the sea", "Rome", "owls"]
+
+
+def chat(topic: str) -> list[dict]:
+    return [{"role": "user", "content": f"Tell me about {topic}."}]
+
+
+class Reply:
+    """One request's text and end, as the batcher hands them over."""
+
+    def __init__(self, engine: Engine, messages: list[dict], sampling: Sampling = GREEDY):
+        tokens, _ = engine.chat_tokens(messages, sampling, drop_oldest=False)
+        self.parts: list[str] = []
+        self.stats = None
+        self.error = None
+        self.req = SeqRequest(tokens, sampling, self.parts.append, self._end)
+
+    def _end(self, stats, error) -> None:
+        self.stats, self.error = stats, error
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def run(batcher: Batcher) -> int:
+    steps = 0
+    while batcher.busy:
+        assert batcher.step() == []
+        steps += 1
+    return steps
+
+
+@pytest.fixture(scope="module")
+def alone(starter_path) -> dict[str, str]:
+    """Each topic's greedy reply from the single-sequence engine, one at a time."""
+    out = {}
+    with Engine(RunPlan(starter_path, n_ctx=512, n_threads=1)) as engine:
+        for topic in TOPICS:
+            engine.clear_cache()
+            out[topic] = engine.chat(chat(topic), GREEDY).collect()
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(starter_path):
+    with Engine(RunPlan(starter_path, n_ctx=512, n_threads=1, n_seq=4)) as eng:
+        yield eng
+
+
+def test_four_replies_in_one_decode_each_equal_to_alone(engine, alone):
+    assert engine.n_seq == 4 and engine.n_ctx == 512  # each sequence has the whole --ctx
+    batcher = Batcher(engine)
+    replies = [Reply(engine, chat(t)) for t in TOPICS]
+    assert [batcher.admit(r.req) for r in replies] == [0, 1, 2, 3]
+    assert batcher.admit(Reply(engine, chat("more")).req) is None  # every slot is busy
+    steps = run(batcher)
+    assert steps == GREEDY.max_tokens  # one decode per token, for all four at once
+    assert [r.text for r in replies] == [alone[t] for t in TOPICS]
+    assert all(r.stats.finish == "length" and r.stats.gen_tokens == 20 for r in replies)
+
+
+def test_a_follow_up_goes_back_to_its_slot_and_reads_only_what_is_new(engine):
+    batcher = Batcher(engine)
+    first = Reply(engine, chat("apples"))
+    seq = batcher.admit(first.req)
+    run(batcher)
+    other = Reply(engine, chat("Rome"))  # another conversation: another slot
+    assert batcher.admit(other.req) != seq
+    run(batcher)
+    turns = [*chat("apples"), {"role": "assistant", "content": first.text}]
+    follow = Reply(engine, [*turns, {"role": "user", "content": "And pears?"}])
+    assert batcher.admit(follow.req) == seq
+    run(batcher)
+    s = follow.stats
+    assert s.prompt_tokens - s.prompt_eval_tokens >= first.stats.prompt_tokens  # reused
+    assert s.prompt_eval_tokens < s.prompt_tokens // 2
+
+
+def test_a_cancelled_reply_frees_its_slot_and_the_others_finish_unchanged(engine, alone):
+    batcher = Batcher(engine)
+    replies = [Reply(engine, chat(t)) for t in TOPICS[:3]]
+    seqs = [batcher.admit(r.req) for r in replies]
+    for _ in range(4):
+        batcher.step()
+    batcher.cancel(seqs[1])
+    assert replies[1].stats.finish == "cancelled" and batcher.busy == 2
+    late = Reply(engine, chat(TOPICS[3]))
+    assert batcher.admit(late.req) is not None  # the freed slot takes a new request
+    run(batcher)
+    assert replies[0].text == alone[TOPICS[0]] and replies[2].text == alone[TOPICS[2]]
+    assert late.text == alone[TOPICS[3]]
+
+
+def test_stop_strings_and_max_tokens_end_a_slot_alone(engine, alone):
+    batcher = Batcher(engine)
+    text = alone[TOPICS[0]]
+    stop = text[len(text) // 2 : len(text) // 2 + 4]
+    cut = Reply(engine, chat(TOPICS[0]))
+    cut.req = SeqRequest(cut.req.tokens, GREEDY, cut.parts.append, cut._end, (stop,))
+    short = Reply(engine, chat(TOPICS[1]), Sampling(temperature=0.0, max_tokens=3))
+    batcher.admit(cut.req)
+    batcher.admit(short.req)
+    run(batcher)
+    assert cut.stats.finish == "stop" and cut.text == text[: text.index(stop)]
+    assert short.stats.finish == "length" and short.stats.gen_tokens == 3
+
+
+def test_a_full_cache_makes_the_newest_request_wait(starter_path, alone):
+    with Engine(RunPlan(starter_path, n_ctx=512, n_threads=1, n_seq=2)) as engine:
+        batcher = Batcher(engine)
+        running = Reply(engine, chat(TOPICS[0]))
+        assert batcher.admit(running.req) == 0
+        batcher.step()
+        # Slot 1 holds a 500-token conversation; its next turn needs more cells than its
+        # cache has left. (The server refuses such a prompt before it gets here, so this
+        # is llama.cpp's own word: llama_decode returns 1.)
+        lc, held = engine._lc, engine.tokenize("so", add_special=False) * 500
+        fill = lc.llama_batch_init(500, 0, 1)
+        fill.n_tokens = 500
+        for i, tok in enumerate(held):
+            fill.token[i], fill.pos[i], fill.n_seq_id[i], fill.logits[i] = tok, i, 1, 0
+            fill.seq_id[i][0] = 1
+        assert lc.llama_decode(engine._ctx, fill) == 0
+        lc.llama_batch_free(fill)
+        batcher.slots[1].cached[:] = held
+        newest = Reply(engine, chat(TOPICS[1]))
+        newest.req = SeqRequest([*held, *newest.req.tokens], GREEDY, newest.parts.append, None)
+        assert batcher.admit(newest.req) == 1
+        assert batcher.step() == [newest.req]  # back to wait; the running reply goes on
+        assert batcher.busy == 1 and not newest.parts
+        assert batcher.admit(Reply(engine, chat("more")).req) is None  # until a reply ends
+        run(batcher)
+        assert running.text == alone[TOPICS[0]] and running.stats.finish == "length"
+        late = Reply(engine, chat(TOPICS[2]))
+        assert batcher.admit(late.req) is not None
+        run(batcher)
+        assert late.text == alone[TOPICS[2]]
