@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,36 @@ def test_context_is_capped_at_the_trained_length_and_kv_type_counts(starter_path
     assert big.n_ctx == 8192
     q8 = estimate(RunPlan(starter_path, n_ctx=8192, type_k="q8_0", type_v="q8_0"), shape, ())
     assert q8.parts["KV cache"][0] == pytest.approx(big.parts["KV cache"][0] * 34 / 64, rel=0.01)
+
+
+@pytest.mark.model
+def test_each_parallel_sequence_has_a_cache_as_llama_cpp_makes_it(starter_path, gemma_path):
+    for path in (starter_path, gemma_path):  # all layers full; most layers a sliding window
+        shape = Shape.from_facts(inspect_file(path))
+        plan = RunPlan(path, n_ctx=1024, n_seq=3)
+        est = estimate(plan, shape, SIMD)
+        one = estimate(replace(plan, n_seq=1), shape, SIMD)
+        assert est.parts["KV cache"][0] == 3 * one.parts["KV cache"][0]
+        assert est.parts["KV cache"][0] / MiB == pytest.approx(
+            _llama_buffers(plan)["CPU KV"], abs=0.01
+        )
+
+
+def test_parallel_by_default_takes_as_many_sequences_as_fit(starter_path):
+    from conftest import simulated_device
+
+    from edgechat.planning.fit import plan_parallel
+
+    shape = Shape.from_facts(inspect_file(starter_path))
+    plan = RunPlan(starter_path, n_ctx=8192)
+    need = {n: estimate(replace(plan, n_seq=n), shape, SIMD).ram_needed for n in (2, 3)}
+    roomy = plan_parallel(plan, shape, simulated_device(), auto_gpu=False)
+    assert roomy[0].plan.n_seq == 4 and roomy[1].label == "comfortable"
+    small = simulated_device(ram_available=(need[2] + need[3]) // 2)
+    est, fit = plan_parallel(plan, shape, small, auto_gpu=False)
+    assert est.plan.n_seq == 2 and fit.label == "comfortable"
+    tiny = simulated_device(ram_available=need[2] // 4)  # not even one: the usual refusal
+    assert plan_parallel(plan, shape, tiny, auto_gpu=False)[0].plan.n_seq == 1
 
 
 def test_repack_follows_the_cpu():
