@@ -1,71 +1,72 @@
-"""Serving speed: `edgechat serve` on loopback against the bare engine, in one run.
+"""Serving speed: `edgechat serve` with 1, 2, 4, 8 clients at once, beside llama-server
+-np N on the same model, context per slot and threads, and the bare engine, in one run.
 
-- ``engine``: ``Engine.chat`` in this process, streamed, as the plain chat uses it;
-- ``served x1``: one client streaming the same chat from `edgechat serve` (a child
-  process, same model, context and threads) through the official openai client;
-- ``served xN``: N clients at once; each one's rate, and all tokens over the wall time.
+For each client count N, each server is started with N slots (``--parallel N``;
+llama-server ``-np N -c N*ctx``, so each slot has ``--ctx``), then:
 
-The engine and the single client alternate, so drift hits both alike. Rates are
-(tokens - 1) / (last token - first token), as ``Stats.gen_tps``; tokens are the
-server's own usage counts. The two must match token for token at temperature 0.
+- ``alone``: the N prompts one after the other (each reply as it would be alone);
+- ``together``: N streamed clients started at once, each with its own prompt.
 
-With ``--soak N`` it then sends N more short streamed requests from 20 clients at once
-(some cancelled half-way, as real clients do) and prints the server's RSS along the way:
-it should stay flat.
+Rows: total tokens/s (all tokens over the wall time from the start to the last token),
+each client's rate ((tokens - 1) / (last token - first token), median), time to first
+token p50/p95 over the clients, and whether every reply together equals the same
+prompt alone (greedy). The servers alternate per count, so drift hits both alike.
 
-    python benchmarks/serve.py [--tokens 128] [--clients 4] [--repeat 3] [--threads N]
-                               [--soak 200] [--json]
+``engine``: ``Engine.chat`` in this process against one streamed client of `edgechat
+serve`, alternating (a served reply should be as fast as a local one).
+``--soak N``: N more short requests from ``--soak-clients`` clients (every fifth
+abandoned after a piece), the server's RSS sampled along the way: it should stay flat.
+
+    python benchmarks/serve.py [--clients 1,2,4,8] [--llama-server PATH] [--tokens 96]
+        [--ctx 2048] [--threads N] [--rounds 1] [--soak 500] [--soak-clients 8] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from serving import edgechat_serve  # noqa: E402
+from serving import Server, edgechat_serve, free_port  # noqa: E402
 
 from edgechat.llama.engine import Engine  # noqa: E402
 from edgechat.models import registry  # noqa: E402
 from edgechat.planning.plan import RunPlan, Sampling, physical_cores  # noqa: E402
 
-MESSAGES = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
+
+def prompt(i: int) -> list[dict]:
+    """A different long, predictable reply for each client (none stops early)."""
+    return [
+        {"role": "user", "content": f"Count from {100 * i + 1} to {100 * i + 500}, with commas."}
+    ]
 
 
-def engine_run(engine: Engine, tokens: int) -> dict:
-    reply = engine.chat(MESSAGES, Sampling(temperature=0.0, max_tokens=tokens))
-    text = reply.collect()
-    s = reply.stats
-    return {"tokens": s.gen_tokens, "tps": s.gen_tps, "ttft_s": s.ttft_s, "text": text}
-
-
-def client_run(client, model: str, tokens: int) -> dict:
+def stream(client, model: str, messages: list[dict], tokens: int, barrier=None) -> dict:
+    if barrier is not None:
+        barrier.wait()
     t0 = time.perf_counter()
     first = last = None
     text, used = [], None
-    stream = client.chat.completions.create(
+    for chunk in client.chat.completions.create(
         model=model,
-        messages=MESSAGES,
+        messages=messages,
         max_tokens=tokens,
         temperature=0,
         stream=True,
         stream_options={"include_usage": True},
-    )
-    server_tps = None
-    for chunk in stream:
+    ):
         if chunk.usage is not None:
             used = chunk.usage.completion_tokens
-        timings = (chunk.model_extra or {}).get("timings")
-        if timings:
-            server_tps = timings["predicted_per_second"]
         if chunk.choices and chunk.choices[0].delta.content:
             last = time.perf_counter()
             first = first or last
@@ -76,140 +77,289 @@ def client_run(client, model: str, tokens: int) -> dict:
         "tokens": n,
         "tps": (n - 1) / span if n > 1 and span > 0 else 0.0,
         "ttft_s": (first - t0) if first else 0.0,
-        "wall_s": time.perf_counter() - t0,
-        "server_tps": server_tps,
+        "t0": t0,
+        "end": last or time.perf_counter(),
         "text": "".join(text),
     }
 
 
-def soak(client, model: str, pid: int, n: int) -> dict:
-    """N short streamed requests, 20 at a time, every fifth abandoned after one chunk."""
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def measure(url: str, n: int, tokens: int) -> dict:
+    """N prompts alone, then N clients at once."""
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+    model = client.models.list().data[0].id
+    stream(client, model, prompt(99), 8)  # warm
+    alone = [stream(client, model, prompt(i), tokens) for i in range(n)]
+    barrier = threading.Barrier(n)
+    with ThreadPoolExecutor(n) as pool:
+        runs = list(pool.map(lambda i: stream(client, model, prompt(i), tokens, barrier), range(n)))
+    wall = max(r["end"] for r in runs) - min(r["t0"] for r in runs)
+    ttft = [r["ttft_s"] for r in runs]
+    return {
+        "total_tok_s": sum(r["tokens"] for r in runs) / wall,
+        "per_client_tok_s": statistics.median(r["tps"] for r in runs),
+        "clients_tok_s": [round(r["tps"], 1) for r in runs],
+        "ttft_p50_s": pct(ttft, 0.5),
+        "ttft_p95_s": pct(ttft, 0.95),
+        "same_as_alone": sum(r["text"] == a["text"] for r, a in zip(runs, alone, strict=True)),
+        "alone_tok_s": statistics.median(a["tps"] for a in alone),
+        "alone_ttft_s": statistics.median(a["ttft_s"] for a in alone),
+    }
+
+
+def llama_server(binary: str, model: Path, n: int, ctx: int, threads: int) -> Server:
+    port = free_port()
+    env = {
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            [str(Path(binary).parent), os.environ.get("LD_LIBRARY_PATH", "")]
+        )
+    }
+    args = [binary, "-m", str(model), "-np", str(n), "-c", str(n * ctx), "-t", str(threads)]
+    args += [
+        "-tb",
+        str(threads),
+        "-b",
+        "512",
+        "-ub",
+        "512",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = Server(args, env)
+    server.url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            if server.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    server.stop()
+    raise SystemExit(f"llama-server did not start:\n{server.log[-2000:]}")
+
+
+def engine_vs_one_client(
+    model_path: Path, ctx: int, threads: int, tokens: int, rounds: int
+) -> dict:
+    import openai
+
+    server = edgechat_serve(
+        model_path, "--ctx", str(ctx), "--threads", str(threads), "--parallel", "1", "--quiet"
+    )
+    engine = Engine(RunPlan(model_path, n_ctx=ctx, n_threads=threads))
+    sampling = Sampling(temperature=0.0, max_tokens=tokens)
+    eng, srv = [], []
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
+        model = client.models.list().data[0].id
+        for _ in range(rounds + 1):  # the first of each warms up
+            engine.clear_cache()
+            reply = engine.chat(prompt(0), sampling)
+            reply.collect()
+            eng.append(reply.stats.gen_tps)
+            srv.append(stream(client, model, prompt(0), tokens)["tps"])
+    finally:
+        engine.close()
+        server.stop()
+    e, s = statistics.median(eng[1:]), statistics.median(srv[1:])
+    return {"engine_tok_s": round(e, 1), "one_client_tok_s": round(s, 1), "ratio": round(s / e, 3)}
+
+
+def soak(model_path: Path, ctx: int, threads: int, n: int, clients: int) -> dict:
+    """N short streamed requests from ``clients`` at a time, every fifth abandoned."""
+    import openai
     import psutil
 
-    proc = psutil.Process(pid)
-    rss = [proc.memory_info().rss]
-    done = {"answered": 0, "abandoned": 0, "refused": 0}
-    lock = threading.Lock()
+    server = edgechat_serve(
+        model_path,
+        "--ctx",
+        str(ctx),
+        "--threads",
+        str(threads),
+        "--parallel",
+        str(min(clients, 8)),
+        "--quiet",
+    )
+    try:
+        proc = psutil.Process(server.proc.pid)
+        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=600)
+        model = client.models.list().data[0].id
+        rss = []
+        done = {"answered": 0, "abandoned": 0, "refused": 0}
+        lock = threading.Lock()
 
-    def count(what: str) -> None:
-        with lock:
-            done[what] += 1
+        def one(i: int) -> None:
+            what = "answered"
+            try:
+                chunks = client.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": f"Say something about the number {i}."}],
+                    max_tokens=8,
+                    stream=True,
+                )
+                for j, _ in enumerate(chunks):
+                    if i % 5 == 0 and j == 1:
+                        chunks.close()
+                        what = "abandoned"
+                        break
+            except openai.APIStatusError as exc:
+                if exc.status_code != 503:
+                    raise
+                what = "refused"
+            with lock:
+                done[what] += 1
 
-    def one(i: int) -> None:
-        try:
-            stream = client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": f"Say something about the number {i}."}],
-                max_tokens=6,
-                stream=True,
-            )
-            for j, _ in enumerate(stream):
-                if i % 5 == 0 and j == 1:
-                    stream.close()
-                    count("abandoned")
-                    return
-            count("answered")
-        except Exception as exc:  # a 503 from a full queue is an answer too
-            if getattr(exc, "status_code", None) == 503:
-                count("refused")
-            else:
-                raise
+        step = max(1, n // 10)
+        with ThreadPoolExecutor(clients) as pool:
+            for start in range(0, n, step):
+                list(pool.map(one, range(start, min(n, start + step))))
+                rss.append(proc.memory_info().rss)
+    finally:
+        server.stop()
+    # The first tenth settles the allocators; flat means the rest stays within 5 % of it.
+    growth = (max(rss[1:]) - rss[1]) / rss[1] if len(rss) > 2 else 0.0
+    return {
+        "requests": n,
+        "clients": clients,
+        **done,
+        "rss_mib": [round(r / 2**20, 1) for r in rss],
+        "growth_after_first_tenth": round(growth, 4),
+    }
 
-    step = max(1, n // 4)
-    with ThreadPoolExecutor(20) as pool:
-        for start in range(0, n, step):
-            list(pool.map(one, range(start, min(n, start + step))))
-            rss.append(proc.memory_info().rss)
-    return {"requests": n, **done, "rss_mib": [round(r / 2**20, 1) for r in rss]}
+
+def show(out: dict, args) -> None:
+    print(
+        f"{out['model']} · ctx {args.ctx} a slot · {args.threads} threads · "
+        f"{args.tokens} tokens · {args.rounds} round(s)"
+    )
+    head = ("clients", "server", "total tok/s", "tok/s each", "TTFT p50", "TTFT p95", "same")
+    print("{:>7} {:<13} {:>11} {:>10} {:>9} {:>9} {:>5}  each client".format(*head))
+    for r in out["rows"]:
+        cells = (r["clients"], r["server"], r["total_tok_s"], r["per_client_tok_s"])
+        cells += (r["ttft_p50_s"], r["ttft_p95_s"], r["same_as_alone"], r["clients_tok_s"])
+        print("{:>7} {:<13} {:>11.1f} {:>10.1f} {:>9.3f} {:>9.3f} {:>5}  {}".format(*cells))
+    for name, value in out["ratios"].items():
+        print(f"{name}: {value:.2f}")
+    if "engine" in out:
+        e = out["engine"]
+        print(f"one client {e['one_client_tok_s']} tok/s", end=" ")
+        print(f"vs Engine.chat {e['engine_tok_s']}: {e['ratio']:.1%}")
+    if "soak" in out:
+        s = out["soak"]
+        print(f"soak: {s['requests']} requests from {s['clients']} clients,", end=" ")
+        print(f"{s['answered']} answered, {s['abandoned']} abandoned, {s['refused']} refused")
+        print("  server RSS MiB " + " -> ".join(str(x) for x in s["rss_mib"]), end=" ")
+        print(f"· growth after the first tenth {s['growth_after_first_tenth']:.1%}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a GGUF file (default: the starter model)")
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--clients", default="1,2,4,8", help="client counts (1,2,4,8)")
+    ap.add_argument("--llama-server", help="llama-server binary, for its -np N beside edgechat")
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--ctx", type=int, default=2048, help="context of each slot")
     ap.add_argument("--threads", type=int, default=physical_cores())
-    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each count, alternating")
+    ap.add_argument("--engine-rounds", type=int, default=3, help="0: skip the engine check")
     ap.add_argument("--soak", type=int, default=0, metavar="N")
+    ap.add_argument("--soak-clients", type=int, default=8)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    import openai
-
     model_path = args.model or registry.starter_model_path()
-    server = edgechat_serve(
-        model_path, "--ctx", str(args.ctx), "--threads", str(args.threads), "--quiet"
-    )
-    engine = Engine(RunPlan(model_path, n_ctx=args.ctx, n_threads=args.threads))
-    rows: dict[str, list[dict]] = {"engine": [], "served x1": [], f"served x{args.clients}": []}
-    try:
-        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
-        model = client.models.list().data[0].id
-        engine_run(engine, 8)  # warm both
-        client_run(client, model, 8)
-        for _ in range(args.repeat):
-            rows["engine"].append(engine_run(engine, args.tokens))
-            rows["served x1"].append(client_run(client, model, args.tokens))
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            many = list(
-                pool.map(lambda _: client_run(client, model, args.tokens), range(args.clients))
-            )
-        wall = time.perf_counter() - t0
-        rows[f"served x{args.clients}"] = many
-        soaked = soak(client, model, server.proc.pid, args.soak) if args.soak else None
-    finally:
-        engine.close()
-        server.stop()
-
-    same = all(r["text"] == rows["engine"][0]["text"] for r in rows["served x1"])
+    counts = [int(c) for c in args.clients.split(",")]
+    kinds = ["edgechat"] + (["llama-server"] if args.llama_server else [])
+    rows: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(args.rounds):
+        for n in counts:
+            for kind in kinds:
+                if kind == "edgechat":
+                    server = edgechat_serve(
+                        model_path,
+                        "--ctx",
+                        str(args.ctx),
+                        "--threads",
+                        str(args.threads),
+                        "--parallel",
+                        str(n),
+                        "--quiet",
+                    )
+                else:
+                    server = llama_server(args.llama_server, model_path, n, args.ctx, args.threads)
+                try:
+                    rows.setdefault((n, kind), []).append(measure(server.url, n, args.tokens))
+                finally:
+                    server.stop()
+                print(f"measured {kind} x{n}", file=sys.stderr)
+    table = []
+    for (n, kind), runs in rows.items():
+        row = {"clients": n, "server": kind}
+        for key in (
+            "total_tok_s",
+            "per_client_tok_s",
+            "ttft_p50_s",
+            "ttft_p95_s",
+            "alone_tok_s",
+            "alone_ttft_s",
+        ):
+            row[key] = round(statistics.median(r[key] for r in runs), 3 if "ttft" in key else 1)
+        row["same_as_alone"] = f"{min(r['same_as_alone'] for r in runs)}/{n}"
+        row["clients_tok_s"] = runs[-1]["clients_tok_s"]
+        table.append(row)
     out = {
         "model": model_path.name,
+        "ctx_per_slot": args.ctx,
         "threads": args.threads,
         "tokens": args.tokens,
-        "repeat": args.repeat,
-        "same_text_as_engine": same,
-        "rows": {},
+        "rounds": args.rounds,
+        "rows": table,
     }
-    for name, runs in rows.items():
-        tps = [r["tps"] for r in runs]
-        out["rows"][name] = {
-            "tok_s_per_client": round(statistics.median(tps), 1),
-            "ttft_s": round(statistics.median(r["ttft_s"] for r in runs), 3),
-            "runs": [round(x, 1) for x in tps],
-        }
-    n_total = sum(r["tokens"] for r in many)
-    out["rows"][f"served x{args.clients}"]["tok_s_total"] = round(n_total / wall, 1)
-    out["rows"][f"served x{args.clients}"]["tok_s_per_client_wall"] = round(
-        statistics.median(r["tokens"] / r["wall_s"] for r in many), 1
-    )
-    if soaked:
-        out["soak"] = soaked
-    out["rows"]["served x1"]["server_side_tok_s"] = round(
-        statistics.median(r["server_tps"] or 0 for r in rows["served x1"]), 1
-    )
-    e = out["rows"]["engine"]["tok_s_per_client"]
-    out["served_x1_vs_engine"] = round(out["rows"]["served x1"]["tok_s_per_client"] / e, 3)
+
+    def total(n: int, kind: str) -> float | None:
+        return next(
+            (r["total_tok_s"] for r in table if r["clients"] == n and r["server"] == kind), None
+        )
+
+    def p95(n: int) -> float | None:
+        return next(
+            (r["ttft_p95_s"] for r in table if r["clients"] == n and r["server"] == "edgechat"),
+            None,
+        )
+
+    ratios = {}
+    for n in counts:
+        if total(n, "llama-server"):
+            ratios[f"edgechat/llama-server total x{n}"] = round(
+                total(n, "edgechat") / total(n, "llama-server"), 3
+            )
+        if n > 1 and total(1, "edgechat"):
+            ratios[f"edgechat x{n} / x1 total"] = round(
+                total(n, "edgechat") / total(1, "edgechat"), 3
+            )
+            ratios[f"edgechat TTFT p95 x{n} / x1"] = round(p95(n) / p95(1), 3)
+    out["ratios"] = ratios
+    if args.engine_rounds:
+        out["engine"] = engine_vs_one_client(
+            model_path, args.ctx, args.threads, args.tokens, args.engine_rounds
+        )
+    if args.soak:
+        out["soak"] = soak(model_path, args.ctx, args.threads, args.soak, args.soak_clients)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{out['model']} · {args.threads} threads · {args.tokens} tokens · {args.repeat} runs")
-    print(f"{'':14} {'tok/s/client':>13} {'first token s':>14} {'total tok/s':>12}")
-    for name, r in out["rows"].items():
-        total = r.get("tok_s_total", r["tok_s_per_client"])
-        print(f"{name:14} {r['tok_s_per_client']:>13.1f} {r['ttft_s']:>14.3f} {total:>12.1f}")
-    print(
-        f"server's own rate (timings) for x1: {out['rows']['served x1']['server_side_tok_s']}"
-        f" tok/s · one streamed client / bare engine: {out['served_x1_vs_engine']:.1%}"
-        f" · same text: {'yes' if same else 'NO'}"
-    )
-    if soaked:
-        print(
-            f"soak: {soaked['requests']} requests, {soaked['answered']} answered, "
-            f"{soaked['abandoned']} abandoned, {soaked['refused']} refused · server RSS MiB "
-            + " -> ".join(str(x) for x in soaked["rss_mib"])
-        )
+    show(out, args)
     print(json.dumps(out))
     return 0
 

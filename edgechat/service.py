@@ -186,11 +186,11 @@ def load(planned: Planned, verbose: bool = False) -> Loaded:
 def connect(request: ModelRequest, say: Say | None = None) -> Loaded:
     """The server's model ``request.remote`` names; says where the text will go before
     any is sent."""
-    from edgechat.llama.remote import RemoteEngine
+    from edgechat.llama.remote import open_remote
     from edgechat.models import credentials
 
     key, _ = credentials.api_key(request.api_key)
-    engine = RemoteEngine(request.remote, request.remote_model, key)
+    engine = open_remote(request.remote, request.remote_model, key)
     notice = (
         f"remote model {engine.model} at {engine.url}: your text is sent to {engine.where} "
         "and answered there, not on this machine"

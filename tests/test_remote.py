@@ -100,6 +100,31 @@ def test_remote_context_limits(ours):
         assert reply.dropped >= 1 and reply.collect().strip()
 
 
+def test_a_bare_address_that_speaks_ollama_is_spoken_to_in_ollamas_api(ours, theirs):
+    from edgechat.llama.contract import ChatEngine
+    from edgechat.llama.remote import RemoteEngine, open_remote
+    from edgechat.llama.remote_ollama import OllamaEngine
+
+    bare = ours.url.removesuffix("/v1")  # edgechat serve answers Ollama's API there too
+    with open_remote(bare) as engine:
+        assert isinstance(engine, OllamaEngine) and isinstance(engine, ChatEngine)
+        assert engine.info()["api"] == "ollama" and not engine.is_local
+        assert engine.n_ctx == 1024 and engine.n_ctx_known  # from /api/show's num_ctx
+        turns = [{"role": "user", "content": "Name three colours."}]
+        reply = engine.chat(turns, SHORT)
+        assert reply.collect().strip() and 0 < reply.stats.gen_tokens <= 12
+        turns += [{"role": "assistant", "content": reply.text}, {"role": "user", "content": "More"}]
+        again = engine.chat(turns, SHORT)
+        again.collect()
+        assert again.stats.prompt_eval_tokens < again.stats.prompt_tokens  # the server's cache
+        raw = engine.complete("1, 2, 3, 4,", Sampling(temperature=0.0, max_tokens=8))
+        assert raw.collect().strip().startswith("5") and raw.stats.finish == "length"
+    with open_remote(ours.url) as engine:  # /v1 named: OpenAI's API
+        assert type(engine) is RemoteEngine
+    with open_remote(theirs.url.removesuffix("/v1")) as engine:  # no /api/version there
+        assert type(engine) is RemoteEngine and engine.url == theirs.url
+
+
 def test_plain_chat_through_each_server(server, capsys):
     rc = cli.main(
         ["chat", "--plain", "--remote", server.url, "--max-tokens", "12", "Name three colours."]
@@ -149,6 +174,10 @@ def test_remote_failures_are_one_line(ours, capsys):
     assert cli.main(["chat", "--remote", nowhere, "--plain", "hi"]) == 1
     assert "cannot reach" in capsys.readouterr().err
     assert cli.main(["chat", "--remote", ours.url, "--remote-model", "nope", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert "no model 'nope'" in err and err.count("\n") == 1
+    bare = ours.url.removesuffix("/v1")
+    assert cli.main(["chat", "--remote", bare, "--remote-model", "nope", "hi"]) == 1
     err = capsys.readouterr().err
     assert "no model 'nope'" in err and err.count("\n") == 1
     with pytest.raises(EdgechatError):

@@ -72,8 +72,8 @@ def add_remote_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--remote",
         metavar="URL",
-        help="run on an OpenAI-compatible server instead (like http://HOST:8080/v1); "
-        "the text is sent there",
+        help="run on another machine's server instead: OpenAI-compatible (like "
+        "http://HOST:8080/v1) or Ollama (like http://HOST:11434); the text is sent there",
     )
     p.add_argument("--remote-model", metavar="NAME", help="the server's model (default: its first)")
     p.add_argument(

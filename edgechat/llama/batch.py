@@ -7,8 +7,9 @@ prompts that wait, as llama-server does.
 - The engine's context has a cache of n_ctx cells for each sequence (llama/params.py):
   each reply gets the context ``--ctx`` names, as it would alone, and its tokens are
   exactly the ones it would get alone.
-- A finished slot keeps its cache: a request that continues a conversation goes to the
-  free slot holding the longest common prefix and evaluates only what is new.
+- A finished slot keeps its cache: a request that continues a conversation goes back
+  to its slot and evaluates only what is new; other requests take the least recently
+  used slot, so each conversation's cache lasts as long as it can.
 - ``llama_decode`` returning 1 (no room left in the cache) puts the newest prompt back
   to wait rather than failing the others.
 
@@ -79,7 +80,8 @@ class Batcher:
         lc = self._lc = engine._lc
         self.engine = engine
         self._ctx, self._vocab = engine._ctx, engine._vocab
-        self.n_ctx = engine.n_ctx  # each slot's share
+        self._decode, self._is_eog = lc.llama_decode, lc.llama_vocab_is_eog  # bound once
+        self.n_ctx = engine.n_ctx  # each slot's context
         self.slots = [_Slot(i) for i in range(engine.n_seq)]
         self._admitted = 0
         self._full = False  # the cache refused a step: start nothing new until a reply ends
@@ -112,8 +114,9 @@ class Batcher:
         return len(self.slots) - self.busy
 
     def admit(self, req: SeqRequest) -> int | None:
-        """Start ``req`` in the free slot whose cache holds most of its prompt (the least
-        recently used among equals); its slot, or None when every slot is busy."""
+        """Start ``req`` in a free slot: the one whose cache its prompt continues (the
+        next turn of that conversation), else the least recently used. Returns the
+        slot, or None when none is free (or the cache is full until a reply ends)."""
         free = [s for s in self.slots if s.req is None]
         if not free or (self._full and len(free) < len(self.slots)):
             return None
@@ -211,7 +214,7 @@ class Batcher:
         if n == 0:
             return []
         self._batch.n_tokens = n
-        rc = self._lc.llama_decode(self._ctx, self._batch)
+        rc = self._decode(self._ctx, self._batch)
         now = time.perf_counter()
         if rc == 1:
             return self._make_room(chunks, gen, now)
@@ -248,7 +251,7 @@ class Batcher:
         except EdgechatError as exc:
             self._end(s, "error", now, exc)
             return
-        if self._lc.llama_vocab_is_eog(self._vocab, token):
+        if self._is_eog(self._vocab, token):
             self._end(s, "stop", now)
             return
         text = s.text_of(token)

@@ -1,5 +1,7 @@
 """A remote engine: the conversation runs on an OpenAI-compatible server (edgechat serve,
-llama-server, Ollama, vLLM, LM Studio) through the official ``openai`` client.
+llama-server, Ollama, vLLM, LM Studio) through the official ``openai`` client; an
+Ollama server named by its bare address is spoken to in its own API
+(``remote_ollama.py``, chosen by ``open_remote``).
 
 It offers what the plain chat, the app and the summariser use from ``Engine``: ``chat``
 streaming a reply with its ``Stats``, ``info``, ``n_ctx``, ``cancel``, and token counts.
@@ -284,3 +286,31 @@ class RemoteEngine:
                 finish=finish,
                 dropped_messages=dropped,
             )
+
+
+def open_remote(url: str, model: str | None = None, api_key: str | None = None) -> RemoteEngine:
+    """The engine for the server at ``url``: Ollama's own API when the address names no
+    path (``http://HOST:11434``) and the server answers Ollama's /api/version there, else
+    the OpenAI-compatible API (at /v1 unless the address names another path)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme in ("http", "https") and parts.netloc and not parts.path.strip("/"):
+        root = f"{parts.scheme}://{parts.netloc}"
+        if speaks_ollama(root, api_key):
+            from edgechat.llama.remote_ollama import OllamaEngine
+
+            return OllamaEngine(root, model, api_key)
+    return RemoteEngine(url, model, api_key)
+
+
+def speaks_ollama(root: str, api_key: str | None = None, timeout: float = 5.0) -> bool:
+    """Whether the server at ``root`` answers Ollama's /api/version."""
+    import json
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        req = urllib.request.Request(root + "/api/version", headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return "version" in json.loads(r.read(65536))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False

@@ -139,6 +139,16 @@ def routes(
     async def version(request: Request) -> Response:
         return JSONResponse({"version": o.VERSION})
 
+    async def manage(request: Request) -> Response:
+        check_key(request)
+        if request.url.path.startswith("/api/embed"):
+            raise ApiError(501, "this server does not compute embeddings")
+        raise ApiError(
+            501,
+            f"edgechat serve runs the one model it loaded ({model.name}); models are pulled "
+            "with `edgechat models pull` and served with `edgechat serve --model ID`",
+        )
+
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running (edgechat serve, an Ollama-compatible API)")
 
@@ -150,4 +160,8 @@ def routes(
         Route("/api/show", show, methods=["POST"]),
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/generate", generate, methods=["POST"]),
+        *(
+            Route(f"/api/{what}", manage, methods=["POST", "DELETE"])
+            for what in ("pull", "push", "create", "copy", "delete", "embed", "embeddings")
+        ),
     ]
