@@ -1,4 +1,4 @@
-"""`edgechat serve`: the loaded model behind an OpenAI-compatible HTTP API.
+"""`edgechat serve`: the loaded model behind OpenAI's HTTP API and Ollama's.
 
 Same model resolution, fit check and sampling defaults as `chat`. Loopback needs no
 key; any other address does, so a model is never open to a network by accident.
@@ -115,7 +115,8 @@ def register(sub) -> None:
     from edgechat.limits import flag
 
     srv = sub.add_parser(
-        "serve", help="serve the model over an OpenAI-compatible HTTP API (loopback by default)"
+        "serve",
+        help="serve the model over OpenAI's and Ollama's HTTP APIs (loopback by default)",
     )
     add_model_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
