@@ -1,1 +1,1 @@
-"""The OpenAI-compatible HTTP server: wire format, the llama thread and its queue, routes."""
+"""The HTTP server: OpenAI's and Ollama's APIs over one llama thread that batches replies."""

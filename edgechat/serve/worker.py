@@ -57,6 +57,7 @@ class Job:
     tokens: list[int] = field(default_factory=list)  # the prompt, once built
     dropped: int = 0
     want_context: bool = False  # Ollama's generate: the tokens so far, given back at the end
+    failed: bool = False  # its error was sent: nothing more is
     context: list[int] | None = None
 
 
@@ -212,6 +213,7 @@ class LlamaWorker:
         return jobs
 
     def _internal(self, job: Job, exc: Exception) -> None:
+        job.failed = True
         self._count("failed")
         why = f"internal error: {type(exc).__name__}: {exc}"
         job.emit(("error", ApiError(500, why, "internal_error")))
@@ -267,6 +269,8 @@ class LlamaWorker:
         def on_end(stats, error) -> None:
             with self._cond:
                 self._active.pop(job.seq, None)
+            if job.failed:
+                return
             if job.want_context:
                 reply = self.engine.tokenize("".join(parts), add_special=False)
                 job.context = [*job.tokens, *reply]
