@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from support.fake_engine import FakeEngine
 
 from edgechat.errors import InputError
 from edgechat.planning.plan import Sampling
@@ -19,6 +20,7 @@ from edgechat.tasks.summarise import PARTS, Options, Summariser, share_out
 from edgechat.tasks.summary_prompts import instruction
 from edgechat.tasks.summary_text import (
     Band,
+    as_bullets,
     band,
     ends_sentence,
     tidy,
@@ -67,7 +69,7 @@ def test_a_document_ten_times_the_context_is_summarised(small_engine):
     result = s.run(paragraphs, size_hint=len(text))
     assert result.text and result.chunks >= 10 and result.levels >= 1
     for line in result.text.splitlines():
-        assert line.startswith("- ")
+        assert line.startswith(("- ", "#")), result.text  # bullets asked, bullets given
     # Every part of the document is represented: each of the parts the length asks for
     # was written (from its share of the partial summaries) and is in the summary.
     assert len(result.parts) == PARTS["short"]
@@ -198,6 +200,30 @@ def test_cut_replies_are_trimmed_to_their_last_sentence():
     assert not ends_sentence("2. The Work is subject to copyright and\n")
     assert not ends_sentence("which can increase the overall") and ends_sentence("It ends.")
     assert not ends_sentence("for example, e.g.")
+
+
+def test_bullets_asked_are_bullets_given():
+    """Whatever list a model writes (numbered, starred, nested) or prose, --style bullets
+    gives "- " items; headings stay headings."""
+    written = "### Rights\n1. The right to modify.\n2) The right to share.\n   * nested\n-\n"
+    assert as_bullets(written) == (
+        "### Rights\n- The right to modify.\n- The right to share.\n- nested"
+    )
+    prose = "It costs a lot. It opens in 2027."
+    assert as_bullets(prose) == "- It costs a lot.\n- It opens in 2027."
+    mostly_listed = "+ one\n• two\nthree, a line of its own"
+    assert as_bullets(mostly_listed) == "- one\n- two\n- three, a line of its own"
+
+
+def test_a_numbered_reply_to_bullets_is_bulleted_in_every_path():
+    """The one-call path, the parts path and --combine: each promises bullets."""
+    numbered = "1. The council approved the budget.\n2. Work starts in spring."
+    engine = FakeEngine(numbered)
+    s = Summariser(engine, Options("short", "bullets"), Sampling(temperature=0.0))
+    for result in (s.run([TEXT]), s.run([TEXT] * 40), s.combine(["One.", "Two.", "Three."])):
+        assert result.text, result
+        for line in result.text.splitlines():
+            assert line.startswith(("- ", "#")), result.text
 
 
 def test_layout_is_kept_and_repeats_dropped():
@@ -388,8 +414,8 @@ def test_several_files_one_summary_each_and_combined(tmp_path):
     assert data["seed"] == 5 and data["temperature"] == 0.5
     written = out.read_text()
     assert written.index("## a.md") < written.index("## b.html") < written.index("## All 2")
-    for line in written.splitlines():
-        assert not line or line.startswith(("- ", "## ")), line
+    for line in written.splitlines():  # bullets asked: "- " items under headings
+        assert not line or line.startswith(("- ", "#")), written
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".summary.md")]
 
 

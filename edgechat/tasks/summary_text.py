@@ -195,18 +195,26 @@ def _unwrapped(lines: list[str]) -> list[str]:
 
 
 def as_bullets(text: str) -> str:
-    """A list, as asked: prose becomes one bullet per sentence; headings and lists stay."""
+    """A list, as asked, whatever the model wrote: every line is a "- " item or a heading.
+
+    A small model asked for bullets may number them, star them, nest them or write prose;
+    the words stay, the shape is the one promised. Items of another list marker or depth
+    become "- " items; in a mostly listed reply a prose line is one item, otherwise each
+    prose sentence is.
+    """
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    if lines and sum(bool(_BULLET.match(ln)) for ln in lines) >= max(1, len(lines) // 2):
-        return "\n".join(
-            ln if _HEADING.match(ln) or _BULLET.match(ln) else f"- {ln.strip()}" for ln in lines
-        )
+    listed = sum(bool(_BULLET.match(ln)) for ln in lines) >= max(1, len(lines) // 2)
     out = []
     for ln in lines:
         if _HEADING.match(ln):
-            out.append(ln)
+            out.append(ln.strip())
+        elif marker := _BULLET.match(ln + " "):  # a bare marker is an empty item
+            item = ln[marker.end() :].strip()
+            out.extend([f"- {item}"] if item else [])
+        elif listed:
+            out.append(f"- {ln.strip()}")
         else:
-            out.extend(f"- {s}" for s in sentences(_BULLET.sub("", ln)))
+            out.extend(f"- {s}" for s in sentences(ln))
     return "\n".join(out)
 
 
