@@ -1,6 +1,13 @@
-"""Shared fixtures: the real starter model (SmolLM2-135M-Instruct) and Gemma 3 270M.
+"""Fixtures only (shared helpers live in tests/support): the real starter model
+(SmolLM2-135M-Instruct) and Gemma 3 270M, each test's own edgechat home, and the tiers.
 
-Both come from PyPI (the `starter` and `dev` extras); no test reaches the network.
+Both models come from PyPI (the `starter` and `dev` extras); no test reaches the network.
+
+The tiers (markers, registered in pyproject.toml): `model` loads a real model, `subprocess`
+starts Python in a child process, `tmux` drives a real terminal. The fast tier is
+``-m 'not model and not subprocess and not tmux'``. A test that uses a model fixture is
+marked `model` here; one that loads a model or starts Python without its marker fails
+and says which marker it needs, so the fast tier stays fast.
 """
 
 from __future__ import annotations
@@ -14,10 +21,56 @@ import pytest
 
 from edgechat.llama.engine import Engine
 from edgechat.models import registry
-from edgechat.planning.plan import RunPlan, Sampling
+from edgechat.planning.plan import RunPlan
 
-REPO = Path(__file__).resolve().parent.parent
-GREEDY = Sampling(temperature=0.0, max_tokens=24)
+# A test using one of these loads a model, or reads one that takes a model's time to make.
+MODEL_FIXTURES = {"starter_path", "gemma_path"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
+REAL_MODEL_BYTES = 16 * 2**20  # the tiny synthetic GGUFs are far smaller; real ones far larger
+
+
+def _python(args) -> str | None:
+    """The Python program among a child process's ``args`` (``python``, ``unshare -n
+    python``), or None."""
+    for arg in args if isinstance(args, (list, tuple)) else str(args).split():
+        if str(arg) == sys.executable or os.path.basename(str(arg)).startswith("python"):
+            return str(arg)
+    return None
+
+
+@pytest.fixture(autouse=True)
+def tiers(request, monkeypatch) -> None:
+    """Hold each test to its markers: loading a real model needs `model`; starting Python
+    in a child process (the command, a server, a probe) needs `subprocess` or `tmux`."""
+    marks = {m.name for m in request.node.iter_markers()}
+    if "model" not in marks:
+        load = Engine.__init__
+
+        def unmarked_load(self, plan, *args, **kwargs):
+            path = Path(plan.model_path)
+            if path.is_file() and path.stat().st_size > REAL_MODEL_BYTES:
+                pytest.fail(f"{request.node.nodeid} loads {path.name}: mark it @pytest.mark.model")
+            load(self, plan, *args, **kwargs)
+
+        monkeypatch.setattr(Engine, "__init__", unmarked_load)
+    if not marks & {"subprocess", "tmux"}:
+        start = subprocess.Popen.__init__
+
+        def unmarked_start(self, args, *rest, **kwargs):
+            if program := _python(args):
+                pytest.fail(
+                    f"{request.node.nodeid} starts {program}: mark it @pytest.mark.subprocess"
+                )
+            start(self, args, *rest, **kwargs)
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", unmarked_start)
 
 
 @pytest.fixture(autouse=True)
@@ -59,45 +112,3 @@ def small_engine(starter_path):
     """A 512-token context, to make overflow cheap to reach."""
     with Engine(RunPlan(starter_path, n_ctx=512)) as eng:
         yield eng
-
-
-def simulated_device(**changes):
-    """A 16 GiB, 4-core CPU-only laptop; ``changes`` make it another machine."""
-    from dataclasses import replace
-
-    from edgechat.facts.device import Device, GiB
-
-    laptop = Device(
-        ram_total=16 * GiB,
-        ram_available=12 * GiB,
-        swap_total=0,
-        swap_free=0,
-        cpu_model="simulated",
-        cores_physical=4,
-        cores_logical=8,
-        simd=("AVX2", "FMA"),
-        arch="x86_64",
-        os="Linux",
-        board=None,
-        models_dir="/models",
-        disk_free=100 * GiB,
-        gpus=(),
-        llama_backends=("cpu",),
-        gpu_offload=False,
-    )
-    return replace(laptop, **changes)
-
-
-def run_cli(*args: str, input: str | None = None, env: dict | None = None, cwd=None, timeout=120):
-    """Run the real `edgechat` command in a child process."""
-    full_env = {**os.environ, **(env or {})}
-    stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
-    return subprocess.run(
-        [sys.executable, "-m", "edgechat", *args],
-        **stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=timeout,
-    )

@@ -1,4 +1,6 @@
-"""The `edgechat` command as a user runs it: a real child process, the real model."""
+"""The `edgechat` command as a user runs it, on the real model: in this process for its
+arguments, settings and messages; in a child process where the process is the point
+(start-up imports, standard input from a pipe)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ import json
 import stat
 import sys
 
-from conftest import run_cli
+import pytest
+from support.cli import run_cli, run_main
 
 
+@pytest.mark.subprocess
 def test_help_is_fast_because_heavy_modules_stay_unimported():
     code = (
         "import sys\n"
@@ -27,22 +31,26 @@ def test_help_is_fast_because_heavy_modules_stay_unimported():
 def test_version():
     from edgechat import __version__
 
-    result = run_cli("--version")
+    result = run_main("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"edgechat {__version__}"
 
 
 def test_usage_error_exits_2():
-    result = run_cli("chat", "--ctx", "lots")
+    result = run_main("chat", "--ctx", "lots")
     assert result.returncode == 2 and "must be a whole number (512 to" in result.stderr
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_piped_chat_answers_and_exits_0():
-    result = run_cli("chat", "--plain", input="Name three colours.\n")
+    result = run_cli("chat", "--plain", "--max-tokens", "48", input="Name three colours.\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_piped_chat_answers_each_line_and_runs_commands():
     script = (
         "Hello!\n/stats\n/system You are a pirate.\n/system\nWhat are you?\n"
@@ -58,17 +66,19 @@ def test_piped_chat_answers_each_line_and_runs_commands():
     assert "conversation cleared" in err and "unknown command /bogus" in err
 
 
+@pytest.mark.model
 def test_multiline_block_is_one_message():
     script = '"""\nLine one of the message.\nLine two of the message.\n"""\n'
-    result = run_cli("chat", "--plain", "--json", input=script)
+    result = run_main("chat", "--plain", "--json", input=script)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 1
     assert records[0]["prompt"] == "Line one of the message.\nLine two of the message."
 
 
+@pytest.mark.model
 def test_one_shot_json():
-    result = run_cli("chat", "--json", "--temperature", "0", "--max-tokens", "20", "Say hello.")
+    result = run_main("chat", "--json", "--temperature", "0", "--max-tokens", "20", "Say hello.")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["reply"].strip() and record["prompt"] == "Say hello."
@@ -76,20 +86,24 @@ def test_one_shot_json():
     assert record["model"] == "smollm2-135m-instruct:Q4_1"  # the id, not the file's name
 
 
+@pytest.mark.model
 def test_no_command_opens_a_chat():
-    result = run_cli(input="Hi\n")
+    assert run_main("config", "set", "max_tokens", "16").returncode == 0
+    result = run_main(input="Hi\n")
     assert result.returncode == 0 and result.stdout.strip()
 
 
+@pytest.mark.model
 def test_small_context_drops_old_turns_and_says_so():
     line = "Tell me about rivers, mountains, forests, deserts and oceans in detail please. " * 10
-    result = run_cli("chat", "--plain", "--ctx", "512", "--max-tokens", "40", input=f"{line}\n" * 4)
+    args = ("chat", "--plain", "--ctx", "512", "--max-tokens", "40")
+    result = run_main(*args, input=f"{line}\n" * 4)
     assert result.returncode == 0, result.stderr
     assert "context full" in result.stderr
 
 
 def test_model_path_and_bad_model_errors(tmp_path, starter_path):
-    ok = run_cli("chat", "--model", str(starter_path), "--max-tokens", "8", "Hello")
+    ok = run_main("chat", "--model", str(starter_path), "--max-tokens", "8", "Hello")
     assert ok.returncode == 0, ok.stderr
     not_gguf = tmp_path / "notes.txt"
     not_gguf.write_text("hello")
@@ -98,48 +112,48 @@ def test_model_path_and_bad_model_errors(tmp_path, starter_path):
         (str(tmp_path / "missing.gguf"), "no model file at"),
         ("no-such-model:Q4_K_M", "no installed model 'no-such-model:Q4_K_M'"),
     ]:
-        result = run_cli("chat", "--model", model, "Hello")
+        result = run_main("chat", "--model", model, "Hello")
         assert result.returncode == 1
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.model
 def test_starter_id_resolves():
-    result = run_cli("chat", "--model", "smollm2-135m-instruct:Q4_1", "--max-tokens", "4", "Hi")
+    result = run_main("chat", "--model", "smollm2-135m-instruct:Q4_1", "--max-tokens", "4", "Hi")
     assert result.returncode == 0, result.stderr
 
 
 # -- config and paths ---------------------------------------------------------------------
 
 
-def test_config_show_set_unset(tmp_path, edgechat_home):
-    env = {"EDGECHAT_HOME": str(edgechat_home)}
-    shown = json.loads(run_cli("config", "--json", env=env, cwd=tmp_path).stdout)
+def test_config_show_set_unset(tmp_path, edgechat_home, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shown = json.loads(run_main("config", "--json").stdout)
     assert shown["settings"]["ctx"] == 4096
     assert shown["paths"]["config_dir"].startswith(str(edgechat_home))
 
-    assert run_cli("config", "set", "ctx", "2048", env=env, cwd=tmp_path).returncode == 0
-    shown = json.loads(run_cli("config", "--json", env=env, cwd=tmp_path).stdout)
+    assert run_main("config", "set", "ctx", "2048").returncode == 0
+    shown = json.loads(run_main("config", "--json").stdout)
     assert shown["settings"]["ctx"] == 2048
     cfg = edgechat_home / "config" / "config.toml"
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
 
-    bad = run_cli("config", "set", "ctx", "big", env=env, cwd=tmp_path)
+    bad = run_main("config", "set", "ctx", "big")
     assert bad.returncode == 1 and "must be a whole number (512 to" in bad.stderr
-    unknown = run_cli("config", "set", "colour", "red", env=env, cwd=tmp_path)
+    unknown = run_main("config", "set", "colour", "red")
     assert unknown.returncode == 1 and "unknown setting 'colour'" in unknown.stderr
 
-    assert run_cli("config", "unset", "ctx", env=env, cwd=tmp_path).returncode == 0
-    shown = json.loads(run_cli("config", "--json", env=env, cwd=tmp_path).stdout)
+    assert run_main("config", "unset", "ctx").returncode == 0
+    shown = json.loads(run_main("config", "--json").stdout)
     assert shown["settings"]["ctx"] == 4096
     assert list(tmp_path.iterdir()) == [], "nothing is written to the current directory"
 
 
-def test_default_model_from_config_is_used(gemma_path, edgechat_home):
-    env = {"EDGECHAT_HOME": str(edgechat_home)}
-    run_cli("config", "set", "default_model", str(gemma_path), env=env)
+def test_default_model_from_config_is_used(gemma_path):
+    run_main("config", "set", "default_model", str(gemma_path))
     text = "The council met on Tuesday. The library will cost four million euros.\n"
-    result = run_cli("summarise", "-", "--json", input=text, env=env)
+    result = run_main("summarise", "-", "--json", input=text)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model_path"] == str(gemma_path)
 
@@ -148,5 +162,5 @@ def test_broken_config_is_a_clear_error(edgechat_home):
     cfg = edgechat_home / "config" / "config.toml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text("ctx = [unclosed\n")
-    result = run_cli("chat", "Hi", env={"EDGECHAT_HOME": str(edgechat_home)})
+    result = run_main("chat", "Hi")
     assert result.returncode == 1 and "not valid TOML" in result.stderr

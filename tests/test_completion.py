@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import run_cli
+from support.cli import run_main
 
 from edgechat.cli import build_parser
 
@@ -30,13 +30,14 @@ def complete_in_bash(script: str, line: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bash_script(tmp_path_factory):
-    result = run_cli("completion", "bash")
+    result = run_main("completion", "bash")
     assert result.returncode == 0, result.stderr
     path = tmp_path_factory.mktemp("completion") / "edgechat.bash"
     path.write_text(result.stdout)
     return str(path)
 
 
+@pytest.mark.subprocess
 def test_bash_completes_subcommands_options_and_choices(bash_script):
     assert set(complete_in_bash(bash_script, "edgechat sum")) == {"summarise", "summarize"}
     assert "completion" in complete_in_bash(bash_script, "edgechat ")
@@ -50,10 +51,11 @@ def test_bash_completes_subcommands_options_and_choices(bash_script):
     assert "--combine" in complete_in_bash(bash_script, "edgechat summarise --c")
 
 
+@pytest.mark.subprocess
 def test_zsh_and_fish_scripts_name_every_command():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    zsh = run_cli("completion", "zsh").stdout
-    fish = run_cli("completion", "fish").stdout
+    zsh = run_main("completion", "zsh").stdout
+    fish = run_main("completion", "fish").stdout
     assert zsh.startswith("#compdef edgechat")
     for name in commands:
         assert f"-a {name} " in fish
@@ -62,4 +64,4 @@ def test_zsh_and_fish_scripts_name_every_command():
         if shutil.which(shell):  # syntax-check where the shell is installed
             check = subprocess.run([shell, "-n"], input=text, capture_output=True, text=True)
             assert check.returncode == 0, check.stderr
-    assert run_cli("completion", "tcsh").returncode == 2  # a usage error
+    assert run_main("completion", "tcsh").returncode == 2  # a usage error

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_main
 
 from edgechat.errors import EdgechatError
 from edgechat.facts import device
@@ -96,7 +96,7 @@ def test_overrides_apply_everywhere():
 
 
 def test_device_command_json_and_text():
-    result = run_cli("device", "--json", "--memory", "2G")
+    result = run_main("device", "--json", "--memory", "2G")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     for key in (
@@ -116,7 +116,7 @@ def test_device_command_json_and_text():
     ):
         assert key in data
     assert data["ram_total"] == 2 * GiB
-    text = run_cli("device")
+    text = run_main("device")
     assert text.returncode == 0 and "memory" in text.stdout and "llama.cpp" in text.stdout
-    bad = run_cli("device", "--memory", "plenty")
+    bad = run_main("device", "--memory", "plenty")
     assert bad.returncode == 1 and "like 8G" in bad.stderr

@@ -6,7 +6,7 @@ import threading
 from dataclasses import replace
 
 import pytest
-from conftest import GREEDY
+from support import GREEDY
 
 from edgechat.errors import ContextOverflow, ModelLoadError
 from edgechat.llama.engine import Engine

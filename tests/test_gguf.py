@@ -7,8 +7,8 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from rangeserver import RangeServer
+from support.cli import run_main
+from support.rangeserver import RangeServer
 
 from edgechat.facts.gguf import GGUFError, inspect, inspect_file, inspect_url
 
@@ -116,13 +116,13 @@ def test_remote_errors():
 
 
 def test_inspect_command(starter_path, tmp_path):
-    result = run_cli("inspect", str(starter_path), "--json")
+    result = run_main("inspect", str(starter_path), "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["architecture"] == "llama" and data["n_params"] == 134_515_008
-    text = run_cli("inspect", str(starter_path))
+    text = run_main("inspect", str(starter_path))
     assert "Q4_1" in text.stdout and "grouped" not in text.stderr
     bad = tmp_path / "x.gguf"
     bad.write_text("hello")
-    err = run_cli("inspect", str(bad))
+    err = run_main("inspect", str(bad))
     assert err.returncode == 1 and "not a GGUF model file" in err.stderr

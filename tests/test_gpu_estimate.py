@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import simulated_device
+from support.devices import simulated_device
 
 from edgechat.errors import EdgechatError
 from edgechat.facts.device import GPU, GiB, with_overrides
@@ -150,20 +150,20 @@ def test_gpu_option_plans_for_a_gpu_this_machine_lacks():
 
 
 def test_estimate_command_with_gpu_option(starter_path):
-    from conftest import run_cli
+    from support.cli import run_main
 
-    out = run_cli("estimate", str(starter_path), "--gpu", "cuda:8G", "--json")
+    out = run_main("estimate", str(starter_path), "--gpu", "cuda:8G", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["gpu_backend"] == "cuda" and data["n_gpu_layers"] == 31
     assert data["gpu_runtime_note"].startswith("the GPU runtime figure varies by GPU")
     assert "H100" in data["gpu_runtime_source"]
     assert data["ram_peak_bytes"] >= data["ram_needed_bytes"]
-    text = run_cli("estimate", str(starter_path), "--gpu", "cuda:8G", "--gpu-layers", "10")
+    text = run_main("estimate", str(starter_path), "--gpu", "cuda:8G", "--gpu-layers", "10")
     assert "10 of 31 layers on the GPU (cuda): the output head and the last 9" in text.stdout
     assert "varies by GPU" in text.stdout
-    bad = run_cli("estimate", str(starter_path), "--gpu", "tpu:8G")
+    bad = run_main("estimate", str(starter_path), "--gpu", "tpu:8G")
     assert bad.returncode == 1 and bad.stderr.startswith("edgechat: --gpu")
-    rec = run_cli("recommend", "--gpu", "cuda:24G", "--memory", "64G", "--json", "-n", "3")
+    rec = run_main("recommend", "--gpu", "cuda:24G", "--memory", "64G", "--json", "-n", "3")
     assert rec.returncode == 0, rec.stderr
     assert "gpu=cuda:24.0 GiB" in json.loads(rec.stdout)["device"]["assumed"]

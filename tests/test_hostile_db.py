@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from test_tui import LAPTOP, READOUT, until
+from support.app import LAPTOP, READOUT, until
 
 from edgechat.paths import paths
 from edgechat.tasks import dbopen
@@ -49,6 +49,7 @@ def filled(path) -> Store:
     return store
 
 
+@pytest.mark.subprocess
 def test_a_short_lock_is_waited_for(tmp_path):
     store = Store(tmp_path / "c.db")
     conv = store.create()
@@ -58,6 +59,7 @@ def test_a_short_lock_is_waited_for(tmp_path):
     assert [m.content for m in store.messages(conv.id)] == ["hello"]
 
 
+@pytest.mark.subprocess
 def test_a_long_lock_is_one_line_and_nothing_is_lost(tmp_path, monkeypatch):
     monkeypatch.setattr(dbopen, "BUSY_S", 0.3)
     store = Store(tmp_path / "c.db")
@@ -121,6 +123,7 @@ def test_app_with_data_dir_as_a_file_is_one_line(edgechat_home):
         EdgechatApp(LaunchOptions(start="chat"), sample_readouts=lambda: READOUT, device=LAPTOP)
 
 
+@pytest.mark.subprocess
 async def test_app_keeps_the_typed_text_while_the_database_is_locked(
     engine, monkeypatch, edgechat_home
 ):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import time
 
-import hostile_gguf as hostile
 import pytest
-from conftest import run_cli
+from support import hostile_gguf as hostile
+from support.cli import run_cli
 
 from edgechat.errors import EdgechatError
 from edgechat.facts.gguf import GGUFError, inspect_file
@@ -43,6 +43,7 @@ def test_the_generator_covers_every_class():
     assert len(hostile.CASES) >= 70
 
 
+@pytest.mark.subprocess
 def test_the_base_is_a_model_llama_cpp_runs(files):
     check_loads(files["base"])
     chat = run_cli("chat", "--model", str(files["base"]), "--max-tokens", "4", "Hi")
@@ -59,6 +60,7 @@ def test_refused_from_the_header_in_one_line(files, name):
     assert time.monotonic() - started < 30  # refused at once, not after reading 2^40 items
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "name", ["block-count-0", "expert-count-9999", "alignment-u64", "tensor-dims-overflow"]
 )
@@ -75,6 +77,7 @@ def test_what_would_abort_llama_cpp_never_reaches_it(files, name):
     assert registry.records() == {}
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", LLAMA)
 def test_inspect_estimate_import_ask_llama_cpp_and_chat_says_why(files, name):
     inspect_file(files[name])  # the header alone is sound: only llama.cpp knows better
@@ -88,6 +91,7 @@ def test_inspect_estimate_import_ask_llama_cpp_and_chat_says_why(files, name):
         assert chat.returncode == 1 and chat.stderr.count("\n") == 1, chat.stderr
 
 
+@pytest.mark.subprocess
 def test_nan_scores_are_an_error_not_an_empty_reply(files):
     chat = run_cli("chat", "--model", str(files["weights-nan"]), "--max-tokens", "4", "Hi")
     assert chat.returncode == 1 and "NaN" in chat.stderr and not chat.stdout.strip()
@@ -105,6 +109,7 @@ def test_a_looping_chat_template_is_stopped(files, monkeypatch):
         assert time.monotonic() - started < 30  # stopped, not hours later
 
 
+@pytest.mark.subprocess
 def test_escapes_in_metadata_never_reach_the_terminal(files):
     path = files["general-name-escapes"]
     shown = run_cli("inspect", str(path))
@@ -117,6 +122,7 @@ def test_escapes_in_metadata_never_reach_the_terminal(files):
     assert "\x1b" not in run_cli("inspect", str(files["general-name-invalid-utf8"])).stdout
 
 
+@pytest.mark.subprocess
 def test_only_regular_files(tmp_path, files):
     fifo = tmp_path / "x.gguf"
     os.mkfifo(fifo)
@@ -133,6 +139,7 @@ def test_only_regular_files(tmp_path, files):
         inspect_file("/dev/zero")
 
 
+@pytest.mark.subprocess
 def test_nothing_accepted_that_llama_cpp_cannot_load(files):
     """What the header check accepts, llama.cpp loads, or the commands ask it (above)."""
     for name, path in files.items():

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
-from hubserver import Hub
+from support.cli import REPO, run_cli, run_main
+from support.hubserver import Hub
 
 from edgechat.errors import EdgechatError
 from edgechat.models import hub, registry, transfer
@@ -218,6 +218,7 @@ def test_repo_ids_that_are_paths_are_refused(world, spec):
         hub.pull(spec)
 
 
+@pytest.mark.subprocess
 def test_two_pulls_of_one_model_at_once(world, endpoint):
     home, _ = world
     with endpoint(serve({GOOD: PAYLOAD}, chunk_delay=0.0, trickle=0.002)) as server:
@@ -257,6 +258,6 @@ def test_rm_deletes_only_inside_edgechat_folders(world, edgechat_home):
         "evil2:Q4_K_M",
         {"path": str(outside / "deep" / "x.gguf"), "source": "copy", "sha256": []},
     )
-    assert run_cli("models", "rm", "evil:Q4_K_M").returncode == 0
-    assert run_cli("models", "rm", "evil2:Q4_K_M").returncode == 0
+    assert run_main("models", "rm", "evil:Q4_K_M").returncode == 0
+    assert run_main("models", "rm", "evil2:Q4_K_M").returncode == 0
     assert tree(outside) == before and registry.records() == {}

@@ -30,6 +30,7 @@ for k in range(5):
 """
 
 
+@pytest.mark.subprocess
 def test_ten_writers_at_once_lose_nothing():
     import time
 

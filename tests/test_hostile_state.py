@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli, run_main
 
 from edgechat import config
 from edgechat.cli import build_parser
@@ -53,6 +53,7 @@ def test_bad_flags_are_usage_errors_with_the_range(argv, words, capsys):
     assert words in err and "Traceback" not in err
 
 
+@pytest.mark.subprocess
 def test_a_bad_flag_exits_2_from_the_real_command():
     result = run_cli("chat", "--ctx", "0", "hello")
     assert result.returncode == 2 and "512 to 1048576, got 0" in result.stderr
@@ -122,10 +123,10 @@ def test_damaged_config_is_one_line_and_unset_repairs_it(content, key):
         config.load()
     message = str(err.value)
     assert "\n" not in message and str(file) in message
-    shown = run_cli("config")
+    shown = run_main("config")
     assert shown.returncode == 1 and shown.stderr.count("\n") == 1
     assert "Traceback" not in shown.stderr
-    assert run_cli("config", "unset", key).returncode == 0, run_cli("config").stderr
+    assert run_main("config", "unset", key).returncode == 0, run_main("config").stderr
     assert config.load() == config.Settings()
 
 
@@ -180,7 +181,7 @@ def test_damaged_user_catalog_from_the_command_line():
     file = paths().user_catalog
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_bytes(b"models = 3\n")
-    result = run_cli("recommend")
+    result = run_main("recommend")
     assert result.returncode == 1 and str(file) in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -214,7 +215,7 @@ def test_damaged_models_json_from_the_command_line():
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps({"a": ["not", "a", "record"]}))
     for argv in (["models", "list"], ["models", "rm", "a"], ["chat", "--model", "a", "hi"]):
-        result = run_cli(*argv)
+        result = run_main(*argv)
         assert result.returncode == 1 and "move it aside" in result.stderr, argv
         assert "Traceback" not in result.stderr
 
@@ -225,10 +226,10 @@ def test_login_never_takes_the_token_from_the_command_line(tmp_path):
         "HF_ENDPOINT": "http://127.0.0.1:9",  # unreachable: the token stays unchecked
         "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
     }
-    refused = run_cli("login", "--token", "hf_secretFROMargv123", env=env)
+    refused = run_main("login", "--token", "hf_secretFROMargv123", env=env)
     assert refused.returncode == 1 and "process list" in refused.stderr
     assert not (tmp_path / "hf" / "token").exists()
-    from_env = run_cli("login", env={**env, "HF_TOKEN": "hf_secretFROMenv123"})
+    from_env = run_main("login", env={**env, "HF_TOKEN": "hf_secretFROMenv123"})
     assert from_env.returncode == 0, from_env.stderr
     assert (tmp_path / "hf" / "token").read_text().strip() == "hf_secretFROMenv123"
     assert "hf_secretFROMenv123" not in from_env.stdout + from_env.stderr

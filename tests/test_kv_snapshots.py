@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import zlib
 
-from conftest import GREEDY
+from support import GREEDY
 
 from edgechat.llama.state import Snapshots
 

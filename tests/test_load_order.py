@@ -11,13 +11,14 @@ On a CUDA build, numpy imported first made ``llama_model_load_from_file`` segfau
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from conftest import REPO
+from support.cli import REPO, child_env
+
+pytestmark = pytest.mark.subprocess  # each case is a fresh process: import order is per process
 
 # Each snippet runs with P (SmolLM2's path) and TMP (a scratch folder) defined, and
 # ends with the process's backend state printed by the harness.
@@ -31,7 +32,7 @@ CASES = {
     "app": """
         import asyncio
         from edgechat.tui.app import EdgechatApp, LaunchOptions
-        from tests.conftest import simulated_device
+        from support.devices import simulated_device
 
         async def go():
             app = EdgechatApp(LaunchOptions(model=P, ctx=512, start="chat"),
@@ -93,7 +94,7 @@ print("BACKEND " + json.dumps(backend.state()))
 
 def run_case(name: str, first: str, starter_path, tmp_path) -> dict:
     script = HARNESS.format(body=textwrap.dedent(CASES[name]))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     out = subprocess.run(
         [sys.executable, "-c", script, first, str(starter_path), str(tmp_path)],
         capture_output=True,

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from rangeserver import RangeServer
+from support.cli import run_main
+from support.rangeserver import RangeServer
 
 from edgechat.facts.device import detect
 from edgechat.facts.gguf import inspect_file
@@ -59,6 +59,7 @@ def test_sliding_window_layers_hold_only_their_window(gemma_path):
     assert est.parts["repacked weights"][0] / MiB == pytest.approx(repacked, abs=0.1)
 
 
+@pytest.mark.subprocess  # the peak of a fresh process holding nothing but the model
 @pytest.mark.parametrize("model", ["starter", "gemma"])
 def test_peak_rss_within_target_of_a_real_run(model, starter_path, gemma_path):
     """The figure that matters: peak resident memory of a real load, fill and generate."""
@@ -171,7 +172,7 @@ def test_weights_follow_parameters_times_bits():
 
 
 def test_estimate_command_json(starter_path):
-    result = run_cli("estimate", "starter", "--ctx", "2048", "--json")
+    result = run_main("estimate", "starter", "--ctx", "2048", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["source"] == "file" and out["n_ctx"] == 2048
@@ -179,22 +180,22 @@ def test_estimate_command_json(starter_path):
     assert 150 * MiB < out["ram_peak_bytes"] < 300 * MiB
     assert out["parts"]["KV cache"]["ram_bytes"] == 45 * MiB
     assert out["tokens_per_s"] > 0 and out["vram_bytes"] == 0
-    text = run_cli("estimate", str(starter_path))
+    text = run_main("estimate", str(starter_path))
     assert text.returncode == 0 and "KV cache" in text.stdout and "peak" in text.stdout
 
 
 def test_estimate_before_download_from_catalog_and_url(gemma_path):
-    result = run_cli("estimate", "llama-3.1-8b-instruct:Q8_0", "--memory", "8G", "--json")
+    result = run_main("estimate", "llama-3.1-8b-instruct:Q8_0", "--memory", "8G", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["source"] == "catalog" and out["fit"] == "does not fit"
     assert out["assumed"] == ["memory=8.0 GiB"]
     with RangeServer({"/g.gguf": gemma_path}) as server:
-        remote = run_cli("estimate", server.url + "/g.gguf", "--json")
+        remote = run_main("estimate", server.url + "/g.gguf", "--json")
     assert remote.returncode == 0, remote.stderr
     assert (
         json.loads(remote.stdout)["parts"]
-        == json.loads(run_cli("estimate", str(gemma_path), "--json").stdout)["parts"]
+        == json.loads(run_main("estimate", str(gemma_path), "--json").stdout)["parts"]
     )
 
 
@@ -207,16 +208,17 @@ def test_estimate_before_download_from_catalog_and_url(gemma_path):
     ],
 )
 def test_estimate_errors_are_one_line(args, message):
-    result = run_cli("estimate", *args)
+    result = run_main("estimate", *args)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.model
 def test_loading_a_model_that_does_not_fit_is_refused_with_figures():
-    refused = run_cli("chat", "--memory", "200M", "--max-tokens", "4", "Hi")
+    refused = run_main("chat", "--memory", "200M", "--max-tokens", "4", "Hi")
     assert refused.returncode == 1
     for part in ("will not fit", "MiB", "200 MiB is available", "--ctx", "--force"):
         assert part in refused.stderr
-    forced = run_cli("chat", "--memory", "200M", "--force", "--max-tokens", "4", "Hi")
+    forced = run_main("chat", "--memory", "200M", "--force", "--max-tokens", "4", "Hi")
     assert forced.returncode == 0 and forced.stdout.strip()
     assert "loading anyway" in forced.stderr

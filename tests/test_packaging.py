@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_cli, simulated_device
-from hubserver import Hub
+from support.cli import REPO, run_main
+from support.devices import simulated_device
+from support.filekeyring import keyring_env
+from support.hubserver import Hub
 
 from edgechat import doctor
 from edgechat.facts.device import GPU, Device, GiB
@@ -101,6 +103,7 @@ PI_OS = {
         ),
     ],
 )
+@pytest.mark.subprocess
 def test_install_picks_the_build_for_the_host(tmp_path, name, uname, tools, files, backend, flags):
     out = dry_run(host(tmp_path, uname=uname, tools=tools, files=files))
     assert f"llama.cpp backend: {backend}\n" in out
@@ -109,6 +112,7 @@ def test_install_picks_the_build_for_the_host(tmp_path, name, uname, tools, file
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.subprocess
 def test_install_cpu_flag_and_rerun(tmp_path):
     env = host(tmp_path, tools=("nvcc",), files={**DEBIAN, "/dev/nvidia0": ""})
     assert "llama.cpp backend: cpu" in dry_run(env, "--cpu")
@@ -124,11 +128,13 @@ def test_install_cpu_flag_and_rerun(tmp_path):
     assert "--force-reinstall" in changed
 
 
+@pytest.mark.subprocess
 def test_install_uses_pipx_when_present(tmp_path):
     out = dry_run(host(tmp_path, tools=("pipx",), files=DEBIAN))
     assert "environment: pipx" in out and "pipx install --force edgechat[starter]" in out
 
 
+@pytest.mark.subprocess
 def test_install_refuses_old_python_with_the_fix(tmp_path):
     env = host(tmp_path, files=DEBIAN)
     old = tmp_path / "bin" / "python-old"
@@ -171,8 +177,8 @@ def test_doctor_keyring(monkeypatch, tmp_path):
     keyring.core.init_backend()
     none = doctor.check_keyring()
     assert none.status == doctor.WARN and "HF_TOKEN" in none.detail and none.fix
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "filekeyring.FileKeyring")
-    monkeypatch.setenv("TEST_KEYRING_FILE", str(tmp_path / "k.json"))
+    for name, value in keyring_env(tmp_path / "k.json").items():
+        monkeypatch.setenv(name, value)
     keyring.core.init_backend()
     try:
         assert doctor.check_keyring().status == doctor.OK
@@ -189,7 +195,7 @@ def test_doctor_disk():
 
 
 def test_doctor_paths(edgechat_home):
-    run_cli("config", "set", "ctx", "2048")
+    run_main("config", "set", "ctx", "2048")
     p = paths()
     assert all(c.status == doctor.OK for c in doctor.check_paths(p))
     p.config_file.chmod(0o644)
@@ -211,13 +217,13 @@ def test_doctor_hub(starter_path):
 
 
 def test_doctor_command_json(edgechat_home):
-    result = run_cli("doctor", "--json", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    result = run_main("doctor", "--json", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
     checks = json.loads(result.stdout)
     names = {c["name"] for c in checks}
     assert {"llama.cpp", "keyring", "disk", "config dir", "private files", "hub"} <= names
     failing = [c for c in checks if c["status"] == "fail"]
     assert result.returncode == (1 if failing else 0)
-    text = run_cli("doctor", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    text = run_main("doctor", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
     assert "fix:" in text.stdout and "hub" in text.stdout
 
 
@@ -232,3 +238,14 @@ def test_desktop_entry_and_release_files():
 
     assert __version__ in (REPO / "CHANGELOG.md").read_text()
     assert os.path.exists(REPO / "packaging" / "edgechat.spec")
+
+
+def test_ci_runs_the_readme_test_line_in_tiers():
+    """CI runs exactly the README's test line: ruff, the fast tier, then the rest."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("Install and run the whole test suite", 1)[1].split("```sh\n", 1)[1]
+    line = block.split("\n", 1)[0]
+    assert line in (REPO / ".ci" / "run").read_text().splitlines()
+    fast = "pytest -m 'not model and not subprocess and not tmux'"
+    rest = "pytest -m 'model or subprocess or tmux'"
+    assert "ruff check" in line and line.index(fast) < line.index(rest)

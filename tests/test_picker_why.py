@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_tui import make_app, until
+from support.app import make_app, until
 
 from edgechat.tui.wizard import WizardScreen, _fit
 

@@ -31,6 +31,7 @@ def no_network(monkeypatch):
     return attempts
 
 
+@pytest.mark.model
 def test_chat_opens_no_connection(no_network, capsys):
     assert cli.main(["chat", "--plain", "--max-tokens", "30", "Name three colours."]) == 0
     out = capsys.readouterr().out
@@ -39,6 +40,7 @@ def test_chat_opens_no_connection(no_network, capsys):
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
 
 
+@pytest.mark.model
 def test_summarise_opens_no_connection(no_network, capsys, tmp_path):
     doc = tmp_path / "notes.txt"
     doc.write_text("The meeting moved to Friday. Bring the budget figures and the new plan.\n")
@@ -47,6 +49,8 @@ def test_summarise_opens_no_connection(no_network, capsys, tmp_path):
     assert no_network == []
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_piped_chat_in_a_process_without_a_network():
     """The acceptance line: `printf 'Name three colours.\\n' | edgechat chat --plain`
     in a process that has no network at all (a fresh network namespace)."""

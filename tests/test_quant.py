@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import GREEDY, run_cli
+from support import GREEDY
+from support.cli import run_main
 
 from edgechat.errors import EdgechatError
 from edgechat.facts.gguf import inspect_file
@@ -120,7 +121,7 @@ def test_requantising_is_refused_unless_allowed(lab, tmp_path):
 def test_quality_and_quantize_commands(lab, tmp_path, text, gemma_path):
     doc = tmp_path / "text.txt"
     doc.write_text(text)
-    result = run_cli(
+    result = run_main(
         "quality",
         str(lab["Q4_K_M-mixed"]),
         "--ref",
@@ -135,9 +136,9 @@ def test_quality_and_quantize_commands(lab, tmp_path, text, gemma_path):
     q = json.loads(result.stdout)
     assert q["kl_mean"] > 0 and 0 < q["top1_agreement"] < 1 and "ppl_delta_pct" in q
     assert "chunk" in result.stderr  # progress
-    other = run_cli("quality", str(lab["F16"]), "--ref", str(gemma_path), "--text", str(doc))
+    other = run_main("quality", str(lab["F16"]), "--ref", str(gemma_path), "--text", str(doc))
     assert other.returncode == 1 and "different vocabularies" in other.stderr
-    made = run_cli(
+    made = run_main(
         "quantize", str(lab["F16"]), str(tmp_path / "q.gguf"), "--type", "Q8_0", "--json"
     )
     assert made.returncode == 0 and json.loads(made.stdout)["bits_per_weight"] == pytest.approx(
@@ -145,9 +146,10 @@ def test_quality_and_quantize_commands(lab, tmp_path, text, gemma_path):
     )
 
 
+@pytest.mark.subprocess  # bench measures in a child process
 def test_bench_command(starter_path):
-    result = run_cli(
-        "bench", "starter", "--repeat", "2", "--ctx", "512", "--tokens", "16", "--json", timeout=300
+    result = run_main(
+        "bench", "starter", "--repeat", "2", "--ctx", "512", "--tokens", "16", "--json"
     )
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
@@ -155,13 +157,14 @@ def test_bench_command(starter_path):
     assert row["gen_tokens_per_s"] > 0 and row["prompt_tokens_per_s"] > 0
     assert 0 < row["load_s"] < 30 and 0 < row["ttft_s"] < 30
     assert 100 * 2**20 < row["rss_peak"] < 2**30
-    text = run_cli("bench", "starter", "--repeat", "1", "--ctx", "512", "--tokens", "8")
+    text = run_main("bench", "starter", "--repeat", "1", "--ctx", "512", "--tokens", "8")
     assert "tok/s" in text.stdout and "█" in text.stdout
 
 
+@pytest.mark.subprocess
 def test_bench_of_a_broken_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_text("not a model")
-    result = run_cli("bench", str(bad), "--repeat", "1")
+    result = run_main("bench", str(bad), "--repeat", "1")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "measuring bad.gguf failed" in result.stderr and "not a GGUF" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from support.cli import run_main
 
 from edgechat.facts.device import GPU, Device, GiB
 from edgechat.planning import catalog
@@ -161,7 +161,7 @@ def test_judge_labels_and_backend():
 
 
 def test_recommend_command_json_and_text():
-    result = run_cli("recommend", "--memory", "4G", "--task", "code", "--json")
+    result = run_main("recommend", "--memory", "4G", "--task", "code", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["task"] == "code" and out["device"]["assumed"] == ["memory=4.0 GiB"]
@@ -183,7 +183,7 @@ def test_recommend_command_json_and_text():
         assert key in top
     assert out["fit_means"].startswith("memory only")
     assert top["fit"] == "comfortable" and top["ram_bytes"] < 4 * GiB
-    text = run_cli("recommend", "--memory", "16G", "-n", "3")
+    text = run_main("recommend", "--memory", "16G", "-n", "3")
     assert text.returncode == 0 and text.stdout.count(":Q") == 3
     assert "comfortable" in text.stdout and "memory fit" in text.stdout
 

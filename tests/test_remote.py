@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from serving import edgechat_serve, llama_cpp_server
+from support.serving import edgechat_serve, llama_cpp_server
 
 from edgechat import cli
 from edgechat.errors import ContextOverflow, EdgechatError
@@ -14,6 +14,8 @@ from edgechat.planning.plan import Sampling
 
 pytest.importorskip("openai")
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
+
+pytestmark = pytest.mark.subprocess  # the servers run in child processes
 
 SHORT = Sampling(temperature=0.0, max_tokens=12)
 
@@ -168,7 +170,7 @@ def test_summarise_through_llama_cpp_server(theirs, tmp_path, capsys):
 
 
 def test_remote_failures_are_one_line(ours, capsys):
-    from serving import free_port
+    from support.serving import free_port
 
     nowhere = f"http://127.0.0.1:{free_port()}/v1"
     assert cli.main(["chat", "--remote", nowhere, "--plain", "hi"]) == 1
@@ -187,7 +189,7 @@ def test_remote_failures_are_one_line(ours, capsys):
 
 
 async def test_the_app_chats_through_llama_cpp_server(theirs):
-    from test_tui import READOUT, conversation_text, until
+    from support.app import READOUT, conversation_text, until
 
     from edgechat.tui.app import EdgechatApp, LaunchOptions
     from edgechat.tui.chat import ChatScreen
@@ -211,7 +213,7 @@ async def test_the_app_chats_through_llama_cpp_server(theirs):
 
 
 async def test_the_picker_offers_a_remote_server(ours):
-    from test_tui import READOUT, until
+    from support.app import READOUT, until
 
     from edgechat.tui.app import EdgechatApp, LaunchOptions
     from edgechat.tui.chat import ChatScreen

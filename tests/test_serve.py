@@ -7,7 +7,6 @@ and one bound beyond loopback, with an API key from the keyring and a queue of o
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 import urllib.error
@@ -15,12 +14,15 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from serving import TESTS, edgechat_serve
+from support.filekeyring import keyring_env
+from support.serving import edgechat_serve
 
 from edgechat import cli
 
 openai = pytest.importorskip("openai")
 pytestmark = [pytest.mark.model, pytest.mark.subprocess]
+
+pytestmark = pytest.mark.subprocess  # the servers run in child processes
 
 KEY = "edgechat-test-key-7f3a9c"
 COUNT = "1, 2, 3, 4,"  # SmolLM2 goes on counting: long, predictable replies
@@ -328,18 +330,11 @@ def test_beyond_loopback_needs_a_key(monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def keyed(starter_path, tmp_path_factory):
     """On 0.0.0.0 with the key from the keyring (a file-backed one), one place in the queue."""
-    from conftest import run_cli
+    from support.cli import run_cli
 
     tmp = tmp_path_factory.mktemp("keyed")
-    env = {
-        "EDGECHAT_HOME": str(tmp),
-        "PYTHON_KEYRING_BACKEND": "filekeyring.FileKeyring",
-        "TEST_KEYRING_FILE": str(tmp / "keyring.json"),
-    }
-    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    stored = run_cli(
-        "serve", "--store-key", env={**env, "EDGECHAT_API_KEY": KEY, "PYTHONPATH": path}
-    )
+    env = {"EDGECHAT_HOME": str(tmp), **keyring_env(tmp / "keyring.json")}
+    stored = run_cli("serve", "--store-key", env={**env, "EDGECHAT_API_KEY": KEY})
     assert stored.returncode == 0, stored.stderr
     srv = edgechat_serve(
         starter_path,

@@ -8,7 +8,8 @@ import json
 from dataclasses import replace
 
 import pytest
-from conftest import run_cli, simulated_device
+from support.cli import run_main
+from support.devices import simulated_device
 
 from edgechat.config import Settings
 from edgechat.errors import EdgechatError
@@ -67,13 +68,14 @@ def test_open_model_loads_the_checked_plan(starter_path):
         assert loaded.fit.fits and loaded.warnings == () and loaded.label == "starter"
 
 
+@pytest.mark.subprocess  # bench measures in a child process
 def test_bench_takes_the_options_and_the_fit_check_of_chat(starter_path):
-    refused = run_cli("bench", "starter", "--memory", "100M", "--repeat", "1")
+    refused = run_main("bench", "starter", "--memory", "100M", "--repeat", "1")
     assert refused.returncode == 1 and "will not fit" in refused.stderr
-    chat = run_cli("chat", "--plain", "--model", "starter", "--memory", "100M", "Hi")
+    chat = run_main("chat", "--plain", "--model", "starter", "--memory", "100M", "Hi")
     assert chat.returncode == 1 and "will not fit" in chat.stderr
     # An assumed GPU gets its layers, as a chat would: bench measures the plan chat loads.
-    ran = run_cli(
+    ran = run_main(
         "bench",
         "starter",
         "--vram",

@@ -46,12 +46,13 @@ def test_no_model_at_all_explains_how_to_get_one(no_starter, capsys):
     assert err.startswith("edgechat: no model to run yet") and err.count("\n") == 1
 
 
+@pytest.mark.subprocess
 def test_ten_imports_at_once_are_all_registered(starter_path):
     """Ten processes writing models.json together: a lock, and a temporary file each."""
     import subprocess
     import sys
 
-    from conftest import REPO
+    from support.cli import REPO
 
     workers = [
         subprocess.Popen(

@@ -11,34 +11,13 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import REPO, run_cli, simulated_device
+from support.app import LAPTOP, conversation_text, make_app, until
+from support.cli import REPO, run_main
 
 from edgechat.facts.device import GPU, GiB
-from edgechat.facts.readouts import Readout
 from edgechat.tasks.conversations import Store
-from edgechat.tui.app import EdgechatApp, LaunchOptions
 from edgechat.tui.chat import ChatScreen
 from edgechat.tui.wizard import WizardScreen
-
-READOUT = Readout(rss=210 * 2**20, ram_used=6 * GiB, ram_available=10 * GiB, ram_total=16 * GiB)
-LAPTOP = simulated_device(overrides=("memory=16.0 GiB",))
-
-
-def make_app(start="chat", device=LAPTOP, **options) -> EdgechatApp:
-    return EdgechatApp(
-        LaunchOptions(start=start, **options), sample_readouts=lambda: READOUT, device=device
-    )
-
-
-async def until(pilot, condition, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
-
-
-def conversation_text(app) -> str:
-    return app.store.export_markdown(app.screen.conversation.id)
 
 
 async def test_wizard_to_chat_send_and_reply(starter_path):
@@ -65,7 +44,7 @@ async def test_wizard_to_chat_send_and_reply(starter_path):
 
 
 async def test_picker_pulls_a_recommended_model_then_chats(starter_path, monkeypatch, tmp_path):
-    from hubserver import Hub
+    from support.hubserver import Hub
 
     repo, name = "bartowski/SmolLM2-360M-Instruct-GGUF", "SmolLM2-360M-Instruct-Q4_K_M.gguf"
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -255,6 +234,7 @@ def test_snapshot_wizard(snap_compare, starter_path):
 # -- a real terminal ---------------------------------------------------------------------------
 
 
+@pytest.mark.tmux
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 @pytest.mark.parametrize(
     "colours",
@@ -267,7 +247,7 @@ def test_snapshot_wizard(snap_compare, starter_path):
 )
 def test_in_a_real_terminal_under_tmux(edgechat_home, starter_path, colours):
     # Greedy, so the small model's answer is the same every run.
-    run_cli("config", "set", "temperature", "0", env={"EDGECHAT_HOME": str(edgechat_home)})
+    run_main("config", "set", "temperature", "0")
     session = f"edgechat-test-{time.monotonic_ns()}"
     env = f"EDGECHAT_HOME={edgechat_home} {colours}"
     cmd = f"cd {REPO} && env {env} {sys.executable} -m edgechat chat"

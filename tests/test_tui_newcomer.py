@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, run_cli
-from test_tui import make_app as _make_app
-from test_tui import until
+from support.app import make_app as _make_app
+from support.app import until
+from support.cli import REPO, run_main
 from textual.command import CommandInput
 from textual.widgets import Button, Input, Label, ProgressBar, TextArea
 
@@ -335,12 +335,12 @@ async def test_reopening_restores_the_kv_snapshot(starter_path):
 # -- a real terminal ---------------------------------------------------------------------------
 
 
+@pytest.mark.tmux
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_first_run_at_80x24_under_tmux(edgechat_home, starter_path, tmp_path):
     """Esc in the picker, a chat, export, search, then quit and reopen, in a real terminal."""
-    env = {"EDGECHAT_HOME": str(edgechat_home)}
-    run_cli("config", "set", "temperature", "0", env=env)
-    run_cli("config", "set", "max_tokens", "40", env=env)
+    run_main("config", "set", "temperature", "0")
+    run_main("config", "set", "max_tokens", "40")
     session = f"edgechat-first-{time.monotonic_ns()}"
     cmd = (
         f"cd {tmp_path} && env EDGECHAT_HOME={edgechat_home} PYTHONPATH={REPO} "

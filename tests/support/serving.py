@@ -3,7 +3,6 @@ and llama-cpp-python's own `python -m llama_cpp.server`, both on loopback."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -14,24 +13,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
+from support.cli import child_env
 
 
 class Server:
     """A child process serving HTTP; ``log`` collects everything it wrote to stderr."""
 
     def __init__(self, args: list[str], env: dict | None = None) -> None:
-        full_env = {**os.environ, **(env or {})}
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(TESTS), full_env.get("PYTHONPATH", "")) if p
-        )
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=full_env,
+            env=child_env(env),
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

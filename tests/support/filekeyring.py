@@ -44,3 +44,12 @@ class LockedKeyring(FileKeyring):
 
     def delete_password(self, service, username):
         raise PasswordDeleteError("the keyring is locked")
+
+
+def keyring_env(file: Path, backend: str = "FileKeyring") -> dict[str, str]:
+    """The environment that makes ``backend`` (this module's) the keyring, in this
+    process and in children started with ``support.cli.child_env``."""
+    return {
+        "PYTHON_KEYRING_BACKEND": f"support.filekeyring.{backend}",
+        "TEST_KEYRING_FILE": str(file),
+    }
