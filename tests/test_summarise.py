@@ -10,7 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_main
 from support.fake_engine import FakeEngine
 
 from edgechat.errors import InputError
@@ -57,30 +57,50 @@ def long_document(min_chars: int) -> str:
     return text
 
 
-def test_a_document_ten_times_the_context_is_summarised(small_engine):
-    text = long_document(0)
-    text = text[: text.index("\n\n", 24_000)]  # about 11 contexts of 512 tokens
-    n_tokens = len(small_engine.tokenize(text, add_special=False))
-    assert n_tokens >= 10 * small_engine.n_ctx
+ITEMS = re.compile(r"\bItems? (\d+)(?:-(\d+))?")
+
+
+def items_covered(request) -> str:
+    """FakeEngine's summary of a request: one sentence naming the range of numbered items
+    its text holds ("Items 12-19 were reported."), so a summary shows which parts of the
+    document reached it. A request to go on adds nothing."""
+    text = request if isinstance(request, str) else request[-1]["content"]
+    numbers = [int(n) for m in ITEMS.finditer(text) for n in m.groups() if n]
+    return f"Items {min(numbers)}-{max(numbers)} were reported." if numbers else ""
+
+
+def numbered_report(n_items: int) -> list[str]:
+    towns = ["Arden", "Belmont", "Carrow", "Dunmore", "Elston", "Fairholm", "Glenrock"]
+    return [
+        f"Item {i}. The council of {towns[i % 7]} approved a budget of {(i * 37) % 90 + 10} "
+        f"million euros for roads and schools; residents asked for safer crossings."
+        for i in range(n_items)
+    ]
+
+
+def test_a_document_ten_times_the_context_reaches_the_summary_whole_and_in_order():
+    """The map/reduce bookkeeping at scale, on FakeEngine (each reply names the items it
+    read): every chunk is read, every partial summary lands in exactly one part, in
+    document order, no call overflows the context, and progress counts every step."""
+    engine = FakeEngine(items_covered, n_ctx=512)
+    paragraphs = numbered_report(300)
+    n_tokens = len(engine.tokenize("\n\n".join(paragraphs), add_special=False))
+    assert n_tokens >= 10 * engine.n_ctx
     seen = []
-    sampling = Sampling(temperature=0.0)
-    s = Summariser(small_engine, Options("short", "bullets"), sampling, progress=seen.append)
-    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
-    result = s.run(paragraphs, size_hint=len(text))
-    assert result.text and result.chunks >= 10 and result.levels >= 1
-    for line in result.text.splitlines():
-        assert line.startswith(("- ", "#")), result.text  # bullets asked, bullets given
-    # Every part of the document is represented: each of the parts the length asks for
-    # was written (from its share of the partial summaries) and is in the summary.
+    s = Summariser(engine, Options("short", "bullets"), Sampling(0.0), progress=seen.append)
+    result = s.run(paragraphs, size_hint=sum(len(p) + 2 for p in paragraphs))
+    assert result.chunks >= 10 and result.levels >= 1
+    assert all(line.startswith("- ") for line in result.text.splitlines()), result.text
+    # The parts, in order, cover items 0 to 299 with no gap and no overlap.
     assert len(result.parts) == PARTS["short"]
-    for part in result.parts:
-        assert part and part.split(". ")[0].removeprefix("- ")[:30] in result.text
-    assert result.in_band, (result.words, result.band)
-    assert ends_sentence(result.text)
-    # Every model call stayed within the context.
+    ranges = [tuple(map(int, ITEMS.search(part).groups())) for part in result.parts]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 299, ranges
+    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False)), ranges
+    assert all(f"Items {lo}-{hi}" in result.text for lo, hi in ranges)
+    # Every call stayed within the context (the fake refuses what does not fit).
     assert len(result.calls) > result.chunks
     for stats in result.calls:
-        assert stats.prompt_tokens + stats.gen_tokens <= small_engine.n_ctx
+        assert stats.prompt_tokens + stats.gen_tokens <= engine.n_ctx
         assert stats.finish != "context"
     assert result.tokens_in >= n_tokens
     maps = [p for p in seen if p.stage == "map"]
@@ -88,6 +108,31 @@ def test_a_document_ten_times_the_context_is_summarised(small_engine):
     assert any(p.eta_s for p in maps)
     reduces = [p for p in seen if p.stage == "reduce"]
     assert [p.done for p in reduces] == list(range(1, PARTS["short"] + 1))
+
+
+def test_map_and_reduce_stay_within_the_real_context(small_engine):
+    """The real tokenizer and chat template through a map and a reduce (a document of
+    about five 512-token contexts; ten, on FakeEngine above, proves the bookkeeping at
+    scale): no call overflows, each part is in the summary, which lands in its band."""
+    text = long_document(0)
+    text = text[: text.index("\n\n", 6_000)]
+    n_tokens = len(small_engine.tokenize(text, add_special=False))
+    assert n_tokens >= 2 * small_engine.n_ctx
+    s = Summariser(small_engine, Options("short", "bullets"), Sampling(temperature=0.0))
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    result = s.run(paragraphs, size_hint=len(text))
+    assert result.text and result.chunks > PARTS["short"] and result.levels >= 1
+    for line in result.text.splitlines():
+        assert line.startswith(("- ", "#")), result.text  # bullets asked, bullets given
+    assert len(result.parts) == PARTS["short"]
+    for part in result.parts:
+        assert part and part.split(". ")[0].removeprefix("- ")[:30] in result.text
+    assert result.in_band, (result.words, result.band)
+    assert ends_sentence(result.text)
+    for stats in result.calls:
+        assert stats.prompt_tokens + stats.gen_tokens <= small_engine.n_ctx
+        assert stats.finish != "context"
+    assert result.tokens_in >= n_tokens
 
 
 def test_every_partial_summary_reaches_one_part():
@@ -165,11 +210,12 @@ def test_chunks_respect_the_budget_even_for_monster_paragraphs(small_engine):
     assert joined.index("word100 ") < joined.index("word2000 ")
 
 
-def test_short_document_is_one_call(small_engine):
-    s = Summariser(small_engine, Options("short", "paragraph"), Sampling(temperature=0.3, seed=3))
+def test_short_document_is_one_call():
+    engine = FakeEngine("The council will build a library. It opens in 2027.")
+    s = Summariser(engine, Options("short", "paragraph"), Sampling(temperature=0.3, seed=3))
     result = s.run([TEXT])
     assert result.chunks == 1 and result.levels == 0 and len(result.calls) >= 1
-    assert result.text and not result.text.startswith("- ")
+    assert result.text and TEXT.strip() in engine.requests[0][-1]["content"]
 
 
 def test_instructions_carry_length_style_and_focus():
@@ -346,7 +392,7 @@ def test_docx(tmp_path):
 def test_unusable_input_is_one_line_before_any_model_loads(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
-    result = run_cli("summarise", str(path), "--model", "/nonexistent.gguf")
+    result = run_main("summarise", str(path), "--model", "/nonexistent.gguf")
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
@@ -358,7 +404,7 @@ def test_missing_devnull_and_folder(tmp_path):
         (os.devnull, "not a regular file"),  # a device: refused, as pipes are (#14)
         (str(tmp_path), "is a folder"),
     ]:
-        result = run_cli("summarise", target)
+        result = run_main("summarise", target, "--model", "/nonexistent.gguf")
         assert result.returncode == 1 and message in result.stderr, result.stderr
 
 
@@ -385,8 +431,9 @@ def test_paragraphs_of_a_stream():
 # -- the command ---------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_summarise_stdin_json():
-    result = run_cli("summarize", "-", "--json", "--length", "short", input=TEXT)
+    result = run_main("summarize", "-", "--json", "--length", "short", input=TEXT)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["summary"] and data["sources"] == ["stdin"]
@@ -397,6 +444,7 @@ def test_summarise_stdin_json():
     assert "words" in data and "trimmed" in data and data["band"][0] <= data["band"][1]
 
 
+@pytest.mark.model
 def test_several_files_one_summary_each_and_combined(tmp_path):
     a, b = tmp_path / "a.md", tmp_path / "b.html"
     a.write_text(long_document(0)[:2500])
@@ -404,7 +452,7 @@ def test_several_files_one_summary_each_and_combined(tmp_path):
     out = tmp_path / "summary.md"
     args = ["summarise", str(a), str(b), "--ctx", "1024", "--style", "bullets", "--combine"]
     args += ["--length", "short", "--seed", "5", "--temperature", "0.5", "--out", str(out)]
-    result = run_cli(*args, "--json", "--model", "starter", timeout=300)
+    result = run_main(*args, "--json", "--model", "starter")
     assert result.returncode == 0, result.stderr
     assert "a.md: writing the summary" in result.stderr
     data = json.loads(result.stdout)
@@ -419,22 +467,23 @@ def test_several_files_one_summary_each_and_combined(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".summary.md")]
 
 
+@pytest.mark.model
 def test_an_unwritable_out_loses_nothing(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run_cli("summarise", "-", "--out", str(blocker / "summary.md"), input=TEXT)
+    result = run_main("summarise", "-", "--out", str(blocker / "summary.md"), input=TEXT)
     assert result.returncode == 1 and "cannot write" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout.strip()  # the summary is printed
 
 
-def test_the_eta_counts_the_reduce_and_the_measured_rates(small_engine):
+def test_the_eta_counts_the_reduce_and_the_measured_rates():
     """The first ETA was 41 s for a 182 s run: it left out the reduce. Now every call
     still to come is costed at this run's own measured rates."""
     import time
 
     from edgechat.llama.engine import Stats
 
-    s = Summariser(small_engine, Options("medium"))
+    s = Summariser(FakeEngine(n_ctx=512), Options("medium"))
     # One map call so far: 300 tokens read in 1 s, 100 written in 4 s.
     s.calls = [Stats(0.1, 300, 300, 1.0, 100, 4.0, 1.0, 400, 512, "stop")]
     s._t0 = time.perf_counter() - 5.0  # no overhead beyond the engine's time
@@ -447,13 +496,13 @@ def test_the_eta_counts_the_reduce_and_the_measured_rates(small_engine):
     assert s._eta(0, 5, 0) == 0
 
 
-def test_stopping_a_summary_stops_all_of_it(small_engine):
+def test_stopping_a_summary_stops_all_of_it():
     """Esc in the app: the chunk being read stops, and no later chunk starts (the
     engine forgets a cancel at its next call, so the summariser keeps its own)."""
     from edgechat.tasks.summarise import Cancelled
 
-    text = long_document(0)
-    paragraphs = [p for p in re.split(r"\n\s*\n", text[:12_000]) if p.strip()]
+    small_engine = FakeEngine(items_covered, n_ctx=512)
+    paragraphs = numbered_report(120)
 
     at_cancel = []
 
@@ -467,13 +516,13 @@ def test_stopping_a_summary_stops_all_of_it(small_engine):
         s.run(paragraphs)
     assert len(s.calls) == at_cancel[0]  # no call after the stop
     # The engine itself is usable afterwards: a new summariser starts afresh.
-    assert Summariser(small_engine).run([TEXT]).text
+    assert Summariser(small_engine).run(numbered_report(3)).text
 
 
-def test_a_document_just_over_one_call_is_split_in_two(small_engine):
+def test_a_document_just_over_one_call_is_split_in_two():
     """Between one call's budget and one chunk's, a document once became a single part
     too big for its own call (ContextOverflow)."""
-    s = Summariser(small_engine, Options("medium"), Sampling(temperature=0.0))
+    s = Summariser(FakeEngine(items_covered, n_ctx=512), Options("medium"), Sampling(0.0))
     final = s.budget("final", band("medium").high)
     para = " ".join(f"Item {i} of the report is about the road works." for i in range(6))
     paras = []
