@@ -10,7 +10,7 @@ import math
 import re
 
 import pytest
-from conftest import simulated_device
+from support.devices import simulated_device
 
 from edgechat import limits
 from edgechat.cli import main
@@ -220,7 +220,7 @@ def test_a_file_that_cannot_be_read_still_stops_the_command(capsys):
 
 
 async def test_the_pickers_ranking_goes_on_without_the_bad_entry():
-    from test_tui import make_app, until
+    from support.app import make_app, until
 
     from edgechat.tui.wizard import WizardScreen
 
