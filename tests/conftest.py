@@ -17,7 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# llama.cpp's OpenMP threads wait for the next token asleep, not spinning: a test often
+# runs something beside the model (the app's UI thread, a server, a client), and on two
+# cores a spinning thread starves it (one test took 344 s spinning, 19 s asleep, on a
+# busy machine). Set before llama.cpp's library loads; children inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 from edgechat.llama.engine import Engine
 from edgechat.models import registry

@@ -23,12 +23,12 @@ LICENCE = Path("/usr/share/common-licenses/GPL-3")
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, starter_path):
     """An F16 model made from the starter (the gguf package expands every tensor), and
-    Q8_0 and Q4_K_M made from it with both recipes."""
+    from it Q8_0 (mixed) and Q4_K_M with both recipes: the quants the tests compare."""
     folder = tmp_path_factory.mktemp("lab")
     f16 = dequantize(starter_path, folder / "smol-f16.gguf")
     out = {"F16": f16}
-    for qtype in ("Q8_0", "Q4_K_M"):
-        for recipe in ("uniform", "mixed"):
+    for qtype, recipes in (("Q8_0", ("mixed",)), ("Q4_K_M", ("uniform", "mixed"))):
+        for recipe in recipes:
             seen = []
             result = quantize(
                 f16,
@@ -86,12 +86,14 @@ def test_quality_is_ordered_as_expected(lab, text):
 
 
 def test_a_model_against_itself(starter_path, text):
+    """One chunk proves it: a model against itself agrees on every token."""
     with (
         Engine(RunPlan(starter_path, n_ctx=256)) as a,
         Engine(RunPlan(starter_path, n_ctx=256)) as b,
     ):
-        q = compare(a, b, text, 256)
-    assert q.ppl == pytest.approx(q.ppl_ref) and q.kl_mean == pytest.approx(0, abs=1e-6)
+        q = compare(a, b, text[:1500], 256)
+    assert q.chunks == 1 and q.ppl == pytest.approx(q.ppl_ref)
+    assert q.kl_mean == pytest.approx(0, abs=1e-6)
     assert q.top1_agreement == 1.0 and 1 < q.ppl < 200
 
 
@@ -120,7 +122,7 @@ def test_requantising_is_refused_unless_allowed(lab, tmp_path):
 
 def test_quality_and_quantize_commands(lab, tmp_path, text, gemma_path):
     doc = tmp_path / "text.txt"
-    doc.write_text(text)
+    doc.write_text(text[:3000])  # two chunks: the ordering of quants is the test above
     result = run_main(
         "quality",
         str(lab["Q4_K_M-mixed"]),
