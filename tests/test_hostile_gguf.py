@@ -13,7 +13,7 @@ import time
 
 import pytest
 from support import hostile_gguf as hostile
-from support.cli import run_cli
+from support.cli import run_cli, run_main
 
 from edgechat.errors import EdgechatError
 from edgechat.facts.gguf import GGUFError, inspect_file
@@ -82,7 +82,7 @@ def test_what_would_abort_llama_cpp_never_reaches_it(files, name):
 def test_inspect_estimate_import_ask_llama_cpp_and_chat_says_why(files, name):
     inspect_file(files[name])  # the header alone is sound: only llama.cpp knows better
     for argv in (["inspect"], ["estimate"], ["models", "import"]):
-        result = run_cli(*argv, str(files[name]))
+        result = run_main(*argv, str(files[name]))  # llama.cpp is asked in a child
         assert result.returncode == 1 and "llama.cpp cannot load" in result.stderr, argv
         assert result.stderr.count("\n") == 1
     assert registry.records() == {}
@@ -112,14 +112,14 @@ def test_a_looping_chat_template_is_stopped(files, monkeypatch):
 @pytest.mark.subprocess
 def test_escapes_in_metadata_never_reach_the_terminal(files):
     path = files["general-name-escapes"]
-    shown = run_cli("inspect", str(path))
+    shown = run_main("inspect", str(path))
     assert shown.returncode == 0 and "pwned" in shown.stdout
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "\x9b" not in shown.stdout
-    imported = run_cli("models", "import", str(path), "--id", "evil\x1b[2J")
-    listed = run_cli("models", "list")
+    imported = run_main("models", "import", str(path), "--id", "evil\x1b[2J")
+    listed = run_main("models", "list")
     for out in (imported.stdout + imported.stderr, listed.stdout):
         assert "\x1b" not in out
-    assert "\x1b" not in run_cli("inspect", str(files["general-name-invalid-utf8"])).stdout
+    assert "\x1b" not in run_main("inspect", str(files["general-name-invalid-utf8"])).stdout
 
 
 @pytest.mark.subprocess

@@ -1,11 +1,11 @@
 """Every entry point that loads a model loads llama.cpp's libraries before numpy.
 
 On a CUDA build, numpy imported first made ``llama_model_load_from_file`` segfault
-(see edgechat/llama/backend.py). Each case runs in a fresh process, twice:
-- numpy imported first, then the entry point loads SmolLM2: it must work (on a CPU
-  build this cannot crash; it pins the contract);
-- nothing imported first: the entry point itself must have loaded the backend while
-  numpy was still unimported (``backend.state()["numpy_first"]`` is False).
+(see edgechat/llama/backend.py). Each case runs in a fresh process with nothing
+imported first: the entry point itself must have loaded the backend while numpy was
+still unimported (``backend.state()["numpy_first"]`` is False). And one fresh process
+imports numpy first, then runs every entry point: each must work (on a CPU build this
+cannot crash; it pins the contract).
 """
 
 from __future__ import annotations
@@ -92,8 +92,10 @@ print("BACKEND " + json.dumps(backend.state()))
 """
 
 
-def run_case(name: str, first: str, starter_path, tmp_path) -> dict:
-    script = HARNESS.format(body=textwrap.dedent(CASES[name]))
+def run_case(names: list[str], first: str, starter_path, tmp_path) -> dict:
+    """The entry points ``names``, one after another, in one fresh process."""
+    body = "\n".join(f"print('CASE {n}')\n" + textwrap.dedent(CASES[n]) for n in names)
+    script = HARNESS.format(body=body)
     env = child_env()
     out = subprocess.run(
         [sys.executable, "-c", script, first, str(starter_path), str(tmp_path)],
@@ -104,18 +106,21 @@ def run_case(name: str, first: str, starter_path, tmp_path) -> dict:
         cwd=REPO,
         timeout=300,
     )
-    assert out.returncode == 0, f"{name} ({first} first) failed:\n{out.stderr[-2000:]}"
+    where = out.stdout.rsplit("CASE ", 1)[-1].split("\n", 1)[0]
+    assert out.returncode == 0, f"{where} ({first} first) failed:\n{out.stderr[-2000:]}"
     line = next(x for x in out.stdout.splitlines()[::-1] if x.startswith("BACKEND "))
     return json.loads(line.removeprefix("BACKEND "))
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_numpy_first_then_load(name, starter_path, tmp_path):
-    assert run_case(name, "numpy", starter_path, tmp_path) == {"loaded": True, "numpy_first": True}
+def test_numpy_first_then_every_entry_point_loads(starter_path, tmp_path):
+    """Whether numpy came first is settled by the first load in a process, whichever entry
+    point makes it: one process with numpy imported first runs them all."""
+    state = run_case(list(CASES), "numpy", starter_path, tmp_path)
+    assert state == {"loaded": True, "numpy_first": True}
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_entry_point_loads_llama_before_numpy(name, starter_path, tmp_path):
     """The order each entry point guarantees by itself, whatever it imports later."""
-    state = run_case(name, "nothing", starter_path, tmp_path)
+    state = run_case([name], "nothing", starter_path, tmp_path)
     assert state == {"loaded": True, "numpy_first": False}
