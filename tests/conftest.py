@@ -33,6 +33,7 @@ from edgechat.planning.plan import RunPlan
 MODEL_FIXTURES = {"starter_path", "gemma_path"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects by markers
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
