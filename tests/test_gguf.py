@@ -115,6 +115,7 @@ def test_remote_errors():
         inspect("http://127.0.0.1:9/none.gguf")
 
 
+@pytest.mark.subprocess  # llama.cpp is asked in a child whether it loads the file
 def test_inspect_command(starter_path, tmp_path):
     result = run_main("inspect", str(starter_path), "--json")
     assert result.returncode == 0, result.stderr

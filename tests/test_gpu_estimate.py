@@ -149,6 +149,7 @@ def test_gpu_option_plans_for_a_gpu_this_machine_lacks():
             with_overrides(laptop, None, None, bad)
 
 
+@pytest.mark.subprocess  # llama.cpp is asked in a child whether it loads the file
 def test_estimate_command_with_gpu_option(starter_path):
     from support.cli import run_main
 

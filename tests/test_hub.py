@@ -238,6 +238,7 @@ def test_pull_without_a_quant_takes_the_recommended_one(smol_hub, edgechat_home)
     assert pulled.quant == expected == "Q4_1"
 
 
+@pytest.mark.subprocess  # llama.cpp is asked in a child whether it loads the file
 def test_import_registers_without_copying(tmp_path, gemma_path):
     result = run_main("models", "import", str(gemma_path), "--json")
     assert result.returncode == 0, result.stderr
@@ -256,6 +257,7 @@ def test_import_registers_without_copying(tmp_path, gemma_path):
     assert refused.returncode == 1 and "not a GGUF" in refused.stderr
 
 
+@pytest.mark.subprocess  # llama.cpp is asked in a child whether it loads the file
 def test_import_copy(tmp_path, starter_path, edgechat_home):
     result = run_main("models", "import", str(starter_path), "--copy", "--id", "mine")
     assert result.returncode == 0, result.stderr

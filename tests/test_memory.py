@@ -176,6 +176,7 @@ def test_weights_follow_parameters_times_bits():
         assert weights == pytest.approx(model.n_params * bits / 8, rel=0.08)
 
 
+@pytest.mark.subprocess  # llama.cpp is asked in a child whether it loads the file
 def test_estimate_command_json(starter_path):
     result = run_main("estimate", "starter", "--ctx", "2048", "--json")
     assert result.returncode == 0, result.stderr
@@ -189,6 +190,7 @@ def test_estimate_command_json(starter_path):
     assert text.returncode == 0 and "KV cache" in text.stdout and "peak" in text.stdout
 
 
+@pytest.mark.subprocess  # llama.cpp is asked in a child whether it loads the file
 def test_estimate_before_download_from_catalog_and_url(gemma_path):
     result = run_main("estimate", "llama-3.1-8b-instruct:Q8_0", "--memory", "8G", "--json")
     assert result.returncode == 0, result.stderr
