@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 
 from edgechat.errors import EdgechatError
 from edgechat.models import ollama, registry, stores
@@ -322,7 +322,7 @@ def test_the_cli_lists_imports_and_forgets_in_a_fresh_home(home, tmp_path):
 async def test_the_picker_offers_them_on_this_machine_and_loads_one(home, starter_path):
     import time
 
-    from conftest import simulated_device
+    from support.devices import simulated_device
 
     from edgechat.tui.app import EdgechatApp, LaunchOptions
     from edgechat.tui.wizard import ON_THIS_MACHINE, WizardScreen

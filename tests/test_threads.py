@@ -66,6 +66,7 @@ def test_the_plan_resolves_to_the_choice_unless_told():
     assert plan.resolved().n_threads == threads.usable_cores()
 
 
+@pytest.mark.subprocess
 @needs_affinity
 def test_a_busy_core_is_seen_by_the_sample():
     with busy_cores([min(os.sched_getaffinity(0))]):
@@ -90,6 +91,7 @@ def test_stats_and_slash_stats_say_how_many_threads_ran(engine):
 
 
 @pytest.mark.model
+@pytest.mark.subprocess
 @needs_affinity
 def test_the_engine_loads_with_a_thread_fewer_when_a_core_is_busy(starter_path):
     with (
