@@ -251,6 +251,7 @@ def test_a_manifest_list_and_manifests_v2_are_read(home, starter_copy):
     assert both.path == om / "blobs" / f"sha256-{sha}" and both.usable
 
 
+@pytest.mark.subprocess  # importing asks llama.cpp in a child whether the file loads
 def test_import_from_each_store_without_copying_then_rm_only_forgets(home, tmp_path):
     theirs = [home, tmp_path / "hf"]
     before = snapshot(*theirs)
@@ -319,6 +320,7 @@ def test_the_cli_lists_imports_and_forgets_in_a_fresh_home(home, tmp_path):
     assert missing.returncode == 1 and "no model 'nope' in LM Studio's" in missing.stderr
 
 
+@pytest.mark.subprocess  # importing asks llama.cpp in a child whether the file loads
 async def test_the_picker_offers_them_on_this_machine_and_loads_one(home, starter_path):
     import time
 
