@@ -97,7 +97,7 @@ def test_no_command_opens_a_chat():
 def test_small_context_drops_old_turns_and_says_so():
     line = "Tell me about rivers, mountains, forests, deserts and oceans in detail please. " * 10
     args = ("chat", "--plain", "--ctx", "512", "--max-tokens", "40")
-    result = run_main(*args, input=f"{line}\n" * 4)
+    result = run_main(*args, input=f"{line}\n" * 3)  # the third no longer fits beside two
     assert result.returncode == 0, result.stderr
     assert "context full" in result.stderr
 
