@@ -77,7 +77,8 @@ class Hub:
 
     def __enter__(self) -> Hub:
         for server in (self.hub, self.cdn):
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            # Polled often: shutdown() waits a whole poll (0.5 s by default) per server.
+            threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -47,7 +47,9 @@ class RangeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(  # polled often: shutdown() waits a whole poll
+            target=self.httpd.serve_forever, args=(0.02,), daemon=True
+        )
 
     def __enter__(self) -> RangeServer:
         self.thread.start()
