@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edgechat.lab.measure import measure
 from edgechat.planning.plan import RunPlan
 
 MiB = 2**20
 
 
+@pytest.mark.subprocess  # the measure runs in a fresh child process
 def test_measure_fills_the_context_and_reports_peak_rss(starter_path):
     r = measure(RunPlan(starter_path, n_ctx=512))
     assert r["n_ctx"] == 512
