@@ -127,7 +127,7 @@ def test_each_parallel_sequence_has_a_cache_as_llama_cpp_makes_it(starter_path, 
 
 
 def test_parallel_by_default_takes_as_many_sequences_as_fit(starter_path):
-    from conftest import simulated_device
+    from support.devices import simulated_device
 
     from edgechat.planning.fit import plan_parallel
 

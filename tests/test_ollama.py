@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from serving import edgechat_serve
+from support.serving import edgechat_serve
 
 ollama = pytest.importorskip("ollama")
 pytestmark = [pytest.mark.model, pytest.mark.subprocess]
