@@ -22,8 +22,6 @@ from edgechat import cli
 openai = pytest.importorskip("openai")
 pytestmark = [pytest.mark.model, pytest.mark.subprocess]
 
-pytestmark = pytest.mark.subprocess  # the servers run in child processes
-
 KEY = "edgechat-test-key-7f3a9c"
 COUNT = "1, 2, 3, 4,"  # SmolLM2 goes on counting: long, predictable replies
 
