@@ -171,7 +171,7 @@ def section_matrices(run: Run, ours: imatrix.ImportanceMatrix) -> tuple[dict, Pa
     resaved = imatrix.save(theirs, run.work / f"{run.stem}.resaved.imatrix.gguf")
     cmp["file_bytes_identical_after_load_save"] = resaved.read_bytes() == theirs_path.read_bytes()
     dat = run.work / f"{run.stem}.llama.imatrix.dat"
-    tool(run.args.llama_imatrix, "--in-file", str(theirs_path), "-o", str(dat),
+    tool(run.args.llama_imatrix, "-m", str(run.f16), "--in-file", str(theirs_path), "-o", str(dat),
          "--output-format", "dat", "-c", str(run.args.ctx))  # fmt: skip
     legacy, means = imatrix.load(dat).mean_squares(), theirs.mean_squares()
     cmp["legacy_dat_max_rel_diff"] = max(max_rel_diff(legacy[n], means[n]) for n in means)
