@@ -262,7 +262,7 @@ def calibrate(
         plan, n_ctx=ctx, n_batch=ctx, n_ubatch=min(plan.n_ubatch, ctx), flash_attn=flash
     )
     collector = Collector(lc, graphs_per_pass=-(-ctx // plan.n_ubatch))
-    engine = Engine(plan, eval_callback=collector.callback)
+    engine = Engine(replace(plan, eval_callback=collector.callback))
     batch = None
     try:
         if engine.n_ctx < ctx:
