@@ -148,15 +148,24 @@ def test_the_file_is_llama_imatrix_s_format(matrix, folder):
 
 
 def test_micro_batches_change_nothing(tiny_matrix, tiny, text):
-    """A chunk evaluated in two micro-batches of 32 gives the same statistics."""
+    """A chunk evaluated in two micro-batches of 32 gives the same statistics. (Flash
+    attention off: llama.cpp's CPU kernel for it sums in F16 and itself moves with the
+    micro-batch size at this tiny scale; what is checked here is the accumulation.)"""
     import numpy as np
 
-    plan = RunPlan(tiny, n_ctx=CTX, n_threads=1, n_ubatch=CTX // 2)
-    halves = calibrate(plan, [text], ctx=CTX, chunks=CHUNKS)
-    assert halves.names == tiny_matrix.names
+    whole, halves = (
+        calibrate(
+            RunPlan(tiny, n_ctx=CTX, n_threads=1, n_ubatch=ub, flash_attn="off"),
+            [text],
+            ctx=CTX,
+            chunks=CHUNKS,
+        )
+        for ub in (CTX, CTX // 2)
+    )
+    assert halves.names == whole.names == tiny_matrix.names
     for name in halves.names:
-        assert halves.counts[name].tolist() == tiny_matrix.counts[name].tolist()
-        np.testing.assert_allclose(halves.in_sum2[name], tiny_matrix.in_sum2[name], rtol=1e-4)
+        assert halves.counts[name].tolist() == whole.counts[name].tolist()
+        np.testing.assert_allclose(halves.in_sum2[name], whole.in_sum2[name], rtol=1e-5)
 
 
 def test_experts_each_count_the_tokens_routed_to_them(folder, text):
