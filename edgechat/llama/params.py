@@ -90,4 +90,6 @@ def context_params(lc, plan: RunPlan):
         "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
         "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
     }[plan.flash_attn]
+    if plan.eval_callback is not None:
+        cparams.cb_eval = plan.eval_callback  # the plan keeps it alive: C holds a pointer
     return cparams

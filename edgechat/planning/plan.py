@@ -8,7 +8,7 @@ what runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,9 @@ class RunPlan:
     # RAM. None: only when some layers are offloaded, so --gpu-layers 0 leaves the GPU
     # alone (a CUDA build otherwise takes over 1 GB of VRAM with no layer on it).
     op_offload: bool | None = None
+    # llama.cpp's graph callback (``cb_eval``, a ctypes function), shown every node as it
+    # is computed: how `calibrate` reads activations (lab/calibrate.py). None elsewhere.
+    eval_callback: object = field(default=None, compare=False, repr=False)
 
     @property
     def offloads_ops(self) -> bool:
