@@ -24,6 +24,7 @@ AREAS = (
     "facts",
     "models",
     "lab",
+    "shrink",
     "history",
     "admin",
     "completion",

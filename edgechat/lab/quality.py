@@ -266,9 +266,7 @@ def judge(model: Engine, ref: Reference, progress: Progress | None = None) -> Qu
         if progress:
             progress(i + 1, len(ref.chunks))
     del rows
-    return tally.result(
-        str(model.plan.model_path), ref.model, ref.n_ctx, len(ref.chunks), started
-    )
+    return tally.result(str(model.plan.model_path), ref.model, ref.n_ctx, len(ref.chunks), started)
 
 
 def keep_receipt(q: Quality, text_name: str, text: str, kind: str = "quality", made=None):

@@ -95,7 +95,7 @@ def pick(candidates: Sequence[Candidate], budget: Budget, source: str = "the sou
             f"{best.id} is the smallest candidate ({format_size(best.size)}, "
             f"{best.bits_per_weight:.2f} bits a weight) within the {task} budget "
             f"(mean KLD {f.kl_mean:.4g}, top-1 {100 * f.top1:.1f}%, PPL x{f.ppl_ratio:.3f})"
-            + (f" and fits here ({best.fit_label}" + (f": {best.fit_why})" if best.fit_why else ")"))
+            f" and fits here ({best.fit_label}{': ' + best.fit_why if best.fit_why else ''})"
         )
         smaller = [c for c in candidates if c.size < best.size]
         if smaller:

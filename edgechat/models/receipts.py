@@ -11,6 +11,7 @@ Written by lab/, read here, below planning's recommender, which is handed the fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -132,10 +133,8 @@ def remember(path: Path, sha256: str) -> None:
     name, stamp = _key(path)
     cache = _cache()
     cache[name] = [*stamp, sha256]
-    try:
+    with contextlib.suppress(OSError):  # a cache: without it the file is hashed again
         write_private(_hash_file(), json.dumps(cache) + "\n")
-    except OSError:
-        pass  # a cache: without it the file is hashed again next time
 
 
 def file_sha256(path: str | Path) -> str:
@@ -178,14 +177,17 @@ def add(receipt: Receipt) -> Receipt:
     try:
         ensure_private_dir(path.parent)
         with FileLock(str(path.with_name(f".{path.name}.lock")), timeout=30):
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                end = os.lseek(fd, 0, os.SEEK_END)
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    line = b"\n" + line  # a line torn by a crash stays apart from this one
                 os.write(fd, line)  # one write of a whole line
                 os.fsync(fd)
             finally:
                 os.close(fd)
     except Timeout:
-        raise EdgechatError(f"{path} stayed locked for 30 s; the measurement was not kept") from None
+        raise EdgechatError(f"{path} stayed locked for 30 s; the figures were not kept") from None
     except OSError as e:
         raise EdgechatError(
             f"cannot keep the receipt in {path}: {e.strerror or e}; fix that folder"

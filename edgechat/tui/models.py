@@ -19,6 +19,15 @@ class ModelChoice:
 
         return registry.installed()
 
+    def measured(self) -> dict:
+        """Installed models' newest quality receipts (models/receipts.py), by id and by
+        catalog ``ID:QUANT``: read once a picker session."""
+        if getattr(self, "_measured", None) is None:
+            from edgechat.models import receipts
+
+            self._measured = receipts.installed()
+        return self._measured
+
     def recommendations(self, task: str) -> list | None:
         """The ranked choices for ``task``; None while the CPU's bandwidth is being
         measured (in a worker, never on the UI thread: the wizard refills when it is)."""
@@ -41,6 +50,7 @@ class ModelChoice:
                 self.request.ctx,
                 self._cpu_gb_s,
                 signed_in=credentials.token()[0] is not None,
+                measured={key: r.figures for key, r in self.measured().items()},
             )[:15]
         return self._recommended[task]
 

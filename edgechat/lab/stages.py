@@ -1,0 +1,279 @@
+"""The stages of `shrink`'s run (lab/shrink.py): the source on the held-out text, the
+importance matrix, then for each candidate quantising, scoring and timing, with an ETA
+over them all; and the work folder's manifest of finished candidates, so that the same
+command carries on after Ctrl-C instead of starting again."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from edgechat.errors import EdgechatError
+from edgechat.lab.clock import Clock, Stage
+from edgechat.lab.verdict import Candidate
+from edgechat.planning.budget import Figures
+
+RECIPE = "mixed"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Progress: stage ``number`` of ``steps`` (``label``), ``done`` of ``total`` in it."""
+
+    number: int
+    steps: int
+    label: str
+    done: int
+    total: int
+    eta_s: float
+
+
+class Manifest:
+    """The work folder's record of finished candidates, for a run that was interrupted."""
+
+    def __init__(self, file: Path, key: dict) -> None:
+        self.file, self.key = file, key
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError):
+            data = {}
+        same = isinstance(data, dict) and data.get("key") == key
+        self.done: dict[str, dict] = dict(data.get("done") or {}) if same else {}
+        self.imatrix: str | None = data.get("imatrix") if same else None
+
+    def save(self) -> None:
+        from edgechat.paths import write_private
+
+        body = {"key": self.key, "imatrix": self.imatrix, "done": self.done}
+        write_private(self.file, json.dumps(body, indent=1) + "\n")
+
+    def finished(self, cid: str, work: Path) -> dict | None:
+        entry = self.done.get(cid)
+        if not entry:
+            return None
+        file = work / entry["file"]
+        return entry if file.is_file() and file.stat().st_size == entry["size"] else None
+
+    def kept(self, work: Path) -> list[str]:
+        names = [e["file"] for c, e in self.done.items() if self.finished(c, work)]
+        if self.imatrix and (work / self.imatrix).is_file():
+            names.insert(0, self.imatrix)
+        return names
+
+
+class Run:
+    def __init__(self, req, src, facts, budget, ids, stem, work, manifest, device, progress, say):
+        self.req, self.src, self.facts, self.budget = req, src, facts, budget
+        self.ids, self.stem, self.work, self.manifest = ids, stem, work, manifest
+        self.device, self.progress, self.say = device, progress, say
+        self.candidates: list[Candidate] = []
+        self.reused: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.text_facts: dict = {}
+        self.clock: Clock | None = None
+        self.number = 0
+
+    # -- progress ---------------------------------------------------------------
+    def _begin(self, index: int) -> None:
+        self.number = index + 1
+        self.clock.start(index)
+        self._tick(0, 1)
+
+    def _tick(self, done: int, total: int) -> None:
+        clock = self.clock
+        clock.advance(done, total)
+        if self.progress:
+            stage = clock.stage
+            self.progress(
+                Step(self.number, len(clock.stages), stage.label, done, total, clock.eta())
+            )
+
+    def _stages(self, held: int, calib: int, todo: list) -> list[Stage]:
+        stages = [Stage("the source on the held-out text", "source", held)]
+        if any(im for _, _, im in todo) and not self._matrix_file():
+            stages.append(Stage("calibrating on the rest", "source", calib))
+        for cid, _, _ in todo:
+            stages += [
+                Stage(f"{cid}: quantising", "quantize", 1),
+                Stage(f"{cid}: scoring", "score", held),
+                Stage(f"{cid}: timing", "speed", 1),
+            ]
+        return stages
+
+    def _matrix_file(self) -> Path | None:
+        name = self.manifest.imatrix
+        return self.work / name if name and (self.work / name).is_file() else None
+
+    # -- the run ----------------------------------------------------------------
+    def go(self, text: str, name: str) -> None:
+        from edgechat.lab.quality import chunks_of, reference
+        from edgechat.lab.split import split
+        from edgechat.models import receipts
+        from edgechat.service import load, plan_model
+
+        req = self.req
+        n_ctx = req.source.ctx
+        planned = plan_model(req.source, self.device, say=self.say, what="SOURCE")
+        todo = [i for i in self.ids if not self.manifest.finished(i[0], self.work)]
+        self.reused = [cid for cid, _, _ in self.ids if self.manifest.finished(cid, self.work)]
+        engine = load(planned, req.source.verbose).engine
+        try:
+            parts = split(text, lambda t: len(engine.tokenize(t, add_special=True)), n_ctx, name)
+            held_chunks = chunks_of(engine, parts.held_out, n_ctx)[: req.chunks or None]
+            calib_chunks = len(engine.tokenize(parts.calibration)) // n_ctx
+            calib_chunks = min(calib_chunks, req.chunks or calib_chunks)
+            self.text_facts = {
+                **asdict(receipts.text_ref(name, text)),
+                "tokens": parts.tokens,
+                "calibration": {"chunks": calib_chunks, "stretches": parts.stretches},
+                "held_out": {"chunks": len(held_chunks), "stretches": len(parts.held)},
+            }
+            per_chunk = 2 * self.facts.n_params * n_ctx / 20e9  # guesses until measured
+            guesses = {"source": per_chunk, "score": per_chunk}
+            guesses |= {"quantize": 5 + self.facts.n_params / 2e7}
+            guesses |= {"speed": 3 + req.speed_tokens / 20}
+            stages = self._stages(len(held_chunks), calib_chunks, todo)
+            self.clock = Clock(stages, guesses)
+            ref = None
+            if todo:
+                self._begin(0)
+                ref = reference(engine, held_chunks, self.work / "reference.npy", self._tick)
+                self.clock.finish()
+        finally:
+            engine.close()
+        matrix = self._calibrate(planned.plan, parts.calibration, todo)
+        held_text = parts.held_out
+        for cid, qtype, with_matrix in self.ids:
+            if cid not in todo:
+                self.candidates.append(self._carried(cid))
+                continue
+            self._candidate(cid, qtype, matrix if with_matrix else None, ref, held_text, name)
+
+    def _calibrate(self, plan, calibration: str, todo: list):
+        from edgechat.lab import imatrix
+        from edgechat.lab.calibrate import calibrate
+
+        if not any(im for _, _, im in todo):
+            return None
+        kept = self._matrix_file()
+        if kept:
+            return imatrix.load(kept)
+        self._begin(1)
+        matrix = calibrate(
+            plan,
+            [calibration],
+            ctx=self.req.source.ctx,
+            chunks=self.req.chunks,
+            progress=lambda done, total, _eta=None: self._tick(done, total),
+        )
+        imatrix.save(matrix, self.work / "imatrix.gguf")
+        self.manifest.imatrix = "imatrix.gguf"
+        self.manifest.save()
+        self.clock.finish()
+        return matrix
+
+    def _carried(self, cid: str) -> Candidate:
+        entry = self.manifest.done[cid]
+        file = self.work / entry["file"]
+        figures = Figures(**entry["figures"]) if entry.get("figures") else None
+        return self._judged(cid, entry["type"], entry["imatrix"], file, figures, entry["tps"])
+
+    def _judged(self, cid, qtype, with_matrix, file: Path, figures, tps) -> Candidate:
+        """The candidate with what it needs here, estimated now (memory changes)."""
+        from edgechat.facts.gguf import inspect_file
+        from edgechat.planning.fit import plan_for
+        from edgechat.planning.memory import Shape
+        from edgechat.planning.plan import RunPlan
+
+        facts = inspect_file(file)
+        src = self.req.source
+        plan = RunPlan(
+            file,
+            n_ctx=self.req.run_ctx,
+            n_threads=src.threads,
+            n_gpu_layers=max(0, src.gpu_layers),
+            type_k=src.type_k,
+            type_v=src.type_v,
+        )
+        est, fit = plan_for(plan, Shape.from_facts(facts), self.device, src.gpu_layers < 0)
+        return Candidate(
+            id=cid,
+            type=qtype,
+            imatrix=with_matrix,
+            size=file.stat().st_size,
+            bits_per_weight=facts.bits_per_weight,
+            figures=figures,
+            fits=fit.fits,
+            fit_label=fit.label,
+            fit_why=fit.why,
+            ram_needed=est.ram_needed,
+            vram=est.vram,
+            tokens_per_s=tps,
+            path=str(file),
+        )
+
+    def _candidate(self, cid, qtype, matrix, ref, held_text: str, name: str) -> None:
+        from edgechat.lab.measure import measure
+        from edgechat.lab.quality import judge, keep_receipt
+        from edgechat.lab.quantize import quantize
+        from edgechat.service import load, plan_model
+
+        suffix = "-imatrix" if matrix is not None else ""
+        file = self.work / f"{self.stem}-{qtype}{suffix}.gguf"
+        labels = [s.label for s in self.clock.stages]
+        first = labels.index(f"{cid}: quantising")
+        self._begin(first)
+        try:
+            quantize(
+                self.src,
+                file,
+                qtype,
+                RECIPE,
+                allow_requantize=self.facts.file_type not in ("F32", "F16", "BF16"),
+                threads=self.req.source.threads,
+                progress=self._tick,
+                imatrix=matrix,
+                force=True,
+            )
+        except EdgechatError as e:
+            self.failed[cid] = str(e)
+            self.say(f"{cid}: {e}")
+            return
+        self.clock.finish()
+        self._begin(first + 1)
+        planned = plan_model(replace(self.req.source, model=str(file)), self.device, what=cid)
+        engine = load(planned).engine
+        try:
+            q = judge(engine, ref, self._tick)
+        finally:
+            engine.close()
+        self.clock.finish()
+        made = {
+            "type": qtype,
+            "imatrix": matrix is not None,
+            "recipe": RECIPE,
+            "task": self.req.task,
+            "source": str(self.src),
+        }
+        keep_receipt(q, f"{name}, held-out part", held_text, kind="shrink", made=made)
+        self._begin(first + 2)
+        tps = None
+        try:
+            tps = measure(planned.plan, fill=0.25, gen_tokens=self.req.speed_tokens)[
+                "gen_tokens_per_s"
+            ]
+        except EdgechatError as e:
+            self.say(f"{cid}: not timed: {e}")
+        self.clock.finish()
+        figures = q.figures()
+        self.manifest.done[cid] = {
+            "file": file.name,
+            "size": file.stat().st_size,
+            "type": qtype,
+            "imatrix": matrix is not None,
+            "figures": figures.as_dict(),
+            "tps": tps,
+        }
+        self.manifest.save()
+        self.candidates.append(self._judged(cid, qtype, matrix is not None, file, figures, tps))
