@@ -74,9 +74,9 @@ def test_the_hash_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     first = receipts.file_sha256(model)
     reads = []
     real_open = Path.open
-    monkeypatch.setattr(Path, "open", lambda self, *a, **k: reads.append(self) or real_open(
-        self, *a, **k
-    ))
+    monkeypatch.setattr(
+        Path, "open", lambda self, *a, **k: reads.append(self) or real_open(self, *a, **k)
+    )
     assert receipts.file_sha256(model) == first
     assert model not in reads  # not read again
     os.utime(model, ns=(1, 1))
@@ -117,8 +117,15 @@ def pulled(tmp_path: Path, catalog_id: str, repo: str, quant: str) -> Path:
     path.write_bytes(f"{catalog_id}:{quant}".encode() * 100)
     registry.register(
         f"{catalog_id}:{quant}",
-        {"path": str(path), "files": [str(path)], "repo": repo, "quant": quant, "size": 1,
-         "sha256": [], "source": "hub"},
+        {
+            "path": str(path),
+            "files": [str(path)],
+            "repo": repo,
+            "quant": quant,
+            "size": 1,
+            "sha256": [],
+            "source": "hub",
+        },
     )
     return path
 
@@ -164,3 +171,19 @@ def test_recommend_unit_weighs_measured_figures():
     assert plain.quant == "Q8_0"
     assert weighed.quant == "Q3_K_M" and weighed.meets_budget  # smallest that holds, measured
     assert weighed.score > choose(model, "code", 4096, device, 25.0, quant="Q3_K_M").score
+
+
+async def test_the_picker_shows_the_measured_quality(starter_path):
+    from test_tui import make_app, until
+
+    from edgechat.tui.wizard import WizardScreen
+
+    receipts.add(receipt_for(starter_path, GOOD, "Q4_1"))
+    app = make_app(start="auto")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, WizardScreen))
+        await pilot.pause()
+        table = app.screen.query_one("#choices")
+        row = table.get_row_at(app.screen.rows.index(registry.STARTER_ID))
+        assert str(row[0]) == f"{registry.STARTER_ID} KLD 0.004"
+        assert str(row[-1]).startswith("KLD 0.004 on your text (notes.txt): meets the chat")

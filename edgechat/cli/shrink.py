@@ -158,7 +158,7 @@ def _render(result, run_ctx: int) -> None:
     )
     print()
     print(
-        f"{'candidate':<16} {'size':>8} {'bits':>5} {'KLD':>7} {'p99':>6} {'top-1':>6} "
+        f"{'candidate':<15} {'size':>8} {'bits':>4} {'KLD':>7} {'p99':>6} {'top-1':>6} "
         f"{'PPL x':>6} {'tok/s':>6} {'RAM':>8}  ok"
     )
     for c in sorted(result.candidates, key=lambda c: c.size, reverse=True):
@@ -173,11 +173,11 @@ def _render(result, run_ctx: int) -> None:
         tps = f"{c.tokens_per_s:>6.1f}" if c.tokens_per_s else f"{'-':>6}"
         ram = _size(c.ram_needed) + ("" if c.fits else "!")
         print(
-            f"{c.id[:16]:<16} {_size(c.size):>8} {c.bits_per_weight:>5.2f} {figures} {tps} "
+            f"{c.id[:15]:<15} {_size(c.size):>8} {c.bits_per_weight:>4.1f} {figures} {tps} "
             f"{ram:>8}  {ok}"
         )
     for cid, why in result.failed.items():
-        print(f"{cid[:16]:<16} failed: {why}"[:200])
+        print(f"{cid[:15]:<15} failed: {why}"[:200])
     print(f"(RAM: what it needs here at {run_ctx} tokens of context; ! does not fit)")
     print()
     points = [(c.id, c.size, c.figures.kl_mean) for c in result.candidates if c.figures]

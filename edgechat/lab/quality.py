@@ -269,19 +269,26 @@ def judge(model: Engine, ref: Reference, progress: Progress | None = None) -> Qu
     return tally.result(str(model.plan.model_path), ref.model, ref.n_ctx, len(ref.chunks), started)
 
 
-def keep_receipt(q: Quality, text_name: str, text: str, kind: str = "quality", made=None):
-    """Keep ``q`` as a receipt in the data dir (models/receipts.py) and return it."""
+def keep_receipt(
+    q: Quality,
+    text_name: str,
+    text: str,
+    kind: str = "quality",
+    made: dict | None = None,
+    quants: tuple[str | None, str | None] | None = None,
+):
+    """Keep ``q`` as a receipt in the data dir (models/receipts.py) and return it.
+    ``quants``: the model's and the reference's, when known (else read from the files)."""
     from edgechat.facts.gguf import inspect_file
     from edgechat.models import receipts
 
-    def ref_of(path: str) -> receipts.FileRef:
-        return receipts.file_ref(path, inspect_file(path).file_type)
-
+    if quants is None:
+        quants = (inspect_file(q.model).file_type, inspect_file(q.ref).file_type)
     return receipts.add(
         receipts.Receipt(
             kind=kind,
-            model=ref_of(q.model),
-            ref=ref_of(q.ref),
+            model=receipts.file_ref(q.model, quants[0]),
+            ref=receipts.file_ref(q.ref, quants[1]),
             text=receipts.text_ref(text_name, text),
             n_ctx=q.n_ctx,
             tokens_scored=q.tokens_scored,

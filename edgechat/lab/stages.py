@@ -5,7 +5,10 @@ command carries on after Ctrl-C instead of starting again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -48,15 +51,21 @@ class Manifest:
         body = {"key": self.key, "imatrix": self.imatrix, "done": self.done}
         write_private(self.file, json.dumps(body, indent=1) + "\n")
 
-    def finished(self, cid: str, work: Path) -> dict | None:
+    def made(self, cid: str, work: Path) -> dict | None:
+        """The candidate's entry while its whole file is still there."""
         entry = self.done.get(cid)
         if not entry:
             return None
         file = work / entry["file"]
         return entry if file.is_file() and file.stat().st_size == entry["size"] else None
 
+    def finished(self, cid: str, work: Path) -> dict | None:
+        """The entry of a candidate made, scored and timed."""
+        entry = self.made(cid, work)
+        return entry if entry and entry.get("figures") else None
+
     def kept(self, work: Path) -> list[str]:
-        names = [e["file"] for c, e in self.done.items() if self.finished(c, work)]
+        names = [e["file"] for c, e in self.done.items() if self.made(c, work)]
         if self.imatrix and (work / self.imatrix).is_file():
             names.insert(0, self.imatrix)
         return names
@@ -72,6 +81,7 @@ class Run:
         self.failed: dict[str, str] = {}
         self.text_facts: dict = {}
         self.clock: Clock | None = None
+        self.planned = None  # the source's checked plan
         self.number = 0
 
     # -- progress ---------------------------------------------------------------
@@ -91,15 +101,16 @@ class Run:
 
     def _stages(self, held: int, calib: int, todo: list) -> list[Stage]:
         stages = [Stage("the source on the held-out text", "source", held)]
-        if any(im for _, _, im in todo) and not self._matrix_file():
+        if self._matrix_wanted(todo) and not self._matrix_file():
             stages.append(Stage("calibrating on the rest", "source", calib))
         for cid, _, _ in todo:
-            stages += [
-                Stage(f"{cid}: quantising", "quantize", 1),
-                Stage(f"{cid}: scoring", "score", held),
-                Stage(f"{cid}: timing", "speed", 1),
-            ]
+            if not self.manifest.made(cid, self.work):
+                stages.append(Stage(f"{cid}: quantising", "quantize", 1))
+            stages += [Stage(f"{cid}: scoring", "score", held), Stage(f"{cid}: timing", "speed", 1)]
         return stages
+
+    def _matrix_wanted(self, todo: list) -> bool:
+        return any(im and not self.manifest.made(cid, self.work) for cid, _, im in todo)
 
     def _matrix_file(self) -> Path | None:
         name = self.manifest.imatrix
@@ -114,7 +125,7 @@ class Run:
 
         req = self.req
         n_ctx = req.source.ctx
-        planned = plan_model(req.source, self.device, say=self.say, what="SOURCE")
+        planned = self.planned = plan_model(req.source, self.device, say=self.say, what="SOURCE")
         todo = [i for i in self.ids if not self.manifest.finished(i[0], self.work)]
         self.reused = [cid for cid, _, _ in self.ids if self.manifest.finished(cid, self.work)]
         engine = load(planned, req.source.verbose).engine
@@ -144,18 +155,19 @@ class Run:
             engine.close()
         matrix = self._calibrate(planned.plan, parts.calibration, todo)
         held_text = parts.held_out
+        waiting = {cid for cid, _, _ in todo}
         for cid, qtype, with_matrix in self.ids:
-            if cid not in todo:
+            if cid not in waiting:
                 self.candidates.append(self._carried(cid))
                 continue
             self._candidate(cid, qtype, matrix if with_matrix else None, ref, held_text, name)
 
     def _calibrate(self, plan, calibration: str, todo: list):
+        if not self._matrix_wanted(todo):
+            return None
         from edgechat.lab import imatrix
         from edgechat.lab.calibrate import calibrate
 
-        if not any(im for _, _, im in todo):
-            return None
         kept = self._matrix_file()
         if kept:
             return imatrix.load(kept)
@@ -217,32 +229,37 @@ class Run:
         from edgechat.lab.measure import measure
         from edgechat.lab.quality import judge, keep_receipt
         from edgechat.lab.quantize import quantize
-        from edgechat.service import load, plan_model
+        from edgechat.service import load
 
-        suffix = "-imatrix" if matrix is not None else ""
-        file = self.work / f"{self.stem}-{qtype}{suffix}.gguf"
+        with_matrix = cid.endswith("+imatrix")
+        file = self.work / f"{self.stem}-{qtype}{'-imatrix' * with_matrix}.gguf"
         labels = [s.label for s in self.clock.stages]
-        first = labels.index(f"{cid}: quantising")
-        self._begin(first)
-        try:
-            quantize(
-                self.src,
-                file,
-                qtype,
-                RECIPE,
-                allow_requantize=self.facts.file_type not in ("F32", "F16", "BF16"),
-                threads=self.req.source.threads,
-                progress=self._tick,
-                imatrix=matrix,
-                force=True,
-            )
-        except EdgechatError as e:
-            self.failed[cid] = str(e)
-            self.say(f"{cid}: {e}")
-            return
-        self.clock.finish()
-        self._begin(first + 1)
-        planned = plan_model(replace(self.req.source, model=str(file)), self.device, what=cid)
+        if not self.manifest.made(cid, self.work):
+            self._begin(labels.index(f"{cid}: quantising"))
+            try:
+                with _ctrl_c_after():  # llama.cpp cannot stop halfway: the file is finished
+                    quantize(
+                        self.src,
+                        file,
+                        qtype,
+                        RECIPE,
+                        allow_requantize=self.facts.file_type not in ("F32", "F16", "BF16"),
+                        threads=self.req.source.threads,
+                        progress=self._tick,
+                        imatrix=matrix,
+                        force=True,
+                    )
+                    entry = {"file": file.name, "size": file.stat().st_size, "type": qtype}
+                    self.manifest.done[cid] = {**entry, "imatrix": with_matrix}
+                    self.manifest.save()
+            except EdgechatError as e:
+                self.failed[cid] = str(e)
+                self.say(f"{cid}: {e}")
+                return
+            self.clock.finish()
+        self._begin(labels.index(f"{cid}: scoring"))
+        # The source's plan (it fits: every candidate is smaller) with the candidate's file.
+        planned = replace(self.planned, plan=replace(self.planned.plan, model_path=file))
         engine = load(planned).engine
         try:
             q = judge(engine, ref, self._tick)
@@ -251,29 +268,42 @@ class Run:
         self.clock.finish()
         made = {
             "type": qtype,
-            "imatrix": matrix is not None,
+            "imatrix": with_matrix,
             "recipe": RECIPE,
             "task": self.req.task,
             "source": str(self.src),
         }
-        keep_receipt(q, f"{name}, held-out part", held_text, kind="shrink", made=made)
-        self._begin(first + 2)
+        quants = (qtype, self.facts.file_type)
+        keep_receipt(q, f"{name}, held-out part", held_text, "shrink", made, quants)
+        self._begin(labels.index(f"{cid}: timing"))
         tps = None
+        # Room for the prompt and the reply, whatever the chunk size.
+        plan = replace(planned.plan, n_ctx=max(512, planned.plan.n_ctx))
         try:
-            tps = measure(planned.plan, fill=0.25, gen_tokens=self.req.speed_tokens)[
-                "gen_tokens_per_s"
-            ]
+            tps = measure(plan, fill=0.25, gen_tokens=self.req.speed_tokens)["gen_tokens_per_s"]
         except EdgechatError as e:
             self.say(f"{cid}: not timed: {e}")
         self.clock.finish()
         figures = q.figures()
-        self.manifest.done[cid] = {
-            "file": file.name,
-            "size": file.stat().st_size,
-            "type": qtype,
-            "imatrix": matrix is not None,
-            "figures": figures.as_dict(),
-            "tps": tps,
-        }
+        self.manifest.done[cid].update(figures=figures.as_dict(), tps=tps)
         self.manifest.save()
-        self.candidates.append(self._judged(cid, qtype, matrix is not None, file, figures, tps))
+        self.candidates.append(self._judged(cid, qtype, with_matrix, file, figures, tps))
+
+
+@contextlib.contextmanager
+def _ctrl_c_after():
+    """Ctrl-C while llama.cpp quantises is held until it returns (a KeyboardInterrupt
+    raised inside its log callback would be lost), then raised: the file is whole."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    hit: list[int] = []
+    signal.signal(signal.SIGINT, lambda *_: hit.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hit:
+        raise KeyboardInterrupt
