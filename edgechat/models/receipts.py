@@ -144,12 +144,11 @@ def file_sha256(path: str | Path) -> str:
     hit = _cache().get(name)
     if isinstance(hit, list) and hit[:2] == stamp and isinstance(hit[-1], str):
         return hit[-1]
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(8 << 20):
-            digest.update(block)
-    remember(path, digest.hexdigest())
-    return digest.hexdigest()
+    from edgechat.paths import sha256_of
+
+    digest = sha256_of(path)
+    remember(path, digest)
+    return digest
 
 
 def text_ref(name: str, text: str) -> TextRef:
