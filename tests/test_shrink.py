@@ -168,6 +168,9 @@ def test_bad_input_gets_one_line(tiny, starter_path, text_file, tmp_path, capsys
     assert "looks like a binary file" in refusal(
         "shrink", str(tiny), "--text", str(binary), "--work", work
     )
+    assert "--keep my model: an id is letters" in refusal(
+        "shrink", str(tiny), "--text", str(text_file), "--keep", "my model", "--work", work
+    )
     assert "tokens; at least 160 are needed" in refusal(
         "shrink", str(tiny), "--text", str(short), "--ctx", "64", "--work", work
     )

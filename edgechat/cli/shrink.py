@@ -102,11 +102,13 @@ def _progress():
 
 def cmd_shrink(args) -> int:
     from edgechat import config
-    from edgechat.lab.shrink import Interrupted, ShrinkRequest, keep, shrink
+    from edgechat.lab.shrink import Interrupted, ShrinkRequest, check_keep_id, keep, shrink
     from edgechat.planning.budget import parse
     from edgechat.tasks import documents
 
     settings = config.load()
+    if args.keep:
+        check_keep_id(args.keep)
     texts = []
     for source in args.text:
         name, text = documents.read_text(source, exact=True, purpose="calibrate and score (--text)")

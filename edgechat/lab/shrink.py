@@ -182,6 +182,18 @@ def shrink(
     )
 
 
+def check_keep_id(model_id: str) -> None:
+    """Refuse a --keep id before the run, not after an hour of it."""
+    from edgechat.models import registry
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?", model_id):
+        raise InputError(
+            f"--keep {model_id}: an id is letters, digits, '.', '_' and '-' (ID or ID:QUANT)"
+        )
+    if model_id.lower() in {k.lower() for k in registry.installed()}:
+        raise InputError(f"'{model_id}' is installed already; choose another --keep id")
+
+
 def keep(result: ShrinkResult, model_id: str) -> dict:
     """Install the pick under ``model_id``: moved into edgechat's models folder and
     registered (``models rm`` deletes it); its receipts follow it by hash."""
@@ -197,10 +209,11 @@ def keep(result: ShrinkResult, model_id: str) -> dict:
     src = Path(chosen.path)
     sha = receipts.file_sha256(src)
     model_id = model_id if ":" in model_id else f"{model_id}:{chosen.type}"
-    if model_id.lower() in {k.lower() for k in registry.installed()}:
-        raise EdgechatError(f"'{model_id}' is installed already; choose another --keep id")
+    check_keep_id(model_id)
     folder = ensure_private_dir(paths().data_dir / "models")
-    dest = folder / src.name
+    dest = folder / f"{model_id.replace(':', '-')}.gguf"
+    if dest.exists():
+        raise EdgechatError(f"{dest} exists already; choose another --keep id")
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     try:
         try:
