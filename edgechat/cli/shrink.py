@@ -155,8 +155,8 @@ def _render(result, run_ctx: int) -> None:
         f"{_size(result.source_size)}); {result.task}; chunks of {result.n_ctx} tokens"
     )
     print(
-        f"text      {t['name']}: {t['tokens']} tokens; calibrated on "
-        f"{t['calibration']['chunks']} chunks, scored on {t['held_out']['chunks']} others"
+        f"text      {t['name']}: {t['tokens']} tokens, {t['calibration']['chunks']} chunks "
+        f"to calibrate, {t['held_out']['chunks']} others to score"
     )
     print()
     print(
@@ -186,9 +186,9 @@ def _render(result, run_ctx: int) -> None:
     for line in quality_vs_size(points, v.budget.kl_mean, v.pick):
         print(line)
     print()
-    print(f"budget    {v.budget.task}: {v.budget.describe()}")
-    for line in textwrap.wrap(
-        f"verdict   {v.why}", 80, subsequent_indent=" " * 10, break_on_hyphens=False
-    ):
-        print(line)
+    for head, words in (("budget", f"{v.budget.task}: {v.budget.describe()}"), ("verdict", v.why)):
+        for line in textwrap.wrap(
+            f"{head:<9} {words}", 80, subsequent_indent=" " * 10, break_on_hyphens=False
+        ):
+            print(line)
     print(f"work      {result.work} (candidates stay there until you delete them)")
