@@ -292,7 +292,7 @@ def test_calibrate_and_quantize_commands(tiny, text, tmp_path, capsys):
         str(tiny),
         str(tmp_path / "q.gguf"),
         "--type",
-        "IQ3_XXS",
+        "IQ4_NL",
         "--imatrix",
         str(out),
     )
