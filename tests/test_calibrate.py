@@ -147,6 +147,35 @@ def test_the_file_is_llama_imatrix_s_format(matrix, folder):
     assert not list(folder.glob(".*partial"))
 
 
+def test_experts_each_count_the_tokens_routed_to_them(folder, text):
+    """A mixture of experts (4, two per token): every expert has its own sums and count,
+    and together they hold each token twice; the router sees each token once, on the
+    same input as the experts' gate, so the experts' sums are twice the router's."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    moe = write_tiny_llama(folder / "tiny-moe.gguf", n_expert=4)
+    m = calibrate(RunPlan(moe, n_ctx=CTX, n_threads=1), [text], ctx=CTX, chunks=CHUNKS)
+    tokens = CHUNKS * CTX
+    for i in (0, 1):
+        gate, up = (f"blk.{i}.ffn_{p}_exps.weight" for p in ("gate", "up"))
+        assert len(m.counts[gate]) == 4 and m.counts[gate].sum() == 2 * tokens
+        assert m.counts[f"blk.{i}.ffn_down_exps.weight"].tolist() == m.counts[gate].tolist()
+        np.testing.assert_array_equal(m.in_sum2[gate], m.in_sum2[up])
+        experts = m.in_sum2[gate].reshape(4, -1).astype(np.float64).sum(axis=0)
+        router = m.in_sum2[f"blk.{i}.ffn_gate_inp.weight"]
+        np.testing.assert_allclose(experts, 2 * router, rtol=1e-5)
+        assert m.counts[f"blk.{i}.ffn_gate_inp.weight"].tolist() == [tokens]
+    path = imatrix.save(m, folder / "moe.imatrix.gguf")
+    saved = {t.name: t for t in GGUFReader(path).tensors}
+    assert saved["blk.0.ffn_down_exps.weight.in_sum2"].shape.tolist() == [512, 4]
+    assert saved["blk.0.ffn_down_exps.weight.counts"].shape.tolist() == [1, 4]
+    back = imatrix.load(path)
+    for name in m.names:
+        np.testing.assert_array_equal(back.counts[name], m.counts[name])
+    assert quantize(moe, folder / "moe-q4.gguf", "Q4_K_M", imatrix=back).bits_per_weight < 6
+
+
 def test_llama_imatrix_files_are_read(tmp_path):
     """Both of llama.cpp's formats, written here as llama-imatrix writes them; one entry
     has 2 experts, one expert no tokens."""

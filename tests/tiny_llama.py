@@ -15,7 +15,10 @@ def _byte_tokens() -> list[str]:
     return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
 
 
-def write_tiny_llama(path: Path, n_embd: int = 256, n_layer: int = 2, n_ff: int = 512) -> Path:
+def write_tiny_llama(
+    path: Path, n_embd: int = 256, n_layer: int = 2, n_ff: int = 512, n_expert: int = 0
+) -> Path:
+    """``n_expert``: a mixture of experts (two used per token), as Mixtral is."""
     import numpy as np
     from gguf import GGUFWriter
 
@@ -33,6 +36,9 @@ def write_tiny_llama(path: Path, n_embd: int = 256, n_layer: int = 2, n_ff: int 
     w.add_rope_dimension_count(n_embd // 4)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(0)  # ALL_F32
+    if n_expert:
+        w.add_expert_count(n_expert)
+        w.add_expert_used_count(2)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -58,9 +64,17 @@ def write_tiny_llama(path: Path, n_embd: int = 256, n_layer: int = 2, n_ff: int 
         w.add_tensor(f"blk.{i}.attn_v.weight", mat(n_embd // 2, n_embd))
         w.add_tensor(f"blk.{i}.attn_output.weight", mat(n_embd, n_embd))
         w.add_tensor(f"blk.{i}.ffn_norm.weight", norm())
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", mat(n_ff, n_embd))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", mat(n_ff, n_embd))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", mat(n_embd, n_ff))
+        if n_expert:
+            w.add_tensor(f"blk.{i}.ffn_gate_inp.weight", mat(n_expert, n_embd))
+            for part, rows, cols in (("gate", n_ff, n_embd), ("up", n_ff, n_embd)) + (
+                ("down", n_embd, n_ff),
+            ):
+                experts = np.stack([mat(rows, cols) for _ in range(n_expert)])
+                w.add_tensor(f"blk.{i}.ffn_{part}_exps.weight", experts)
+        else:
+            w.add_tensor(f"blk.{i}.ffn_gate.weight", mat(n_ff, n_embd))
+            w.add_tensor(f"blk.{i}.ffn_up.weight", mat(n_ff, n_embd))
+            w.add_tensor(f"blk.{i}.ffn_down.weight", mat(n_embd, n_ff))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
