@@ -36,6 +36,7 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "seed": ("int", -1, 2**32 - 2, True, "sampling seed (-1: random)"),
     "snapshot_cap_mb": ("int", 0, 1 << 20, True, "KV snapshot space in MB (0: off)"),
     "chunk": ("int", 64, MAX_CTX, True, "chunk size in tokens"),
+    "chunks": ("int", 1, None, True, "chunks of text"),
     "repeat": ("int", 1, 1000, True, "runs per model"),
     "tokens": ("int", 1, MAX_CTX, True, "tokens to generate"),
     "limit": ("int", 1, 10_000, True, "how many to show"),

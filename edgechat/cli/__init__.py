@@ -24,6 +24,7 @@ AREAS = (
     "facts",
     "models",
     "lab",
+    "calibrate",
     "shrink",
     "history",
     "admin",

@@ -1,4 +1,5 @@
-"""`bench`, `quality`, `quantize`: measuring and making models on this machine."""
+"""`bench`, `quality`, `quantize`: measuring and making models on this machine
+(`calibrate`, and `quantize --calibrate`'s first step, are in cli/calibrate.py)."""
 
 from __future__ import annotations
 
@@ -101,16 +102,33 @@ def cmd_quality(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from edgechat.lab.quantize import quantize
+    from edgechat.llama import backend
 
+    backend.load()  # llama.cpp before numpy: see llama/backend.py
+    from edgechat.lab import imatrix
+    from edgechat.lab.quantize import preflight, quantize
+
+    warn = lambda text: _warn(f"warning: {text}")  # noqa: E731
+    matrix = imatrix.load(args.imatrix) if args.imatrix else None
+    if args.calibrate:
+        from edgechat import config
+        from edgechat.cli.calibrate import calibrated
+
+        src, dst = Path(args.src).expanduser(), Path(args.dst).expanduser()
+        # Everything quantize would refuse, refused before the calibration, not after.
+        preflight(src, dst, args.type, args.recipe, args.allow_requantize, args.force, True)
+        matrix = calibrated(args, config.load(), str(src), args.calibrate)
     result = quantize(
         args.src,
         args.dst,
         args.type,
         args.recipe,
         args.allow_requantize,
+        threads=args.threads or 0,
         progress=_counter("tensor"),
-        warn=lambda text: _warn(f"warning: {text}"),
+        warn=warn,
+        imatrix=matrix,
+        force=args.force,
     )
     _clear_line()
     out = {
@@ -120,6 +138,7 @@ def cmd_quantize(args) -> int:
         "size_in": result.size_in,
         "size_out": result.size_out,
         "bits_per_weight": round(result.bits_per_weight, 3),
+        "imatrix": args.imatrix or ("calibrated" if matrix is not None else None),
     }
     if args.json:
         print(json.dumps(out, indent=2))
@@ -173,6 +192,34 @@ def register(sub) -> None:
         "--allow-requantize",
         action="store_true",
         help="quantise a file that is already quantised (loses quality)",
+    )
+    qnt.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    weigh = qnt.add_mutually_exclusive_group()
+    weigh.add_argument(
+        "--imatrix",
+        metavar="FILE",
+        help="an importance matrix (from `edgechat calibrate` or llama-imatrix)",
+    )
+    weigh.add_argument(
+        "--calibrate",
+        nargs="+",
+        metavar="TEXT",
+        help="calibrate IN on these text files first, then quantise with that matrix",
+    )
+    qnt.add_argument(
+        "--ctx", type=flag("chunk"), default=512, metavar="N", help="calibration chunk (512)"
+    )
+    qnt.add_argument(
+        "--chunks", type=flag("chunks"), metavar="N", help="calibrate on the first N chunks"
+    )
+    qnt.add_argument(
+        "--threads", type=flag("threads"), metavar="N", help="CPU threads (default: all cores)"
+    )
+    qnt.add_argument(
+        "--gpu-layers",
+        type=flag("gpu_layers"),
+        metavar="N",
+        help="layers on the GPU while calibrating (default: all that fit)",
     )
     add_json(qnt, "print the result as JSON")
     qnt.set_defaults(func=cmd_quantize)

@@ -39,6 +39,7 @@ class TensorInfo:
     type_name: str
     n_elements: int
     n_bytes: int
+    shape: tuple[int, ...] = ()  # ggml order: ne0 (a row's length) first
 
     @property
     def layer(self) -> int | None:

@@ -79,7 +79,7 @@ def read_tensors(r, n_tensors: int, align: int, source: str) -> tuple[list[Tenso
         n_bytes = n // block * size
         data_end = offset + n_bytes
         expected += -(-n_bytes // align) * align
-        tensors.append(TensorInfo(name, qtype.name, n, n_bytes))
+        tensors.append(TensorInfo(name, qtype.name, n, n_bytes, tuple(dims)))
     return tensors, data_end
 
 

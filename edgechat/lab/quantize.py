@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgechat.errors import EdgechatError
+from edgechat.lab.imatrix import ImportanceMatrix
 
 # Target -> (llama_ftype name, the tensor type it is made of)
 TYPES = {
@@ -36,7 +37,21 @@ TYPES = {
     "Q8_0": ("MOSTLY_Q8_0", "Q8_0"),
     "F16": ("MOSTLY_F16", "F16"),
     "BF16": ("MOSTLY_BF16", "BF16"),
+    "IQ4_XS": ("MOSTLY_IQ4_XS", "IQ4_XS"),
+    "IQ4_NL": ("MOSTLY_IQ4_NL", "IQ4_NL"),
+    "IQ3_M": ("MOSTLY_IQ3_M", "IQ3_S"),
+    "IQ3_XXS": ("MOSTLY_IQ3_XXS", "IQ3_XXS"),
+    "IQ2_M": ("MOSTLY_IQ2_M", "IQ2_S"),
+    "IQ2_S": ("MOSTLY_IQ2_S", "IQ2_XS"),
+    "IQ2_XS": ("MOSTLY_IQ2_XS", "IQ2_XS"),
+    "IQ2_XXS": ("MOSTLY_IQ2_XXS", "IQ2_XXS"),
+    "IQ1_M": ("MOSTLY_IQ1_M", "IQ1_M"),
 }
+# llama-quantize's own rule (tensor_requires_imatrix in src/llama-quant.cpp, wider than
+# ggml_quantize_requires_imatrix): weights in these types are refused without a matrix.
+NEEDS_MATRIX = {"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"}
+# ggml_quantize_requires_imatrix: ggml asserts (the process dies) without a matrix.
+_ALWAYS_MATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S"}
 _FULL = {"F32", "F16", "BF16"}
 _PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
@@ -60,7 +75,13 @@ def quantize(
     threads: int = 0,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = lambda _: None,
+    *,
+    imatrix: ImportanceMatrix | None = None,
+    force: bool = False,
 ) -> Quantized:
+    """Quantise ``src`` to ``dst``; with ``imatrix`` (lab/imatrix.py) llama.cpp weighs
+    each column by its mean squared activation. ``dst``'s folder must exist, and an
+    existing ``dst`` is replaced only with ``force``."""
     from edgechat.llama.backend import LOG, load
 
     lc = load()  # llama.cpp before gguf's numpy: see llama/backend.py
@@ -68,33 +89,15 @@ def quantize(
 
     from edgechat.facts.gguf import inspect_file
 
-    qtype = qtype.upper()
-    if qtype not in TYPES:
-        raise EdgechatError(f"unknown type {qtype}; choose from {', '.join(TYPES)}")
-    if recipe not in ("uniform", "mixed"):
-        raise EdgechatError("the recipe is uniform or mixed")
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    facts = inspect_file(src)  # a truncated or non-GGUF input fails here, with one line
-    quantized = [t for t in facts.tensors if t.type_name not in _FULL and t.layer is not None]
-    if quantized:
-        if not allow_requantize:
-            raise EdgechatError(
-                f"{src.name} is already quantised ({facts.file_type}); quantising again loses "
-                "more quality than quantising the original. Start from an F16/F32 file, or "
-                "pass --allow-requantize to do it anyway"
-            )
-        warn(
-            f"{src.name} is already quantised ({facts.file_type}): the result will be worse "
-            f"than {qtype} made from the full-precision model"
-        )
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise EdgechatError("the output must be a different file from the input")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgechatError(f"cannot write to {dst.parent}: {e.strerror or e}") from None
-
+    qtype = preflight(
+        src, dst, qtype, recipe, allow_requantize, force, imatrix is not None, warn
+    )
     ftype_name, base = TYPES[qtype]
+    facts = inspect_file(src)
+    if imatrix is not None:
+        imatrix.check_model({t.name: t.shape for t in facts.tensors}, src.name)
+
     params = lc.llama_model_quantize_default_params()
     params.ftype = int(LlamaFileType[ftype_name])
     params.allow_requantize = allow_requantize
@@ -103,12 +106,24 @@ def quantize(
         # Every tensor, embeddings and head too, in the target type; where a row length
         # does not fit the type's blocks llama.cpp falls back to the nearest that does.
         params.pure = True
+        names = {t.name for t in facts.tensors}
+        have = imatrix.names if imatrix is not None else ()
+        for name, field in (
+            ("token_embd.weight", "token_embedding_type"),
+            ("output.weight", "output_tensor_type"),
+        ):
+            if base in _ALWAYS_MATRIX and name in names and name not in have:
+                # ggml aborts the process quantising these without data, and llama-imatrix
+                # collects none for the embeddings (nor the head): 2 bits of Q2_K instead.
+                setattr(params, field, int(GGMLQuantizationType.Q2_K))
+                warn(f"{name} is Q2_K: {qtype} cannot be made without its importance data")
     else:
         params.token_embedding_type = int(GGMLQuantizationType.Q8_0)
         # Q6_K needs rows in multiples of 256; smaller models often have 576 or 640.
         six_bit = "Q6_K" if facts.n_embd % 256 == 0 else "Q8_0"
         head = "Q8_0" if base in ("Q8_0", "F16", "BF16") else six_bit
         params.output_tensor_type = int(GGMLQuantizationType[head])
+    keep = _hand_over(lc, params, imatrix) if imatrix is not None else None
 
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
 
@@ -123,6 +138,8 @@ def quantize(
         rc = lc.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:
             why = LOG.first_error_since(mark) or f"code {rc}"
+            if "imatrix" in why or "importance matrix" in why:
+                why += "; make a matrix with `edgechat calibrate` and pass --imatrix"
             raise EdgechatError(f"llama.cpp could not quantise {src.name}: {why}")
         os.replace(tmp, dst)
     except BaseException:
@@ -130,10 +147,101 @@ def quantize(
         raise
     finally:
         LOG.listener = None
+        del keep  # the matrix's C arrays lived until llama.cpp was done with them
     out = inspect_file(dst)
     return Quantized(
         dst, qtype, recipe, src.stat().st_size, dst.stat().st_size, out.bits_per_weight
     )
+
+
+def preflight(
+    src: Path,
+    dst: Path,
+    qtype: str,
+    recipe: str,
+    allow_requantize: bool,
+    force: bool,
+    has_matrix: bool,
+    warn: Callable[[str], None] = lambda _: None,
+) -> str:
+    """Every check ``quantize`` makes before any work (so ``--calibrate`` fails before
+    it calibrates): returns the type's canonical name."""
+    from edgechat.facts.gguf import inspect_file
+
+    qtype = qtype.upper()
+    if qtype not in TYPES:
+        raise EdgechatError(f"unknown type {qtype}; choose from {', '.join(TYPES)}")
+    if recipe not in ("uniform", "mixed"):
+        raise EdgechatError("the recipe is uniform or mixed")
+    if TYPES[qtype][1] in NEEDS_MATRIX and not has_matrix:
+        raise EdgechatError(
+            f"{qtype} needs an importance matrix: make one with `edgechat calibrate MODEL "
+            "--text FILE` and pass --imatrix FILE (or quantize with --calibrate FILE)"
+        )
+    facts = inspect_file(src)  # a truncated or non-GGUF input fails here, with one line
+    quantized = [t for t in facts.tensors if t.type_name not in _FULL and t.layer is not None]
+    if quantized:
+        if not allow_requantize:
+            raise EdgechatError(
+                f"{src.name} is already quantised ({facts.file_type}); quantising again loses "
+                "more quality than quantising the original. Start from an F16/F32 file, or "
+                "pass --allow-requantize to do it anyway"
+            )
+        warn(
+            f"{src.name} is already quantised ({facts.file_type}): the result will be worse "
+            f"than {qtype} made from the full-precision model"
+        )
+    _check_output(src, dst, force)
+    return qtype
+
+
+def _check_output(src: Path, dst: Path, force: bool) -> None:
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise EdgechatError("the output must be a different file from the input")
+    if not dst.parent.is_dir():
+        raise EdgechatError(f"no such folder: {dst.parent}; create it first")
+    if dst.is_dir():
+        raise EdgechatError(f"{dst} is a folder; give the output file's name")
+    if dst.exists() and not force:
+        raise EdgechatError(f"{dst} exists; pass --force to replace it")
+    if not os.access(dst.parent, os.W_OK):
+        raise EdgechatError(f"cannot write to {dst.parent}: permission denied")
+
+
+def _hand_over(lc, params, matrix: ImportanceMatrix) -> list:
+    """Point ``params`` at the matrix's means of squares, as llama-quantize does: a C
+    array of {name, data, size} ended by an empty entry, and the same metadata keys
+    (``quantize.imatrix.*``). Returns what must stay alive until quantising is done."""
+    import ctypes
+
+    means = matrix.mean_squares()
+    entries = (lc.llama_model_imatrix_data * (len(means) + 1))()
+    keep: list = [entries, means]
+    for entry, (name, values) in zip(entries, means.items(), strict=False):
+        entry.name = name.encode()
+        entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        entry.size = values.size
+    params.imatrix = entries
+    kv = []
+    if matrix.path:
+        kv.append(("quantize.imatrix.file", matrix.path))
+    if matrix.datasets:
+        kv.append(("quantize.imatrix.dataset", matrix.datasets[0]))
+    kv.append(("quantize.imatrix.entries_count", len(means)))
+    if matrix.chunk_count > 0:
+        kv.append(("quantize.imatrix.chunks_count", matrix.chunk_count))
+    overrides = (lc.llama_model_kv_override * (len(kv) + 1))()  # the last key is empty
+    for o, (key, value) in zip(overrides, kv, strict=False):
+        o.key = key.encode()
+        if isinstance(value, str):
+            o.tag = lc.LLAMA_KV_OVERRIDE_TYPE_STR
+            o.value.val_str = value.encode()[:127]
+        else:
+            o.tag = lc.LLAMA_KV_OVERRIDE_TYPE_INT
+            o.value.val_i64 = value
+    params.kv_overrides = overrides
+    keep.append(overrides)
+    return keep
 
 
 def dequantize(src: str | Path, dst: str | Path, to: str = "F16") -> Path:

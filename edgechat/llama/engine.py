@@ -51,10 +51,16 @@ class Engine:
     where = "this machine"
 
     def __init__(
-        self, plan: RunPlan, *, verbose: bool = False, backend_sampling: bool | None = None
+        self,
+        plan: RunPlan,
+        *,
+        verbose: bool = False,
+        backend_sampling: bool | None = None,
+        eval_callback=None,
     ) -> None:
         """``backend_sampling``: sample inside the graph (see llama/sampling.py); None:
-        when every layer is on the GPU (or as EDGECHAT_BACKEND_SAMPLING says)."""
+        when every layer is on the GPU (or as EDGECHAT_BACKEND_SAMPLING says).
+        ``eval_callback``: llama.cpp's ``cb_eval``, shown each graph node (lab/calibrate.py)."""
         plan = plan.resolved()
         check_plan(plan)
         lc = _llama()
@@ -85,6 +91,8 @@ class Engine:
             plan = replace(plan, n_ctx=n_ctx_train).resolved()
 
         cparams = context_params(lc, plan)
+        if eval_callback is not None:
+            cparams.cb_eval = self._eval_callback = eval_callback  # C keeps only a pointer
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             why = LOG.first_error_since(mark) or "out of memory?"
