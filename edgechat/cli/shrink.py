@@ -47,7 +47,7 @@ def _types(text: str) -> tuple[str, ...]:
 
 def register(sub) -> None:
     from edgechat.cli.options import add_json, add_model_options
-    from edgechat.limits import choices
+    from edgechat.limits import choices, flag
 
     p = sub.add_parser("shrink", help=HELP, description=DESCRIPTION)
     p.add_argument("source", metavar="SOURCE", help="an F16, BF16 or Q8_0 GGUF, or installed id")
@@ -65,6 +65,12 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--types", type=_types, metavar="T,T", help="the types to try (default: by task)"
+    )
+    p.add_argument(
+        "--chunks",
+        type=flag("chunks"),
+        metavar="N",
+        help="at most N chunks to calibrate on and N to score (default: all the text gives)",
     )
     p.add_argument("--keep", metavar="ID", help="install the pick under this model id")
     p.add_argument("--work", metavar="DIR", help="where candidates go (default: the cache dir)")
@@ -119,6 +125,7 @@ def cmd_shrink(args) -> int:
         task=args.task,
         budget=parse(args.budget, args.task) if args.budget else None,
         types=args.types or (),
+        chunks=args.chunks,
         work=Path(args.work).expanduser() if args.work else None,
         run_ctx=settings.ctx,
     )

@@ -116,7 +116,7 @@ def _needs_matrix() -> frozenset[str]:
     """The target types llama.cpp refuses to make without an importance matrix."""
     from edgechat.lab import quantize
 
-    needs = getattr(quantize, "NEEDS_MATRIX", set())
+    needs = quantize.NEEDS_MATRIX
     return frozenset(t for t, (_, base) in quantize.TYPES.items() if base in needs)
 
 

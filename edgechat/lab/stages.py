@@ -80,6 +80,7 @@ class Run:
         self.reused: list[str] = []
         self.failed: dict[str, str] = {}
         self.text_facts: dict = {}
+        self.text_name = ""
         self.clock: Clock | None = None
         self.planned = None  # the source's checked plan
         self.number = 0
@@ -125,6 +126,7 @@ class Run:
 
         req = self.req
         n_ctx = req.source.ctx
+        self.text_name = name
         planned = self.planned = plan_model(req.source, self.device, say=self.say, what="SOURCE")
         todo = [i for i in self.ids if not self.manifest.finished(i[0], self.work)]
         self.reused = [cid for cid, _, _ in self.ids if self.manifest.finished(cid, self.work)]
@@ -178,6 +180,7 @@ class Run:
             ctx=self.req.source.ctx,
             chunks=self.req.chunks,
             progress=lambda done, total, _eta=None: self._tick(done, total),
+            datasets=[f"{self.text_name}, calibration part"],
         )
         imatrix.save(matrix, self.work / "imatrix.gguf")
         self.manifest.imatrix = "imatrix.gguf"
