@@ -149,6 +149,8 @@ def shrink(
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EdgechatError(f"cannot use {work}: {e.strerror or e}; pass another --work") from None
+    if not receipts.hash_cached(src) and src.stat().st_size > 1 << 30:
+        say(f"reading {src.name} once for its SHA-256 (the receipts name files by it)")
     key = {
         "source": receipts.file_sha256(src),
         "text": receipts.text_ref(name, text).sha256,

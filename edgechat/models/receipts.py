@@ -137,6 +137,13 @@ def remember(path: Path, sha256: str) -> None:
         write_private(_hash_file(), json.dumps(cache) + "\n")
 
 
+def hash_cached(path: str | Path) -> bool:
+    """Is ``path``'s hash known for the file as it is now (no read needed)?"""
+    name, stamp = _key(Path(path))
+    hit = _cache().get(name)
+    return isinstance(hit, list) and hit[:2] == stamp
+
+
 def file_sha256(path: str | Path) -> str:
     """The file's SHA-256, from the cache while its path, size and mtime are unchanged."""
     path = Path(path)
