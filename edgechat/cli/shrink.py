@@ -107,6 +107,9 @@ def _progress():
 
 
 def cmd_shrink(args) -> int:
+    from edgechat.llama import backend
+
+    backend.load()  # llama.cpp before numpy: see llama/backend.py
     from edgechat import config
     from edgechat.lab.shrink import Interrupted, ShrinkRequest, check_keep_id, keep, shrink
     from edgechat.planning.budget import parse
