@@ -196,9 +196,10 @@ def _render(result, run_ctx: int) -> None:
     for line in quality_vs_size(points, v.budget.kl_mean, v.pick):
         print(line)
     print()
-    for head, words in (("budget", f"{v.budget.task}: {v.budget.describe()}"), ("verdict", v.why)):
+    limits = ", ".join(c.replace(" ", "\xa0") for c in v.budget.describe().split(", "))
+    for head, words in (("budget", f"{v.budget.task}: {limits}"), ("verdict", v.why)):
         for line in textwrap.wrap(
             f"{head:<9} {words}", 80, subsequent_indent=" " * 10, break_on_hyphens=False
         ):
-            print(line)
+            print(line.replace("\xa0", " "))  # a limit is never cut in two
     print(f"work      {result.work} (candidates stay there until you delete them)")

@@ -97,9 +97,13 @@ def pick(candidates: Sequence[Candidate], budget: Budget, source: str = "the sou
             f"(mean KLD {f.kl_mean:.4g}, top-1 {100 * f.top1:.1f}%, PPL x{f.ppl_ratio:.3f})"
             f" and fits here ({best.fit_label}{': ' + best.fit_why if best.fit_why else ''})"
         )
-        smaller = [c for c in candidates if c.size < best.size]
+        twin = next((c for c in candidates if c.type == best.type and c is not best), None)
+        if twin is not None and misses[twin.id]:  # what the matrix did, or failed to do
+            words = "with" if twin.imatrix else "without"
+            why += f"; {words} the matrix it misses: {'; '.join(misses[twin.id])}"
+        smaller = [c for c in candidates if c.size < best.size and c.type != best.type]
         if smaller:
-            near = max(smaller, key=lambda c: c.size)
+            near = min(smaller, key=lambda c: (-c.size, c.figures.kl_mean if c.figures else 1e9))
             reason = "; ".join(misses[near.id]) or (
                 f"it does not fit here ({near.fit_why})" if not near.fits else ""
             )
