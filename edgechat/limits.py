@@ -5,13 +5,16 @@ Everything that takes a value derives its checks from here: the command-line fla
 (``flag``, ``choices``), ``config set`` and the config file (config.py), the app's
 settings dialog and the server's request validation (``field``). So ``--ctx 0``,
 ``ctx = 0`` in the file and ``0`` in the dialog are refused with the same words.
-Standard library only: the parser imports it at start-up.
+The model catalog (models.toml, shipped and the user's) is checked from here too
+(``CATALOG``, ``ARCH``, ``check_value``), so a number in a file is held to the same
+words as one typed at a flag. Standard library only: the parser imports it at start-up.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 
 MIN_CTX = 512
 MAX_CTX = 1 << 20  # 1M tokens: beyond every model in the catalog
@@ -40,6 +43,18 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "repeat": ("int", 1, 1000, True, "runs per model"),
     "tokens": ("int", 1, MAX_CTX, True, "tokens to generate"),
     "limit": ("int", 1, 10_000, True, "how many to show"),
+    # The catalog's numbers (models.toml): an entry's, then its arch table's.
+    "catalog_params_b": ("float", 0.0, 10_000.0, False, "parameters in billions"),
+    "catalog_context": ("int", MIN_CTX, MAX_CTX, True, "trained context in tokens"),
+    "arch_layers": ("int", 1, 1024, True, "number of layers"),
+    "arch_embd": ("int", 1, 1 << 17, True, "hidden size"),
+    "arch_ff": ("int", 1, 1 << 20, True, "feed-forward size"),
+    "arch_vocab": ("int", 1, 1 << 22, True, "vocabulary size"),
+    "arch_heads": ("int", 1, 1024, True, "attention heads"),
+    "arch_kv_heads": ("int", 1, 1024, True, "key/value heads"),
+    "arch_head_dim": ("int", 1, 4096, True, "size of one attention head"),
+    "arch_sliding_window": ("int", 1, MAX_CTX, True, "sliding window in tokens"),
+    "arch_swa_every": ("int", 1, 1024, True, "layers per full-context layer"),
 }
 
 # name -> (the allowed values, what it means)
@@ -49,7 +64,66 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "length": (("short", "medium", "long"), "summary length"),
     "style": (("paragraph", "bullets"), "summary style"),
     "recipe": (("uniform", "mixed"), "quantisation recipe"),
+    # The quant types the memory estimate knows (planning.memory.QUANT_BITS; a test
+    # holds the two to the same names).
+    "quant": (
+        ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q4_K_M", "Q4_K_S")
+        + ("Q4_1", "Q4_0", "IQ4_XS", "IQ4_NL", "Q3_K_XL", "Q3_K_L", "Q3_K_M", "Q3_K_S")
+        + ("IQ3_M", "IQ3_XXS", "Q2_K", "IQ2_M", "IQ2_XS", "IQ2_XXS", "IQ1_M"),
+        "quant type",
+    ),
 }
+
+# name -> (longest, the pattern the whole text matches, what it is): text read from files.
+TEXTS: dict[str, tuple[int, str, str]] = {
+    "catalog_id": (96, r"[a-z0-9][a-z0-9._-]*", "catalog id (a-z, 0-9, '.', '_', '-')"),
+    "catalog_name": (100, r"[^\x00-\x1f\x7f-\x9f]+", "model name (no control characters)"),
+    "catalog_license": (64, r"[A-Za-z0-9][A-Za-z0-9.+_-]*", "licence id (like apache-2.0)"),
+    "catalog_repo": (
+        193,
+        r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}",
+        "hub repo (owner/name)",
+    ),
+    "arch_architecture": (64, r"[a-z0-9][a-z0-9._-]*", "llama.cpp architecture (like llama)"),
+}
+
+# The catalog's schema: each key of an entry, and of its arch table, -> (required, rule).
+# A rule is a RANGES row (a number), a TEXTS row (text), a CHOICES row (one of its values;
+# "[row]": a non-empty list of them), "flag" (true or false) or "table" (the ARCH table).
+CATALOG: dict[str, tuple[bool, str]] = {
+    "name": (True, "catalog_name"),
+    "repo": (True, "catalog_repo"),
+    "license": (True, "catalog_license"),
+    "gated": (True, "flag"),
+    "params_b": (True, "catalog_params_b"),
+    "context": (True, "catalog_context"),
+    "tasks": (True, "[task]"),
+    "quants": (True, "[quant]"),
+    "arch": (True, "table"),
+}
+ARCH: dict[str, tuple[bool, str]] = {
+    "architecture": (False, "arch_architecture"),
+    "layers": (True, "arch_layers"),
+    "embd": (True, "arch_embd"),
+    "ff": (True, "arch_ff"),
+    "vocab": (True, "arch_vocab"),
+    "heads": (True, "arch_heads"),
+    "kv_heads": (True, "arch_kv_heads"),
+    "head_dim": (False, "arch_head_dim"),
+    "tied": (False, "flag"),
+    "embd_type": (False, "quant"),  # the embeddings' type, where a file keeps its own
+    "sliding_window": (False, "arch_sliding_window"),
+    "swa_every": (False, "arch_swa_every"),
+}
+
+
+def brief(value) -> str:
+    """``value`` as a message shows what was found: its repr, cut short."""
+    text = repr(value)
+    if len(text) <= 40:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return text[:32] + "..." + size
 
 
 def _bounds(name: str, here: bool) -> tuple[str, float | None, float | None, bool, str]:
@@ -63,8 +137,8 @@ def allowed(name: str, here: bool = True) -> str:
     """The range in words, for messages: '512 to 1048576'."""
     _, low, high, low_in, _ = _bounds(name, here)
     if high is None:
-        return f"{low} or more" if low_in else f"more than {low}"
-    return f"{low} to {high}" if low_in else f"more than {low} and at most {high}"
+        return f"{low} or more" if low_in else f"more than {low:g}"
+    return f"{low} to {high}" if low_in else f"more than {low:g} and at most {high:g}"
 
 
 def check(name: str, value, here: bool = True):
@@ -75,7 +149,7 @@ def check(name: str, value, here: bool = True):
     """
     kind, low, high, low_in, what = _bounds(name, here)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number ({allowed(name, here)}), got {value!r}")
+        raise ValueError(f"{what} must be a number ({allowed(name, here)}), got {brief(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{what} must be a finite number ({allowed(name, here)}), got {value}")
     if kind == "int" and value != int(value):
@@ -97,7 +171,7 @@ def parse(name: str, text: str, here: bool = True):
     except (TypeError, ValueError, OverflowError):
         whole = "a whole number" if kind == "int" else "a number"
         raise ValueError(
-            f"{what} must be {whole} ({allowed(name, here)}), got {text!r}"
+            f"{what} must be {whole} ({allowed(name, here)}), got {brief(text)}"
         ) from None
     return check(name, value, here)
 
@@ -110,8 +184,40 @@ def choices(name: str) -> tuple[str, ...]:
 def check_choice(name: str, value) -> str:
     options, what = CHOICES[name]
     if value not in options:
-        raise ValueError(f"{what} must be one of {', '.join(options)}, got {value!r}")
+        raise ValueError(f"{what} must be one of {', '.join(options)}, got {brief(value)}")
     return value
+
+
+def check_text(name: str, value) -> str:
+    """``value`` if it is text that TEXTS row ``name`` allows, else ValueError(words)."""
+    longest, pattern, what = TEXTS[name]
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, got {brief(value)}")
+    if len(value) > longest:
+        raise ValueError(f"{what} must be at most {longest} characters, got {brief(value)}")
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{what} is not valid here, got {brief(value)}")
+    return value
+
+
+def check_value(rule: str, value):
+    """``value`` checked by a schema ``rule`` (see CATALOG): a RANGES, TEXTS or CHOICES
+    row, "[row]" for a non-empty list of a choice, or "flag"; ValueError(words) if not."""
+    if rule == "flag":
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {brief(value)}")
+        return value
+    if rule.startswith("["):
+        row = rule.strip("[]")
+        if not isinstance(value, list) or not value:
+            options = ", ".join(choices(row))
+            raise ValueError(f"must be a non-empty list of: {options}; got {brief(value)}")
+        return [check_choice(row, item) for item in value]
+    if rule in RANGES:
+        return check(rule, value, here=False)
+    if rule in TEXTS:
+        return check_text(rule, value)
+    return check_choice(rule, value)
 
 
 def flag(name: str):

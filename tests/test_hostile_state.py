@@ -137,10 +137,13 @@ def test_unset_leaves_the_other_settings():
     assert config.load().temperature == 0.2
 
 
-USER_CATALOGS = [
+USER_CATALOGS = [  # a file that cannot be read: the command stops, naming it
     b"[models.x]\nname = '\xff'\n",
-    b"[models]\nx = 'just text'\n",
     b"models = 3\n",
+    b"x = " + b"[" * 50_000 + b"]" * 50_000 + b"\n",
+]
+USER_ENTRIES = [  # one bad entry: left out, the rest of the catalog kept
+    b"[models]\nx = 'just text'\n",
     b"[models.mine]\nname='m'\nrepo='o/r'\nlicense='x'\ngated=false\nparams_b='1.5'\n"
     b"context=4096\ntasks=['chat']\nquants=['Q4_K_M']\narch={}\n",
     b"[models.qwen2.5-1.5b-instruct]\ncontext = 'long'\n",
@@ -149,7 +152,6 @@ USER_CATALOGS = [
     b"[models.qwen2.5-1.5b-instruct]\ntasks = [1, [2]]\n",
     b"[models.qwen2.5-1.5b-instruct]\nquants = [4]\n",
     b'[models."Evil\\u001b]0;x\\u0007"]\nname="m"\n',
-    b"x = " + b"[" * 50_000 + b"]" * 50_000 + b"\n",
 ]
 
 
@@ -163,10 +165,21 @@ def test_damaged_user_catalog_names_the_file(content):
     assert str(file) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("content", USER_ENTRIES)
+def test_a_damaged_user_entry_is_left_out_in_one_plain_line(content):
+    file = paths().user_catalog
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(content)
+    said: list[str] = []
+    assert len(catalog.load(warn=said.append)) >= 20
+    assert len(said) == 1 and said[0].startswith(f"{file}: model ")
+    assert "\n" not in said[0] and not any(c in said[0] for c in "\x1b\x07")
+
+
 def test_damaged_user_catalog_from_the_command_line():
     file = paths().user_catalog
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_bytes(b"[models]\nx = 'just text'\n")
+    file.write_bytes(b"models = 3\n")
     result = run_cli("recommend")
     assert result.returncode == 1 and str(file) in result.stderr
     assert "Traceback" not in result.stderr

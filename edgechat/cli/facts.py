@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgechat.cli.common import _size
+from edgechat.cli.common import _size, _warn
 
 
 def cmd_device(args) -> int:
@@ -114,7 +114,7 @@ def cmd_estimate(args) -> int:
     from edgechat.planning.speed import cpu_bandwidth, tokens_per_second
 
     settings = config.load()
-    target = registry.locate(args.model, settings.default_model)
+    target = registry.locate(args.model, settings.default_model, warn=_warn)
     if target.source == "file":
         from edgechat.facts.probe import check_loads
 
@@ -204,7 +204,7 @@ def cmd_recommend(args) -> int:
         if key in installed
     ]
     choices = recommend(
-        catalog.load(),
+        catalog.load(warn=_warn),
         device,
         args.task,
         args.ctx or settings.ctx,

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from edgechat.cli.common import _size
+from edgechat.cli.common import _size, _warn
 
 
 def cmd_models_list(args) -> int:
@@ -147,7 +147,7 @@ def cmd_models_info(args) -> int:
     from edgechat.models.info import describe
 
     settings = config.load()
-    info = describe(args.model, args.ctx or settings.ctx, settings.default_model)
+    info = describe(args.model, args.ctx or settings.ctx, settings.default_model, warn=_warn)
     target, entry, est, fit = info.target, info.entry, info.estimate, info.fit
     out = info.as_dict()
     facts = out["header"]

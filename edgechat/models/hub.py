@@ -340,7 +340,7 @@ def pull(
     catalog_id, repo, quant = parse_spec(spec)
     if catalog_id is not None:
         # The catalog names the repo; the repo's own file list decides which quants exist.
-        model, listed_quant = catalog.find(catalog_id)
+        model, listed_quant = catalog.find(catalog_id, warn=say)
         repo = model.repo
         quant = quant or (default_quant(model.id) if default_quant else listed_quant)
         model_id = f"{model.id}:{quant}"

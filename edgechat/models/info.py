@@ -54,8 +54,11 @@ class ModelInfo:
         }
 
 
-def describe(text: str, n_ctx: int, default_model: str = "", device: Device | None = None):
-    """``text`` (an installed id, a catalog ID[:QUANT] or a GGUF path) described here."""
+def describe(
+    text: str, n_ctx: int, default_model: str = "", device: Device | None = None, warn=None
+):
+    """``text`` (an installed id, a catalog ID[:QUANT] or a GGUF path) described here;
+    ``warn`` hears of catalog entries left out."""
     from edgechat.facts.device import detect
     from edgechat.models import registry
     from edgechat.planning import catalog
@@ -69,7 +72,7 @@ def describe(text: str, n_ctx: int, default_model: str = "", device: Device | No
     record = records.get(text)
     if record is None and target.source == "file":
         record = next((r for r in records.values() if r.get("path") == str(target.path)), None)
-    models = catalog.load()
+    models = catalog.load(warn=warn)
     entry = models.get(text.partition(":")[0].lower()) or next(
         (m for m in models.values() if record and m.repo == record.get("repo")), None
     )

@@ -309,8 +309,10 @@ class Target:
     facts: ModelFacts | None = None  # the header, when there is a file or URL
 
 
-def locate(text: str, default_model: str = "") -> Target:
-    """What ``edgechat estimate`` was asked about: a path, URL, installed id or ID[:QUANT]."""
+def locate(text: str, default_model: str = "", warn=None) -> Target:
+    """What ``edgechat estimate`` was asked about: a path, URL, installed id or ID[:QUANT].
+
+    ``warn`` hears of catalog entries left out, when the catalog is read."""
     from edgechat.facts import gguf
     from edgechat.planning import catalog
     from edgechat.planning.memory import Shape
@@ -324,9 +326,10 @@ def locate(text: str, default_model: str = "") -> Target:
         if Path(text).suffix.lower() == ".gguf" or "/" in text:
             raise
         try:
-            model, quant = catalog.find(text)
+            model, quant = catalog.find(text, warn=warn)
         except EdgechatError as not_listed:
-            if " in the catalog; " in str(not_listed):  # a catalog model without that quant
+            # a catalog model without that quant, or one left out for a bad value
+            if " in the catalog; " in str(not_listed) or isinstance(not_listed, catalog.LeftOut):
                 raise
             close = re.search(r"Did you mean: [^?]*\?", str(not_listed))
             hint = close.group(0) if close else ""

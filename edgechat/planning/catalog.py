@@ -7,33 +7,23 @@ entries key by key (say, a mirror repo, or a quant the shipped list lacks).
 from __future__ import annotations
 
 import difflib
-import re
+import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgechat import limits
 from edgechat.errors import ConfigError
 from edgechat.paths import paths
-from edgechat.planning.memory import QUANT_BITS, Shape
+from edgechat.planning.memory import Shape
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-TASKS = ("chat", "code", "math", "summarise")
-_ARCH_INTS = ("layers", "embd", "ff", "vocab", "heads", "kv_heads")
-_REQUIRED = {
-    "name": str,
-    "repo": str,
-    "license": str,
-    "gated": bool,
-    "params_b": (int, float),
-    "context": int,
-    "tasks": list,
-    "quants": list,
-    "arch": dict,
-}
+TASKS = limits.choices("task")
 
 
 @dataclass(frozen=True)
@@ -72,39 +62,94 @@ class CatalogModel:
         }
 
 
-def validate(model_id: str, entry: dict) -> list[str]:
-    """What is wrong with one catalog entry, as readable lines (empty when it is fine)."""
+def validate(model_id: str, entry) -> list[str]:
+    """What is wrong with one catalog entry, as readable lines (empty when it is fine):
+    each names the key, what was found and what is allowed (limits.CATALOG, limits.ARCH)."""
+    return _checked(model_id, entry)[1]
+
+
+def unknown_keys(entry: dict) -> list[str]:
+    """The keys of ``entry`` (and of its arch table) that the schema does not know."""
+    unknown = [key for key in entry if key not in limits.CATALOG]
+    arch = entry.get("arch")
+    if isinstance(arch, dict):
+        unknown += [f"arch.{key}" for key in arch if key not in limits.ARCH]
+    return unknown
+
+
+def _checked(model_id: str, entry) -> tuple[dict, list[str]]:
+    """``entry`` with its values checked and made canonical, and what is wrong with it."""
+    if not isinstance(entry, dict):
+        return {}, [f'must be a table ([models."{_escaped(model_id)}"]), got {limits.brief(entry)}']
     problems = []
-    for key, kind in _REQUIRED.items():
-        if key not in entry:
-            problems.append(f"{model_id}: missing '{key}'")
-        elif not isinstance(entry[key], kind) or (kind is not bool and entry[key] is True):
-            problems.append(f"{model_id}: '{key}' has the wrong type")
-    if problems:
-        return problems
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,95}", model_id):
-        problems.append(f"{model_id}: ids are lower case, without spaces or ':'")
-    if entry["repo"].count("/") != 1:
-        problems.append(f"{model_id}: repo must be owner/name")
-    if not entry["params_b"] > 0:
-        problems.append(f"{model_id}: params_b must be positive")
-    if entry["context"] < 512:
-        problems.append(f"{model_id}: context must be at least 512")
-    bad = [t for t in entry["tasks"] if t not in TASKS]
-    if bad or not entry["tasks"]:
-        problems.append(f"{model_id}: tasks must be some of {', '.join(TASKS)}")
-    unknown = [q for q in entry["quants"] if str(q).upper() not in QUANT_BITS]
-    if unknown or not entry["quants"]:
-        problems.append(f"{model_id}: unknown quants {unknown}")
-    arch = entry["arch"]
-    for key in _ARCH_INTS:
-        if not isinstance(arch.get(key), int) or arch[key] <= 0:
-            problems.append(f"{model_id}: arch.{key} must be a positive integer")
-    if "embd_type" in arch and str(arch["embd_type"]).upper() not in QUANT_BITS:
-        problems.append(f"{model_id}: arch.embd_type {arch['embd_type']!r} is not a known type")
-    if arch.get("heads") and arch.get("kv_heads") and arch["heads"] % arch["kv_heads"]:
-        problems.append(f"{model_id}: arch.heads must be a multiple of arch.kv_heads")
-    return problems
+    try:
+        limits.check_text("catalog_id", model_id)
+    except ValueError as e:
+        problems.append(f"id: {e}")
+    clean = _check_table(entry, limits.CATALOG, "", problems)
+    if isinstance(entry.get("arch"), dict):
+        arch = clean["arch"] = _check_table(entry["arch"], limits.ARCH, "arch.", problems)
+        heads, kv_heads = arch.get("heads"), arch.get("kv_heads")
+        if heads and kv_heads and heads % kv_heads:
+            problems.append(f"arch.kv_heads: must divide arch.heads ({heads}), got {kv_heads}")
+    return clean, problems
+
+
+def _check_table(table: dict, schema: dict, prefix: str, problems: list[str]) -> dict:
+    """The keys of ``table`` that ``schema`` knows, checked; their problems go to
+    ``problems`` (missing ones in one line)."""
+    clean, missing = {}, []
+    for key, (required, rule) in schema.items():
+        if key not in table:
+            missing += [f"'{prefix}{key}'"] * required
+            continue
+        value = table[key]
+        if rule in ("quant", "[quant]"):  # quants are matched in any case, like the CLI's
+            value = [_upper(q) for q in value] if isinstance(value, list) else _upper(value)
+        try:
+            if rule == "table":
+                if not isinstance(value, dict):
+                    raise ValueError(f"must be a table, got {limits.brief(value)}")
+            else:
+                clean[key] = limits.check_value(rule, value)
+        except ValueError as e:
+            problems.append(f"{prefix}{key}: {e}")
+    if missing:
+        problems.insert(0, f"missing {', '.join(missing)}")
+    return clean
+
+
+def _upper(value):
+    return value.upper() if isinstance(value, str) else value
+
+
+def _dotted(model_id: str, key: str, entry: dict) -> str:
+    """The id a user meant by an unquoted ``[models.a.b.c]``: down to the entry's keys."""
+    parts, table = [model_id, key], entry[key]
+    while len(table) == 1 and not set(table) & set(limits.CATALOG):
+        ((name, table),) = table.items()
+        if not isinstance(table, dict):
+            break
+        parts.append(name)
+    return _escaped(".".join(parts))
+
+
+def _escaped(text: str) -> str:
+    """``text`` safe to print (control characters escaped), at most 100 characters."""
+    return repr(text)[1:-1][:100]
+
+
+def _unknown_words(model_id: str, entry: dict) -> str:
+    """The unknown keys of ``entry`` in words, with the likely meant key."""
+    words = []
+    for key in unknown_keys(entry):
+        known = limits.ARCH if key.startswith("arch.") else limits.CATALOG
+        close = difflib.get_close_matches(key.removeprefix("arch."), list(known), n=1)
+        hint = f" (did you mean '{key[: key.find('.') + 1]}{close[0]}'?)" if close else ""
+        if isinstance(entry.get(key), dict):  # [models.qwen2.5-1b]: TOML splits at the dot
+            hint = f' (an id with a dot is quoted: [models."{_dotted(model_id, key, entry)}"])'
+        words.append(f"'{_escaped(key)}'{hint}")
+    return f"unknown key{'s' * (len(words) > 1)} {', '.join(words)} ignored" if words else ""
 
 
 def _builtin_file() -> Path:
@@ -112,6 +157,12 @@ def _builtin_file() -> Path:
     # In the wheel it sits inside the package; in a source checkout at the repo root.
     inside = package / "models.toml"
     return inside if inside.is_file() else package.parent / "models.toml"
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped(path: Path) -> dict:
+    """The shipped file, parsed once a process (read() copies what it changes)."""
+    return _read(path)
 
 
 def _read(path: Path) -> dict:
@@ -132,40 +183,90 @@ def _read(path: Path) -> dict:
     return models
 
 
-def load(user_file: Path | None = None) -> dict[str, CatalogModel]:
-    """Every catalog model by id: the shipped list, then the user's file over it."""
-    entries = _read(_builtin_file())
+class LeftOut(ConfigError):
+    """The model asked for is in a catalog file, but left out for a bad value."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The catalog as read: its models, the entries left out (id -> the line saying why)
+    and the lines about keys that were ignored."""
+
+    models: dict[str, CatalogModel]
+    left_out: dict[str, str]
+    ignored: tuple[str, ...]
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """What to tell the user, one line per entry."""
+        return (*self.left_out.values(), *self.ignored)
+
+
+def read(user_file: Path | None = None) -> Checked:
+    """The shipped list with the user's file over it, every entry checked value by value.
+
+    An entry with a bad value is left out whole (not put back to the shipped one: a
+    user's repo mirror must not quietly turn into the original), so one bad entry does
+    not take the catalog down. Only a file that cannot be read at all is a ConfigError.
+    """
+    shipped_file = _builtin_file()
+    shipped = _shipped(shipped_file)
     user_file = user_file or paths().user_catalog
-    if user_file.is_file():
-        for model_id, over in _read(user_file).items():
-            if not isinstance(over, dict):
-                raise ConfigError(
-                    f"bad catalog entry in {user_file}: models.{model_id} must be a table "
-                    f"([models.{model_id}]), not {type(over).__name__}"
-                )
-            base = entries.get(model_id, {})
-            if isinstance(over, dict) and isinstance(over.get("arch"), dict):
-                over = {**over, "arch": {**base.get("arch", {}), **over["arch"]}}
-            entries[model_id] = {**base, **over}
-    catalog = {}
-    for model_id, e in entries.items():
-        problems = validate(model_id, e)
+    user = _read(user_file) if user_file.is_file() else {}
+    models, left_out, ignored = {}, {}, []
+    for model_id in {**shipped, **user}:
+        entry = shipped.get(model_id, {})
+        if model_id in user:
+            entry = _merge(entry, user[model_id])
+        where = user_file if model_id in user else shipped_file
+        clean, problems = _checked(model_id, entry)
+        unknown = _unknown_words(model_id, entry) if isinstance(entry, dict) else ""
+        shown = limits.brief(model_id)
         if problems:
-            where = user_file if user_file.is_file() else _builtin_file()
-            raise ConfigError(f"bad catalog entry in {where}: " + "; ".join(problems))
-        catalog[model_id] = CatalogModel(
-            id=model_id,
-            name=e["name"],
-            repo=e["repo"],
-            license=e["license"],
-            gated=e["gated"],
-            params_b=float(e["params_b"]),
-            context=e["context"],
-            tasks=tuple(e["tasks"]),
-            quants=tuple(q.upper() for q in e["quants"]),
-            arch=dict(e["arch"]),
-        )
-    return catalog
+            why = "; ".join([*problems, unknown] if unknown else problems)
+            left_out[model_id] = f"{where}: model {shown} is left out until it is fixed: {why}"
+            continue
+        if unknown:
+            ignored.append(f"{where}: model {shown}: {unknown}")
+        models[model_id] = _model(model_id, clean)
+    return Checked(models, left_out, tuple(ignored))
+
+
+def _merge(base: dict, over):
+    """The user's entry over the shipped one, key by key (the arch table too)."""
+    if not isinstance(over, dict):
+        return over
+    if isinstance(base.get("arch"), dict) and isinstance(over.get("arch"), dict):
+        over = {**over, "arch": {**base["arch"], **over["arch"]}}
+    return {**base, **over}
+
+
+def _model(model_id: str, e: dict) -> CatalogModel:
+    return CatalogModel(
+        id=model_id,
+        name=e["name"],
+        repo=e["repo"],
+        license=e["license"],
+        gated=e["gated"],
+        params_b=e["params_b"],
+        context=e["context"],
+        tasks=tuple(e["tasks"]),
+        quants=tuple(e["quants"]),
+        arch=e["arch"],
+    )
+
+
+def load(
+    user_file: Path | None = None, warn: Callable[[str], None] | None = None
+) -> dict[str, CatalogModel]:
+    """Every catalog model by id: the shipped list, then the user's file over it.
+
+    ``warn`` hears, one line each, of the entries left out and the keys ignored.
+    """
+    checked = read(user_file)
+    for line in checked.lines if warn else ():
+        warn(line)
+    return checked.models
 
 
 def split_id(text: str) -> tuple[str, str | None]:
@@ -175,10 +276,24 @@ def split_id(text: str) -> tuple[str, str | None]:
     return model_id.lower(), (quant or None)
 
 
-def find(text: str, catalog: dict[str, CatalogModel] | None = None) -> tuple[CatalogModel, str]:
-    """The catalog model and quant for ``ID[:QUANT]`` (Q4_K_M, or the nearest offered)."""
-    catalog = catalog if catalog is not None else load()
+def find(
+    text: str,
+    catalog: dict[str, CatalogModel] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[CatalogModel, str]:
+    """The catalog model and quant for ``ID[:QUANT]`` (Q4_K_M, or the nearest offered).
+
+    Without ``catalog``, it is read here: a model left out for a bad value is a
+    LeftOut error saying why, and ``warn`` hears of the other entries left out.
+    """
     model_id, quant = split_id(text)
+    if catalog is None:
+        checked = read()
+        if model_id in checked.left_out:
+            raise LeftOut(checked.left_out[model_id])
+        for line in checked.lines if warn else ():
+            warn(line)
+        catalog = checked.models
     model = catalog.get(model_id)
     if model is None:
         close = difflib.get_close_matches(model_id, list(catalog), n=4, cutoff=0.6)

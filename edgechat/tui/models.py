@@ -43,8 +43,16 @@ class ModelChoice:
             from edgechat.planning import catalog
             from edgechat.planning.recommend import recommend
 
+            # The first ranking tells of catalog entries left out; a catalog file that
+            # cannot be read leaves the installed models to pick from.
+            say = (lambda line: None) if self._recommended else self._catalog_warning
+            try:
+                models = catalog.load(warn=say)
+            except EdgechatError as e:
+                models = {}
+                say(str(e))
             self._recommended[task] = recommend(
-                catalog.load(),
+                models,
                 self.device,
                 task,
                 self.request.ctx,
@@ -53,6 +61,9 @@ class ModelChoice:
                 measured={key: r.figures for key, r in self.measured().items()},
             )[:15]
         return self._recommended[task]
+
+    def _catalog_warning(self, line: str) -> None:
+        self.notify(line, severity="warning", timeout=20, markup=False)
 
     @work(thread=True, exclusive=True, group="bandwidth")
     def _measure_bandwidth(self) -> None:
