@@ -1,8 +1,10 @@
 """Calibration against llama.cpp's own tools, on both PyPI models (their F16 made by the
 lab's dequantize), in one run:
 
-1. edgechat's importance matrix against llama-imatrix's (same model, text, context and
-   chunks): the largest relative difference per tensor, the counts, and whether
+1. edgechat's importance matrix against llama-imatrix's (same model, text, context,
+   chunks, flash attention off as calibrate runs it): the largest relative difference
+   per tensor and the counts; beside it the difference from llama-imatrix's defaults,
+   and llama-imatrix's own with its batching changed; and whether
    edgechat writes llama-imatrix's file byte for byte (load it, save it, compare) and
    reads its legacy .dat the same;
 2. `quantize --imatrix` against `llama-quantize --imatrix` with the same (edgechat's)
@@ -12,7 +14,8 @@ lab's dequantize), in one run:
    calibration text) with and without the matrix, and llama.cpp's own calibrated quant
    (llama-quantize's default mixture with llama-imatrix's matrix) beside them;
 4. the time of `edgechat calibrate` against llama-imatrix on the same plan (context,
-   chunks, threads, one sequence per batch, no perplexity), both as commands,
+   chunks, threads, one sequence per batch, flash attention off as calibrate runs it,
+   no perplexity), both as commands,
    interleaved, median of --repeat. This part is the one to take on a quiet machine.
 
 llama.cpp's tools come from the sdist's vendored llama.cpp (not in CI):
@@ -33,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgechat.llama import backend
@@ -128,12 +133,161 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
     return time.perf_counter() - t
 
 
+@dataclass
+class Run:
+    """One model's run: where things are, and the options."""
+
+    args: argparse.Namespace
+    name: str
+    f16: Path
+    work: Path
+    text: Path
+    say: Callable[..., None]
+
+    @property
+    def stem(self) -> str:
+        return self.f16.stem
+
+    def llama_imatrix(self, label: str, *extra: str) -> Path:
+        a = self.args
+        out = self.work / f"{self.stem}.llama-{label}.imatrix.gguf"
+        tool(a.llama_imatrix, "-m", str(self.f16), "-f", str(self.text), "-o", str(out),
+             "-c", str(a.ctx), "--chunks", str(a.chunks), "-t", str(a.threads), "-ngl", "0",
+             *extra)  # fmt: skip
+        return out
+
+
+def section_matrices(run: Run, ours: imatrix.ImportanceMatrix) -> tuple[dict, Path]:
+    """1. llama-imatrix as a user runs it batches 4 chunks of 512 at once; with flash
+    attention (its default here) its figures then move by ~1 % with the batching, so the
+    same plan as calibrate's is flash attention off."""
+    same_plan = imatrix.load(run.llama_imatrix("fa-off", "-fa", "off"))
+    theirs_path = run.llama_imatrix("default")
+    theirs = imatrix.load(theirs_path)
+    one_seq = imatrix.load(run.llama_imatrix("b512", "-b", str(run.args.ctx)))
+    cmp = matrices(ours, same_plan)
+    cmp["vs_llama_default_max_rel_diff"] = matrices(ours, theirs)["max_rel_diff"]
+    cmp["llama_default_vs_llama_one_chunk_per_batch"] = matrices(one_seq, theirs)["max_rel_diff"]
+    resaved = imatrix.save(theirs, run.work / f"{run.stem}.resaved.imatrix.gguf")
+    cmp["file_bytes_identical_after_load_save"] = resaved.read_bytes() == theirs_path.read_bytes()
+    dat = run.work / f"{run.stem}.llama.imatrix.dat"
+    tool(run.args.llama_imatrix, "--in-file", str(theirs_path), "-o", str(dat),
+         "--output-format", "dat", "-c", str(run.args.ctx))  # fmt: skip
+    legacy, means = imatrix.load(dat).mean_squares(), theirs.mean_squares()
+    cmp["legacy_dat_max_rel_diff"] = max(max_rel_diff(legacy[n], means[n]) for n in means)
+    run.say(
+        f"matrix vs llama-imatrix -fa off (the same plan): {cmp['tensors']}/"
+        f"{cmp['tensors_llama']} tensors, same names {cmp['same_names']}, counts equal "
+        f"{cmp['counts_equal']}, chunks {cmp['chunk_count']}; largest relative difference "
+        f"{cmp['max_rel_diff']:.2e} ({cmp['worst_tensor']}), median {cmp['median_rel_diff']:.1e}"
+    )
+    run.say(
+        f"  vs llama-imatrix's defaults (flash attention, 4 chunks a batch): "
+        f"{cmp['vs_llama_default_max_rel_diff']:.2e}; llama-imatrix against itself with one "
+        f"chunk a batch: {cmp['llama_default_vs_llama_one_chunk_per_batch']:.2e}"
+    )
+    run.say(
+        f"  llama-imatrix's file re-saved by edgechat is byte-identical: "
+        f"{cmp['file_bytes_identical_after_load_save']}; its legacy .dat read back: max rel "
+        f"diff {cmp['legacy_dat_max_rel_diff']:.1e}"
+    )
+    return cmp, theirs_path
+
+
+def section_identity(run: Run, ours, ours_path: Path, types, files: dict) -> list[dict]:
+    """2. byte identity with the same (edgechat's) matrix and recipe."""
+    a = run.args
+    run.say("quantized tensors, edgechat vs llama-quantize (same matrix, same recipe):")
+    rows = []
+    for qtype in types:
+        for recipe, flags in (("uniform", ["--pure"]), ("mixed", mixed_flags(run.f16))):
+            mine = run.work / f"{run.stem}-{qtype}-{recipe}-im.gguf"
+            quantize(run.f16, mine, qtype, recipe, threads=a.threads, imatrix=ours, force=True)
+            llama = run.work / f"{run.stem}-{qtype}-{recipe}-im.llama.gguf"
+            tool(a.llama_quantize, *flags, "--imatrix", str(ours_path), str(run.f16),
+                 str(llama), qtype, str(a.threads))  # fmt: skip
+            same, total, differ = tensors_identical(mine, llama)
+            files[(qtype, f"edgechat {recipe}+imatrix")] = mine
+            rows.append({"type": qtype, "recipe": recipe, "identical": same, "tensors": total,
+                         "differ": differ[:5]})  # fmt: skip
+            tail = f" (differ: {', '.join(differ[:3])})" if differ else ""
+            run.say(f"  {qtype:<8} {recipe:<8} {same}/{total} identical{tail}")
+    return rows
+
+
+def section_quality(run: Run, ours, theirs_path, types, files: dict, held_out: str) -> list:
+    """3. with and without the matrix, and llama.cpp's own calibrated quant."""
+    a = run.args
+    for qtype in types:
+        plain = run.work / f"{run.stem}-{qtype}-mixed.gguf"
+        quantize(run.f16, plain, qtype, "mixed", threads=a.threads, force=True)
+        files[(qtype, "edgechat mixed")] = plain
+        if (qtype, "edgechat mixed+imatrix") not in files:
+            weighed = run.work / f"{run.stem}-{qtype}-mixed-im.gguf"
+            quantize(run.f16, weighed, qtype, "mixed", threads=a.threads, imatrix=ours, force=True)
+            files[(qtype, "edgechat mixed+imatrix")] = weighed
+        if a.llama_quantize and theirs_path:
+            own = run.work / f"{run.stem}-{qtype}-llama-own.gguf"
+            tool(a.llama_quantize, "--imatrix", str(theirs_path), str(run.f16), str(own), qtype,
+                 str(a.threads))  # fmt: skip
+            files[(qtype, "llama.cpp +imatrix")] = own
+    rows = []
+    run.say(f"quality on {len(held_out)} held-out characters against the F16:")
+    head = ("type", "quant", "MiB", "PPL ratio", "mean KLD", "top-1 %")
+    run.say("  {:<8} {:<26} {:>6} {:>10} {:>9} {:>8}".format(*head))
+    labels = ("edgechat mixed", "edgechat mixed+imatrix", "llama.cpp +imatrix",
+              "edgechat uniform+imatrix")  # fmt: skip
+    with Engine(RunPlan(run.f16, n_ctx=a.ctx, n_threads=a.threads)) as ref:
+        for qtype in types:
+            for label in labels:
+                path = files.get((qtype, label))
+                if path is None:
+                    continue
+                with Engine(RunPlan(path, n_ctx=a.ctx, n_threads=a.threads)) as model:
+                    q = compare(model, ref, held_out, a.ctx)
+                e = {"type": qtype, "quant": label, "mib": round(path.stat().st_size / 2**20, 1),
+                     "ppl_ratio": round(q.ppl / q.ppl_ref, 4), "kl_mean": round(q.kl_mean, 5),
+                     "top1_pct": round(100 * q.top1_agreement, 2), "chunks": q.chunks}  # fmt: skip
+                rows.append(e)
+                run.say(f"  {qtype:<8} {label:<26} {e['mib']:>6} {e['ppl_ratio']:>10.4f} "
+                        f"{e['kl_mean']:>9.5f} {e['top1_pct']:>8.2f}")  # fmt: skip
+    return rows
+
+
+def section_timing(run: Run) -> dict:
+    """4. both as commands, interleaved; NOISY unless the machine is quiet."""
+    a = run.args
+    out = run.work / "timing.imatrix.gguf"
+    ours_cmd = [sys.executable, "-m", "edgechat", "calibrate", str(run.f16), "--text",
+                str(run.text), "--out", str(out), "--force", "--ctx", str(a.ctx), "--chunks",
+                str(a.chunks), "--threads", str(a.threads), "--gpu-layers", "0"]  # fmt: skip
+    theirs_cmd = [a.llama_imatrix, "-m", str(run.f16), "-f", str(run.text), "-o", str(out),
+                  "-c", str(a.ctx), "-b", str(a.ctx), "--chunks", str(a.chunks), "-t",
+                  str(a.threads), "-ngl", "0", "--no-ppl", "-fa", "off"]  # fmt: skip
+    env = {"LD_LIBRARY_PATH": str(Path(a.llama_imatrix).resolve().parent)}
+    mine, theirs = [], []
+    for _ in range(a.repeat):
+        mine.append(timed(ours_cmd))
+        theirs.append(timed(theirs_cmd, env))
+    tm, tt = statistics.median(mine), statistics.median(theirs)
+    run.say(
+        f"time (median of {a.repeat}, interleaved, commands incl. start-up; NOISY unless the "
+        f"machine is quiet): edgechat calibrate {tm:.2f} s, llama-imatrix {tt:.2f} s: "
+        f"{100 * tt / tm:.0f} % of llama-imatrix's speed"
+    )
+    return {
+        "edgechat_s": mine,
+        "llama_imatrix_s": theirs,
+        "speed_vs_llama_pct": round(100 * tt / tm, 1),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama-imatrix", metavar="PATH")
     ap.add_argument("--llama-quantize", metavar="PATH")
     ap.add_argument("--ctx", type=int, default=512, help="chunk size (512)")
-    ap.add_argument("--chunks", type=int, default=10, help="calibration chunks (10)")
+    ap.add_argument("--chunks", type=int, default=8, help="calibration chunks (8)")
     ap.add_argument("--eval-chars", type=int, default=12_000, help="held-out text to score")
     ap.add_argument("--threads", type=int, default=physical_cores())
     ap.add_argument("--types", default=",".join(TYPES))
@@ -144,234 +298,35 @@ def main() -> int:
     types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
     work = Path(tempfile.gettempdir()) / "edgechat-bench" / "calibration"
     work.mkdir(parents=True, exist_ok=True)
-    calib_text = work / "calibration.txt"
-    calib_text.write_text("\n\n".join((LICENCES / n).read_text() for n in CALIBRATION))
+    text = work / "calibration.txt"
+    text.write_text("\n\n".join((LICENCES / n).read_text() for n in CALIBRATION))
     held_out = "\n\n".join((LICENCES / n).read_text() for n in HELD_OUT)[: args.eval_chars]
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     report = []
     for name, shipped in models().items():
         if args.only and args.only.lower() not in name.lower():
             continue
-        stem = shipped.stem
-        f16 = work / f"{stem}-F16.gguf"
+        f16 = work / f"{shipped.stem}-F16.gguf"
         if not f16.exists():
             dequantize(shipped, f16)
+        run = Run(args, name, f16, work, text, say)
         row: dict = {"model": name, "f16": str(f16), "ctx": args.ctx, "chunks": args.chunks}
-        say(
-            f"\n== {name}: F16 by dequantize; calibration {'+'.join(CALIBRATION)}, "
-            f"{args.chunks} chunks of {args.ctx}; held out {'+'.join(HELD_OUT)}"
-        )
-        plan = RunPlan(f16, n_ctx=args.ctx, n_threads=args.threads)
+        say(f"\n== {name}: F16 by dequantize; calibration {'+'.join(CALIBRATION)}, "
+            f"{args.chunks} chunks of {args.ctx}; held out {'+'.join(HELD_OUT)}")  # fmt: skip
         t = time.perf_counter()
-        ours = calibrate(plan, [calib_text], ctx=args.ctx, chunks=args.chunks)
+        plan = RunPlan(f16, n_ctx=args.ctx, n_threads=args.threads)
+        ours = calibrate(plan, [text], ctx=args.ctx, chunks=args.chunks)
         row["calibrate_in_process_s"] = round(time.perf_counter() - t, 2)
-        ours_path = imatrix.save(ours, work / f"{stem}.edgechat.imatrix.gguf")
-
+        ours_path = imatrix.save(ours, work / f"{run.stem}.edgechat.imatrix.gguf")
         theirs_path = None
         if args.llama_imatrix:
-            # 1. the matrices, llama-imatrix as a user runs it (its default batch of 4 chunks)
-            theirs_path = work / f"{stem}.llama.imatrix.gguf"
-            tool(
-                args.llama_imatrix,
-                "-m",
-                str(f16),
-                "-f",
-                str(calib_text),
-                "-o",
-                str(theirs_path),
-                "-c",
-                str(args.ctx),
-                "--chunks",
-                str(args.chunks),
-                "-t",
-                str(args.threads),
-                "-ngl",
-                "0",
-            )
-            theirs = imatrix.load(theirs_path)
-            cmp = matrices(ours, theirs)
-            resaved = imatrix.save(theirs, work / f"{stem}.resaved.imatrix.gguf")
-            cmp["file_bytes_identical_after_load_save"] = (
-                resaved.read_bytes() == theirs_path.read_bytes()
-            )
-            dat = work / f"{stem}.llama.imatrix.dat"
-            tool(
-                args.llama_imatrix,
-                "--in-file",
-                str(theirs_path),
-                "-o",
-                str(dat),
-                "--output-format",
-                "dat",
-                "-c",
-                str(args.ctx),
-            )
-            legacy = imatrix.load(dat).mean_squares()
-            means = theirs.mean_squares()
-            cmp["legacy_dat_max_rel_diff"] = max(max_rel_diff(legacy[n], means[n]) for n in means)
-            row["matrix"] = cmp
-            say(
-                f"matrix vs llama-imatrix: {cmp['tensors']}/{cmp['tensors_llama']} tensors, "
-                f"same names {cmp['same_names']}, counts equal {cmp['counts_equal']}, chunks "
-                f"{cmp['chunk_count']}; max relative difference {cmp['max_rel_diff']:.2e} "
-                f"({cmp['worst_tensor']}), median {cmp['median_rel_diff']:.1e}"
-            )
-            say(
-                f"llama-imatrix's file re-saved by edgechat is byte-identical: "
-                f"{cmp['file_bytes_identical_after_load_save']}; its legacy .dat read back: "
-                f"max rel diff {cmp['legacy_dat_max_rel_diff']:.1e}"
-            )
-
+            row["matrix"], theirs_path = section_matrices(run, ours)
         files: dict[tuple[str, str], Path] = {}
         if args.llama_quantize:
-            # 2. byte identity, same (edgechat's) matrix and recipe
-            say("quantized tensors, edgechat vs llama-quantize (same matrix, same recipe):")
-            row["identity"] = []
-            for qtype in types:
-                for recipe, flags in (("uniform", ["--pure"]), ("mixed", mixed_flags(f16))):
-                    mine = work / f"{stem}-{qtype}-{recipe}-im.gguf"
-                    quantize(
-                        f16, mine, qtype, recipe, threads=args.threads, imatrix=ours, force=True
-                    )
-                    llama = work / f"{stem}-{qtype}-{recipe}-im.llama.gguf"
-                    tool(
-                        args.llama_quantize,
-                        *flags,
-                        "--imatrix",
-                        str(ours_path),
-                        str(f16),
-                        str(llama),
-                        qtype,
-                        str(args.threads),
-                    )
-                    same, total, differ = tensors_identical(mine, llama)
-                    files[(qtype, f"edgechat {recipe}+imatrix")] = mine
-                    row["identity"].append(
-                        {
-                            "type": qtype,
-                            "recipe": recipe,
-                            "identical": same,
-                            "tensors": total,
-                            "differ": differ[:5],
-                        }
-                    )
-                    say(
-                        f"  {qtype:<8} {recipe:<8} {same}/{total} identical"
-                        + (f" (differ: {', '.join(differ[:3])})" if differ else "")
-                    )
-        # 3. quality on held-out text
-        for qtype in types:
-            plain = work / f"{stem}-{qtype}-mixed.gguf"
-            quantize(f16, plain, qtype, "mixed", threads=args.threads, force=True)
-            files[(qtype, "edgechat mixed")] = plain
-            if (qtype, "edgechat mixed+imatrix") not in files:
-                weighed = work / f"{stem}-{qtype}-mixed-im.gguf"
-                quantize(
-                    f16, weighed, qtype, "mixed", threads=args.threads, imatrix=ours, force=True
-                )
-                files[(qtype, "edgechat mixed+imatrix")] = weighed
-            if args.llama_quantize and theirs_path:
-                own = work / f"{stem}-{qtype}-llama-own.gguf"
-                tool(
-                    args.llama_quantize,
-                    "--imatrix",
-                    str(theirs_path),
-                    str(f16),
-                    str(own),
-                    qtype,
-                    str(args.threads),
-                )
-                files[(qtype, "llama.cpp +imatrix")] = own
-        row["quality"] = []
-        say(f"quality on {len(held_out)} held-out characters against the F16:")
-        head = ("type", "quant", "MiB", "PPL ratio", "mean KLD", "top-1 %")
-        say("  {:<8} {:<26} {:>6} {:>10} {:>9} {:>8}".format(*head))
-        with Engine(RunPlan(f16, n_ctx=args.ctx, n_threads=args.threads)) as ref:
-            for qtype in types:
-                for label in (
-                    "edgechat mixed",
-                    "edgechat mixed+imatrix",
-                    "llama.cpp +imatrix",
-                    "edgechat uniform+imatrix",
-                ):
-                    path = files.get((qtype, label))
-                    if path is None:
-                        continue
-                    with Engine(RunPlan(path, n_ctx=args.ctx, n_threads=args.threads)) as model:
-                        q = compare(model, ref, held_out, args.ctx)
-                    entry = {
-                        "type": qtype,
-                        "quant": label,
-                        "mib": round(path.stat().st_size / 2**20, 1),
-                        "ppl_ratio": round(q.ppl / q.ppl_ref, 4),
-                        "kl_mean": round(q.kl_mean, 5),
-                        "top1_pct": round(100 * q.top1_agreement, 2),
-                        "chunks": q.chunks,
-                    }
-                    row["quality"].append(entry)
-                    say(
-                        f"  {qtype:<8} {label:<26} {entry['mib']:>6} {entry['ppl_ratio']:>10.4f} "
-                        f"{entry['kl_mean']:>9.5f} {entry['top1_pct']:>8.2f}"
-                    )
-        # 4. timing, interleaved (noisy on a shared machine: take it on a quiet one)
+            row["identity"] = section_identity(run, ours, ours_path, types, files)
+        row["quality"] = section_quality(run, ours, theirs_path, types, files, held_out)
         if args.llama_imatrix and args.repeat > 0:
-            out = work / "timing.imatrix.gguf"
-            ours_cmd = [
-                sys.executable,
-                "-m",
-                "edgechat",
-                "calibrate",
-                str(f16),
-                "--text",
-                str(calib_text),
-                "--out",
-                str(out),
-                "--force",
-                "--ctx",
-                str(args.ctx),
-                "--chunks",
-                str(args.chunks),
-                "--threads",
-                str(args.threads),
-                "--gpu-layers",
-                "0",
-            ]
-            theirs_cmd = [
-                args.llama_imatrix,
-                "-m",
-                str(f16),
-                "-f",
-                str(calib_text),
-                "-o",
-                str(out),
-                "-c",
-                str(args.ctx),
-                "-b",
-                str(args.ctx),
-                "--chunks",
-                str(args.chunks),
-                "-t",
-                str(args.threads),
-                "-ngl",
-                "0",
-                "--no-ppl",
-            ]
-            env = {"LD_LIBRARY_PATH": str(Path(args.llama_imatrix).resolve().parent)}
-            a, b = [], []
-            for _ in range(args.repeat):
-                a.append(timed(ours_cmd))
-                b.append(timed(theirs_cmd, env))
-            ta, tb = statistics.median(a), statistics.median(b)
-            row["timing"] = {
-                "edgechat_s": a,
-                "llama_imatrix_s": b,
-                "speed_vs_llama_pct": round(100 * tb / ta, 1),
-            }
-            say(
-                f"time (median of {args.repeat}, interleaved, commands incl. start-up; NOISY "
-                f"unless the machine is quiet): edgechat calibrate {ta:.2f} s, llama-imatrix "
-                f"{tb:.2f} s: {100 * tb / ta:.0f} % of llama-imatrix's speed"
-            )
+            row["timing"] = section_timing(run)
         report.append(row)
     if args.json:
         for row in report:
