@@ -113,12 +113,14 @@ class Collector:
             buf = self._scratch
         return np.ndarray(shape, dtype, buffer=buf, strides=strides)
 
-    def _entry(self, name: str, n_mat: int, n_cols: int):
+    def _entry(self, name: str, n_mat: int, n_cols: int, n_counts: int):
+        """A weight's accumulators: one count per expert, one for a dense weight (even a
+        3-D one, as llama-imatrix keeps it)."""
         np = self._np
         sums = self.sums.get(name)
         if sums is None:
             sums = self.sums[name] = np.zeros((n_mat, n_cols), dtype=np.float64)
-            self.counts[name] = np.zeros(n_mat if n_mat > 1 else 1, dtype=np.int64)
+            self.counts[name] = np.zeros(n_counts, dtype=np.int64)
         elif sums.shape != (n_mat, n_cols):
             raise EdgechatError(f"{name} changed shape during calibration; this model is odd")
         return sums, self.counts[name]
@@ -137,7 +139,7 @@ class Collector:
         ne, nb = tuple(src1.ne), tuple(src1.nb)
         x = self._array(p1, np.float32, ne[::-1], nb[::-1])  # (ne3, ne2, ne1, ne0)
         n_mat = src0.ne[2] * src0.ne[3]
-        sums, counts = self._entry(name, n_mat, ne[0])
+        sums, counts = self._entry(name, n_mat, ne[0], 1)
         if ne[2] == ne[3] == 1:
             x2 = x[0, 0]
             add = np.einsum("ij,ij->j", x2, x2, dtype=np.float32).astype(np.float64)
@@ -166,7 +168,7 @@ class Collector:
         ex = np.ndarray((n_tokens, n_ids), np.int32, buffer=raw, strides=(ids.nb[1], ids.nb[0]))
         if ex.size and (ex.min() < 0 or ex.max() >= n_as):
             raise EdgechatError(f"{name}: an expert id out of range")
-        sums, counts = self._entry(name, n_as, n_cols)
+        sums, counts = self._entry(name, n_as, n_cols, n_as)
         rows = x[:, np.arange(n_ids) % src1.ne[1], :].reshape(-1, n_cols)
         order = np.argsort(ex.reshape(-1), kind="stable")
         experts, starts, seen = np.unique(
