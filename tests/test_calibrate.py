@@ -147,6 +147,18 @@ def test_the_file_is_llama_imatrix_s_format(matrix, folder):
     assert not list(folder.glob(".*partial"))
 
 
+def test_micro_batches_change_nothing(tiny_matrix, tiny, text):
+    """A chunk evaluated in two micro-batches of 32 gives the same statistics."""
+    import numpy as np
+
+    plan = RunPlan(tiny, n_ctx=CTX, n_threads=1, n_ubatch=CTX // 2)
+    halves = calibrate(plan, [text], ctx=CTX, chunks=CHUNKS)
+    assert halves.names == tiny_matrix.names
+    for name in halves.names:
+        assert halves.counts[name].tolist() == tiny_matrix.counts[name].tolist()
+        np.testing.assert_allclose(halves.in_sum2[name], tiny_matrix.in_sum2[name], rtol=1e-4)
+
+
 def test_experts_each_count_the_tokens_routed_to_them(folder, text):
     """A mixture of experts (4, two per token): every expert has its own sums and count,
     and together they hold each token twice; the router sees each token once, on the

@@ -193,7 +193,11 @@ def register(sub) -> None:
         action="store_true",
         help="quantise a file that is already quantised (loses quality)",
     )
-    qnt.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    qnt.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT if it exists (and calibrate even where the memory estimate says no)",
+    )
     weigh = qnt.add_mutually_exclusive_group()
     weigh.add_argument(
         "--imatrix",

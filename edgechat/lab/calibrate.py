@@ -9,6 +9,8 @@ column's squared activation and the number of rows seen. The text is tokenized o
 starts with BOS for models that use one, is evaluated from an empty cache with an
 output at every position (so the last layer sees every row, as in llama-imatrix), and
 every token of it counts. The chunk count is the most rows any weight saw / ``ctx``.
+Flash attention is off (where the KV cache allows): with it the figures depend on the
+batching at the 1 % level, llama-imatrix's own included; without it they do not.
 
 One saving llama-imatrix does not make: once the last weight it wants in a graph is
 collected (learnt on the first pass), the callback stops the rest of that graph — the
@@ -39,7 +41,8 @@ MIN_ROWS = 16  # llama-imatrix ignores smaller batches
 class Collector:
     """The ``cb_eval`` callback and its accumulators (float64 sums, int64 counts)."""
 
-    def __init__(self, lc) -> None:
+    def __init__(self, lc, graphs_per_pass: int = 1) -> None:
+        """``graphs_per_pass``: the graphs one decode computes (its micro-batches)."""
         import numpy as np
 
         self._np = np
@@ -51,13 +54,19 @@ class Collector:
         self._last: str | None = None  # the last weight a graph shows us, once known
         self._seen: str | None = None
         self._first_pass = True
+        self._graphs = graphs_per_pass
+        self._uses: dict[str, int] = {}  # first pass: how often each weight was shown
         self._scratch = np.empty(0, dtype=np.uint8)
         self.callback = lc.ggml_backend_sched_eval_callback(self._on_node)
 
     def end_pass(self) -> None:
-        """A graph (one decode) is done: after the first, its last weight is known."""
+        """A decode is done: after the first, its graphs' last weight is known. The skip
+        is taken only for a weight each graph uses once (a weight shared between layers
+        would otherwise stop the graph at its first use)."""
         if self._first_pass and self._seen is not None:
-            self._last, self._first_pass = self._seen, False
+            self._first_pass = False
+            if self._uses.get(self._seen) == self._graphs:
+                self._last = self._seen
 
     def _on_node(self, node, ask, _user) -> bool:
         try:
@@ -72,6 +81,8 @@ class Collector:
             else:
                 self._collect(t, name)
             self._seen = name
+            if self._first_pass:
+                self._uses[name] = self._uses.get(name, 0) + 1
             # Past the last weight only the head is left: skip it (nobody reads logits).
             return self._first_pass or name != self._last
         except BaseException as e:  # noqa: BLE001 - C cannot take it: raised after decode
@@ -102,12 +113,14 @@ class Collector:
             buf = self._scratch
         return np.ndarray(shape, dtype, buffer=buf, strides=strides)
 
-    def _entry(self, name: str, n_mat: int, n_cols: int):
+    def _entry(self, name: str, n_mat: int, n_cols: int, n_counts: int):
+        """A weight's accumulators: one count per expert, one for a dense weight (even a
+        3-D one, as llama-imatrix keeps it)."""
         np = self._np
         sums = self.sums.get(name)
         if sums is None:
             sums = self.sums[name] = np.zeros((n_mat, n_cols), dtype=np.float64)
-            self.counts[name] = np.zeros(n_mat if n_mat > 1 else 1, dtype=np.int64)
+            self.counts[name] = np.zeros(n_counts, dtype=np.int64)
         elif sums.shape != (n_mat, n_cols):
             raise EdgechatError(f"{name} changed shape during calibration; this model is odd")
         return sums, self.counts[name]
@@ -126,7 +139,7 @@ class Collector:
         ne, nb = tuple(src1.ne), tuple(src1.nb)
         x = self._array(p1, np.float32, ne[::-1], nb[::-1])  # (ne3, ne2, ne1, ne0)
         n_mat = src0.ne[2] * src0.ne[3]
-        sums, counts = self._entry(name, n_mat, ne[0])
+        sums, counts = self._entry(name, n_mat, ne[0], 1)
         if ne[2] == ne[3] == 1:
             x2 = x[0, 0]
             add = np.einsum("ij,ij->j", x2, x2, dtype=np.float32).astype(np.float64)
@@ -155,7 +168,7 @@ class Collector:
         ex = np.ndarray((n_tokens, n_ids), np.int32, buffer=raw, strides=(ids.nb[1], ids.nb[0]))
         if ex.size and (ex.min() < 0 or ex.max() >= n_as):
             raise EdgechatError(f"{name}: an expert id out of range")
-        sums, counts = self._entry(name, n_as, n_cols)
+        sums, counts = self._entry(name, n_as, n_cols, n_as)
         rows = x[:, np.arange(n_ids) % src1.ne[1], :].reshape(-1, n_cols)
         order = np.argsort(ex.reshape(-1), kind="stable")
         experts, starts, seen = np.unique(
@@ -241,8 +254,14 @@ def calibrate(
     if chunks is not None and chunks < 1:
         raise InputError("--chunks must be 1 or more")
     text, names = read_texts(texts)
-    collector = Collector(lc)
-    plan = replace(plan, n_ctx=ctx, n_batch=ctx, n_ubatch=min(plan.n_ubatch, ctx))
+    # Flash attention sums in F16, so with it the statistics depend on how the text is
+    # batched (1 % on attn_output between micro-batches of 128 and 512; without it, 5e-7).
+    # A quantised V cache needs it, so there it stays as planned.
+    flash = "off" if plan.type_v in ("f16", "f32", "bf16") else plan.flash_attn
+    plan = replace(
+        plan, n_ctx=ctx, n_batch=ctx, n_ubatch=min(plan.n_ubatch, ctx), flash_attn=flash
+    )
+    collector = Collector(lc, graphs_per_pass=-(-ctx // plan.n_ubatch))
     engine = Engine(plan, eval_callback=collector.callback)
     batch = None
     try:
