@@ -48,8 +48,13 @@ def _types(text: str) -> tuple[str, ...]:
 def register(sub) -> None:
     from edgechat.cli.options import add_json, add_model_options
     from edgechat.limits import choices, flag
+    from edgechat.planning.budget import DEFAULTS
 
-    p = sub.add_parser("shrink", help=HELP, description=DESCRIPTION)
+    grouped: dict[str, list[str]] = {}
+    for task, budget in DEFAULTS.items():
+        grouped.setdefault(budget.describe(), []).append(task)
+    budgets = " ".join(f"{' and '.join(t)}: {words}." for words, t in grouped.items())
+    p = sub.add_parser("shrink", help=HELP, description=f"{DESCRIPTION} Budgets: {budgets}")
     p.add_argument("source", metavar="SOURCE", help="an F16, BF16 or Q8_0 GGUF, or installed id")
     p.add_argument(
         "--text", required=True, nargs="+", action="extend", metavar="FILE", help="your own text"
