@@ -25,6 +25,7 @@ AREAS = (
     "models",
     "lab",
     "calibrate",
+    "shrink",
     "history",
     "admin",
     "completion",

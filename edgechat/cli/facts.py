@@ -214,14 +214,31 @@ def cmd_estimate(args) -> int:
 def cmd_recommend(args) -> int:
     from edgechat import config
     from edgechat.facts.device import detect
-    from edgechat.models import credentials
+    from edgechat.models import credentials, receipts
+    from edgechat.models.registry import installed as installed_models
     from edgechat.planning import catalog
+    from edgechat.planning.budget import default as default_budget
     from edgechat.planning.recommend import recommend
     from edgechat.planning.speed import cpu_bandwidth
 
     settings = config.load()
     device = detect(args.memory, args.vram, args.gpu)
     signed_in = credentials.token()[0] is not None
+    installed = installed_models()
+    found = receipts.installed()
+    measured = {key: r.figures for key, r in found.items()}
+    budget = default_budget(args.task)
+    mine = [  # installed models measured on the user's text, catalog or not
+        {
+            "id": key,
+            "summary": r.summary(),
+            "figures": r.figures.as_dict(),
+            "meets_budget": budget.meets(r.figures),
+            "verdict": r.verdict(budget),
+        }
+        for key, r in found.items()
+        if key in installed
+    ]
     choices = recommend(
         catalog.load(warn=_warn),
         device,
@@ -229,6 +246,7 @@ def cmd_recommend(args) -> int:
         args.ctx or settings.ctx,
         cpu_bandwidth(device),
         signed_in=signed_in,
+        measured=measured,
     )
     shown = choices if args.all else choices[: max(1, args.limit)]
     if args.json:
@@ -245,6 +263,8 @@ def cmd_recommend(args) -> int:
                     "signed_in": signed_in,
                     "fit_means": "memory only: tokens_per_s is the speed estimate",
                     "choices": [c.as_dict() for c in shown],
+                    "budget": {**budget.as_dict(), "words": budget.describe()},
+                    "measured": mine,
                 },
                 indent=2,
             )
@@ -261,6 +281,10 @@ def cmd_recommend(args) -> int:
             f"{c.speed.tokens_per_s:>6.1f}  {c.fit.label}"
         )
         print(f"   {c.reason}")
+    if mine:
+        print(f"measured on your text ({args.task} budget: {budget.describe()}):")
+        for m in mine:
+            print(f"   {m['id']}: {m['summary']}, {m['verdict']}")
     if device.overrides:
         print(f"assumed: {', '.join(device.overrides)}")
     return 0

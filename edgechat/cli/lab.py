@@ -64,7 +64,8 @@ def cmd_quality(args) -> int:
 
     backend.load()  # llama.cpp before numpy: see llama/backend.py
     from edgechat import config
-    from edgechat.lab.quality import compare
+    from edgechat.lab.quality import compare, keep_receipt
+    from edgechat.models.receipts import receipts_file
     from edgechat.service import load, plan_model
     from edgechat.tasks import documents
 
@@ -85,16 +86,18 @@ def cmd_quality(args) -> int:
     finally:
         model.close()
     _clear_line()
+    receipt = keep_receipt(q, "standard input" if args.text == "-" else Path(args.text).name, text)
     if args.json:
-        print(json.dumps(q.as_dict(), indent=2))
+        print(json.dumps({**q.as_dict(), "receipt": receipt.as_dict()}, indent=2))
         return 0
     print(f"text      {args.text}: {q.chunks} chunks of {q.n_ctx}, {q.tokens_scored} tokens scored")
     print(f"{'':<10}{'perplexity':>12}")
     print(f"{'model':<10}{q.ppl:>12.4f}  {paths_[0].name}")
     print(f"{'ref':<10}{q.ppl_ref:>12.4f}  {paths_[1].name}")
     print(f"delta     {q.ppl_delta_pct:+.2f} %")
-    print(f"KL        {q.kl_mean:.5f} (mean, model from ref)")
+    print(f"KL        {q.kl_mean:.5f} (mean, model from ref), 99th percentile {q.kl_p99:.5f}")
     print(f"top-1     {100 * q.top1_agreement:.2f} % same next token")
+    print(f"kept      a receipt of these figures ({receipts_file()})")
     return 0
 
 

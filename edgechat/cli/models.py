@@ -239,7 +239,31 @@ def cmd_models_info(args) -> int:
         + f" at {est.n_ctx} tokens: {fit.label}"
         + (f" ({fit.why})" if fit.why else "")
     )
+    if info.receipts:
+        _print_quality(info)
     return 0
+
+
+def _print_quality(info) -> None:
+    """The newest receipt, and which tasks' default budgets it meets."""
+    import textwrap
+
+    from edgechat.text import clean
+
+    lines = [info.receipts[0].detail()]
+    grouped: dict[tuple[str, ...], list[str]] = {}
+    for task, miss in info.budgets().items():
+        grouped.setdefault(tuple(miss), []).append(task)
+    for miss, tasks in grouped.items():
+        names = f"the {' and '.join(tasks)} budget{'s' * (len(tasks) > 1)}"
+        lines.append(f"misses {names}: {'; '.join(miss)}" if miss else f"meets {names}")
+    if len(info.receipts) > 1:
+        lines.append(f"{len(info.receipts) - 1} older measurement(s): --json lists them")
+    for i, line in enumerate(lines):
+        head = "quality    " if i == 0 else "           "
+        for part in textwrap.wrap(clean(line), 80 - 11, break_on_hyphens=False):
+            print(head + part)
+            head = "           "
 
 
 def cmd_login(args) -> int:

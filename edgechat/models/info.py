@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgechat.facts.device import Device
+    from edgechat.models.receipts import Receipt
     from edgechat.models.registry import Target
     from edgechat.planning.catalog import CatalogModel
     from edgechat.planning.fit import Fit
@@ -21,6 +22,16 @@ class ModelInfo:
     entry: CatalogModel | None
     estimate: MemoryEstimate
     fit: Fit
+    receipts: tuple[Receipt, ...] = ()  # measured on the user's text, newest first
+
+    def budgets(self) -> dict[str, list[str]]:
+        """Per task, what the newest receipt misses of its default budget (empty: meets)."""
+        from edgechat.planning.budget import DEFAULTS
+
+        if not self.receipts:
+            return {}
+        figures = self.receipts[0].figures
+        return {task: b.failures(figures) for task, b in DEFAULTS.items()}
 
     def as_dict(self) -> dict:
         facts = self.target.facts
@@ -34,6 +45,12 @@ class ModelInfo:
                 "fit": self.fit.label,
                 "fit_reason": self.fit.why or None,
             },
+            "quality": [
+                {**r.as_dict(), "summary": r.summary(), "budgets": self.budgets()}
+                if i == 0
+                else r.as_dict()
+                for i, r in enumerate(self.receipts)
+            ],
         }
 
 
@@ -60,4 +77,9 @@ def describe(
         (m for m in models.values() if record and m.repo == record.get("repo")), None
     )
     installed = record is not None or target.source == "file"
-    return ModelInfo(target, installed, entry, est, fit)
+    found = ()
+    if target.source == "file":
+        from edgechat.models import receipts
+
+        found = tuple(receipts.for_file(target.path))
+    return ModelInfo(target, installed, entry, est, fit, found)

@@ -15,10 +15,13 @@ Policy, as the field practises it:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgechat.facts.device import Device
+from edgechat.planning.budget import Figures
+from edgechat.planning.budget import default as default_budget
 from edgechat.planning.catalog import CatalogModel
 from edgechat.planning.fit import COMFORTABLE, NO_FIT, TIGHT, Fit, plan_gpu_layers
 from edgechat.planning.memory import QUANT_BITS, MemoryEstimate
@@ -63,6 +66,8 @@ class Choice:
     download_bytes: int
     reason: str
     score: float
+    measured: Figures | None = None  # a receipt's figures on the user's own text
+    meets_budget: bool | None = None  # do they meet the task's budget (None: none)
 
     @property
     def slow(self) -> bool:
@@ -87,11 +92,16 @@ class Choice:
             "fit": self.fit.label,  # about memory only; tokens_per_s says how quick
             "tokens_per_s": round(self.speed.tokens_per_s, 1),
             "reason": self.reason,
+            "measured": self.measured.as_dict() if self.measured else None,
+            "meets_budget": self.meets_budget,
         }
 
 
-def _quality(quant: str, task: str) -> float:
-    """How much of a model's quality a quant keeps, roughly, for ranking."""
+def _quality(quant: str, task: str, measured_ok: bool = False) -> float:
+    """How much of a model's quality a quant keeps, roughly, for ranking; one whose
+    receipt meets the task's budget keeps what the task needs, measured."""
+    if measured_ok:
+        return 1.0
     bits = QUANT_BITS[quant]
     keep = 1.0 if bits >= 4.4 else 0.8 if bits >= 3.4 else 0.5 if bits >= 2.5 else 0.35
     if task in ("code", "math") and bits < 5.5:
@@ -150,10 +160,22 @@ def choose(
     device: Device,
     cpu_gb_s: float,
     quant: str | None = None,
+    measured: Mapping[str, Figures] | None = None,
 ) -> Choice:
-    """The best quant of ``model`` for ``task`` here (or ``quant``), with its plan and figures."""
+    """The best quant of ``model`` for ``task`` here (or ``quant``), with its plan and figures.
+
+    ``measured``: receipts' figures by ``ID:QUANT``. A quant whose figures meet the
+    task's budget comes first (the smallest of them), one that misses it last."""
     wanted = [quant] if quant else [q for q in QUANT_PREFERENCE[task] if q in model.quants]
     wanted = wanted or list(model.quants)
+    budget = default_budget(task)
+    mine = {q: f for q in model.quants if (f := (measured or {}).get(f"{model.id}:{q}"))}
+    passing = [q for q in mine if budget.meets(mine[q])]
+    passing.sort(key=lambda q: QUANT_BITS.get(q, 16.0))
+    failing = [q for q in wanted if q in mine and q not in passing]
+    if not quant:
+        rest = [q for q in wanted if q not in passing and q not in failing]
+        wanted = [*passing, *rest, *failing]
     candidates = []
     for q in wanted:
         shape = model.shape(q)
@@ -165,7 +187,7 @@ def choose(
     # better quant is slower than that, the quickest of them; below 4 bits only when
     # nothing else fits comfortably; else tight; else the one nearest to fitting.
     comfortable = [c for c in candidates if c[3].label == COMFORTABLE]
-    four_bit = [c for c in comfortable if QUANT_BITS[c[0]] >= 4.4]
+    four_bit = [c for c in comfortable if QUANT_BITS[c[0]] >= 4.4 or c[0] in passing]
     quick = [c for c in four_bit if c[4].tokens_per_s >= SLOW_TOKENS_PER_S]
     tight = [c for c in candidates if c[3].label == TIGHT]
     if quick:
@@ -186,7 +208,12 @@ def choose(
         picked = min(candidates, key=lambda c: c[2].ram_needed + c[2].vram)
         basis = "the smallest quant, nearest to fitting"
     q, shape, est, fit, speed = picked
-    score = model.params_b * _quality(q, task)
+    reason = _reason(model, q, est, fit, speed.tokens_per_s, task, shape.n_layers, basis)
+    if q in passing:
+        reason = f"{q} meets the {task} budget on your text (KLD {mine[q].kl_mean:.3g}); {reason}"
+    elif failing and fit.label != NO_FIT:
+        reason += f"; {', '.join(failing)} missed the {task} budget on your text"
+    score = model.params_b * _quality(q, task, measured_ok=q in passing)
     if task in model.tasks and "chat" not in model.tasks:
         score *= 1.5  # a specialist beats a generalist of its size at its task
     score *= min(1.0, speed.tokens_per_s / FAST_TOKENS_PER_S)
@@ -197,8 +224,10 @@ def choose(
         fit=fit,
         speed=speed,
         download_bytes=shape.weight_bytes,
-        reason=_reason(model, q, est, fit, speed.tokens_per_s, task, shape.n_layers, basis),
+        reason=reason,
         score=score,
+        measured=mine.get(q),
+        meets_budget=(q in passing) if q in mine else None,
     )
 
 
@@ -217,18 +246,23 @@ def recommend(
     n_ctx: int = 4096,
     cpu_gb_s: float = 25.0,
     signed_in: bool = True,
+    measured: Mapping[str, Figures] | None = None,
 ) -> list[Choice]:
     """Every catalog model suited to ``task``, best first, each at its best quant here.
 
     Without a hub token (``signed_in`` False) a gated model ranks below every open one
-    that fits as well: it cannot be pulled until the user signs in.
+    that fits as well: it cannot be pulled until the user signs in. ``measured``: the
+    user's receipts by ``ID:QUANT`` (models/receipts.py), which ``choose`` weighs.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task}; choose from {', '.join(TASKS)}")
     suited = [m for m in catalog.values() if task in m.tasks]
     if task == "chat":  # any instruct model chats; specialists only when nothing else
         suited = [m for m in catalog.values() if "chat" in m.tasks or "summarise" in m.tasks]
-    choices = [choose(m, task, min(n_ctx, m.context), device, cpu_gb_s) for m in suited]
+    choices = [
+        choose(m, task, min(n_ctx, m.context), device, cpu_gb_s, measured=measured)
+        for m in suited
+    ]
     return sorted(choices, key=lambda c: _rank_key(c, signed_in))
 
 

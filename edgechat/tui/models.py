@@ -27,6 +27,7 @@ class ModelChoices:
         self._recommended: dict[str, list] = {}
         self._cpu_gb_s: float | None = None
         self._found: list | None = None  # models other tools keep here
+        self._measured: dict | None = None  # quality receipts of installed models
 
     @property
     def request(self) -> ModelRequest:
@@ -58,6 +59,15 @@ class ModelChoices:
         self._found = None
         return record["id"]
 
+    def measured(self) -> dict:
+        """Installed models' newest quality receipts (models/receipts.py), by id and by
+        catalog ``ID:QUANT``: read once a picker session."""
+        if self._measured is None:
+            from edgechat.models import receipts
+
+            self._measured = receipts.installed()
+        return self._measured
+
     def recommendations(self, task: str) -> list | None:
         """The ranked choices for ``task``; None while the CPU's bandwidth is unknown
         (``measure_bandwidth`` in a worker, then ask again)."""
@@ -87,6 +97,7 @@ class ModelChoices:
                 self.request.ctx,
                 self._cpu_gb_s,
                 signed_in=credentials.token()[0] is not None,
+                measured={key: r.figures for key, r in self.measured().items()},
             )[:15]
         return self._recommended[task]
 

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Label, ProgressBar
 
 from edgechat.facts.device import format_size
+from edgechat.planning.budget import default as default_budget
 from edgechat.text import clean
 
 FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
@@ -106,16 +107,26 @@ class WizardScreen(Screen):
         rows[installed:installed] = self._found_rows()
         table = self.query_one(DataTable)
         table.clear()
+        measured = self.app.choices.measured()
         for model_id, cells in rows:
             shown = _short(self.found[model_id]) if model_id in self.found else model_id
-            table.add_row(Text(clean(shown)), *cells)  # no markup from the hub or a file
+            label = Text(clean(shown))  # no markup from the hub or a file
+            if model_id in measured:  # measured on the user's own text
+                label.append(f" KLD {measured[model_id].figures.kl_mean:.3g}", style="dim")
+            table.add_row(label, *cells)
         self.rows = [model_id for model_id, _ in rows]
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
         """What is here already comes first (it works offline), then the recommendations."""
         installed = self.app.choices.installed()
-        why = [""] * bool(self.why_width)
-        rows = [(model_id, ("", "", "", "installed", "●", *why)) for model_id in installed]
+        measured = self.app.choices.measured()
+        budget = default_budget(task)
+        rows = []
+        for model_id in installed:
+            r = measured.get(model_id)
+            note = f"{r.summary()}: {r.verdict(budget)}" if r else ""
+            why = [Text(_fit(note, self.why_width)) if note else ""] * bool(self.why_width)
+            rows.append((model_id, ("", "", "", "installed", "●", *why)))
         recommended = self.app.choices.recommendations(task)
         if recommended is None:  # the CPU's bandwidth is unknown: measure it, then refill
             self._measure_bandwidth()
