@@ -121,6 +121,7 @@ def test_ctrl_c_keeps_whole_files_and_the_same_command_carries_on(tiny, text_fil
 
 
 @pytest.mark.model
+@pytest.mark.subprocess  # shrink times each candidate in bench's child process
 def test_the_whole_run_in_one_command(tiny, text_file, tmp_path, capsys, edgechat_home):
     work = tmp_path / "work"
     args = shrink_args(tiny, text_file, work, "--budget", "kld=10,p99=off,ppl=off,top1=0.001")
