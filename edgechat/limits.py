@@ -39,6 +39,9 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "repeat": ("int", 1, 1000, True, "runs per model"),
     "tokens": ("int", 1, MAX_CTX, True, "tokens to generate"),
     "limit": ("int", 1, 10_000, True, "how many to show"),
+    "port": ("int", 0, 65535, True, "port (0: any free one)"),
+    "parallel": ("int", 1, 256, True, "requests generated at once"),
+    "queue": ("int", 1, 100_000, True, "requests that may wait"),
 }
 
 # name -> (the allowed values, what it means)

@@ -41,8 +41,6 @@ def cmd_serve(args) -> int:
             "--parallel above 1 (several llama.cpp sequences at once) is not available yet; "
             "requests take turns on the one engine (--queue N sets how many may wait)"
         )
-    if args.queue < 1:
-        raise EdgechatError("--queue must be 1 or more")
     key, source = credentials.api_key(args.api_key)
     if not is_loopback(args.host) and key is None:
         raise EdgechatError(
@@ -90,13 +88,16 @@ def cmd_serve(args) -> int:
 
 def register(sub) -> None:
     from edgechat.cli.options import add_model_options, add_sampling_options
+    from edgechat.limits import flag
 
     srv = sub.add_parser(
         "serve", help="serve the model over an OpenAI-compatible HTTP API (loopback by default)"
     )
     add_model_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    srv.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
+    srv.add_argument(
+        "--port", type=flag("port"), default=8080, help="port (8080; 0 picks a free one)"
+    )
     srv.add_argument(
         "--api-key",
         metavar="KEY",
@@ -104,10 +105,14 @@ def register(sub) -> None:
         "keep it out of the process list)",
     )
     srv.add_argument(
-        "--parallel", type=int, default=1, metavar="N", help="requests generated at once (1)"
+        "--parallel",
+        type=flag("parallel"),
+        default=1,
+        metavar="N",
+        help="requests generated at once (1)",
     )
     srv.add_argument(
-        "--queue", type=int, default=32, metavar="N", help="requests that may wait (32)"
+        "--queue", type=flag("queue"), default=32, metavar="N", help="requests that may wait (32)"
     )
     add_sampling_options(srv, "temperature", "max_tokens")
     srv.add_argument("--quiet", action="store_true", help="no line per request")

@@ -82,7 +82,7 @@ def endpoint() -> str:
 def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
     """``ID[:QUANT]`` or ``owner/repo[:QUANT]`` -> (catalog id or None, repo or id, quant)."""
     name, _, quant = spec.partition(":")
-    quant = quant.upper() or None
+    quant = {"FP16": "F16", "FP32": "F32"}.get(quant.upper(), quant.upper()) or None
     if "/" in name:
         return None, hubcheck.repo(name), quant
     return name.lower(), name.lower(), quant
@@ -352,6 +352,7 @@ def pull(
         repo = model.repo
         quant = quant or (default_quant(model.id) if default_quant else listed_quant)
         model_id = f"{model.id}:{quant}"
+    hubcheck.quant(quant, model.quants if catalog_id is not None else None, repo)
     repo = hubcheck.repo(repo)
     token, _ = credentials.token()
     commit, files = list_files(repo, token)
