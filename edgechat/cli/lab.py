@@ -108,6 +108,7 @@ def cmd_quantize(args) -> int:
         args.allow_requantize,
         progress=_counter("tensor"),
         warn=lambda text: _warn(f"warning: {text}"),
+        force=args.force,
     )
     _clear_line()
     out = {
@@ -171,5 +172,6 @@ def register(sub) -> None:
         action="store_true",
         help="quantise a file that is already quantised (loses quality)",
     )
+    qnt.add_argument("--force", action="store_true", help="replace OUT.gguf if it exists")
     add_json(qnt, "print the result as JSON")
     qnt.set_defaults(func=cmd_quantize)

@@ -58,6 +58,7 @@ def quantize(
     recipe: str = "mixed",
     allow_requantize: bool = False,
     threads: int = 0,
+    force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = lambda _: None,
 ) -> Quantized:
@@ -67,6 +68,7 @@ def quantize(
     from gguf.constants import GGMLQuantizationType, LlamaFileType
 
     from edgechat.facts.gguf import inspect_file
+    from edgechat.paths import output_path
 
     qtype = qtype.upper()
     if qtype not in TYPES:
@@ -87,12 +89,9 @@ def quantize(
             f"{src.name} is already quantised ({facts.file_type}): the result will be worse "
             f"than {qtype} made from the full-precision model"
         )
-    if dst.exists() and dst.resolve() == src.resolve():
+    if os.path.lexists(dst) and os.path.realpath(dst) == os.path.realpath(src):
         raise EdgechatError("the output must be a different file from the input")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgechatError(f"cannot write to {dst.parent}: {e.strerror or e}") from None
+    dst = output_path(dst, force)  # its folder exists; a file there only with --force
 
     ftype_name, base = TYPES[qtype]
     params = lc.llama_model_quantize_default_params()

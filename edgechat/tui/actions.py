@@ -3,6 +3,7 @@ settings, regenerate, edit, continue and summarise. A mixin of ChatScreen."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from textual import work
@@ -69,7 +70,7 @@ class ChatActions:
 
     def action_export(self) -> None:
         """Ask where, offering the current folder, and write Markdown there."""
-        from edgechat.paths import write_atomic
+        from edgechat.paths import output_path, write_atomic
         from edgechat.tui.dialogs import Ask
 
         conv = self.conversation
@@ -80,9 +81,10 @@ class ChatActions:
             if not path or not path.strip():
                 return
             target = Path(path.strip()).expanduser()
-            if target.is_dir():
+            if os.path.isdir(target):  # never raises (a name too long, a loop)
                 target = _free_name(target, default.stem)
             try:
+                target = output_path(target, replace_hint="give another name")
                 write_atomic(target, self.app.store.export_markdown(conv.id))
             except EdgechatError as e:
                 self.notify(str(e), severity="error", timeout=10)
