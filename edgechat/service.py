@@ -156,14 +156,24 @@ def plan_model(
     return Planned(est.plan, est, fit, _label(path, request.model), tuple(warnings))
 
 
-def load(planned: Planned, verbose: bool = False) -> Loaded:
-    """Load a checked plan (on the thread that will run the model)."""
+def load(planned: Planned, verbose: bool = False, say: Say | None = None) -> Loaded:
+    """Load a checked plan (on the thread that will run the model). What the file gets
+    wrong but can be run anyway (a chat template that does not parse) goes to ``say``."""
     from edgechat.llama.engine import Engine
     from edgechat.models import registry
 
     engine = Engine(planned.plan, verbose=verbose)
     registry.touch(planned.plan.model_path)
-    return Loaded(engine, planned.estimate, planned.fit, planned.warnings, planned.label)
+    warnings = list(planned.warnings)
+    info = engine.info()
+    if info.get("chat_template_problem"):
+        warnings.append(
+            f"the chat template in {planned.plan.model_path.name} "
+            f"{info['chat_template_problem']}, which may suit the model less"
+        )
+        if say:
+            say(warnings[-1])
+    return Loaded(engine, planned.estimate, planned.fit, tuple(warnings), planned.label)
 
 
 def connect(request: ModelRequest, say: Say | None = None) -> Loaded:
@@ -203,8 +213,8 @@ def open_model(
     if loading:
         loading(planned.plan.model_path.name)
     if run is None:
-        return load(planned, request.verbose)
-    return run(load, planned, request.verbose)
+        return load(planned, request.verbose, say)
+    return run(load, planned, request.verbose, say)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ In process through ``main([...])`` where the subject is argument and error handl
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
 import pytest
 
@@ -97,3 +99,104 @@ def test_pulling_a_quant_that_does_not_exist_names_it_offline(capsys, monkeypatc
 
         quants = catalog.load()["qwen2.5-0.5b-instruct"].quants
         assert f"it offers {', '.join(quants)}" in err
+
+
+# -- 8. an output path: its folder must exist, a file there is replaced only with --force -
+
+
+@pytest.fixture
+def doc(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("The council met on Tuesday. The library opens in 2027.\n")
+    return path
+
+
+def test_summarise_out_into_a_missing_folder_fails_before_any_work(capsys, doc, tmp_path):
+    target = tmp_path / "nonexistent" / "dir" / "x.md"
+    code, out, err = run(capsys, "summarise", str(doc), "--out", str(target))
+    assert code == 1 and "does not exist" in err and err.count("\n") == 1
+    assert not (tmp_path / "nonexistent").exists() and "loaded" not in err and not out
+
+
+def test_summarise_out_over_a_file_needs_force(capsys, doc, tmp_path):
+    target = tmp_path / "summary.md"
+    target.write_text("keep me")
+    code, _, err = run(capsys, "summarise", str(doc), "--out", str(target))
+    assert code == 1 and "already exists; pass --force" in err
+    assert target.read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    import hostile_gguf
+
+    return hostile_gguf.write_base(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.model
+def test_quantize_never_makes_folders_nor_overwrites_without_force(capsys, tiny, tmp_path):
+    missing = tmp_path / "nonexistent" / "q.gguf"
+    code, _, err = run(capsys, "quantize", str(tiny), str(missing), "--type", "Q8_0")
+    assert code == 1 and "does not exist" in err and not missing.parent.exists()
+    there = tmp_path / "q.gguf"
+    there.write_bytes(b"an older model")
+    code, _, err = run(capsys, "quantize", str(tiny), str(there), "--type", "Q8_0")
+    assert code == 1 and "already exists; pass --force" in err
+    assert there.read_bytes() == b"an older model"
+    code, out, err = run(capsys, "quantize", str(tiny), str(there), "--type", "Q8_0", "--force")
+    assert code == 0, err
+    assert there.read_bytes()[:4] == b"GGUF"
+
+
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        ("{tmp}", "is a folder"),
+        ("{tmp}/file.txt/x.md", "is not a folder"),
+        ("{tmp}/" + "n" * 300 + ".md", "the name is too long"),
+    ],
+)
+def test_an_output_path_the_file_system_refuses_is_one_line(capsys, doc, tmp_path, target, words):
+    (tmp_path / "file.txt").write_text("x")
+    path = target.format(tmp=tmp_path)
+    code, _, err = run(capsys, "summarise", str(doc), "--out", path, "--force")
+    assert code == 1 and words in err and err.count("\n") == 1, err
+
+
+# -- 6. doctor fails the folders every other command would then fail on ------------------
+
+
+def _unusable_homes(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    homes = {"a file": a_file, "under a file": a_file / "deeper", "under /proc": "/proc/edgechat"}
+    try:  # /sys refuses new folders even to root: the unwritable case a root test can reach
+        os.rmdir(tempfile.mkdtemp(dir="/sys"))
+    except OSError:
+        homes["unwritable"] = "/sys/edgechat"
+    return homes
+
+
+def test_doctor_fails_folders_that_cannot_be_used_and_names_the_fix(
+    capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for label, home in _unusable_homes(tmp_path).items():
+        monkeypatch.setenv("EDGECHAT_HOME", str(home))
+        code, out, _ = run(capsys, "doctor", "--json")
+        folders = [c for c in json.loads(out) if c["name"].endswith(" dir")]
+        assert code == 1 and len(folders) == 3, label
+        for check in folders:
+            assert check["status"] == "fail" and "cannot be used" in check["detail"], label
+            assert "EDGECHAT_HOME" in check["fix"], label
+        code, _, err = run(capsys, "config", "set", "ctx", "2048")  # and the commands agree
+        assert code == 1 and err.startswith("edgechat: ") and err.count("\n") == 1, (label, err)
+
+
+def test_doctor_still_passes_a_home_that_does_not_exist_yet(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGECHAT_HOME", str(tmp_path / "new" / "home"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    code, out, _ = run(capsys, "doctor", "--json")
+    folders = [c for c in json.loads(out) if c["name"].endswith(" dir")]
+    assert [c["status"] for c in folders] == ["ok"] * 3
+    assert not (tmp_path / "new").exists()  # doctor looks; it leaves nothing behind

@@ -51,7 +51,7 @@ def cmd_serve(args) -> int:
     settings = config.load()
     planned = plan_model(_request(args, settings), say=_warn)
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
-    worker = LlamaWorker(lambda: load(planned, args.verbose).engine, queue_size=args.queue)
+    worker = LlamaWorker(lambda: load(planned, args.verbose, _warn).engine, queue_size=args.queue)
     sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
     worker.start()
     path = planned.plan.model_path
