@@ -33,6 +33,15 @@ def repo(name: str) -> str:
     return name
 
 
+def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
+    """``ID[:QUANT]`` or ``owner/repo[:QUANT]`` -> (catalog id or None, repo or id, quant)."""
+    name, _, quant = spec.partition(":")
+    quant = {"FP16": "F16", "FP32": "F32"}.get(quant.upper(), quant.upper()) or None
+    if "/" in name:
+        return None, repo(name), quant
+    return name.lower(), name.lower(), quant
+
+
 def quant(name: str | None, offered: list[str] | tuple[str, ...] | None, repo_id: str) -> None:
     """A quant no llama.cpp file type is called (``:Q9``) is a typo: said before the hub
     is asked, with the quants there are."""
