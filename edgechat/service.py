@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from edgechat.llama.contract import ChatEngine
     from edgechat.planning.fit import Fit
     from edgechat.planning.memory import MemoryEstimate
+    from edgechat.planning.recommend import Choice
 
 Say = Callable[[str], None]
 
@@ -239,3 +240,30 @@ def chat_check(engine: ChatEngine, wanted_ctx: int) -> ChatCheck:
             f"{engine.plan.model_path.name} was trained for {engine.n_ctx_train}"
         )
     return ChatCheck(base_model_reason(engine), tuple(warnings))
+
+
+def recommendations(
+    device: Device,
+    task: str = "chat",
+    n_ctx: int = 4096,
+    kv_cache: str = "f16",
+    cpu_gb_s: float | None = None,
+) -> list[Choice]:
+    """The one ranking `recommend` and the app's picker both show: the catalog's models
+    and the ones on this machine, for ``task`` here. ``cpu_gb_s``: the CPU's bandwidth
+    when the caller measured it already (the app, off its UI thread)."""
+    from edgechat.models import credentials, registry
+    from edgechat.planning import catalog
+    from edgechat.planning.recommend import recommend
+    from edgechat.planning.speed import cpu_bandwidth
+
+    return recommend(
+        catalog.load(),
+        device,
+        task,
+        n_ctx,
+        cpu_gb_s if cpu_gb_s is not None else cpu_bandwidth(device),
+        signed_in=credentials.token()[0] is not None,
+        kv_cache=kv_cache,
+        installed=registry.installed(),
+    )

@@ -200,3 +200,49 @@ def test_doctor_still_passes_a_home_that_does_not_exist_yet(capsys, monkeypatch,
     folders = [c for c in json.loads(out) if c["name"].endswith(" dir")]
     assert [c["status"] for c in folders] == ["ok"] * 3
     assert not (tmp_path / "new").exists()  # doctor looks; it leaves nothing behind
+
+
+# -- 9, 12. recommend: the installed models are ranked; nothing fitting is said; KV cache --
+
+
+def _recommend(capsys, *argv: str) -> dict:
+    code, out, err = run(capsys, "recommend", "--json", "--all", *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_recommend_ranks_the_installed_models_and_says_when_nothing_fits(capsys, gemma_path):
+    assert run(capsys, "models", "import", str(gemma_path))[0] == 0  # a base model
+    tiny = _recommend(capsys, "--memory", "100M")
+    ids = [c["id"] for c in tiny["choices"]]
+    assert "smollm2-135m-instruct:Q4_1" in ids  # the starter takes part
+    assert not any(c["fit"] != "does not fit" for c in tiny["choices"])
+    needs = [c["ram_bytes"] for c in tiny["choices"]]
+    assert needs == sorted(needs)  # nearest to fitting first, not the biggest
+    assert tiny["nothing_fits"].startswith("nothing fits here") and "--ctx 512" in tiny[
+        "nothing_fits"
+    ]
+    code, out, _ = run(capsys, "recommend", "--memory", "100M")
+    assert "nothing fits here" in out and "(installed)" in out
+    roomy = _recommend(capsys, "--memory", "16G")
+    first = roomy["choices"][0]
+    assert first["installed"] and first["fit"] == "comfortable" and roomy["nothing_fits"] is None
+    assert not any(":Q4_K_M" in i and "gemma-3-270m:" in i for i in ids)  # base: no chat
+    summarise = _recommend(capsys, "--memory", "16G", "--task", "summarise")
+    assert any(c["installed"] and c["id"].startswith("gemma-3-270m") for c in summarise["choices"])
+
+
+def test_recommend_and_estimate_plan_with_the_kv_cache_type(capsys, starter_path):
+    f16 = {c["id"]: c["ram_bytes"] for c in _recommend(capsys, "--memory", "16G")["choices"]}
+    q4 = _recommend(capsys, "--memory", "16G", "--kv-cache", "q4_0")
+    assert q4["kv_cache"] == "q4_0"
+    same = [c for c in q4["choices"] if c["id"] in f16]  # a smaller cache may pick a bigger quant
+    assert len(same) > 10 and all(c["ram_bytes"] < f16[c["id"]] for c in same)
+    sizes = {}
+    for kind in ("f16", "q8_0", "q4_0"):
+        code, out, err = run(capsys, "estimate", "starter", "--kv-cache", kind, "--json")
+        assert code == 0, err
+        sizes[kind] = json.loads(out)["parts"]["KV cache"]["ram_bytes"]
+    assert sizes["f16"] > sizes["q8_0"] > sizes["q4_0"]
+    code, _, err = run(capsys, "estimate", "starter", "--kv-cache", "q3")
+    assert code == 2 and "invalid choice" in err

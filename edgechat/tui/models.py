@@ -30,17 +30,10 @@ class ModelChoice:
             self._measure_bandwidth()
             return None
         if task not in self._recommended:
-            from edgechat.models import credentials
-            from edgechat.planning import catalog
-            from edgechat.planning.recommend import recommend
+            from edgechat.service import recommendations
 
-            self._recommended[task] = recommend(
-                catalog.load(),
-                self.device,
-                task,
-                self.request.ctx,
-                self._cpu_gb_s,
-                signed_in=credentials.token()[0] is not None,
+            self._recommended[task] = recommendations(  # the ranking `recommend` prints
+                self.device, task, self.request.ctx, self.request.type_k, self._cpu_gb_s
             )[:15]
         return self._recommended[task]
 

@@ -101,20 +101,23 @@ class WizardScreen(Screen):
         self.rows = [model_id for model_id, _ in rows]
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
-        """What is here already comes first (it works offline), then the recommendations."""
-        installed = self.app.installed_models()
-        why = [""] * bool(self.why_width)
-        rows = [(model_id, ("", "", "", "installed", "●", *why)) for model_id in installed]
+        """The ranking `edgechat recommend` prints, installed models in it (●), then any
+        installed model the task does not suit (a base model): they can be picked too."""
+        from edgechat.planning.recommend import speed_text
+
+        rows = []
         for c in self.app.recommendations(task) or []:  # None while the CPU is measured
-            model_id = f"{c.model.id}:{c.quant}"
-            if model_id in installed:
-                continue
             e = c.estimate
             vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
-            speed = f"{c.speed.tokens_per_s:.0f}"
             reason = [Text(_fit(c.reason, self.why_width))] if self.why_width else []
-            cells = (format_size(e.ram_needed), vram, speed, FIT_BADGE[c.fit.label], "", *reason)
-            rows.append((model_id, cells))
+            badge = FIT_BADGE[c.fit.label]
+            cells = (format_size(e.ram_needed), vram, speed_text(c.speed.tokens_per_s), badge)
+            rows.append((c.id, (*cells, "●" if c.installed else "", *reason)))
+        ranked = {model_id for model_id, _ in rows}
+        why = [""] * bool(self.why_width)
+        for model_id in self.app.installed_models():
+            if model_id not in ranked:
+                rows.append((model_id, ("", "", "", "installed", "●", *why)))
         return rows
 
     @on(Button.Pressed, "#tasks Button")
