@@ -53,3 +53,43 @@ async def test_the_picker_shows_the_ranking_and_figures_recommend_prints(starter
         assert shown[c.id] == speed_text(c.speed.tokens_per_s)
     assert any(c.speed.tokens_per_s < 3 for c in ranked)  # slower than reading, on a Pi
     assert speed_text(0.3) == "0.3" and speed_text(12.4) == "12"  # never "0" tokens/s
+
+
+# -- 3. a screenshot in a fresh home: saved where it can be, and where is said ------------
+
+
+async def _screenshot(app, pilot) -> str:
+    from textual.command import CommandInput
+    from textual.widgets import Input
+
+    await pilot.press("ctrl+p")
+    await pilot.pause(0.3)
+    box = app.screen.query_one(CommandInput)
+    box.value = "Screenshot"
+    box.post_message(Input.Submitted(box, box.value))
+    await until(pilot, lambda: any("screenshot" in n.message for n in app._notifications))
+    return next(n.message for n in app._notifications if "screenshot" in n.message)
+
+
+@pytest.mark.parametrize("where", ["downloads", "current folder", "data dir"])
+async def test_a_screenshot_is_saved_where_it_can_be_and_says_where(
+    starter_path, tmp_path, monkeypatch, edgechat_home, where
+):
+    home = tmp_path / "fresh-home"  # no Downloads folder, as in a fresh account
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DOWNLOAD_DIR", raising=False)
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    expected = {"downloads": home / "Downloads", "current folder": cwd}
+    if where == "downloads":
+        (home / "Downloads").mkdir()
+    monkeypatch.chdir(cwd if where != "data dir" else "/proc")  # /proc takes no file
+    expected["data dir"] = edgechat_home / "data"
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        said = await _screenshot(app, pilot)
+    assert said.startswith(f"screenshot saved to {expected[where]}/"), said
+    saved = list(expected[where].glob("edgechat_*.svg"))
+    assert len(saved) == 1 and saved[0].read_text().startswith("<svg")
