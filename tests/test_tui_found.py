@@ -4,8 +4,13 @@ title of a chat a summary started, and two windows on one home keeping their own
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import time
+
 import pytest
-from conftest import simulated_device
+from conftest import REPO, run_cli, simulated_device
 from test_tui import make_app as _make_app
 from test_tui import until
 from textual.widgets import DataTable
@@ -93,3 +98,115 @@ async def test_a_screenshot_is_saved_where_it_can_be_and_says_where(
     assert said.startswith(f"screenshot saved to {expected[where]}/"), said
     saved = list(expected[where].glob("edgechat_*.svg"))
     assert len(saved) == 1 and saved[0].read_text().startswith("<svg")
+
+
+# -- 1. two windows on one home keep their own chats -------------------------------------
+
+
+def _by_title() -> dict[str, list[tuple[str, str]]]:
+    from edgechat.tasks.conversations import Store
+
+    store = Store()
+    try:
+        return {
+            c.title: [(m.role, m.content) for m in store.messages(c.id)] for c in store.list()
+        }
+    finally:
+        store.close()
+
+
+def _users(chats: dict) -> list[list[str]]:
+    return [[text for role, text in turns if role == "user"] for turns in chats.values()]
+
+
+async def test_two_windows_on_one_home_keep_their_own_chats(starter_path):
+    from edgechat import config
+    from edgechat.tui.chat import ChatScreen
+
+    config.set_value("max_tokens", "8")
+    one, two = make_app(), make_app()
+    async with one.run_test(size=(80, 24)) as p1:
+        await until(p1, lambda: one.engine is not None and isinstance(one.screen, ChatScreen))
+        async with two.run_test(size=(80, 24)) as p2:
+            await until(p2, lambda: two.engine is not None and isinstance(two.screen, ChatScreen))
+            # The second window does not open the first one's chat, and says why.
+            assert two.screen.conversation.id != one.screen.conversation.id
+            assert any("open in another window" in n.message for n in two._notifications)
+            await p1.press("ctrl+n")
+            await p2.press("ctrl+n")  # neither reuses the other's empty chat
+            assert two.screen.conversation.id != one.screen.conversation.id
+            for pilot, words in ((p1, "Hello from d1"), (p2, "Hello from d2")):
+                await pilot.press(*words, "enter")
+            for app, pilot in ((one, p1), (two, p2)):
+                await until(pilot, lambda app=app: not app.screen.generating)
+            # A chat held by the other window is not opened from the sidebar either.
+            assert not two.screen.open_conversation(one.screen.conversation.id)
+    chats = _by_title()
+    assert sorted(_users(chats)) == [["Hello from d1"], ["Hello from d2"]], chats
+    again = make_app()  # a relaunch opens one window's chat, not a mix
+    async with again.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(again.screen, ChatScreen))
+        shown = [m.content for m in again.store.messages(again.screen.conversation.id)]
+    assert shown[0] in ("Hello from d1", "Hello from d2") and shown.count(shown[0]) == 1
+
+
+@pytest.mark.tmux
+@pytest.mark.subprocess
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_two_app_processes_under_tmux_keep_their_own_chats(edgechat_home, starter_path):
+    """The real thing: two `edgechat chat` processes in two terminals on one home."""
+    run_cli("config", "set", "max_tokens", "8")
+    tag = time.monotonic_ns()
+    sessions = [f"d1-{tag}", f"d2-{tag}"]
+    cmd = f"cd {REPO} && env EDGECHAT_HOME={edgechat_home} {sys.executable} -m edgechat chat"
+
+    def screen(session: str) -> str:
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+        ).stdout
+
+    def wait_for(session: str, words: str) -> None:
+        deadline = time.monotonic() + 90
+        while words not in screen(session):
+            assert time.monotonic() < deadline, screen(session)
+            time.sleep(0.2)
+
+    try:
+        for session in sessions:
+            subprocess.run(
+                ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd],
+                check=True,
+            )
+            wait_for(session, "edgechat · smollm2")
+        for session in sessions:
+            subprocess.run(["tmux", "send-keys", "-t", session, "C-n"])
+        time.sleep(2)  # both new chats are open before either window writes
+        for n, session in enumerate(sessions, 1):
+            subprocess.run(["tmux", "send-keys", "-t", session, f"Hello from d{n}", "Enter"])
+            wait_for(session, "tok/s")  # the reply's figures: it ended
+    finally:
+        for session in sessions:
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    chats = _by_title()
+    assert sorted(_users(chats)) == [["Hello from d1"], ["Hello from d2"]], chats
+
+
+# -- 12. a chat a summary started is named after the document ---------------------------
+
+
+async def test_a_chat_started_by_a_summary_is_named_after_the_document(starter_path, tmp_path):
+    doc = tmp_path / "minutes.md"
+    doc.write_text("The council met on Tuesday and agreed the library budget.\n")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        screen = app.screen
+        assert screen.conversation.title == "New chat"
+        screen._summarise(str(doc))
+        await pilot.pause()
+        await until(pilot, lambda: not screen.generating)
+        assert screen.conversation.title == "Summary of minutes.md" == screen.sub_title
+        assert app.store.get(screen.conversation.id).title == "Summary of minutes.md"
+        await pilot.press(*"And the budget?", "enter")  # a later message renames nothing
+        await until(pilot, lambda: not screen.generating)
+        assert app.store.get(screen.conversation.id).title == "Summary of minutes.md"

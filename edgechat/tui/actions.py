@@ -62,8 +62,7 @@ class ChatActions:
                 self.app.drop_snapshot(conv.id)
                 self.conversation = None
                 self.notify(f"deleted “{conv.title}”")
-                rest = self.app.store.list()
-                self.open_conversation(rest[0].id if rest else None)
+                self.open_latest()
 
         question = f"Delete “{conv.title}” and its {n} message(s)? This cannot be undone."
         self.app.push_screen(Confirm(question, "Delete"), done)
@@ -226,7 +225,7 @@ class ChatActions:
             self.notify(str(e), severity="error", timeout=10)
             return
         self.generating = True
-        self.app.store.add_message(self.conversation.id, "user", f"Summarise {doc.name}")
+        self.add_user_message(f"Summarise {doc.name}", title=f"Summary of {Path(doc.name).name}")
         progress = Vertical(
             Label(f"summarising {doc.name} ...", id="summary-stage"),
             ProgressBar(total=None, show_eta=True, id="summary-bar"),
