@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, fields
@@ -144,15 +145,18 @@ def _check_model(value: str) -> str:
     if not value:
         return value
     path = Path(value).expanduser()
-    if path.is_file():
-        return str(path.resolve())  # a path must not depend on the cwd
+    if os.path.isfile(path):  # never raises (a loop, a name too long: resolve says why)
+        return os.path.realpath(path)  # a path must not depend on the cwd
     try:
         registry.resolve(value)
-    except EdgechatError:
+    except EdgechatError as e:
+        from edgechat.paths import shown
+
+        why = f": {e}" if "/" in value or path.suffix.lower() == ".gguf" else ""  # a path
         ids = ", ".join(registry.installed()) or "none"
         raise ConfigError(
-            f"default_model '{value}' is neither an installed model nor a GGUF file "
-            f"(installed: {ids}); pull or import it first"
+            f"default_model '{shown(value)}' is neither an installed model nor a GGUF file"
+            f"{why} (installed: {ids}); pull or import it first"
         ) from None
     return value
 

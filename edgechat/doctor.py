@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgechat.facts.device import Device, GiB, format_size
-from edgechat.paths import Paths
+from edgechat.paths import Paths, folder_problem
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LLAMA_SPEC = "llama-cpp-python>=0.3.36,<0.4"
@@ -107,6 +107,19 @@ def check_disk(device: Device, warn_below: int = 10 * GiB, fail_below: int = 2 *
     return Check("disk", OK, detail)
 
 
+def _fix(folder: Path) -> str:
+    """The command that makes ``folder`` usable: EDGECHAT_HOME elsewhere when it is the
+    home that is wrong, else the file in the way moved aside, else the owner changed."""
+    home = os.environ.get("EDGECHAT_HOME")
+    if home and Path(home).expanduser() in (folder, *folder.parents):
+        return "unset EDGECHAT_HOME   # or point it at a folder you can write"
+    blocker = next(q for q in (folder, *folder.parents) if os.path.lexists(q))  # "/" is
+    quoted = shlex.quote(str(blocker))
+    if not os.path.isdir(blocker):
+        return f"mv {quoted} {quoted}.bak"
+    return f"sudo chown -R $USER {quoted}"
+
+
 def check_paths(p: Paths, token_file: Path | None = None) -> list[Check]:
     checks = []
     for label, folder in (
@@ -114,32 +127,11 @@ def check_paths(p: Paths, token_file: Path | None = None) -> list[Check]:
         ("data dir", p.data_dir),
         ("cache dir", p.cache_dir),
     ):
-        if folder.exists() and not folder.is_dir():
-            checks.append(
-                Check(
-                    label,
-                    FAIL,
-                    f"{folder} is a file, not a folder",
-                    f"mv {shlex.quote(str(folder))} {shlex.quote(str(folder))}.bak",
-                )
-            )
-            continue
-        probe = (
-            folder
-            if folder.exists()
-            else next((q for q in folder.parents if q.exists()), Path("/"))
-        )
-        if not os.access(probe, os.W_OK):
-            checks.append(
-                Check(
-                    label,
-                    FAIL,
-                    f"{probe} is not writable",
-                    f"sudo chown -R $USER {shlex.quote(str(probe))}",
-                )
-            )
-        else:
+        problem = folder_problem(folder)  # tried, so root, /proc and read-only disks count
+        if problem is None:
             checks.append(Check(label, OK, str(folder)))
+        else:
+            checks.append(Check(label, FAIL, f"{folder} cannot be used: {problem}", _fix(folder)))
     private = [p.config_file, p.data_dir / "conversations.db", p.data_dir / "models.json"]
     if token_file is not None:
         private.append(token_file)

@@ -43,7 +43,9 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "repeat": ("int", 1, 1000, True, "runs per model"),
     "tokens": ("int", 1, MAX_CTX, True, "tokens to generate"),
     "limit": ("int", 1, 10_000, True, "how many to show"),
+    "port": ("int", 0, 65535, True, "port (0: any free one)"),
     "parallel": ("int", 1, 64, True, "replies generated at once"),
+    "queue": ("int", 1, 100_000, True, "requests that may wait"),
     # The catalog's numbers (models.toml): an entry's, then its arch table's.
     "catalog_params_b": ("float", 0.0, 10_000.0, False, "parameters in billions"),
     "catalog_context": ("int", MIN_CTX, MAX_CTX, True, "trained context in tokens"),

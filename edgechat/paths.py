@@ -1,14 +1,19 @@
 """Where edgechat keeps its files: platformdirs' user dirs for app ``edgechat``.
 
 ``EDGECHAT_HOME`` puts everything under one folder instead (tests, portable installs).
-Nothing is ever written to the current directory.
+Nothing is ever written to the current directory unless the user names it.
+
+Paths a user types go through ``user_file`` (to read) and ``output_path`` (to write):
+every error the file system can raise for them becomes one line that says what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,16 +71,55 @@ def _temp_beside(path: Path) -> tuple[int, Path]:
     return fd, Path(name)
 
 
+def home_fix() -> str:
+    """What to do about one of edgechat's own folders that cannot be used."""
+    if os.environ.get("EDGECHAT_HOME"):
+        return "set EDGECHAT_HOME to a folder you can write"
+    return "fix that folder, or set EDGECHAT_HOME to a folder you can write"
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why edgechat could not keep files in ``folder`` (made when first needed), or None.
+    Tried, not guessed from permission bits: root ignores them, and /proc or a read-only
+    disk refuses whatever they say. Nothing is left behind."""
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        return f"{shown(existing)} is a file, not a folder"
+    try:
+        if existing == folder:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing))
+    except OSError as exc:
+        if existing == folder:
+            return f"cannot write in {shown(folder)}: {os_problem(exc)}"
+        why = "it takes no new folders" if exc.errno == errno.ENOENT else os_problem(exc)
+        return f"cannot create {shown(folder)}: {shown(existing)} refuses ({why})"
+    return None
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` atomically to a 0600 file: a crash leaves the old file or the new one."""
-    ensure_private_dir(path.parent)
-    fd, tmp = _temp_beside(path)
+    from edgechat.errors import EdgechatError
+
+    try:
+        ensure_private_dir(path.parent)
+        fd, tmp = _temp_beside(path)
+    except OSError as exc:  # EDGECHAT_HOME a file, under /proc, read-only ...
+        why = folder_problem(path.parent) or os_problem(exc)
+        raise EdgechatError(f"cannot write {shown(path)}: {why}; {home_fix()}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk ...
+        tmp.unlink(missing_ok=True)
+        raise EdgechatError(f"cannot write {shown(path)}: {os_problem(exc)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -86,8 +130,7 @@ def write_atomic(path: Path, text: str) -> None:
     from edgechat.errors import EdgechatError
 
     tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the folder must exist: a typo in a path is not a new folder tree
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         with tmp.open("x", encoding="utf-8") as fh:  # the usual permissions, a unique name
             fh.write(text)
@@ -103,6 +146,111 @@ def write_atomic(path: Path, text: str) -> None:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise
+
+
+# -- paths the user gives ------------------------------------------------------------------
+
+_WHY = {
+    errno.ENOENT: "no such file or folder",
+    errno.ELOOP: "it is a symlink loop (or links too deep)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EIO: "the disk could not read it",
+}
+
+
+def shown(path: str | Path, width: int = 120) -> str:
+    """A path for a one-line message: a very long one keeps its start and its end."""
+    text = str(path)
+    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
+
+
+def os_problem(exc: OSError | ValueError) -> str:
+    """What an OSError means, in words (not errno's); a ValueError: a NUL in the name."""
+    if not isinstance(exc, OSError):
+        return "the name holds a NUL character"
+    return _WHY.get(exc.errno or 0) or exc.strerror or str(exc)
+
+
+def user_file(
+    text: str | Path,
+    what: str = "file",
+    error: type[Exception] | None = None,
+    missing: str = "no such file: {path}",
+) -> Path:
+    """The file a user named, checked with one ``stat``: a regular file, or ``error``
+    (InputError) with one line for whatever the file system says: missing, a symlink
+    loop, permissions, a folder, a name too long, a pipe or a device."""
+    from edgechat.errors import InputError
+
+    error = error or InputError
+    path = Path(text).expanduser()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(missing.format(path=shown(path))) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        raise error(f"cannot use {shown(path)}: {os_problem(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{shown(path)} is a folder; give a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{shown(path)} is not a regular file (a pipe or a device?); give a {what}")
+    return path
+
+
+def open_user_file(path: Path, error: type[Exception] | None = None):
+    """``path`` (from ``user_file``) opened for reading, with the same one-line errors."""
+    from edgechat.errors import InputError
+
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as exc:
+        raise (error or InputError)(f"cannot read {shown(path)}: {os_problem(exc)}") from None
+
+
+def output_path(
+    text: str | Path, force: bool = False, replace_hint: str = "pass --force to replace it"
+) -> Path:
+    """Where to write a file the user named: its folder must exist and take a file (a
+    missing folder is a typo, not a request for new folders), and a file already there
+    is replaced only with ``force``. Checked before the work, so none is wasted."""
+    from edgechat.errors import InputError
+
+    path = Path(text).expanduser()
+    if not path.name or path.name in (".", ".."):
+        raise InputError(f"{shown(path)} names a folder; give a file name")
+    folder = path.parent
+    try:
+        folder_st = os.stat(folder)
+    except (OSError, ValueError) as exc:
+        why = os_problem(exc)
+        if isinstance(exc, FileNotFoundError):
+            why = f"the folder {shown(folder)} does not exist; create it or choose another"
+        raise InputError(f"cannot write {shown(path)}: {why}") from None
+    if not stat.S_ISDIR(folder_st.st_mode):
+        raise InputError(f"cannot write {shown(path)}: {shown(folder)} is not a folder")
+    try:
+        st = os.lstat(path)  # a file, a link (even a broken one or a loop), a folder
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as exc:  # a name too long, a NUL ...
+        raise InputError(f"cannot write {shown(path)}: {os_problem(exc)}") from None
+    if st is not None:
+        if os.path.isdir(path):
+            raise InputError(f"{shown(path)} is a folder; give a file name")
+        if not force:
+            raise InputError(f"{shown(path)} already exists; {replace_hint}")
+    try:  # can a file be made there? (permissions, a read-only disk: root ignores modes)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write in {shown(folder)}: {os_problem(exc)}") from None
+    return path
 
 
 def sha256_of(path: Path, chunk: int = 8 * 1024**2) -> str:

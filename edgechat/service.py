@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from edgechat.llama.contract import ChatEngine
     from edgechat.planning.fit import Fit
     from edgechat.planning.memory import MemoryEstimate
+    from edgechat.planning.recommend import Choice
 
 Say = Callable[[str], None]
 
@@ -172,15 +173,25 @@ def _expected_tps(shape, est, device) -> float | None:
     return tokens_per_second(shape, est, device, gb_s).tokens_per_s if gb_s else None
 
 
-def load(planned: Planned, verbose: bool = False) -> Loaded:
-    """Load a checked plan (on the thread that will run the model)."""
+def load(planned: Planned, verbose: bool = False, say: Say | None = None) -> Loaded:
+    """Load a checked plan (on the thread that will run the model). What the file gets
+    wrong but can be run anyway (a chat template that does not parse) goes to ``say``."""
     from edgechat.llama.engine import Engine
     from edgechat.models import registry
 
     engine = Engine(planned.plan, verbose=verbose)
     engine.expected_tps = planned.expected_tps
     registry.touch(planned.plan.model_path)
-    return Loaded(engine, planned.estimate, planned.fit, planned.warnings, planned.label)
+    warnings = list(planned.warnings)
+    info = engine.info()
+    if info.get("chat_template_problem"):
+        warnings.append(
+            f"the chat template in {planned.plan.model_path.name} "
+            f"{info['chat_template_problem']}, which may suit the model less"
+        )
+        if say:
+            say(warnings[-1])
+    return Loaded(engine, planned.estimate, planned.fit, tuple(warnings), planned.label)
 
 
 def connect(request: ModelRequest, say: Say | None = None) -> Loaded:
@@ -220,8 +231,8 @@ def open_model(
     if loading:
         loading(planned.plan.model_path.name)
     if run is None:
-        return load(planned, request.verbose)
-    return run(load, planned, request.verbose)
+        return load(planned, request.verbose, say)
+    return run(load, planned, request.verbose, say)
 
 
 @dataclass(frozen=True)
@@ -247,3 +258,35 @@ def chat_check(engine: ChatEngine, wanted_ctx: int) -> ChatCheck:
             f"{Path(info['path']).name} was trained for {info.get('n_ctx_train', engine.n_ctx)}"
         )
     return ChatCheck(base_model_reason(engine), tuple(warnings))
+
+
+def recommendations(
+    device: Device,
+    task: str = "chat",
+    n_ctx: int = 4096,
+    kv_cache: str = "f16",
+    cpu_gb_s: float | None = None,
+    warn: Say | None = None,
+    catalog_models: dict | None = None,
+) -> list[Choice]:
+    """The one ranking `recommend` and the app's picker both show: the catalog's models
+    and the ones on this machine, for ``task`` here, weighed by the quality receipts of
+    what was measured on the user's text. ``cpu_gb_s``: the CPU's bandwidth when the
+    caller measured it already (the app, off its UI thread); ``warn``: catalog entries
+    left out; ``catalog_models``: the catalog as the caller read it (default: load it)."""
+    from edgechat.models import credentials, receipts, registry
+    from edgechat.planning import catalog
+    from edgechat.planning.recommend import recommend
+    from edgechat.planning.speed import cpu_bandwidth
+
+    return recommend(
+        catalog.load(warn=warn) if catalog_models is None else catalog_models,
+        device,
+        task,
+        n_ctx,
+        cpu_gb_s if cpu_gb_s is not None else cpu_bandwidth(device),
+        signed_in=credentials.token()[0] is not None,
+        kv_cache=kv_cache,
+        installed=registry.installed(),
+        measured={key: r.figures for key, r in receipts.installed().items()},
+    )

@@ -150,3 +150,104 @@ def test_nothing_accepted_that_llama_cpp_cannot_load(files):
         if hostile.EXPECT.get(name) == "llama":
             continue  # covered above: import asks llama.cpp
         check_loads(path)
+
+
+# -- chat templates: every error while read, compiled or rendered -------------------------
+
+TEMPLATE = [n for n, e in hostile.EXPECT.items() if e == "template"]
+
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    from edgechat.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("name", TEMPLATE)
+def test_a_template_that_cannot_be_read_compiled_or_run_gives_way_with_a_warning(
+    files, name, capsys
+):
+    """As llama.cpp's server does: the family format stands in, and the user is told."""
+    code, out, err = _main(capsys, "chat", "--model", str(files[name]), "--max-tokens", "2", "Hi")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "chat template" in line]
+    assert len(warning) == 1 and "the ChatML format stands in for it" in warning[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("template-fails-on-history", "failed on this conversation (UndefinedError: "),
+        ("template-refuses-history", "rejected the conversation: one question at a time"),
+    ],
+)
+def test_a_conversation_the_template_cannot_render_is_one_line(files, name, words):
+    from edgechat.llama.engine import Engine
+    from edgechat.planning.plan import RunPlan, Sampling
+
+    first = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    later = [*first, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "?"}]
+    with Engine(RunPlan(files[name], n_ctx=512)) as engine:
+        assert engine.info()["chat_template_problem"] is None  # a new chat renders
+        engine.chat(first, Sampling(max_tokens=2)).collect()
+        with pytest.raises(EdgechatError) as err:
+            engine.chat(later, Sampling(max_tokens=2)).collect()
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+# -- paths the file system refuses, in every command that takes a path --------------------
+
+PATH_COMMANDS = [
+    ["inspect", "{p}"],
+    ["estimate", "{p}"],
+    ["models", "import", "{p}"],
+    ["models", "info", "{p}"],
+    ["chat", "--model", "{p}", "Hi"],
+    ["serve", "--model", "{p}"],
+    ["bench", "{p}"],
+    ["summarise", "{p}"],
+    ["summarise", "--model", "{p}", "{doc}"],
+    ["summarise", "{doc}", "--out", "{p}"],
+    ["quality", "{p}", "--ref", "{base}", "--text", "{doc}"],
+    ["quality", "{base}", "--ref", "{p}", "--text", "{doc}"],
+    ["quality", "{base}", "--ref", "{base}", "--text", "{p}"],
+    ["quantize", "{p}", "{out}", "--type", "Q8_0"],
+    ["quantize", "{base}", "{p}", "--type", "Q8_0"],
+    ["config", "set", "default_model", "{p}"],
+]
+
+
+@pytest.fixture(scope="module")
+def bad_paths(tmp_path_factory):
+    return hostile.hostile_paths(tmp_path_factory.mktemp("paths"))
+
+
+PATH_KINDS = [
+    "symlink-loop", "symlink-to-itself", "name-too-long", "path-too-long", "a-folder",
+    "file-as-folder", "broken-link", "pipe", "nul-in-name",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", PATH_KINDS)
+def test_a_path_the_file_system_refuses_is_one_line_in_every_command(
+    files, bad_paths, kind, tmp_path, capsys
+):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The council met on Tuesday.\n")
+    values = {"p": str(bad_paths[kind]), "base": str(files["base"]), "doc": str(doc)}
+    values["out"] = str(tmp_path / "out.gguf")
+    for argv in PATH_COMMANDS:
+        code, _, err = _main(capsys, *(a.format(**values) for a in argv))
+        shown = argv[0] + " " + " ".join(argv[1:3])
+        assert code == 1, (kind, shown, err)
+        assert err.startswith("edgechat: ") and err.count("\n") == 1, (kind, shown, err)
+    assert registry.records() == {}
+    assert not (tmp_path / "out.gguf").exists()

@@ -141,6 +141,7 @@ def cmd_estimate(args) -> int:
     from edgechat.planning.fit import plan_for
     from edgechat.planning.gpu import GPU_RUNTIME, RUNTIME_VARIES
     from edgechat.planning.plan import RunPlan
+    from edgechat.planning.recommend import speed_text
     from edgechat.planning.speed import cpu_bandwidth, tokens_per_second
 
     settings = config.load()
@@ -151,11 +152,14 @@ def cmd_estimate(args) -> int:
         check_loads(target.path)  # an estimate only for what llama.cpp would load
     device = detect(args.memory, args.vram, args.gpu)
     gpu_layers = args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers
+    kv = args.kv_cache or settings.kv_cache
     plan = RunPlan(
         target.path,
         n_ctx=args.ctx or settings.ctx,
         n_gpu_layers=max(0, gpu_layers),
         n_seq=args.parallel or 1,
+        type_k=kv,
+        type_v=kv,
     )
     est, fit = plan_for(plan, target.shape, device, auto_gpu=gpu_layers < 0)
     speed = tokens_per_second(target.shape, est, device, cpu_bandwidth(device))
@@ -171,7 +175,7 @@ def cmd_estimate(args) -> int:
             "fit_reason": fit.why or None,
             "ram_available_bytes": fit.ram_available,
             "vram_free_bytes": fit.vram_free,
-            "tokens_per_s": round(speed.tokens_per_s, 1),
+            "tokens_per_s": float(speed_text(speed.tokens_per_s)),
             "speed_bound": speed.bound,
             "assumed": list(device.overrides),
         }
@@ -187,7 +191,10 @@ def cmd_estimate(args) -> int:
         f"weights    {_size(target.shape.weight_bytes)}, {target.shape.n_params / 1e9:.2f} B params"
     )
     seqs = f" x {plan.n_seq} replies at once" if plan.n_seq > 1 else ""
-    print(f"plan       context {est.n_ctx} tokens{seqs}, {_gpu_plan(est, target.shape.n_layers)}")
+    print(
+        f"plan       context {est.n_ctx} tokens{seqs} ({kv} KV cache), "
+        f"{_gpu_plan(est, target.shape.n_layers)}"
+    )
     print(f"{'part':<18} {'RAM':>10} {'VRAM':>10}")
     for name, (ram, vram) in est.parts.items():
         if ram or vram:
@@ -204,7 +211,7 @@ def cmd_estimate(args) -> int:
         print(f"  needed (the OS can reclaim the rest): {_size(est.ram_needed)}")
     if est.backend and est.backend in GPU_RUNTIME:
         print(f"  {RUNTIME_VARIES}; {est.backend}: {GPU_RUNTIME[est.backend].source}")
-    print(f"speed      about {speed.tokens_per_s:.1f} tokens/s ({speed.bound}-bound)")
+    print(f"speed      about {speed_text(speed.tokens_per_s)} tokens/s ({speed.bound}-bound)")
     print(f"fit        {fit.label}" + (f": {fit.why}" if fit.why else ""))
     if device.overrides:
         print(f"assumed    {', '.join(device.overrides)}")
@@ -212,21 +219,18 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from edgechat import config
+    from edgechat import config, service
     from edgechat.facts.device import detect
     from edgechat.models import credentials, receipts
     from edgechat.models.registry import installed as installed_models
-    from edgechat.planning import catalog
     from edgechat.planning.budget import default as default_budget
-    from edgechat.planning.recommend import recommend
-    from edgechat.planning.speed import cpu_bandwidth
+    from edgechat.planning.recommend import nothing_fits, speed_text
 
     settings = config.load()
     device = detect(args.memory, args.vram, args.gpu)
-    signed_in = credentials.token()[0] is not None
+    kv = args.kv_cache or settings.kv_cache
+    choices = service.recommendations(device, args.task, args.ctx or settings.ctx, kv, warn=_warn)
     installed = installed_models()
-    found = receipts.installed()
-    measured = {key: r.figures for key, r in found.items()}
     budget = default_budget(args.task)
     mine = [  # installed models measured on the user's text, catalog or not
         {
@@ -236,19 +240,11 @@ def cmd_recommend(args) -> int:
             "meets_budget": budget.meets(r.figures),
             "verdict": r.verdict(budget),
         }
-        for key, r in found.items()
+        for key, r in receipts.installed().items()
         if key in installed
     ]
-    choices = recommend(
-        catalog.load(warn=_warn),
-        device,
-        args.task,
-        args.ctx or settings.ctx,
-        cpu_bandwidth(device),
-        signed_in=signed_in,
-        measured=measured,
-    )
     shown = choices if args.all else choices[: max(1, args.limit)]
+    none = nothing_fits(choices, device)
     if args.json:
         print(
             json.dumps(
@@ -260,8 +256,10 @@ def cmd_recommend(args) -> int:
                         "gpus": [g.name for g in device.gpus],
                         "assumed": list(device.overrides),
                     },
-                    "signed_in": signed_in,
+                    "signed_in": credentials.token()[0] is not None,
+                    "kv_cache": kv,
                     "fit_means": "memory only: tokens_per_s is the speed estimate",
+                    "nothing_fits": none,
                     "choices": [c.as_dict() for c in shown],
                     "budget": {**budget.as_dict(), "words": budget.describe()},
                     "measured": mine,
@@ -276,11 +274,14 @@ def cmd_recommend(args) -> int:
     for i, c in enumerate(shown, 1):
         e = c.estimate
         vram = "unified" if e.backend == "metal" else (_size(e.vram) if e.vram else "-")
+        here = " (installed)" if c.installed else ""
         print(
-            f"{i:>2} {c.model.id + ':' + c.quant:<36} {_size(e.ram_needed):>9} {vram:>9} "
-            f"{c.speed.tokens_per_s:>6.1f}  {c.fit.label}"
+            f"{i:>2} {c.id:<36} {_size(e.ram_needed):>9} {vram:>9} "
+            f"{speed_text(c.speed.tokens_per_s):>6}  {c.fit.label}{here}"
         )
         print(f"   {c.reason}")
+    if none:
+        print(none)
     if mine:
         print(f"measured on your text ({args.task} budget: {budget.describe()}):")
         for m in mine:
@@ -291,7 +292,7 @@ def cmd_recommend(args) -> int:
 
 
 def register(sub) -> None:
-    from edgechat.cli.options import add_device_options, add_gpu_option, add_json
+    from edgechat.cli.options import add_device_options, add_gpu_option, add_json, add_kv_cache
     from edgechat.limits import choices, flag
 
     dev = sub.add_parser(
@@ -326,6 +327,7 @@ def register(sub) -> None:
         metavar="N",
         help="replies generated at once (`serve --parallel`): a KV cache each (default 1)",
     )
+    add_kv_cache(est)
     add_device_options(est)
     add_gpu_option(est)
     add_json(est, "print the estimate as JSON")
@@ -340,6 +342,7 @@ def register(sub) -> None:
         "-n", "--limit", type=flag("limit"), default=8, metavar="N", help="show the best N"
     )
     rec.add_argument("--all", action="store_true", help="show every catalog model for the task")
+    add_kv_cache(rec)
     add_device_options(rec)
     add_gpu_option(rec)
     add_json(rec, "print the ranking as JSON")

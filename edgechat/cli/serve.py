@@ -60,8 +60,6 @@ def cmd_serve(args) -> int:
     if args.store_key:
         return _store_key(args)
     privacy.go_offline()
-    if args.queue < 1:
-        raise EdgechatError("--queue must be 1 or more")
     key, source = credentials.api_key(args.api_key)
     if not is_loopback(args.host) and key is None:
         raise EdgechatError(
@@ -72,7 +70,7 @@ def cmd_serve(args) -> int:
     settings = config.load()
     planned = plan_model(_request(args, settings, parallel=args.parallel or 0), say=_warn)
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
-    worker = LlamaWorker(lambda: load(planned, args.verbose).engine, queue_size=args.queue)
+    worker = LlamaWorker(lambda: load(planned, args.verbose, _warn).engine, queue_size=args.queue)
     sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
     worker.start()
     path = planned.plan.model_path
@@ -120,7 +118,9 @@ def register(sub) -> None:
     )
     add_model_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    srv.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
+    srv.add_argument(
+        "--port", type=flag("port"), default=8080, help="port (8080; 0 picks a free one)"
+    )
     srv.add_argument(
         "--api-key",
         metavar="KEY",
@@ -135,7 +135,7 @@ def register(sub) -> None:
         "as fit the memory, at most 4)",
     )
     srv.add_argument(
-        "--queue", type=int, default=32, metavar="N", help="requests that may wait (32)"
+        "--queue", type=flag("queue"), default=32, metavar="N", help="requests that may wait (32)"
     )
     add_sampling_options(srv, "temperature", "max_tokens")
     srv.add_argument("--quiet", action="store_true", help="no line per request")

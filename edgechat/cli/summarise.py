@@ -88,6 +88,7 @@ def _summarise_each(args, engine, docs, sampling):
 def cmd_summarise(args) -> int:
     from edgechat import config, privacy
     from edgechat.errors import EdgechatError
+    from edgechat.paths import output_path, write_atomic
     from edgechat.service import sampling as sampling_from
     from edgechat.tasks import documents
 
@@ -96,6 +97,7 @@ def cmd_summarise(args) -> int:
     if args.files.count("-") > 1:
         raise documents.InputError("standard input (-) can be given once")
     sampling = sampling_from(settings, args, temperature=0.3)
+    out_path = output_path(args.out, args.force) if args.out else None  # before the work
     docs = []
     try:  # every document is opened first: bad input fails before a model is loaded
         for f in args.files:
@@ -110,11 +112,9 @@ def cmd_summarise(args) -> int:
     if combined is not None:
         named.append((f"All {len(results)} documents", combined.text))
     text = _as_text(named)
-    if args.out:
-        from edgechat.paths import write_atomic
-
+    if out_path is not None:
         try:
-            write_atomic(Path(args.out).expanduser(), text + "\n")
+            write_atomic(out_path, text + "\n")
         except EdgechatError:
             print(text)  # the summary took minutes: never lose it to a bad path
             raise
@@ -169,7 +169,9 @@ def register(sub) -> None:
         "--combine", action="store_true", help="with several files: also one summary of them all"
     )
     add_sampling_options(summ, "temperature", "seed")
-    summ.add_argument("--out", metavar="FILE", help="write the summary to FILE (atomically)")
+    summ.add_argument(
+        "--out", metavar="FILE", help="write the summary to FILE (--force replaces one)"
+    )
     summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
     add_remote_options(summ)
     summ.set_defaults(func=cmd_summarise)

@@ -10,6 +10,7 @@ byte stream (a local file, or ``facts/httprange.py``'s ``HttpRangeFile``); the
 from __future__ import annotations
 
 import io
+import os
 import struct
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -342,27 +343,16 @@ def swa_pattern(n_layers: int, window, every) -> tuple[bool, ...]:
 
 def inspect_file(path: str | Path, strict: bool = True) -> ModelFacts:
     """Facts from a local GGUF; only a regular file whose size matches its header."""
-    import stat
-
     from edgechat.facts.ggufcheck import TRAILING
+    from edgechat.paths import open_user_file, os_problem, user_file
 
-    path = Path(path).expanduser()
+    path = user_file(path, "GGUF file", GGUFError)  # every file-system error: one line
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise GGUFError(f"no such file: {path}") from None
-    except OSError as exc:
-        raise GGUFError(f"cannot read {path}: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise GGUFError(f"{path} is a folder, not a GGUF file")
-    if not stat.S_ISREG(st.st_mode):
-        raise GGUFError(f"{path} is not a regular file (a pipe or a device?); give a GGUF file")
-    size = st.st_size
-    try:
-        with path.open("rb") as fh:
+        with open_user_file(path, GGUFError) as fh:
+            size = os.fstat(fh.fileno()).st_size
             facts = read_header(io.BufferedReader(fh, 1 << 20), str(path), size, strict)
     except OSError as exc:
-        raise GGUFError(f"cannot read {path}: {exc.strerror}") from None
+        raise GGUFError(f"cannot read {path}: {os_problem(exc)}") from None
     except RecursionError:
         raise GGUFError(f"{path} has a corrupt GGUF header") from None
     if size < facts.expected_size:

@@ -138,3 +138,15 @@ def model_numbers(kv: dict, kv_types: dict, tensors: list[TensorInfo], source: s
         raise GGUFError(f"{source} has no tokenizer vocabulary; llama.cpp cannot run it")
     if not any(t.name == "token_embd.weight" for t in tensors):
         raise GGUFError(f"{source} has no token_embd.weight tensor; llama.cpp cannot run it")
+
+
+def quant_names() -> frozenset[str]:
+    """Every file type llama.cpp names (Q4_K_M, IQ2_XS, F16 ...): a quant a user types
+    that is none of these cannot name a file anywhere."""
+    from gguf.constants import LlamaFileType
+
+    return frozenset(
+        t.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        for t in LlamaFileType
+        if t.name != "GUESSED"
+    )

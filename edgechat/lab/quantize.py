@@ -196,16 +196,13 @@ def preflight(
 
 
 def _check_output(src: Path, dst: Path, force: bool) -> None:
-    if dst.exists() and dst.resolve() == src.resolve():
+    """The output's folder exists and a file there is replaced only with ``force``
+    (paths.output_path); never the input itself."""
+    from edgechat.paths import output_path
+
+    if os.path.lexists(dst) and os.path.realpath(dst) == os.path.realpath(src):
         raise EdgechatError("the output must be a different file from the input")
-    if not dst.parent.is_dir():
-        raise EdgechatError(f"no such folder: {dst.parent}; create it first")
-    if dst.is_dir():
-        raise EdgechatError(f"{dst} is a folder; give the output file's name")
-    if dst.exists() and not force:
-        raise EdgechatError(f"{dst} exists; pass --force to replace it")
-    if not os.access(dst.parent, os.W_OK):
-        raise EdgechatError(f"cannot write to {dst.parent}: permission denied")
+    output_path(dst, force)
 
 
 def _hand_over(lc, params, matrix: ImportanceMatrix) -> list:

@@ -107,7 +107,7 @@ class Engine:
         self._kv_tokens: list[int] = []  # what the KV cache holds, position by position
         template = lc.llama_model_chat_template(self._model, None)
         self._prompts = Prompts(
-            template.decode("utf-8") if template else None,
+            template or None,  # bytes: Prompts says when they are not UTF-8
             self.meta("general.architecture") or "",
             self.vocab.bos_text(),
             self.vocab.eos_text(),
@@ -163,6 +163,7 @@ class Engine:
             "n_seq": self.n_seq,
             "n_vocab": lc.llama_vocab_n_tokens(self._vocab),
             "chat_template": self._prompts.has_template,
+            "chat_template_problem": self._prompts.problem,  # and the family format serves
             "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
             "n_gpu_layers": self.plan.n_gpu_layers,
             "n_threads": self.plan.n_threads,

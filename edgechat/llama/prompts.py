@@ -41,19 +41,58 @@ class Prompts:
 
     def __init__(
         self,
-        template: str | None,
+        template: str | bytes | None,
         architecture: str,
         bos_text: str,
         eos_text: str,
         tokenize: Callable[..., list[int]],
     ) -> None:
+        """``template``: the file's own, as its bytes or text. One that cannot be read,
+        compiled or rendered for a new chat gives way to the family format, as
+        llama.cpp's own server does; ``problem`` says what was wrong with it."""
+        self.has_template = bool(template)
+        self.family = "Gemma" if architecture.startswith("gemma") else "ChatML"  # a fallback
+        self._bos_text, self._eos_text = bos_text, eos_text
+        self._tokenize = tokenize
+        self.problem: str | None = None
+        fallback = chat_template(None, architecture)
+        if template:
+            try:
+                text = template.decode("utf-8") if isinstance(template, bytes) else template
+                self._formatter = self._compile(text)
+                self.problem = self._trial()
+            except UnicodeDecodeError:
+                self.problem = "is not valid UTF-8 text"
+            except Exception as exc:  # TemplateSyntaxError, RecursionError (too deep) ...
+                self.problem = f"does not parse ({_why(exc)})"
+        if not template or self.problem:
+            self._formatter = self._compile(fallback)
+        if self.problem:
+            self.problem += f"; the {self.family} format stands in for it"
+
+    def _compile(self, text: str):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self.has_template = bool(template)
-        text = chat_template(template, architecture)
-        self._bos_text = bos_text
-        self._tokenize = tokenize
-        self._formatter = Jinja2ChatFormatter(template=text, eos_token=eos_text, bos_token=bos_text)
+        return Jinja2ChatFormatter(
+            template=text, eos_token=self._eos_text, bos_token=self._bos_text
+        )
+
+    def _trial(self) -> str | None:
+        """What is wrong with a template that fails on the plainest chat (an undefined
+        name, a type error, endless recursion); None when it renders, refuses on purpose
+        (raise_exception) or is slow (the real render stops it and says so)."""
+        from edgechat.llama.bounded import RenderTimeout, deadline
+
+        hi = {"role": "user", "content": "Hi"}
+        try:
+            with deadline(0.5):  # a chat starts with or without a system prompt
+                self._formatter(messages=[hi])
+                self._formatter(messages=[{"role": "system", "content": "Be brief."}, hi])
+        except (RenderTimeout, ValueError):
+            return None
+        except Exception as exc:
+            return f"fails on a plain chat ({_why(exc)})"
+        return None
 
     def format(self, messages: Sequence[Message]) -> str:
         """The prompt text, rendered with the model's own chat template."""
@@ -67,9 +106,14 @@ class Prompts:
                 "the model's chat template ran too long (a loop in the file?) and was "
                 "stopped; use another model, or a fixed copy of this one"
             ) from None
-        except Exception as exc:  # jinja2 errors, raise_exception() in templates
+        except ValueError as exc:  # raise_exception() in the template: a refusal on purpose
             raise EdgechatError(
-                f"the model's chat template rejected the conversation: {exc}"
+                f"the model's chat template rejected the conversation: {_why(exc, False)}"
+            ) from None
+        except Exception as exc:  # UndefinedError, TypeError, RecursionError, SecurityError ...
+            raise EdgechatError(
+                f"the model's chat template failed on this conversation ({_why(exc)}); "
+                "use another model, or a fixed copy of this one"
             ) from None
 
     def tokens(self, messages: Sequence[Message]) -> list[int]:
@@ -130,3 +174,11 @@ class Prompts:
                 f"(this model was trained for {n_ctx_train})"
             )
         return tokens
+
+
+def _why(exc: BaseException, name: bool = True) -> str:
+    """An exception from template code, on one short line."""
+    if isinstance(exc, RecursionError):
+        return "it nests or recurses too deeply"
+    text = " ".join(str(exc).split())[:160] or "no reason given"
+    return f"{type(exc).__name__}: {text}" if name else text

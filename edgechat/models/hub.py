@@ -79,15 +79,6 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
-    """``ID[:QUANT]`` or ``owner/repo[:QUANT]`` -> (catalog id or None, repo or id, quant)."""
-    name, _, quant = spec.partition(":")
-    quant = quant.upper() or None
-    if "/" in name:
-        return None, hubcheck.repo(name), quant
-    return name.lower(), name.lower(), quant
-
-
 def quant_of(filename: str) -> str | None:
     base = _SPLIT.sub(".gguf", Path(filename).name)
     tags = _QUANT_TAG.findall(base.removesuffix(".gguf"))
@@ -337,13 +328,14 @@ def pull(
     from edgechat.models import credentials
     from edgechat.planning import catalog
 
-    catalog_id, repo, quant = parse_spec(spec)
+    catalog_id, repo, quant = hubcheck.parse_spec(spec)
     if catalog_id is not None:
         # The catalog names the repo; the repo's own file list decides which quants exist.
         model, listed_quant = catalog.find(catalog_id, warn=say)
         repo = model.repo
         quant = quant or (default_quant(model.id) if default_quant else listed_quant)
         model_id = f"{model.id}:{quant}"
+    hubcheck.quant(quant, model.quants if catalog_id is not None else None, repo)
     repo = hubcheck.repo(repo)
     token, _ = credentials.token()
     commit, files = list_files(repo, token)

@@ -33,6 +33,26 @@ def repo(name: str) -> str:
     return name
 
 
+def parse_spec(spec: str) -> tuple[str | None, str, str | None]:
+    """``ID[:QUANT]`` or ``owner/repo[:QUANT]`` -> (catalog id or None, repo or id, quant)."""
+    name, _, quant = spec.partition(":")
+    quant = {"FP16": "F16", "FP32": "F32"}.get(quant.upper(), quant.upper()) or None
+    if "/" in name:
+        return None, repo(name), quant
+    return name.lower(), name.lower(), quant
+
+
+def quant(name: str | None, offered: list[str] | tuple[str, ...] | None, repo_id: str) -> None:
+    """A quant no llama.cpp file type is called (``:Q9``) is a typo: said before the hub
+    is asked, with the quants there are."""
+    from edgechat.facts.ggufcheck import quant_names
+
+    if name is None or name in quant_names():
+        return
+    offers = f"it offers {', '.join(offered)}" if offered else "name one it offers, like Q4_K_M"
+    raise EdgechatError(f"{name} is not a quant type llama.cpp knows; {repo_id}: {offers}")
+
+
 def commit(sha, repo_id: str) -> str:
     if not isinstance(sha, str) or not _HEX40.fullmatch(sha):
         raise UnsafeListing(

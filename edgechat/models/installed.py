@@ -44,7 +44,12 @@ def remove(model_id: str) -> tuple[dict, int]:
             if not name or not _ours(pointer):
                 continue  # the record points outside edgechat's folders: never delete there
             target = pointer.resolve() if pointer.is_symlink() else pointer
-            if pointer.is_symlink() or pointer.is_file():
+            if target == pointer:  # the file itself (a --copy, a cache without links)
+                if pointer.is_file():
+                    freed += pointer.stat().st_size
+                    pointer.unlink()
+                continue
+            if pointer.is_symlink():
                 pointer.unlink()
             if target.is_file() and _ours(target) and not _still_linked(target):
                 freed += target.stat().st_size

@@ -185,7 +185,7 @@ def listing() -> list[dict]:
             }
         )
     for model_id, r in sorted(data.items()):
-        present = Path(r.get("path", "")).is_file()
+        present = os.path.isfile(r.get("path", ""))
         rows.append(
             {
                 "id": model_id,
@@ -211,10 +211,11 @@ def import_file(
 
     from edgechat.facts.gguf import inspect_file
     from edgechat.facts.probe import check_loads
-    from edgechat.paths import ensure_private_dir, paths
+    from edgechat.paths import ensure_private_dir, paths, user_file
 
-    src = Path(source).expanduser()
-    src = src.absolute() if origin else src.resolve()
+    given = user_file(source, "GGUF file")  # a loop, a folder, no permission: one line
+    # Another tool's file is kept by the name it has there (its store may link it).
+    src = given.absolute() if origin else Path(os.path.realpath(given))
     facts = inspect_file(src)  # refuses a truncated or non-GGUF file with one line
     check_loads(src)  # and what only llama.cpp knows it cannot load: what is listed loads
     quant = facts.file_type or "?"
@@ -259,7 +260,7 @@ def installed() -> dict[str, Path]:
         found[STARTER_ID] = starter
     for model_id, record in records().items():
         path = Path(record.get("path", ""))
-        if path.is_file():
+        if os.path.isfile(path):  # never raises, whatever models.json holds
             found[model_id] = path
     return found
 
@@ -283,7 +284,7 @@ def resolve(model: str | None, default_model: str = "", what: str = "--model") -
             raise ModelNotFound(f"no model to run yet: {_no_model_help()}")
         return starter
     path = Path(wanted).expanduser()
-    if path.is_file():
+    if os.path.isfile(path):  # never raises: a name too long or a loop is said below
         return path
     for model_id, file in installed().items():
         if model_id.lower() == wanted.lower():
@@ -293,8 +294,10 @@ def resolve(model: str | None, default_model: str = "", what: str = "--model") -
         if starter is None:
             raise ModelNotFound(f"the starter model is not installed: {_no_model_help()}")
         return starter
-    if path.suffix.lower() == ".gguf" or "/" in wanted or path.exists():
-        raise ModelNotFound(f"no model file at {path}")
+    if path.suffix.lower() == ".gguf" or "/" in wanted or os.path.lexists(path):
+        from edgechat.paths import user_file
+
+        return user_file(path, "GGUF file", ModelNotFound, missing="no model file at {path}")
     ids = ", ".join(installed()) or "none"
     source = what if model else "the configured default_model"
     fix = _no_model_help() if what == "--model" else "`edgechat models pull ID` to get one"

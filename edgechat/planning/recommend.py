@@ -8,15 +8,19 @@ Policy, as the field practises it:
 - leave room for the OS and other programs; offload every layer to the GPU when
   it fits, else as many as do (fit.py);
 - a choice that does not fit never ranks above one that does, nor one slower than
-  reading (3 tokens/s) above one that is not; then size times the quality its quant
+  reading (3 tokens/s) above one that is not; among those alike, a model already on
+  this machine first (it works now, offline); then size times the quality its quant
   keeps, scaled down by how far it falls short of conversational speed (10 tokens/s);
-  where everything is slower than reading (a Pi 4), the quickest first.
+  where everything is slower than reading (a Pi 4), the quickest first; of those that
+  do not fit, the nearest to fitting first.
+
+The picker and `recommend` show this one ranking, with one rounding (``speed_text``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgechat.facts.device import Device
@@ -66,8 +70,13 @@ class Choice:
     download_bytes: int
     reason: str
     score: float
+    installed: bool = False  # a file on this machine (pulled, imported or the starter)
     measured: Figures | None = None  # a receipt's figures on the user's own text
     meets_budget: bool | None = None  # do they meet the task's budget (None: none)
+
+    @property
+    def id(self) -> str:
+        return f"{self.model.id}:{self.quant}"
 
     @property
     def slow(self) -> bool:
@@ -75,7 +84,8 @@ class Choice:
 
     def as_dict(self) -> dict:
         return {
-            "id": f"{self.model.id}:{self.quant}",
+            "id": self.id,
+            "installed": self.installed,
             "model": self.model.id,
             "name": self.model.name,
             "quant": self.quant,
@@ -90,11 +100,17 @@ class Choice:
             "params": self.model.n_params,
             "params_b": self.model.params_b,
             "fit": self.fit.label,  # about memory only; tokens_per_s says how quick
-            "tokens_per_s": round(self.speed.tokens_per_s, 1),
+            "tokens_per_s": float(speed_text(self.speed.tokens_per_s)),
             "reason": self.reason,
             "measured": self.measured.as_dict() if self.measured else None,
             "meets_budget": self.meets_budget,
         }
+
+
+def speed_text(tokens_per_s: float) -> str:
+    """Tokens/s as every front end shows it: one decimal below 10 (0.3 is not 0), whole
+    numbers above (a tenth there is noise)."""
+    return f"{tokens_per_s:.1f}" if tokens_per_s < 10 else f"{tokens_per_s:.0f}"
 
 
 def _quality(quant: str, task: str, measured_ok: bool = False) -> float:
@@ -160,6 +176,7 @@ def choose(
     device: Device,
     cpu_gb_s: float,
     quant: str | None = None,
+    kv_cache: str = "f16",
     measured: Mapping[str, Figures] | None = None,
 ) -> Choice:
     """The best quant of ``model`` for ``task`` here (or ``quant``), with its plan and figures.
@@ -170,8 +187,7 @@ def choose(
     wanted = wanted or list(model.quants)
     budget = default_budget(task)
     mine = {q: f for q in model.quants if (f := (measured or {}).get(f"{model.id}:{q}"))}
-    passing = [q for q in mine if budget.meets(mine[q])]
-    passing.sort(key=lambda q: QUANT_BITS.get(q, 16.0))
+    passing = sorted((q for q in mine if budget.meets(mine[q])), key=QUANT_BITS.get)
     failing = [q for q in wanted if q in mine and q not in passing]
     if not quant:
         rest = [q for q in wanted if q not in passing and q not in failing]
@@ -179,7 +195,9 @@ def choose(
     candidates = []
     for q in wanted:
         shape = model.shape(q)
-        plan = RunPlan(model_path=Path(model.repo) / q, n_ctx=n_ctx)
+        plan = RunPlan(
+            model_path=Path(model.repo) / q, n_ctx=n_ctx, type_k=kv_cache, type_v=kv_cache
+        )
         est, fit = plan_gpu_layers(plan, shape, device)
         speed = tokens_per_second(shape, est, device, cpu_gb_s)
         candidates.append((q, shape, est, fit, speed))
@@ -213,30 +231,93 @@ def choose(
         reason = f"{q} meets the {task} budget on your text (KLD {mine[q].kl_mean:.3g}); {reason}"
     elif failing and fit.label != NO_FIT:
         reason += f"; {', '.join(failing)} missed the {task} budget on your text"
-    score = model.params_b * _quality(q, task, measured_ok=q in passing)
+    score = _score(model, q, task, speed, q in passing)
+    met = (q in passing) if q in mine else None
+    return Choice(
+        model, q, est, fit, speed, shape.weight_bytes, reason, score, False, mine.get(q), met
+    )
+
+
+def _score(
+    model: CatalogModel, quant: str, task: str, speed: SpeedEstimate, measured_ok: bool = False
+) -> float:
+    score = model.params_b * _quality(quant, task, measured_ok)
     if task in model.tasks and "chat" not in model.tasks:
         score *= 1.5  # a specialist beats a generalist of its size at its task
-    score *= min(1.0, speed.tokens_per_s / FAST_TOKENS_PER_S)
-    return Choice(
-        model=model,
-        quant=q,
-        estimate=est,
-        fit=fit,
-        speed=speed,
-        download_bytes=shape.weight_bytes,
-        reason=reason,
-        score=score,
-        measured=mine.get(q),
-        meets_budget=(q in passing) if q in mine else None,
+    return score * min(1.0, speed.tokens_per_s / FAST_TOKENS_PER_S)
+
+
+def choose_file(
+    model_id: str,
+    path: Path,
+    task: str,
+    n_ctx: int,
+    device: Device,
+    cpu_gb_s: float,
+    kv_cache: str = "f16",
+    entry: CatalogModel | None = None,
+    figures: Figures | None = None,
+) -> Choice | None:
+    """An installed model file as a choice, planned from its own header; None when it
+    does not suit ``task`` (a base model cannot chat) or its header cannot be read."""
+    from edgechat.errors import EdgechatError
+    from edgechat.facts.gguf import inspect_file
+    from edgechat.planning.memory import Shape
+
+    try:
+        facts = inspect_file(path)
+    except EdgechatError:
+        return None  # `models list` says what is wrong with it
+    # A base model (no chat template) cannot chat; the summariser asks it by completion.
+    tasks = entry.tasks if entry else ("chat", "summarise") if facts.chat_template else ()
+    if not (_suits(task, tasks) or (not tasks and task == "summarise")):
+        return None
+    name, _, quant = model_id.rpartition(":")
+    quant = quant if quant in QUANT_BITS else facts.file_type or quant
+    model = CatalogModel(
+        id=name or model_id,
+        name=facts.name or model_id,
+        repo=entry.repo if entry else "",
+        license=entry.license if entry else "",
+        gated=False,  # it is here already
+        params_b=facts.n_params / 1e9,
+        context=facts.context_length or n_ctx,
+        tasks=tuple(tasks) or ("summarise",),
+        quants=(quant,),
+        arch={},
     )
+    shape = Shape.from_facts(facts)
+    plan = RunPlan(path, n_ctx=min(n_ctx, model.context), type_k=kv_cache, type_v=kv_cache)
+    est, fit = plan_gpu_layers(plan, shape, device)
+    speed = tokens_per_second(shape, est, device, cpu_gb_s)
+    reason = "on this machine: works offline"
+    if not fit.fits or fit.label == TIGHT or speed.tokens_per_s < SLOW_TOKENS_PER_S:
+        why = _reason(model, quant, est, fit, speed.tokens_per_s, task, shape.n_layers, "")
+        reason += "; " + why.split("; ", 1)[-1] if fit.fits else f"; {why}"
+    met = default_budget(task).meets(figures) if figures else None
+    if met:
+        reason = f"meets the {task} budget on your text (KLD {figures.kl_mean:.3g}); {reason}"
+    elif figures:
+        reason += f"; missed the {task} budget on your text"
+    score = _score(model, quant, task, speed, bool(met)) if quant in QUANT_BITS else 0.0
+    return Choice(model, quant, est, fit, speed, 0, reason, score, True, figures, met)
+
+
+def _suits(task: str, tasks: tuple[str, ...]) -> bool:
+    """Any instruct model chats; a specialist only at its own task."""
+    if task == "chat":
+        return "chat" in tasks or "summarise" in tasks
+    return task in tasks
 
 
 def _rank_key(c: Choice, signed_in: bool = True):
     fit_rank = {COMFORTABLE: 0, TIGHT: 1, NO_FIT: 2}[c.fit.label]
+    if not c.fit.fits:  # the nearest to fitting first: it says what would
+        return (fit_rank, False, False, False, c.estimate.ram_needed + c.estimate.vram, 0.0)
     locked = c.model.gated and not signed_in  # cannot be pulled yet: never first
-    if c.fit.fits and c.slow:  # slower than reading: the quicker the better
-        return (fit_rank, locked, True, -c.speed.tokens_per_s, -c.score)
-    return (fit_rank, locked, False, -c.score, -c.speed.tokens_per_s)
+    if c.slow:  # slower than reading: the quicker the better
+        return (fit_rank, locked, True, not c.installed, -c.speed.tokens_per_s, -c.score)
+    return (fit_rank, locked, False, not c.installed, -c.score, -c.speed.tokens_per_s)
 
 
 def recommend(
@@ -246,24 +327,59 @@ def recommend(
     n_ctx: int = 4096,
     cpu_gb_s: float = 25.0,
     signed_in: bool = True,
+    kv_cache: str = "f16",
+    installed: dict[str, Path] | None = None,
     measured: Mapping[str, Figures] | None = None,
 ) -> list[Choice]:
-    """Every catalog model suited to ``task``, best first, each at its best quant here.
+    """Every catalog model suited to ``task`` at its best quant here, and every
+    ``installed`` model file (id -> path) that suits it, best first.
 
     Without a hub token (``signed_in`` False) a gated model ranks below every open one
-    that fits as well: it cannot be pulled until the user signs in. ``measured``: the
-    user's receipts by ``ID:QUANT`` (models/receipts.py), which ``choose`` weighs.
+    that fits as well: it cannot be pulled until the user signs in.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task}; choose from {', '.join(TASKS)}")
-    suited = [m for m in catalog.values() if task in m.tasks]
-    if task == "chat":  # any instruct model chats; specialists only when nothing else
-        suited = [m for m in catalog.values() if "chat" in m.tasks or "summarise" in m.tasks]
-    choices = [
-        choose(m, task, min(n_ctx, m.context), device, cpu_gb_s, measured=measured)
-        for m in suited
-    ]
-    return sorted(choices, key=lambda c: _rank_key(c, signed_in))
+    choices = {}
+    for m in catalog.values():
+        if _suits(task, m.tasks):
+            c = choose(m, task, min(n_ctx, m.context), device, cpu_gb_s, None, kv_cache, measured)
+            choices[c.id] = c
+    for model_id, path in (installed or {}).items():
+        entry = catalog.get(model_id.rpartition(":")[0])
+        figures = (measured or {}).get(model_id)
+        mine = choose_file(
+            model_id, path, task, n_ctx, device, cpu_gb_s, kv_cache, entry, figures
+        )
+        if mine is not None:
+            choices[mine.id] = mine  # its own header, not the catalog's stand-in
+    return sorted(choices.values(), key=lambda c: _rank_key(c, signed_in))
+
+
+def nothing_fits(choices: list[Choice], device: Device) -> str | None:
+    """When not one choice fits: one line saying so, and what the nearest needs (and
+    at the smallest context, which is the first thing to try)."""
+    if not choices or any(c.fit.fits for c in choices):
+        return None
+    from edgechat.facts.device import format_size
+    from edgechat.limits import MIN_CTX
+    from edgechat.planning.memory import estimate
+
+    near = choices[0]  # ranked nearest to fitting first
+    est = near.estimate
+    line = (
+        f"nothing fits here ({format_size(device.ram_available)} of RAM available): the "
+        f"nearest, {near.id}, needs {format_size(est.ram_needed)} at {est.n_ctx} tokens"
+    )
+    if est.n_ctx > MIN_CTX and not est.n_gpu_layers:
+        shape = near.model.shape(near.quant) if not near.installed else None
+        if shape is None:
+            from edgechat.facts.gguf import inspect_file
+            from edgechat.planning.memory import Shape
+
+            shape = Shape.from_facts(inspect_file(est.plan.model_path))
+        small = estimate(replace(est.plan, n_ctx=MIN_CTX), shape, device.simd, None)
+        line += f" ({format_size(small.ram_needed)} with --ctx {MIN_CTX})"
+    return line + "; free some memory, or run on a machine with more"
 
 
 def default_quant(catalog_id: str, device: Device | None = None, n_ctx: int = 4096) -> str:

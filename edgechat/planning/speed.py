@@ -126,7 +126,13 @@ def core_gflops(simd: tuple[str, ...]) -> float:
 
 
 def measure_cpu_bandwidth(size: int = 256 * 1024**2, threads: int = 0) -> float:
-    """Read bandwidth in GB/s: sum a large array from several threads, best of five."""
+    """Read bandwidth in GB/s: sum a large array from several threads, best of five.
+
+    Each thread's share is timed by the CPU time it got, not by the clock: on a busy
+    machine a reader waiting for a core reads nothing, and the clock counted that wait
+    as slow memory (4 GB/s one launch, 9 the next, where the CPU time says 23), so the
+    ranking built on it changed from one launch to the next.
+    """
     import os
 
     import numpy as np
@@ -136,13 +142,19 @@ def measure_cpu_bandwidth(size: int = 256 * 1024**2, threads: int = 0) -> float:
     chunks = np.array_split(data, threads)
     best = 0.0
     for _ in range(5):
-        workers = [threading.Thread(target=chunk.sum) for chunk in chunks]
-        start = time.perf_counter()
+        spent = [0.0] * threads
+
+        def read(i: int, spent=spent) -> None:
+            started = time.thread_time()
+            chunks[i].sum()
+            spent[i] = time.thread_time() - started
+
+        workers = [threading.Thread(target=read, args=(i,)) for i in range(threads)]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
-        best = max(best, data.nbytes / (time.perf_counter() - start))
+        best = max(best, data.nbytes / max(*spent, 1e-6))  # as if each had its own core
     return best / GB
 
 

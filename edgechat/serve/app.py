@@ -146,9 +146,9 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 if event[0] == "error":
                     yield _sse(event[1].body())
                     return
+                # "cancelled" reaches a client only when the server cut its reply (Ctrl-C):
+                # it ends like any reply, so the client can tell it is not whole.
                 finish, stats = event[1], event[2]
-                if finish == "cancelled":
-                    return  # shutting down: end the stream without pretending it finished
                 last = (
                     p.chat_chunk(rid, model, {}, finish)
                     if chat

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgechat.errors import ConfigError
 from edgechat.paths import paths
+from edgechat.tasks.claims import Claims
 from edgechat.tasks.dbopen import guarded, open_db
 from edgechat.tasks.search import FTS_SCHEMA
 
@@ -54,6 +55,7 @@ UPGRADES: tuple[str, ...] = (
     FTS_SCHEMA,
 )
 SCHEMA_VERSION = len(UPGRADES)
+NEW_TITLE = "New chat"  # until the first message names it
 
 
 @dataclass
@@ -147,9 +149,12 @@ class Store:
         # Locked, damaged, read-only or in the way: see dbopen. ``notice`` says what was done.
         self.version = 0
         self.db, self.notice = open_db(self.path, self._upgrade)
+        # The conversations this window shows, held from other windows (tasks/claims.py).
+        self.claims = Claims(self.path.with_name(f".{self.path.name}.open"))
 
     @guarded
     def close(self) -> None:
+        self.claims.close()
         self.db.close()
 
     def _upgrade(self, db: sqlite3.Connection) -> None:
@@ -164,7 +169,7 @@ class Store:
     # -- conversations --------------------------------------------------------------------
 
     @guarded
-    def create(self, title: str = "New chat", system: str = "", model: str = "") -> Conversation:
+    def create(self, title: str = NEW_TITLE, system: str = "", model: str = "") -> Conversation:
         now = time.time()
         cur = self.db.execute(
             "INSERT INTO conversations (title, system, model, created, updated) "
@@ -182,14 +187,22 @@ class Store:
         return self.db.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is not None
 
     def first_empty(self) -> Conversation | None:
-        """The newest conversation with no message yet: a new chat reuses it, so empty
-        "New chat" entries do not pile up."""
-        row = self.db.execute(
+        """The newest conversation with no message yet that no other window holds (and
+        now this one does): a new chat reuses it, so empty "New chat" entries do not pile
+        up, and two windows never share one."""
+        rows = self.db.execute(
             "SELECT c.id FROM conversations c WHERE NOT EXISTS "
             "(SELECT 1 FROM messages m WHERE m.conversation = c.id) "
-            "ORDER BY c.updated DESC, c.id DESC LIMIT 1"
-        ).fetchone()
-        return self.get(row[0]) if row else None
+            "ORDER BY c.updated DESC, c.id DESC"
+        ).fetchall()
+        return next((self.get(r[0]) for r in rows if self.claims.take(r[0])), None)
+
+    def new_chat(self, system: str = "", model: str = "") -> Conversation:
+        """An empty conversation held by this window: a free empty one, else a new one."""
+        while True:
+            conv = self.first_empty() or self.create(system=system, model=model)
+            if self.claims.take(conv.id):  # another window may take a new one first
+                return conv
 
     def get(self, conversation_id: int) -> Conversation | None:
         row = self.db.execute(f"{_CONVERSATION} WHERE id=?", (conversation_id,)).fetchone()
@@ -216,6 +229,7 @@ class Store:
     @guarded
     def delete(self, conversation_id: int) -> None:
         self.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+        self.claims.drop(conversation_id, forget=True)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -235,9 +249,18 @@ class Store:
         complete: bool = True,
         model: str = "",
         stats: dict | None = None,
+        title: str | None = None,
     ) -> int:
-        """Append a message; a reply's ``model`` becomes the conversation's model too."""
+        """Append a message; a reply's ``model`` becomes the conversation's model too, and
+        the first thing the user says (a message, a summary asked for) names a new chat
+        (``title``, else the message's first line)."""
         now = time.time()
+        if role == "user":
+            self.db.execute(
+                "UPDATE conversations SET title=? WHERE id=? AND title=? AND NOT EXISTS "
+                "(SELECT 1 FROM messages WHERE conversation=? AND role='user')",
+                (title or title_of(content), conversation_id, NEW_TITLE, conversation_id),
+            )
         cur = self.db.execute(
             "INSERT INTO messages (conversation, role, content, complete, created, model, stats) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -278,6 +301,11 @@ class Store:
             note = "" if m.complete else " (stopped)"
             out += [f"## {who}{note}", "", m.content.strip(), ""]
         return "\n".join(out)
+
+
+def title_of(text: str) -> str:
+    """A chat's title from what opened it: its first line, cut short."""
+    return (text.strip().splitlines() or [NEW_TITLE])[0][:40]
 
 
 def _json(value: dict | None) -> str | None:

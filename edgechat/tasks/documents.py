@@ -10,7 +10,9 @@ styles or markup). PDF (text layer, page by page) and DOCX need the optional
 from __future__ import annotations
 
 import codecs
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from edgechat.errors import InputError
+from edgechat.paths import open_user_file, user_file
 
 Warn = Callable[[str], None]
 
@@ -273,19 +276,13 @@ def open_document(source: str, purpose: str = "summarise", warn: Warn | None = N
     else:
         path = Path(source).expanduser()
         name = str(path)
-        if not path.exists():
-            raise InputError(f"no such file: {name}")
-        if path.is_dir():
-            raise InputError(f"{name} is a folder; give a file")
-        if not path.is_file() and not str(path).startswith(("/dev/fd/", "/proc/self/fd/")):
-            # A named pipe nobody writes to, or /dev/zero, would block or never end;
-            # process substitution (<(command), a /dev/fd path) is what pipes are for.
-            raise InputError(f"{name} is not a regular file (a pipe or a device?); give a file")
-        try:
-            stream = path.open("rb")
-        except OSError as exc:
-            raise InputError(f"cannot read {name}: {exc.strerror}") from None
-        size = path.stat().st_size
+        # A named pipe nobody writes to, or /dev/zero, would block or never end; process
+        # substitution (<(command), a /dev/fd path) is what pipes are for.
+        if not name.startswith(("/dev/fd/", "/proc/self/fd/")):
+            user_file(path)  # missing, a loop, a folder, permissions ...: one line
+        stream = open_user_file(path)
+        st = os.fstat(stream.fileno())
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None  # a pipe's is unknown
     try:
         sample = stream.read(SAMPLE)
         kind = _sniff(name, sample)

@@ -3,6 +3,7 @@ settings, regenerate, edit, continue and summarise. A mixin of ChatScreen."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from textual import work
@@ -81,12 +82,11 @@ class ChatActions:
         self.session.drop_snapshot(conv.id)
         self.conversation = None
         self.notify(f"deleted “{conv.title}”")
-        rest = self.app.store.list()
-        self.open_conversation(rest[0].id if rest else None)
+        self.open_latest()
 
     def action_export(self) -> None:
         """Ask where, offering the current folder, and write Markdown there."""
-        from edgechat.paths import write_atomic
+        from edgechat.paths import output_path, write_atomic
         from edgechat.tui.dialogs import Ask
 
         conv = self.conversation
@@ -97,9 +97,10 @@ class ChatActions:
             if not path or not path.strip():
                 return
             target = Path(path.strip()).expanduser()
-            if target.is_dir():
+            if os.path.isdir(target):  # never raises (a name too long, a loop)
                 target = _free_name(target, default.stem)
             try:
+                target = output_path(target, replace_hint="give another name")
                 write_atomic(target, self.app.store.export_markdown(conv.id))
             except EdgechatError as e:
                 self.notify(str(e), severity="error", timeout=10)
@@ -236,7 +237,7 @@ class ChatActions:
             self.notify(str(e), severity="error", timeout=10)
             return
         self.generating = True
-        self.app.store.add_message(self.conversation.id, "user", f"Summarise {doc.name}")
+        self.add_user_message(f"Summarise {doc.name}", title=f"Summary of {Path(doc.name).name}")
         progress = Vertical(
             Label(f"summarising {doc.name} ...", id="summary-stage"),
             ProgressBar(total=None, show_eta=True, id="summary-bar"),

@@ -338,6 +338,38 @@ class EdgechatApp(App):
             ]:
                 yield SystemCommand(title, help_text, action)
 
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """Ctrl+P → Screenshot: Textual saves only to ~/Downloads and fails where there is
+        none (a fresh home, a Pi over SSH). Save in the first folder that takes it (the
+        one asked for, Downloads, the current folder, the data dir) and say where."""
+        from pathlib import Path
+
+        import platformdirs
+        from textual._files import generate_datetime_filename
+
+        from edgechat.errors import EdgechatError
+        from edgechat.paths import ensure_private_dir, paths, write_atomic
+
+        name = filename or generate_datetime_filename("edgechat", ".svg", time_format)
+        svg = self.export_screenshot()
+        folders = [Path(platformdirs.user_downloads_dir()), Path.cwd()]
+        why = ""
+        asked = [Path(path).expanduser()] if path else []
+        for folder in asked + folders + [paths().data_dir]:
+            try:
+                if folder == paths().data_dir:
+                    ensure_private_dir(folder)  # the last resort is edgechat's own folder
+                if folder.is_dir():
+                    write_atomic(folder / name, svg)
+                    self.notify(f"screenshot saved to {folder / name}", markup=False)
+                    return str(folder / name)
+            except (OSError, EdgechatError) as e:
+                why = str(e)
+        self.notify(f"the screenshot was not saved: {why}", severity="error", markup=False)
+        return None
+
     def action_command_palette(self) -> None:
         """The palette, with Enter waiting for the typed search (see tui/palette.py)."""
         from textual.command import CommandPalette

@@ -16,11 +16,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown, TextArea
+from textual.widgets import Footer, Header, Label, ListView, Markdown, TextArea
 
-from edgechat.tasks.conversations import prompt
 from edgechat.tasks.dbopen import StoreError
 from edgechat.tui.actions import ChatActions
+from edgechat.tui.chatlist import ChatList
 from edgechat.tui.widgets import (
     ChatInput,
     Finished,
@@ -48,7 +48,7 @@ def _markup_safe(text) -> str:
     return escape(clean(str(text)))
 
 
-class ChatScreen(ChatActions, Screen):
+class ChatScreen(ChatActions, ChatList, Screen):
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
         Binding("ctrl+n", "new_conversation", "New"),
@@ -104,8 +104,7 @@ class ChatScreen(ChatActions, Screen):
         box.loading = self.app.model_state.loading
         self.set_interval(1.0, self.refresh_readouts)
         self.refresh_readouts()
-        conversations = self.app.store.list()
-        self.open_conversation(conversations[0].id if conversations else None)
+        self.open_latest(say=True)
         self.watch(self.app, "model_state", self._model_changed, init=False)
 
     def _model_changed(self, state) -> None:
@@ -157,37 +156,6 @@ class ChatScreen(ChatActions, Screen):
 
     # -- conversations --------------------------------------------------------------------
 
-    def chat_messages(self, upto: int | None = None) -> list[dict]:
-        """This conversation as the engine takes it (messages before id ``upto``)."""
-        conv = self.conversation
-        stored = self.app.store.messages(conv.id)
-        return prompt(conv.system, (m for m in stored if upto is None or m.id < upto))
-
-    def refresh_sidebar(self) -> None:
-        view = self.query_one("#conversations", ListView)
-        view.clear()
-        for conv in self.app.store.list():
-            view.append(ListItem(Label(conv.title[:40]), name=str(conv.id)))
-
-    def open_conversation(self, conversation_id: int | None) -> None:
-        store = self.app.store
-        previous = self.conversation
-        if conversation_id is None:  # a new chat: reuse an empty one rather than pile up
-            conv = store.first_empty() or store.create(
-                system=self.app.settings.system_prompt, model=self.session.label or ""
-            )
-        else:
-            conv = store.get(conversation_id)
-        if previous is not None and previous.id != conv.id and not store.messages(previous.id):
-            store.delete(previous.id)  # nothing was said in it: nothing to keep
-        self.conversation = conv
-        self._ctx_used = None
-        self.render_messages()
-        self.refresh_sidebar()
-        self.sub_title = conv.title
-        self.refresh_readouts()
-        self.session.conversation_opened(conv.id)
-
     def render_messages(self) -> None:
         messages = self.query_one("#messages", VerticalScroll)
         messages.remove_children()
@@ -220,16 +188,6 @@ class ChatScreen(ChatActions, Screen):
             self.open_conversation(int(event.item.name))
             self.query_one(ChatInput).focus()
 
-    def action_new_conversation(self) -> None:
-        if self.generating:
-            self.notify("a reply is still being written: Esc stops it", severity="warning")
-            return
-        self.open_conversation(None)
-        self.query_one(ChatInput).focus()
-
-    def action_toggle_sidebar(self) -> None:
-        self.query_one("#sidebar").toggle_class("shown")
-
     # -- sending and streaming ------------------------------------------------------------
 
     def _can_reply(self) -> bool:
@@ -251,14 +209,8 @@ class ChatScreen(ChatActions, Screen):
             if not box.text:
                 box.text = event.text  # nothing typed is lost
             return
-        store, conv = self.app.store, self.conversation
         try:  # another process may hold the database: the typed text must survive that
-            if not store.messages(conv.id) and conv.title == "New chat":
-                store.rename(conv.id, event.text.splitlines()[0][:40])
-                conv.title = event.text.splitlines()[0][:40]
-                self.sub_title = conv.title
-                self.refresh_sidebar()
-            message_id = store.add_message(conv.id, "user", event.text)
+            message_id = self.add_user_message(event.text)
         except StoreError as e:
             self.query_one(ChatInput).text = event.text
             self.notify(

@@ -78,9 +78,8 @@ class ModelChoices:
         if self._cpu_gb_s is None:
             return None
         if task not in self._recommended:
-            from edgechat.models import credentials
             from edgechat.planning import catalog
-            from edgechat.planning.recommend import recommend
+            from edgechat.service import recommendations
 
             # The first ranking tells of catalog entries left out; a catalog file that
             # cannot be read leaves the installed models to pick from.
@@ -90,14 +89,13 @@ class ModelChoices:
             except EdgechatError as e:
                 models = {}
                 say(str(e))
-            self._recommended[task] = recommend(
-                models,
+            self._recommended[task] = recommendations(  # the ranking `recommend` prints
                 self.device,
                 task,
                 self.request.ctx,
+                self.request.type_k,
                 self._cpu_gb_s,
-                signed_in=credentials.token()[0] is not None,
-                measured={key: r.figures for key, r in self.measured().items()},
+                catalog_models=models,
             )[:15]
         return self._recommended[task]
 

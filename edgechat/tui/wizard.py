@@ -14,7 +14,6 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Label, ProgressBar
 
 from edgechat.facts.device import format_size
-from edgechat.planning.budget import default as default_budget
 from edgechat.text import clean
 
 FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
@@ -102,9 +101,9 @@ class WizardScreen(Screen):
         self.chosen_task = task
         for button in self.query("#tasks Button"):
             button.variant = "primary" if button.id == f"task-{task}" else "default"
-        rows = self._rows(task)
-        installed = len(self.app.choices.installed())
-        rows[installed:installed] = self._found_rows()
+        # What other tools keep here works offline at once: it comes first, under its
+        # own heading, then the one ranking `edgechat recommend` prints.
+        rows = self._found_rows() + self._rows(task)
         table = self.query_one(DataTable)
         table.clear()
         measured = self.app.choices.measured()
@@ -117,29 +116,26 @@ class WizardScreen(Screen):
         self.rows = [model_id for model_id, _ in rows]
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
-        """What is here already comes first (it works offline), then the recommendations."""
-        installed = self.app.choices.installed()
-        measured = self.app.choices.measured()
-        budget = default_budget(task)
+        """The ranking `edgechat recommend` prints, installed models in it (●), then any
+        installed model the task does not suit (a base model): they can be picked too."""
+        from edgechat.planning.recommend import speed_text
+
         rows = []
-        for model_id in installed:
-            r = measured.get(model_id)
-            note = f"{r.summary()}: {r.verdict(budget)}" if r else ""
-            why = [Text(_fit(note, self.why_width)) if note else ""] * bool(self.why_width)
-            rows.append((model_id, ("", "", "", "installed", "●", *why)))
         recommended = self.app.choices.recommendations(task)
         if recommended is None:  # the CPU's bandwidth is unknown: measure it, then refill
             self._measure_bandwidth()
         for c in recommended or []:
-            model_id = f"{c.model.id}:{c.quant}"
-            if model_id in installed:
-                continue
             e = c.estimate
             vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
-            speed = f"{c.speed.tokens_per_s:.0f}"
             reason = [Text(_fit(c.reason, self.why_width))] if self.why_width else []
-            cells = (format_size(e.ram_needed), vram, speed, FIT_BADGE[c.fit.label], "", *reason)
-            rows.append((model_id, cells))
+            badge = FIT_BADGE[c.fit.label]
+            cells = (format_size(e.ram_needed), vram, speed_text(c.speed.tokens_per_s), badge)
+            rows.append((c.id, (*cells, "●" if c.installed else "", *reason)))
+        ranked = {model_id for model_id, _ in rows}
+        why = [""] * bool(self.why_width)
+        for model_id in self.app.choices.installed():
+            if model_id not in ranked:
+                rows.append((model_id, ("", "", "", "installed", "●", *why)))
         return rows
 
     def _found_rows(self) -> list[tuple[str, tuple[str, ...]]]:

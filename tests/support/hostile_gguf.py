@@ -354,14 +354,45 @@ CASES |= {
     "template-loop": ("runs wrong", _kv("tokenizer.chat_template", STR, _LOOP)),
 }
 
+# Chat templates are code from the file. Read, compiled or rendered, each class of error:
+_TEMPLATES: dict[str, str | bytes] = {
+    "template-syntax": "{% for m in messages %}{{ m['content'] }",  # TemplateSyntaxError
+    "template-not-utf8": b"{% for m in messages %}\xff\xfe{{ m['content'] }}{% endfor %}",
+    "template-too-deep": "{% if true %}" * 3000 + "x" + "{% endif %}" * 3000,  # RecursionError
+    "template-undefined": "{{ nothing.at.all }}" + _CHATML,  # UndefinedError
+    "template-type-error": "{{ messages + 1 }}",  # TypeError
+    "template-recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "template-unsafe": "{{ messages.__class__.__mro__ }}",  # the sandbox's SecurityError
+    "template-zero-division": "{{ 1 // 0 }}" + _CHATML,
+    "template-fails-on-system": (  # every chat has a system prompt by default
+        "{% if messages[0]['role'] == 'system' %}{{ no_such_function() }}{% endif %}" + _CHATML
+    ),
+    # renders a new chat, but not one with history
+    "template-fails-on-history": (
+        "{% if messages | length > 2 %}{{ no_such_function() }}{% endif %}" + _CHATML
+    ),
+    "template-refuses-history": (
+        "{% if messages | length > 2 %}{{ raise_exception('one question at a time') }}"
+        "{% endif %}" + _CHATML
+    ),
+}
+CASES |= {
+    name: ("template", _kv("tokenizer.chat_template", STR, text))
+    for name, text in _TEMPLATES.items()
+}
+
 # What edgechat must do with each case (the rest are refused from their header alone):
 # "llama": the header is sound; import asks llama.cpp and refuses, chat says why in one line.
 # "run": it loads; chat stops with one line instead of an empty reply or a hang.
 # "ok": it loads and runs; what is shown of its text has no control characters.
+# "template": it chats in the family format, with a warning that says why.
+# "template-chat": it chats; a conversation its template cannot render is one line.
 EXPECT = {name: "header" for name in CASES}
 EXPECT |= {n: "llama" for n in ("missing-tensor", "tensor-wrong-shape", "tensor-extra")}
 EXPECT |= {"weights-nan": "run", "template-loop": "run"}
 EXPECT |= {"general-name-escapes": "ok", "general-name-invalid-utf8": "ok"}
+EXPECT |= {name: "template" for name in _TEMPLATES}
+EXPECT |= {n: "template-chat" for n in ("template-fails-on-history", "template-refuses-history")}
 
 
 def write(name: str, folder: Path) -> Path:
@@ -377,6 +408,33 @@ def write_base(folder: Path) -> Path:
     path = folder / "tiny-valid.gguf"
     path.write_bytes(encode(base()))
     return path
+
+
+def hostile_paths(folder: Path) -> dict[str, Path | str]:
+    """Paths a user may type that the file system refuses, each its own way: a symlink
+    loop (ELOOP), a name or path too long (ENAMETOOLONG), a folder (EISDIR), a file
+    used as a folder (ENOTDIR), a broken link, a pipe, a NUL in the name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    loop_a, loop_b = folder / "loop-a.gguf", folder / "loop-b.gguf"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    itself = folder / "itself.gguf"
+    itself.symlink_to(itself)
+    (folder / "a-folder.gguf").mkdir()
+    (folder / "plain-file").write_text("not a folder")
+    (folder / "broken.gguf").symlink_to(folder / "gone.gguf")
+    os.mkfifo(folder / "pipe.gguf")
+    return {
+        "symlink-loop": loop_a,
+        "symlink-to-itself": itself,
+        "name-too-long": folder / ("x" * 300 + ".gguf"),
+        "path-too-long": folder.joinpath(*["d" * 200] * 25, "m.gguf"),
+        "a-folder": folder / "a-folder.gguf",
+        "file-as-folder": folder / "plain-file" / "m.gguf",
+        "broken-link": folder / "broken.gguf",
+        "pipe": folder / "pipe.gguf",
+        "nul-in-name": str(folder / "nul\0.gguf"),
+    }
 
 
 if __name__ == "__main__":
