@@ -81,6 +81,18 @@ def tiers(request, monkeypatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def environment_restored():
+    """A command run in this process (``main([...])``) may switch it offline
+    (privacy.go_offline sets variables for the rest of the process): each test starts
+    from the environment the one before it found."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def edgechat_home(tmp_path_factory, monkeypatch) -> Path:
     """Every test gets its own config and data dirs, never the user's."""
     home = tmp_path_factory.mktemp("edgechat-home")

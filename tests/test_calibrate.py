@@ -269,7 +269,7 @@ def test_a_matrix_changes_the_quant(tiny_matrix, tiny, folder):
     with pytest.raises(EdgechatError, match="exists; pass --force"):
         quantize(tiny, folder / "mixed.gguf", "Q4_K_M", "mixed", imatrix=tiny_matrix)
     quantize(tiny, folder / "mixed.gguf", "Q4_0", imatrix=tiny_matrix, force=True)
-    with pytest.raises(EdgechatError, match="no such folder"):
+    with pytest.raises(EdgechatError, match="does not exist"):
         quantize(tiny, folder / "nowhere" / "q.gguf", "Q4_K_M")
     assert not (folder / "nowhere").exists() and not list(folder.glob(".*partial"))
 
@@ -400,7 +400,7 @@ def test_bad_input_is_one_line(tiny, text, tmp_path, gemma_path, capsys):
         ([*cal, str(binary)], "binary"),
         ([*cal, str(empty)], "empty"),
         ([*cal, str(tmp_path / "none.txt")], "no such file"),
-        ([*cal, str(text), "--out", str(tmp_path / "no" / "m.gguf")], "no such folder"),
+        ([*cal, str(text), "--out", str(tmp_path / "no" / "m.gguf")], "does not exist"),
         (
             ["quantize", str(tiny), str(tmp_path / "q.gguf"), "--type", "Q4_0", "--imatrix"]
             + [str(junk)],

@@ -37,7 +37,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
         (["--port", "-1"], "must be 0 to 65535, got -1"),
         (["--port", "http"], "must be a whole number (0 to 65535)"),
         (["--queue", "0"], "requests that may wait must be 1 to"),
-        (["--parallel", "0"], "requests generated at once must be 1 to"),
+        (["--parallel", "0"], "replies generated at once must be 1 to"),
         (["--parallel", "1e9"], "must be a whole number"),
         (["--ctx", "9" * 30], "context size in tokens must be 512 to"),
         (["--temperature", "nan"], "must be a finite number"),
@@ -211,6 +211,7 @@ def _recommend(capsys, *argv: str) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.subprocess  # models import asks llama.cpp in a child whether the file loads
 def test_recommend_ranks_the_installed_models_and_says_when_nothing_fits(capsys, gemma_path):
     assert run(capsys, "models", "import", str(gemma_path))[0] == 0  # a base model
     tiny = _recommend(capsys, "--memory", "100M")
@@ -232,6 +233,7 @@ def test_recommend_ranks_the_installed_models_and_says_when_nothing_fits(capsys,
     assert any(c["installed"] and c["id"].startswith("gemma-3-270m") for c in summarise["choices"])
 
 
+@pytest.mark.subprocess  # estimate of a file asks llama.cpp in a child whether it loads
 def test_recommend_and_estimate_plan_with_the_kv_cache_type(capsys, starter_path):
     f16 = {c["id"]: c["ram_bytes"] for c in _recommend(capsys, "--memory", "16G")["choices"]}
     q4 = _recommend(capsys, "--memory", "16G", "--kv-cache", "q4_0")

@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-from support.cli import REPO, run_cli
-from support.devices import simulated_device
 from support.app import make_app as _make_app
 from support.app import until
+from support.cli import REPO, run_cli
+from support.devices import simulated_device
 from textual.widgets import DataTable
 
 from edgechat.facts.device import GiB

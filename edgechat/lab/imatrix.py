@@ -110,15 +110,10 @@ def default_path(model_path: Path, named_file: bool, label: str) -> Path:
 
 def check_out(path: Path, force: bool) -> None:
     """Before the work: the folder exists, and an existing file is replaced only when
-    asked (``--force``)."""
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; give the matrix file's name (--out FILE)")
-    if not path.parent.is_dir():
-        raise InputError(f"no such folder: {path.parent}; create it first or pick another --out")
-    if path.exists() and not force:
-        raise InputError(f"{path} exists; pass --force to replace it, or another --out")
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"cannot write to {path.parent}: permission denied; pick another --out")
+    asked (``--force``): the same rule as every output a user names (paths.py)."""
+    from edgechat.paths import output_path
+
+    output_path(path, force, "pass --force to replace it, or give another --out")
 
 
 def save(matrix: ImportanceMatrix, path: str | Path) -> Path:
