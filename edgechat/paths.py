@@ -167,7 +167,7 @@ _WHY = {
 def shown(path: str | Path, width: int = 120) -> str:
     """A path for a one-line message: a very long one keeps its start and its end."""
     text = str(path)
-    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2):]}"
+    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2) :]}"
 
 
 def os_problem(exc: OSError | ValueError) -> str:

@@ -177,9 +177,7 @@ def _unusable_homes(tmp_path):
     return homes
 
 
-def test_doctor_fails_folders_that_cannot_be_used_and_names_the_fix(
-    capsys, monkeypatch, tmp_path
-):
+def test_doctor_fails_folders_that_cannot_be_used_and_names_the_fix(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     for label, home in _unusable_homes(tmp_path).items():
         monkeypatch.setenv("EDGECHAT_HOME", str(home))
@@ -220,9 +218,9 @@ def test_recommend_ranks_the_installed_models_and_says_when_nothing_fits(capsys,
     assert not any(c["fit"] != "does not fit" for c in tiny["choices"])
     needs = [c["ram_bytes"] for c in tiny["choices"]]
     assert needs == sorted(needs)  # nearest to fitting first, not the biggest
-    assert tiny["nothing_fits"].startswith("nothing fits here") and "--ctx 512" in tiny[
-        "nothing_fits"
-    ]
+    assert (
+        tiny["nothing_fits"].startswith("nothing fits here") and "--ctx 512" in tiny["nothing_fits"]
+    )
     code, out, _ = run(capsys, "recommend", "--memory", "100M")
     assert "nothing fits here" in out and "(installed)" in out
     roomy = _recommend(capsys, "--memory", "16G")

@@ -230,8 +230,10 @@ async def test_the_picker_offers_a_remote_server(ours):
         await pilot.press("enter")
         await until(
             pilot,
-            lambda: app.engine is not None
-            and not app.engine.is_local
-            and isinstance(app.screen, ChatScreen),
+            lambda: (
+                app.engine is not None
+                and not app.engine.is_local
+                and isinstance(app.screen, ChatScreen)
+            ),
         )
         assert app.model_id.endswith("@ " + ours.url.split("//")[1].split("/")[0])

@@ -263,9 +263,7 @@ def test_four_clients_at_once_each_get_what_they_would_alone(server, client, mod
     assert len(set(alone)) == 4
 
 
-def test_a_client_leaving_mid_batch_frees_its_slot_and_the_others_finish(
-    server, client, model_id
-):
+def test_a_client_leaving_mid_batch_frees_its_slot_and_the_others_finish(server, client, model_id):
     alone = {t: ask(client, model_id, t) for t in TOPICS[:2]}
     before = wait_idle(server.url)
     with ThreadPoolExecutor(3) as pool:
@@ -278,9 +276,7 @@ def test_a_client_leaving_mid_batch_frees_its_slot_and_the_others_finish(
     assert after["served"] == before["served"] + 2 and after["active"] == 0
 
 
-def test_a_prompt_beyond_a_slots_context_is_refused_and_the_others_go_on(
-    server, client, model_id
-):
+def test_a_prompt_beyond_a_slots_context_is_refused_and_the_others_go_on(server, client, model_id):
     expected = ask(client, model_id, TOPICS[0], 24)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(ask, client, model_id, TOPICS[0], 24)

@@ -109,9 +109,7 @@ def _by_title() -> dict[str, list[tuple[str, str]]]:
 
     store = Store()
     try:
-        return {
-            c.title: [(m.role, m.content) for m in store.messages(c.id)] for c in store.list()
-        }
+        return {c.title: [(m.role, m.content) for m in store.messages(c.id)] for c in store.list()}
     finally:
         store.close()
 

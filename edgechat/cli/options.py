@@ -63,9 +63,7 @@ def add_sampling_options(p: argparse.ArgumentParser, *names: str) -> None:
     }
     for name in names:
         metavar, what = helps[name]
-        p.add_argument(
-            "--" + name.replace("_", "-"), type=flag(name), metavar=metavar, help=what
-        )
+        p.add_argument("--" + name.replace("_", "-"), type=flag(name), metavar=metavar, help=what)
 
 
 def add_remote_options(p: argparse.ArgumentParser) -> None:

@@ -90,9 +90,7 @@ def quantize(
     from edgechat.facts.gguf import inspect_file
 
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    qtype = preflight(
-        src, dst, qtype, recipe, allow_requantize, force, imatrix is not None, warn
-    )
+    qtype = preflight(src, dst, qtype, recipe, allow_requantize, force, imatrix is not None, warn)
     ftype_name, base = TYPES[qtype]
     facts = inspect_file(src)
     if imatrix is not None:

@@ -392,4 +392,3 @@ class Engine:
                 dropped_messages=dropped,
                 threads=self.plan.n_threads,
             )
-

@@ -216,8 +216,7 @@ class RemoteEngine:
     ) -> Reply:
         """The chat API has no way to leave the assistant's turn open."""
         raise EdgechatError(
-            f"the server at {self.where} cannot continue a reply; ask again to have it "
-            "written anew"
+            f"the server at {self.where} cannot continue a reply; ask again to have it written anew"
         )
 
     def clear_cache(self) -> None:

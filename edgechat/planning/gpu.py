@@ -40,6 +40,7 @@ GPU_RUNTIME = {
 }
 RUNTIME_VARIES = "the GPU runtime figure varies by GPU and driver"
 
+
 def offload_split(n_layers: int, n_gpu_layers: int) -> tuple[int, bool]:
     """(first repeating layer on the GPU, whether the output head is on it), as llama.cpp
     assigns them: ``i_gpu_start = n_layer + 1 - n_gpu_layers``, the head being layer n_layer."""

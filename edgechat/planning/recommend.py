@@ -347,9 +347,7 @@ def recommend(
     for model_id, path in (installed or {}).items():
         entry = catalog.get(model_id.rpartition(":")[0])
         figures = (measured or {}).get(model_id)
-        mine = choose_file(
-            model_id, path, task, n_ctx, device, cpu_gb_s, kv_cache, entry, figures
-        )
+        mine = choose_file(model_id, path, task, n_ctx, device, cpu_gb_s, kv_cache, entry, figures)
         if mine is not None:
             choices[mine.id] = mine  # its own header, not the catalog's stand-in
     return sorted(choices.values(), key=lambda c: _rank_key(c, signed_in))
