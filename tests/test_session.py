@@ -257,3 +257,42 @@ async def test_a_new_kv_cache_type_reloads_and_closes_the_old_engine():
     first_load, reload = opener.requests
     assert first_load.type_k == "f16" and reload.type_k == reload.type_v == "q8_0"
     assert reload.model == "fake-model"
+
+
+async def test_the_app_shows_a_summarys_progress_in_the_clis_words(tmp_path):
+    """Issue 23, item 7: the app's label is the CLI's line, its bar has a total (never a
+    spinner beside a different ETA), and a long summary is announced once, with its
+    estimate. The fake engine runs at 10 / 2 tokens a second, so this document would take
+    well over ten minutes."""
+    from support.summary_docs import items_covered, numbered_report
+    from textual.widgets import Label, ProgressBar
+
+    from edgechat.tasks.progress import STAGES
+
+    doc = tmp_path / "report.txt"
+    doc.write_text("\n\n".join(numbered_report(400)))
+    opener = Opener(respond=items_covered, speed=(10, 2))
+    app = fake_app(opener, model="fake-model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        screen = app.screen
+        seen = []
+        shown = screen._summary_progress
+
+        def record(p) -> None:
+            shown(p)
+            bar = screen.query_one("#summary-bar", ProgressBar)
+            label = str(screen.query_one("#summary-stage", Label).render())
+            seen.append((p, label, bar.total))
+
+        screen._summary_progress = record
+        screen._summarise(str(doc))
+        await pilot.pause()
+        await until(pilot, lambda: not screen.generating, 60)
+        warnings = [n.message for n in app._notifications if "this summary will take" in n.message]
+        answer = app.store.messages(screen.conversation.id)[-1].content
+    assert seen[0][0].stage == "reading" and {p.stage for p, *_ in seen} == set(STAGES)
+    assert all(label == p.line() for p, label, _ in seen)  # the CLI's words, as they are
+    assert all(total == 100 for *_, total in seen)
+    assert len(warnings) == 1 and warnings[0].endswith("; Esc stops it")
+    assert "Items 0-" in answer and "-399" in answer

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.cli import run_main
 from support.fake_engine import FakeEngine
+from support.summary_docs import ITEMS, items_covered, numbered_report
 
 from edgechat.errors import InputError
 from edgechat.planning.plan import Sampling
@@ -57,27 +58,6 @@ def long_document(min_chars: int) -> str:
     return text
 
 
-ITEMS = re.compile(r"\bItems? (\d+)(?:-(\d+))?")
-
-
-def items_covered(request) -> str:
-    """FakeEngine's summary of a request: one sentence naming the range of numbered items
-    its text holds ("Items 12-19 were reported."), so a summary shows which parts of the
-    document reached it. A request to go on adds nothing."""
-    text = request if isinstance(request, str) else request[-1]["content"]
-    numbers = [int(n) for m in ITEMS.finditer(text) for n in m.groups() if n]
-    return f"Items {min(numbers)}-{max(numbers)} were reported." if numbers else ""
-
-
-def numbered_report(n_items: int) -> list[str]:
-    towns = ["Arden", "Belmont", "Carrow", "Dunmore", "Elston", "Fairholm", "Glenrock"]
-    return [
-        f"Item {i}. The council of {towns[i % 7]} approved a budget of {(i * 37) % 90 + 10} "
-        f"million euros for roads and schools; residents asked for safer crossings."
-        for i in range(n_items)
-    ]
-
-
 def test_a_document_ten_times_the_context_reaches_the_summary_whole_and_in_order():
     """The map/reduce bookkeeping at scale, on FakeEngine (each reply names the items it
     read): every chunk is read, every partial summary lands in exactly one part, in
@@ -103,11 +83,10 @@ def test_a_document_ten_times_the_context_reaches_the_summary_whole_and_in_order
         assert stats.prompt_tokens + stats.gen_tokens <= engine.n_ctx
         assert stats.finish != "context"
     assert result.tokens_in >= n_tokens
-    maps = [p for p in seen if p.stage == "map"]
+    maps = [p for p in seen if p.stage == "summarising"]
     assert maps[-1].done == result.chunks and maps[-1].total == result.chunks
-    assert any(p.eta_s for p in maps)
-    reduces = [p for p in seen if p.stage == "reduce"]
-    assert [p.done for p in reduces] == list(range(1, PARTS["short"] + 1))
+    reduces = [p for p in seen if p.stage == "writing"]
+    assert [p.done for p in reduces] == list(range(PARTS["short"] + 1))
 
 
 def test_map_and_reduce_stay_within_the_real_context(small_engine):
@@ -180,7 +159,7 @@ def test_each_length_lands_in_its_word_band(engines, model, name, length):
 
 def test_a_reply_over_its_band_is_trimmed_to_whole_sentences(engine):
     s = Summariser(engine, Options("short"), Sampling(temperature=0.0))
-    messages = s._messages("final", TEXT * 4, 200)
+    messages = s.request("final", TEXT * 4, 200)
     text, how = s._stream(messages, target=100, high=12)  # asked for 200, allowed 12
     assert how == "cut" and not ends_sentence(text)
     whole = s._whole(text, how)
@@ -468,33 +447,12 @@ def test_several_files_one_summary_each_and_combined(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".summary.md")]
 
 
-@pytest.mark.model
-def test_an_unwritable_out_loses_nothing(tmp_path):
+def test_an_unwritable_out_is_refused_before_the_work(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = run_main("summarise", "-", "--out", str(blocker / "summary.md"), input=TEXT)
-    assert result.returncode == 1 and "cannot write" in result.stderr
-    assert "Traceback" not in result.stderr and result.stdout.strip()  # the summary is printed
-
-
-def test_the_eta_counts_the_reduce_and_the_measured_rates():
-    """The first ETA was 41 s for a 182 s run: it left out the reduce. Now every call
-    still to come is costed at this run's own measured rates."""
-    import time
-
-    from edgechat.llama.engine import Stats
-
-    s = Summariser(FakeEngine(n_ctx=512), Options("medium"))
-    # One map call so far: 300 tokens read in 1 s, 100 written in 4 s.
-    s.calls = [Stats(0.1, 300, 300, 1.0, 100, 4.0, 1.0, 400, 512, "stop")]
-    s._t0 = time.perf_counter() - 5.0  # no overhead beyond the engine's time
-    maps_only = s._eta(maps_left=4, notes=1, parts_left=0)
-    assert maps_only == pytest.approx(4 * 5.0, rel=0.05)  # four more calls like the first
-    whole = s._eta(maps_left=4, notes=1, parts_left=PARTS["medium"])
-    reduce_only = s._eta(maps_left=0, notes=5, parts_left=PARTS["medium"])
-    assert whole > maps_only and reduce_only > 0
-    assert whole == pytest.approx(maps_only + reduce_only, rel=0.05)
-    assert s._eta(0, 5, 0) == 0
+    assert result.returncode == 1 and "is not a folder" in result.stderr
+    assert "Traceback" not in result.stderr and "loading" not in result.stderr
 
 
 def test_stopping_a_summary_stops_all_of_it():
@@ -508,7 +466,7 @@ def test_stopping_a_summary_stops_all_of_it():
     at_cancel = []
 
     def progress(p) -> None:
-        if p.stage == "map" and p.done == 1 and not at_cancel:
+        if p.stage == "summarising" and p.done == 1 and not at_cancel:
             at_cancel.append(len(s.calls))
             s.cancel()
 

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from edgechat.cli.common import _clear_line, _eta_counter, _request, _warn
+from edgechat.cli.common import _clear_line, _counter, _request, _warn
 
 
 def calibrated(args, settings, model: str, texts: list[str]):
@@ -23,7 +23,7 @@ def calibrated(args, settings, model: str, texts: list[str]):
             [Path(t) for t in texts],
             ctx=args.ctx,
             chunks=args.chunks,
-            progress=_eta_counter("calibrating: chunk"),
+            progress=_counter("calibrating: chunk"),
         )
     finally:
         _clear_line()

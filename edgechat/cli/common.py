@@ -60,47 +60,11 @@ def _size(n: int | None) -> str:
 
 
 def _counter(what: str):
-    """Progress ``what i/n`` on stderr: redrawn on a terminal, every tenth otherwise."""
-    tty = sys.stderr.isatty()
-    shown = {-1}
+    """Progress ``what i/n`` (and the time left, when known) through the CLI's one
+    renderer (cli/progress.py)."""
+    from edgechat.cli.progress import counter
 
-    def show(i: int, n: int) -> None:
-        tenth = 10 * i // max(n, 1)
-        if tty:
-            sys.stderr.write(f"\r\033[K{what} {i}/{n}")
-        elif tenth not in shown:
-            shown.add(tenth)
-            sys.stderr.write(f"{what} {i}/{n}\n")
-        sys.stderr.flush()
-
-    return show
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds + 0.5)
-    if s >= 3600:
-        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"
-
-
-def _eta_counter(what: str):
-    """Progress ``what i/n · m:ss left`` on stderr for work that says how long it has
-    left (``progress(i, n, seconds or None)``): redrawn on a terminal, every tenth
-    otherwise."""
-    tty = sys.stderr.isatty()
-    shown = {-1}
-
-    def show(i: int, n: int, left: float | None = None) -> None:
-        tail = f" · {_duration(left)} left" if left is not None and i < n else ""
-        tenth = 10 * i // max(n, 1)
-        if tty:
-            sys.stderr.write(f"\r\033[K{what} {i}/{n}{tail}")
-        elif tenth not in shown:
-            shown.add(tenth)
-            sys.stderr.write(f"{what} {i}/{n}{tail}\n")
-        sys.stderr.flush()
-
-    return show
+    return counter(what)
 
 
 def _clear_line() -> None:

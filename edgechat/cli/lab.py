@@ -33,11 +33,12 @@ def cmd_bench(args) -> int:
     for m in args.models or [None]:
         planned = _planned(args, settings, m)
         models.append((planned.label, planned.plan))
+    shown: dict = {}  # one bar per model
     results = bench(
         models,
         max(1, args.repeat),
         args.tokens,
-        progress=lambda label, i, n: _counter(f"{label}: run")(i, n),
+        progress=lambda label, i, n: shown.setdefault(label, _counter(f"{label}: run"))(i, n),
     )
     _clear_line()
     if args.json:

@@ -84,29 +84,17 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_shrink)
 
 
-def _eta(seconds: float) -> str:
-    if seconds >= 5400:
-        return f"about {seconds / 3600:.1f} h left"
-    if seconds >= 90:
-        return f"about {round(seconds / 60)} min left"
-    return f"about {max(1, round(seconds))} s left"
-
-
 def _progress():
-    """The stage, its count and the whole run's ETA on stderr: redrawn on a terminal, a
-    line a stage otherwise."""
-    tty = sys.stderr.isatty()
-    seen: set[int] = set()
+    """The stage, its count and the whole run's time left, through the CLI's one
+    renderer (cli/progress.py): a line a stage on a pipe."""
+    from edgechat.cli.progress import Bar, left
+
+    bar = Bar()
 
     def show(step) -> None:
-        head = f"[{step.number}/{step.steps}] {step.label}"
-        if tty:
-            count = f" {step.done}/{step.total}" if step.total > 1 else ""
-            sys.stderr.write(f"\r\033[K{head}{count} · {_eta(step.eta_s)}")
-        elif step.number not in seen:
-            seen.add(step.number)
-            sys.stderr.write(f"{head} · {_eta(step.eta_s)}\n")
-        sys.stderr.flush()
+        count = f" {step.done}/{step.total}" if step.total > 1 else ""
+        whole = (step.number - 1 + step.done / max(step.total, 1)) / max(step.steps, 1)
+        bar(whole, f"[{step.number}/{step.steps}] {step.label}{count}{left(step.eta_s)}")
 
     return show
 

@@ -9,26 +9,6 @@ from pathlib import Path
 from edgechat.cli.common import _load_engine, _model_id, _warn
 
 
-def _progress_printer(label: str = ""):
-    """Chunks done of total and ETA on stderr: redrawn on a terminal, a line each otherwise."""
-    tty = sys.stderr.isatty()
-
-    def show(p) -> None:
-        total = f"/{p.total}" if p.total else ""
-        eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
-        what = {"map": "reading", "reduce": "writing", "final": "writing the summary"}[p.stage]
-        line = f"{label}{what}: {p.done}{total}{eta}" if p.stage != "final" else label + what
-        if tty:
-            sys.stderr.write(f"\r\033[K{line}")
-            if p.stage == "final" and p.done or p.stage == "reduce" and p.done == p.total:
-                sys.stderr.write("\n")
-        elif p.stage != "final" or not p.done:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    return show
-
-
 def _facts(result) -> dict:
     return {
         "words": result.words,
@@ -54,6 +34,7 @@ def _as_text(named: list[tuple[str, str]]) -> str:
 
 def _summarise_each(args, engine, docs, sampling):
     """One summary per document (and one of them all with --combine)."""
+    from edgechat.cli.progress import summary as summary_progress
     from edgechat.errors import EdgechatError
     from edgechat.tasks.summarise import Options, Summariser
 
@@ -65,7 +46,7 @@ def _summarise_each(args, engine, docs, sampling):
             engine,
             Options(args.length, args.style, args.focus),
             sampling,
-            progress=_progress_printer(f"{name}: " if several else ""),
+            progress=summary_progress(f"{name}: " if several else ""),
         )
         result = summariser.run(doc.paragraphs, doc.size)
         if not result.text:
@@ -79,7 +60,7 @@ def _summarise_each(args, engine, docs, sampling):
             engine,
             Options(args.length, args.style, args.focus),
             sampling,
-            progress=_progress_printer("all: "),
+            progress=summary_progress("all: "),
         )
         combined = summariser.combine([r.text for _, _, r in results])
     return results, combined

@@ -12,7 +12,8 @@ Length is held by the words written, not by asking: generation stops at the firs
 sentence end past the band's middle, a reply that runs past the band is trimmed to
 its last complete sentence (``Summary.trimmed`` says so), and a reply that stops short
 is asked to go on. The instructions come before the text, so the engine's cache
-reuses them from one call to the next.
+reuses them from one call to the next. The document is read and cut into chunks first,
+so the time left is known before the first call (tasks/progress.py).
 """
 
 from __future__ import annotations
@@ -21,100 +22,33 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.llama.contract import ChatEngine, reply_reserve
 from edgechat.llama.reply import Stats
 from edgechat.planning.plan import Sampling
 from edgechat.tasks import summary_prompts as prompts
-from edgechat.tasks.chunking import Chunker
-from edgechat.tasks.summary_prompts import MAP_WORDS, MORE, SHAPES, SYSTEM
+from edgechat.tasks.chunking import Chunker, Spool
+from edgechat.tasks.progress import Ahead, Meter, Progress
+from edgechat.tasks.summary_cost import Shape, maps_ahead, note_size, notes_ahead, parts_ahead
+from edgechat.tasks.summary_prompts import MAP_WORDS, MORE, PARTS, SHAPES, SYSTEM, Options
 from edgechat.tasks.summary_text import (
     Band,
+    Summary,
     as_bullets,
     band,
     ends_sentence,
     join_parts,
     sentences,
+    share_out,
     tidy,
     trim_to_sentence,
     whole_ending,
     words,
 )
 
-PARTS = {"short": 3, "medium": 5, "long": 8}  # points a summary of each length makes
-
-
-def _tokens_for(n_words: float) -> int:
-    """A token cap that lets ``n_words`` words through (about 1.3-1.5 tokens a word)."""
-    return int(n_words * 1.7) + 24
-
-
-def _max_tokens(high: int) -> int:
-    """The cap of a reply meant to stop near ``high`` words: room to finish a sentence."""
-    return _tokens_for(high * 2.2)
-
-
-@dataclass(frozen=True)
-class Options:
-    length: str = "medium"
-    style: str = "paragraph"  # paragraph | bullets
-    focus: str | None = None
-
-
-@dataclass
-class Progress:
-    stage: str  # map | reduce | final
-    done: int
-    total: int | None  # None while the input is still being read
-    eta_s: float | None  # seconds left for the whole summary, not only this stage
-
-
-@dataclass
-class Summary:
-    text: str
-    chunks: int
-    levels: int  # reduce levels above the map step (0: one pass)
-    calls: list[Stats] = field(default_factory=list)
-    seconds: float = 0.0
-    band: Band = field(default_factory=lambda: band("medium"))
-    trimmed: bool = False  # a reply was cut by its cap and trimmed to whole sentences
-    parts: list[str] = field(default_factory=list)  # the part summaries, in document order
-
-    @property
-    def words(self) -> int:
-        return words(self.text)
-
-    @property
-    def in_band(self) -> bool:
-        return self.band.holds(self.words)
-
-    @property
-    def tokens_in(self) -> int:
-        return sum(s.prompt_tokens for s in self.calls)
-
-    @property
-    def tokens_out(self) -> int:
-        return sum(s.gen_tokens for s in self.calls)
-
-    @property
-    def engine_seconds(self) -> float:
-        """Time llama.cpp spent evaluating prompts and generating, summed over calls."""
-        return sum(s.prompt_s + s.gen_s for s in self.calls)
-
-
-def share_out(items: list[str], n: int) -> list[list[str]]:
-    """``items`` in order, in at most ``n`` consecutive groups of near-equal size: each item
-    lands in exactly one group, so every part of the document reaches the summary."""
-    n = max(1, min(n, len(items)))
-    size, extra = divmod(len(items), n)
-    groups, start = [], 0
-    for k in range(n):
-        end = start + size + (k < extra)
-        groups.append(items[start:end])
-        start = end
-    return groups
+__all__ = ["PARTS", "Cancelled", "Options", "Progress", "Summariser", "Summary", "share_out"]
 
 
 class Cancelled(EdgechatError):
@@ -128,7 +62,10 @@ class Summariser:
         options: Options | None = None,
         sampling: Sampling | None = None,
         progress: Callable[[Progress], None] | None = None,
+        now: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``progress`` hears how far the summary is (tasks/progress.py); ``now`` is the
+        clock it is timed with (a test's fake engine keeps its own)."""
         self.engine = engine
         self.options = options or Options()
         if self.options.length not in SHAPES or self.options.style not in ("paragraph", "bullets"):
@@ -136,8 +73,7 @@ class Summariser:
         # A little repetition penalty: small models otherwise loop on long inputs.
         self.base = replace(sampling or Sampling(temperature=0.3), repeat_penalty=1.1)
         self.progress = progress or (lambda p: None)
-        self.calls: list[Stats] = []
-        self.trimmed = False
+        self.now = now
         self.chunker = Chunker(engine)
         # A partial summary in a small context is shorter: its room is the next chunk's.
         self.map_words = min(MAP_WORDS, max(24, engine.n_ctx // 16))
@@ -145,7 +81,8 @@ class Summariser:
         # "Summary ...:"; a chat template it never learned only makes it echo the prompt.
         self.plain = not engine.info().get("chat_template", True)
         self._cancelled = threading.Event()
-        self._t0 = 0.0
+        self._overheads: dict[str, int] = {}
+        self._start()
 
     def cancel(self) -> None:
         """Stop the whole summary, not just the call in progress. Safe from any thread:
@@ -155,12 +92,6 @@ class Summariser:
         self.engine.cancel()
 
     # -- sizes ---------------------------------------------------------------------------
-
-    def _messages(self, part: str, text: str, n_words: int = 0) -> list[dict]:
-        return prompts.messages(self.options, part, text, n_words)
-
-    def _prompt(self, part: str, text: str, n_words: int = 0) -> str:
-        return prompts.plain(self.options, part, text, n_words)
 
     def _ask(self, request, sampling: Sampling, more: str = ""):
         """Start one reply: a chat for chat models, a completion for base models;
@@ -175,21 +106,28 @@ class Summariser:
         return self.engine.chat(request, sampling, drop_oldest=False)
 
     def request(self, part: str, text: str, n_words: int = 0):
+        """What one call asks: a completion cue for a base model, else a chat."""
+        ask = prompts.plain if self.plain else prompts.messages
+        return ask(self.options, part, text, n_words)
+
+    def _size(self, request) -> int:
+        """The tokens of a request's prompt."""
         if self.plain:
-            return self._prompt(part, text, n_words)
-        return self._messages(part, text, n_words)
+            return len(self.engine.tokenize(request, add_special=True))
+        return len(self.engine.prompt_tokens(request))
 
     def _overhead(self, part: str) -> int:
-        if self.plain:
-            return len(self.engine.tokenize(self._prompt(part, "", 999), add_special=True))
-        return len(self.engine.prompt_tokens(self._messages(part, "", 999)))
+        """The prompt's own tokens around the text (measured once for each kind of call)."""
+        if part not in self._overheads:
+            self._overheads[part] = self._size(self.request(part, "", 999))
+        return self._overheads[part]
 
     def _reserve(self, high: int) -> int:
         """Tokens kept free after the prompt: what the engine itself keeps for a reply of
-        ``_max_tokens(high)``, and room for ``high`` words where the context allows."""
+        ``prompts.max_tokens(high)``, and room for ``high`` words where the context allows."""
         n_ctx = self.engine.n_ctx
-        engine_keeps = reply_reserve(_max_tokens(high), n_ctx)  # as every engine keeps
-        return max(engine_keeps, min(_tokens_for(high * 1.2), n_ctx // 2))
+        engine_keeps = reply_reserve(prompts.max_tokens(high), n_ctx)  # as every engine keeps
+        return max(engine_keeps, min(prompts.tokens_for(high * 1.2), n_ctx // 2))
 
     def budget(self, part: str, n_words: int = 0) -> int:
         """Tokens of document text one call can take for ``part``, writing ``n_words``."""
@@ -217,11 +155,15 @@ class Summariser:
         Returns the text and how it ended: ``done`` (the model stopped), ``enough``
         (stopped here at a sentence end) or ``cut`` (over ``high`` words or the cap).
         """
-        reply = self._ask(request, replace(self.base, max_tokens=_max_tokens(high)), more)
+        # Going on, only what was written is new to the engine: the rest is cached.
+        planned = self._count(more) + 16 if more else self._size(request)
+        reply = self._ask(request, replace(self.base, max_tokens=prompts.max_tokens(high)), more)
         out, how = "", "done"
         pieces = iter(reply)
+        self.meter.started(planned)
         try:
             for piece in pieces:
+                self.meter.piece()
                 if piece[:1].isspace() and words(out) >= target and ends_sentence(out + piece[:1]):
                     how = "enough"
                     break
@@ -234,6 +176,7 @@ class Summariser:
                     break
         finally:
             pieces.close()
+            self.meter.ended(reply.stats)
         if reply.stats:
             self.calls.append(reply.stats)
             if how == "done" and reply.stats.finish in ("length", "context"):
@@ -277,38 +220,17 @@ class Summariser:
             return "\n"
         return "\n\n" if self.options.length == "long" else " "
 
-    # -- progress --------------------------------------------------------------------------
-
-    def _eta(self, maps_left: int, notes: int, parts_left: int) -> float | None:
-        """Seconds left for the whole summary, from this run's own measured rates.
-
-        The remaining map calls cost what the map calls so far cost on average; the
-        reduce reads every partial summary once and writes the summary's words.
-        """
-        calls = self.calls
-        if not calls:
-            return None
-        engine_s = sum(s.prompt_s + s.gen_s for s in calls)
-        per_in = sum(s.prompt_s for s in calls) / max(1, sum(s.prompt_eval_tokens for s in calls))
-        per_out = sum(s.gen_s for s in calls) / max(1, sum(s.gen_tokens for s in calls))
-        mean_in = sum(s.prompt_eval_tokens for s in calls) / len(calls)
-        mean_out = sum(s.gen_tokens for s in calls) / len(calls)
-        left = maps_left * (mean_in * per_in + mean_out * per_out)
-        if parts_left:
-            share = parts_left / max(1, PARTS[self.options.length])
-            reduce_in = (notes + maps_left) * _tokens_for(self.map_words * 0.7) * share
-            reduce_out = _tokens_for(band(self.options.length).target) * share
-            left += reduce_in * per_in + reduce_out * per_out + parts_left * 0.05
-        overhead = (time.perf_counter() - self._t0) / max(engine_s, 1e-6)
-        return left * max(1.0, overhead)
-
     # -- the pipeline ----------------------------------------------------------------------
 
-    def run(self, paragraphs: Iterable[str], size_hint: int | None = None) -> Summary:
-        """Summarise the document; ``size_hint`` (bytes) lets progress estimate a total."""
-        self._t0 = time.perf_counter()
-        self.calls = []
+    def _start(self) -> None:
+        self.calls: list[Stats] = []
         self.trimmed = False
+        self.meter = Meter(self.progress, self.now)
+
+    def run(self, paragraphs: Iterable[str], size_hint: int | None = None) -> Summary:
+        """Summarise the document; ``size_hint`` (bytes of text, when known) lets reading
+        say how far it is."""
+        self._start()
         if self.base.seed != Sampling().seed:
             # A seeded summary repeats exactly only from the same start: evaluating a
             # prompt in other batches (a cache hit) changes the logits in the last bits.
@@ -318,63 +240,78 @@ class Summariser:
         # Chunks small enough that one of two can be written straight as half the summary,
         # and never one chunk for a document too big for one call (it has at least two).
         map_budget = min(self.budget("map"), self.budget("part", high // 2), final_budget)
-        stream = iter(paragraphs)
-        # Read up to one final-sized chunk: if the whole document fits, one call does it.
-        head: list[str] = []
-        used = 0
-        for para in stream:
-            head.append(para)
-            used += self._count(para) + 2
-            if used > final_budget:
-                break
-        else:
-            text = "\n\n".join(head)
-            if not text.strip():
-                raise EdgechatError("the document has no text to summarise")
-            return self._one_call(text)
-
-        def everything() -> Iterator[str]:
-            yield from head
-            yield from stream
-
-        # A document of a few chunks: each chunk is one part of the summary, written from
-        # the text itself. More chunks than parts: each gets a partial summary (map) and
-        # the partial summaries are shared out among the parts (reduce).
-        parts = PARTS[self.options.length]
-        held: list[str] = []
-        notes: list[str] = []
-        read_bytes = 0
-        for i, chunk in enumerate(self.chunks(everything(), map_budget), 1):
-            read_bytes += len(chunk.encode("utf-8", "replace"))
-            if i <= parts:
-                held.append(chunk)
-                continue
-            if held:  # more than `parts` chunks after all: the held ones get notes too
-                for j, old in enumerate(held, 1):
-                    notes.append(self._map(old))
-                    self._map_progress(j, i, read_bytes, size_hint)
-                held = []
-            notes.append(self._map(chunk))
-            self._map_progress(i, i, read_bytes, size_hint)
-        if held:
-            return self._parts(held, chunks=len(held), levels=0, source="text")
-        self.progress(Progress("map", len(notes), len(notes), self._eta(0, len(notes), parts)))
+        head, spool = self._read(paragraphs, map_budget, final_budget, size_hint)
+        with spool:
+            if head is not None:  # the whole document fits one call
+                if not head.strip():
+                    raise EdgechatError("the document has no text to summarise")
+                return self._one_call(head)
+            # A document of a few chunks: each chunk is one part of the summary, written
+            # from the text itself. More chunks than parts: each gets a partial summary
+            # (map) and the partial summaries are shared out among the parts (reduce).
+            if len(spool) <= PARTS[self.options.length]:
+                return self._parts([text for text, _ in spool], len(spool), 0, source="text")
+            notes = self._maps(spool, map_budget)
         return self.reduce(notes, chunks=len(notes))
 
-    def _map_progress(self, done: int, read: int, read_bytes: int, size_hint: int | None) -> None:
-        total = None
-        if size_hint:
-            total = max(read, round(read * size_hint / max(read_bytes, 1)))
-        eta = self._eta(total - done, done, PARTS[self.options.length]) if total else None
-        self.progress(Progress("map", done, total, eta))
+    def _read(
+        self, paragraphs: Iterable[str], budget: int, final_budget: int, size: int | None
+    ) -> tuple[str | None, Spool]:
+        """The document cut into chunks (kept in a spool), reporting the bytes read as it
+        goes; and the whole text too when it fits one call."""
+        head: list[str] | None = []
+        read = used = 0
+
+        def counted() -> Iterator[str]:
+            nonlocal read, used, head
+            for para in paragraphs:
+                read += len(para.encode("utf-8", "replace")) + 2
+                self.meter.reading(read, max(size, read) if size else None)
+                if head is not None:  # while it may all fit one call, keep it as it is
+                    head.append(para)
+                    used += self._count(para) + 2
+                    if used > final_budget:
+                        head = None
+                yield para
+
+        spool = Spool()
+        try:
+            for text, n in self.chunker.sized(counted(), budget):
+                spool.add(text, n)
+        except BaseException:
+            spool.close()
+            raise
+        self.meter.reading(read, read, final=True)
+        return ("\n\n".join(head) if head is not None else None), spool
+
+    def _shape(self, map_budget: int) -> Shape:
+        length, overhead = self.options.length, self._overhead
+        return Shape(
+            overhead("map"), overhead("part"), map_budget, PARTS[length], band(length).target
+        )
+
+    def _maps(self, spool: Spool, map_budget: int) -> list[str]:
+        """A partial summary of each chunk, costing what is left before each one."""
+        n, shape = len(spool), self._shape(map_budget)
+        budget = self.budget("part", max(8, band(self.options.length).high // shape.parts))
+        notes: list[str] = []
+        for i, (chunk, _) in enumerate(spool):
+            note = note_size([s.gen_tokens for s in self.calls], self.map_words)
+            ahead = maps_ahead(spool.sizes[i:], n, note, shape, budget)
+            self.meter.stage("summarising", i, n, "chunks", ahead)
+            notes.append(self._map(chunk))
+        note = note_size([s.gen_tokens for s in self.calls], self.map_words)
+        self.meter.stage("summarising", n, n, "chunks", notes_ahead(n, note, shape, budget))
+        return notes
 
     def _one_call(self, text: str) -> Summary:
         want = band(self.options.length, words(text))
-        self.progress(Progress("final", 0, 1, None))
+        ahead = Ahead(self._count(text) + self._overhead("final"), prompts.tokens_of(want.target))
+        self.meter.stage("writing", 0, 1, "parts", ahead)
         answer = self._write(self.request("final", text, want.target), want, more=2, seen=set())
         if self.options.style == "bullets":
             answer = as_bullets(answer)
-        self.progress(Progress("final", 1, 1, 0.0))
+        self.meter.finished("writing", 1, "parts")
         return self._done(answer, chunks=1, levels=0, want=want)
 
     def _map(self, text: str) -> str:
@@ -403,15 +340,19 @@ class Summariser:
         seen: set[str] = set()
         written: list[str] = []
         deepest = levels
-        for j, group in enumerate(groups, 1):
+        sizes = [self._count(g) for g in groups]
+        shape = self._shape(self.budget("map"))
+        note = note_size([s.gen_tokens for s in self.calls], self.map_words)
+        for j, group in enumerate(groups):
+            ahead = parts_ahead(sizes[j:], share.target, shape, part_budget, note)
+            self.meter.stage("writing", j, n_parts, "parts", ahead)
             if source == "notes":
                 pieces, depth = self._condense(group.split("\n\n"), part_budget)
                 group = "\n\n".join(pieces)
                 deepest = max(deepest, levels + depth)
             request = self.request("part", group, share.target)
             written.append(self._write(request, share, more=1, seen=seen))
-            eta = self._eta(0, 0, n_parts - j)
-            self.progress(Progress("reduce", j, n_parts, eta if j < n_parts else 0.0))
+        self.meter.finished("writing", n_parts, "parts")
         answer = join_parts(written, self.options.style, self.options.length)
         summary = self._done(answer, chunks, deepest + (source == "notes"), want)
         summary.parts = written
@@ -433,9 +374,7 @@ class Summariser:
 
     def combine(self, summaries: list[str]) -> Summary:
         """One summary of several documents' summaries, each document represented."""
-        self._t0 = time.perf_counter()
-        self.calls = []
-        self.trimmed = False
+        self._start()
         return self.reduce(summaries, chunks=len(summaries))
 
     def _done(self, answer: str, chunks: int, levels: int, want: Band) -> Summary:
@@ -447,7 +386,7 @@ class Summariser:
             chunks,
             levels,
             list(self.calls),
-            time.perf_counter() - self._t0,
+            self.now() - self.meter.t0,
             band=want,
             trimmed=self.trimmed,
         )

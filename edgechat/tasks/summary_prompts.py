@@ -4,6 +4,34 @@ one). Kept apart so the wording can be tuned without touching the pipeline."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+PARTS = {"short": 3, "medium": 5, "long": 8}  # points a summary of each length makes
+
+
+@dataclass(frozen=True)
+class Options:
+    length: str = "medium"
+    style: str = "paragraph"  # paragraph | bullets
+    focus: str | None = None
+
+
+def tokens_for(n_words: float) -> int:
+    """A token cap that lets ``n_words`` words through (about 1.3-1.5 tokens a word)."""
+    return int(n_words * 1.7) + 24
+
+
+def max_tokens(high: int) -> int:
+    """The cap of a reply meant to stop near ``high`` words: room to finish a sentence."""
+    return tokens_for(high * 2.2)
+
+
+def tokens_of(n_words: float) -> float:
+    """About how many tokens ``n_words`` words of English take (for the time left, not
+    for caps)."""
+    return n_words * 1.4 + 4
+
+
 SYSTEM = (
     "You summarise documents faithfully. Keep the main points, names and figures; "
     "add nothing that is not in the text."

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgechat.llama.reply import Stats
 
 # Word bands: where a summary of each length lands (fewer when the document is short).
 BANDS = {
@@ -242,3 +246,49 @@ def join_parts(parts: Iterable[str], style: str, length: str) -> str:
     if run:
         blocks.append(" ".join(run))
     return "\n\n".join(blocks)
+
+
+@dataclass
+class Summary:
+    text: str
+    chunks: int
+    levels: int  # reduce levels above the map step (0: one pass)
+    calls: list[Stats] = field(default_factory=list)
+    seconds: float = 0.0
+    band: Band = field(default_factory=lambda: band("medium"))
+    trimmed: bool = False  # a reply was cut by its cap and trimmed to whole sentences
+    parts: list[str] = field(default_factory=list)  # the part summaries, in document order
+
+    @property
+    def words(self) -> int:
+        return words(self.text)
+
+    @property
+    def in_band(self) -> bool:
+        return self.band.holds(self.words)
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(s.prompt_tokens for s in self.calls)
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(s.gen_tokens for s in self.calls)
+
+    @property
+    def engine_seconds(self) -> float:
+        """Time llama.cpp spent evaluating prompts and generating, summed over calls."""
+        return sum(s.prompt_s + s.gen_s for s in self.calls)
+
+
+def share_out(items: list[str], n: int) -> list[list[str]]:
+    """``items`` in order, in at most ``n`` consecutive groups of near-equal size: each item
+    lands in exactly one group, so every part of the document reaches the summary."""
+    n = max(1, min(n, len(items)))
+    size, extra = divmod(len(items), n)
+    groups, start = [], 0
+    for k in range(n):
+        end = start + size + (k < extra)
+        groups.append(items[start:end])
+        start = end
+    return groups

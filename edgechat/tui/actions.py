@@ -239,8 +239,8 @@ class ChatActions:
         self.generating = True
         self.add_user_message(f"Summarise {doc.name}", title=f"Summary of {Path(doc.name).name}")
         progress = Vertical(
-            Label(f"summarising {doc.name} ...", id="summary-stage"),
-            ProgressBar(total=None, show_eta=True, id="summary-bar"),
+            Label(f"reading {doc.name} ...", id="summary-stage"),
+            ProgressBar(total=100, show_eta=False, id="summary-bar"),  # the ETA: the label's
             id="summary-progress",
         )
         self.query_one("#messages", VerticalScroll).mount(progress)
@@ -248,6 +248,7 @@ class ChatActions:
 
     @work(thread=True, exclusive=True, group="reply")
     def _run_summary(self, doc) -> None:
+        from edgechat.tasks.progress import clock
         from edgechat.tasks.summarise import Summariser
 
         def progress(p) -> None:
@@ -258,7 +259,7 @@ class ChatActions:
             result = self.session.run(summariser.run, doc.paragraphs, doc.size).result()
             text = (
                 f"{result.text}\n\n_{result.chunks} chunk(s), {result.tokens_in} tokens in, "
-                f"{result.seconds:.0f} s_"
+                f"{clock(result.seconds)}_"
             )
             self.app.call_from_thread(self._summary_done, doc.name, text, None)
         except EdgechatError as e:
@@ -271,13 +272,15 @@ class ChatActions:
         self.app.call_from_thread(self.notify, line, severity="warning", timeout=10)
 
     def _summary_progress(self, p) -> None:
-        """The bar follows the summariser's stage: chunks read, then the parts combined."""
+        """The summary's one progress model (tasks/progress.py), in the CLI's words: the
+        bar fills with the stage, the label names it and the time left."""
+        warning = p.warning()
+        if warning:
+            self.notify(f"{warning}; Esc stops it", severity="warning", timeout=20)
         for bar in self.query("#summary-bar").results(ProgressBar):
-            bar.update(total=p.total or None, progress=p.done)
-        eta = f", about {p.eta_s:.0f} s left" if p.eta_s else ""
-        total = f" of {p.total}" if p.total else ""
+            bar.update(total=100, progress=round(100 * (p.bar or 0)))
         for label in self.query("#summary-stage").results(Label):
-            label.update(f"{p.stage}: {p.done}{total}{eta}")
+            label.update(p.line())
 
     async def _summary_done(self, name: str, text: str | None, error: str | None) -> None:
         self._summariser = None

@@ -20,7 +20,10 @@ Respond = Callable[[list[dict] | str], str]
 
 class FakeEngine:
     """``respond(messages or prompt) -> text`` writes each reply (default: a fixed
-    line); ``delay`` seconds pass between pieces, so a test can cancel mid-reply."""
+    line); ``delay`` seconds pass between pieces, so a test can cancel mid-reply.
+    ``speed`` (prompt tokens/s, generated tokens/s) runs the engine on its own clock
+    instead, ``now()``, which only its calls move: a test of timing (a summary's ETA)
+    gets the same figures on any machine, however busy."""
 
     def __init__(
         self,
@@ -30,6 +33,7 @@ class FakeEngine:
         delay: float = 0.0,
         is_local: bool = True,
         where: str = "this machine",
+        speed: tuple[float, float] | None = None,
     ) -> None:
         self._respond = respond if callable(respond) else (lambda _: respond)
         self.n_ctx = n_ctx
@@ -43,6 +47,12 @@ class FakeEngine:
         self.closed = False
         self._cancel = threading.Event()
         self._prompts = EstimatedPrompts()
+        self.speed = speed
+        self._clock = 0.0
+
+    def now(self) -> float:
+        """The engine's clock: real time, or with ``speed`` the time its calls took."""
+        return self._clock if self.speed else time.perf_counter()
 
     def info(self) -> dict:
         return {"name": "fake", "path": "fake.gguf", "n_ctx": self.n_ctx, "chat_template": True}
@@ -95,7 +105,9 @@ class FakeEngine:
         return Reply(self._stream(text, n_prompt, sampling, dropped), self, dropped)
 
     def _stream(self, text: str, n_prompt: int, s: Sampling, dropped: int) -> Iterator[str]:
-        t0 = time.perf_counter()
+        t0 = self.now()
+        prompt_s = n_prompt / self.speed[0] if self.speed else 0.0
+        self._clock += prompt_s
         finish, n = "stop", 0
         try:
             for piece in estimate_tokens(text):
@@ -107,19 +119,21 @@ class FakeEngine:
                     return
                 if self.delay:
                     time.sleep(self.delay)
+                if self.speed and n:
+                    self._clock += 1 / self.speed[1]
                 n += 1
                 yield piece
         except GeneratorExit:
             finish = "cancelled"
             raise
         finally:
-            spent = time.perf_counter() - t0
+            spent = self.now() - t0 - prompt_s
             self.n_ctx_used = min(self.n_ctx, n_prompt + n)
             self.last_stats = Stats(
                 load_s=0.0,
                 prompt_tokens=n_prompt,
                 prompt_eval_tokens=n_prompt,
-                prompt_s=0.0,
+                prompt_s=prompt_s,
                 gen_tokens=n,
                 gen_s=spent,
                 ttft_s=0.0,
