@@ -159,7 +159,7 @@ def gguf_area(w: Worker, home: Path, quick: bool) -> list[tuple[str, str]]:
 def hub_area(home: Path) -> list[tuple[str, str]]:
     import hashlib
 
-    from hubserver import Hub
+    from support.hubserver import Hub
     from test_hostile_hub import TRAVERSAL_NAMES
 
     from edgechat.errors import EdgechatError

@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from serving import Server, edgechat_serve, free_port  # noqa: E402
+from support.serving import Server, edgechat_serve, free_port  # noqa: E402
 
 from edgechat.llama.engine import Engine  # noqa: E402
 from edgechat.models import registry  # noqa: E402
