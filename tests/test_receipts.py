@@ -186,4 +186,5 @@ async def test_the_picker_shows_the_measured_quality(starter_path):
         table = app.screen.query_one("#choices")
         row = table.get_row_at(app.screen.rows.index(registry.STARTER_ID))
         assert str(row[0]) == f"{registry.STARTER_ID} KLD 0.004"
-        assert str(row[-1]).startswith("KLD 0.004 on your text (notes.txt): meets the chat")
+        # The why column is recommend's reason, word for word (one ranking, one wording).
+        assert str(row[-1]).startswith("meets the chat budget on your text (KLD 0.004)")

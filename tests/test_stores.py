@@ -327,7 +327,7 @@ async def test_the_picker_offers_them_on_this_machine_and_loads_one(home, starte
     from support.devices import simulated_device
 
     from edgechat.tui.app import EdgechatApp, LaunchOptions
-    from edgechat.tui.wizard import ON_THIS_MACHINE, WizardScreen
+    from edgechat.tui.wizard import ON_THIS_MACHINE, RANKED, WizardScreen
 
     laptop = simulated_device(overrides=("memory=16.0 GiB",))  # no bandwidth to measure
     app = EdgechatApp(LaunchOptions(start="auto"), device=laptop)
@@ -337,14 +337,16 @@ async def test_the_picker_offers_them_on_this_machine_and_loads_one(home, starte
             assert time.monotonic() < deadline
             await pilot.pause(0.05)
         wizard = app.screen
-        heading = wizard.rows.index(ON_THIS_MACHINE)
-        assert wizard.rows[:heading] == ["smollm2-135m-instruct:Q4_1"]  # installed first
-        assert "ollama:smollm2:135m" in wizard.rows[heading:]
+        heading, ranked = wizard.rows.index(ON_THIS_MACHINE), wizard.rows.index(RANKED)
+        assert heading == 0  # what works offline at once comes first
+        assert "ollama:smollm2:135m" in wizard.rows[heading:ranked]
+        assert "smollm2-135m-instruct:Q4_1" in wizard.rows[ranked:]  # installed, in the ranking
         assert "lmstudio:lmstudio-community/SmolLM2-GGUF/SmolLM2-135M-Q4_1.gguf" in wizard.rows
         table = wizard.query_one("#choices")
-        table.move_cursor(row=heading)
-        await pilot.press("enter")  # the heading is not a model: nothing happens
-        assert isinstance(app.screen, WizardScreen)
+        for row in (heading, ranked):
+            table.move_cursor(row=row)
+            await pilot.press("enter")  # a heading is not a model: nothing happens
+            assert isinstance(app.screen, WizardScreen)
         table.move_cursor(row=wizard.rows.index("ollama:smollm2:135m"))
         await pilot.press("enter")
         while app.model_id != "smollm2-135m:Q4_1" or app.engine is None:

@@ -19,6 +19,8 @@ from edgechat.text import clean
 FIT_BADGE = {"comfortable": "✔ fits", "tight": "~ tight", "does not fit": "✘ too big"}
 # Models other tools keep here come under this heading; choosing one imports it.
 ON_THIS_MACHINE = "── on this machine ──"
+RANKED = "── for this machine ──"  # the ranking's heading, under models found here
+HEADINGS = (ON_THIS_MACHINE, RANKED)
 STORE_SHORT = {"ollama": "Ollama", "lmstudio": "LM Studio", "llamacpp": "llama.cpp", "hf": "HF"}
 
 
@@ -102,8 +104,10 @@ class WizardScreen(Screen):
         for button in self.query("#tasks Button"):
             button.variant = "primary" if button.id == f"task-{task}" else "default"
         # What other tools keep here works offline at once: it comes first, under its
-        # own heading, then the one ranking `edgechat recommend` prints.
-        rows = self._found_rows() + self._rows(task)
+        # own heading, then the one ranking `edgechat recommend` prints, under its own.
+        found = self._found_rows()
+        heading = [(RANKED, ("",) * (len(found[0][1])))] if found else []
+        rows = found + heading + self._rows(task)
         table = self.query_one(DataTable)
         table.clear()
         measured = self.app.choices.measured()
@@ -176,7 +180,7 @@ class WizardScreen(Screen):
         if model_id in self.app.choices.installed():
             self.app.use_model(model_id, remember=True)
             return
-        if model_id == ON_THIS_MACHINE:
+        if model_id in HEADINGS:
             return
         if model_id in self.found:
             self._pulling = True
