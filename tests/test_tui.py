@@ -206,8 +206,12 @@ def _stored_chat() -> None:
 
 
 async def _loaded(pilot) -> None:
-    await until(pilot, lambda: pilot.app.engine is not None)
-    pilot.app.clear_notifications()
+    """The screen has followed the load (the engine alone is set a message earlier)."""
+    app = pilot.app
+    await until(pilot, lambda: app.engine is not None and app.model_state.engine is app.engine)
+    await until(pilot, lambda: not app.screen.query_one("#input").loading)
+    await pilot.pause()
+    app.clear_notifications()
     pilot.app.screen.query_one("#input").cursor_blink = False  # a blink is not a change
     await pilot.pause()
 
