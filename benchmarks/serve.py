@@ -31,14 +31,13 @@ import statistics
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from support.serving import Server, edgechat_serve, free_port  # noqa: E402
+from support.serving import Server, edgechat_serve, free_port, ready  # noqa: E402
 
 from edgechat.llama.engine import Engine  # noqa: E402
 from edgechat.models import registry  # noqa: E402
@@ -136,17 +135,8 @@ def llama_server(binary: str, model: Path, n: int, ctx: int, threads: int) -> Se
     ]
     server = Server(args, env)
     server.url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            if server.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-    server.stop()
+    if ready(server, f"http://127.0.0.1:{port}/health", 120):
+        return server
     raise SystemExit(f"llama-server did not start:\n{server.log[-2000:]}")
 
 

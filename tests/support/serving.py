@@ -106,15 +106,22 @@ def llama_cpp_server(model: Path, n_ctx: int = 1024) -> Server:
         ]
     )
     server.url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 90
+    if not ready(server, server.url + "/models", 90):
+        raise AssertionError(f"llama_cpp.server did not start:\n{server.log}")
+    return server
+
+
+def ready(server: Server, url: str, seconds: float) -> bool:
+    """Wait until ``url`` answers 200; False (the server stopped) when it never does."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(server.url + "/models", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    return server
+                    return True
         except OSError:
             if server.proc.poll() is not None:
                 break
             time.sleep(0.2)
     server.stop()
-    raise AssertionError(f"llama_cpp.server did not start:\n{server.log}")
+    return False
