@@ -46,6 +46,7 @@ def test_the_stages_come_in_order_with_a_figure_at_once():
     assert maps[-1].done == maps[-1].total == result.chunks
     writing = [p for p in seen if p.stage == "writing"]
     assert writing[-1].done == writing[-1].total and writing[-1].eta_s == 0.0
+    assert writing[-1].line() == f"writing {writing[-1].total}/{writing[-1].total} parts · done"
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,8 @@ class Progress:
     def left(self) -> str:
         if self.eta_s is None:
             return "" if self.stage == "reading" else " · timing it"
+        if not self.eta_s and self.total and self.done >= self.total:
+            return " · done"  # the last report, not 'about 0:00:00 left'
         return f" · about {clock(self.eta_s)} left"
 
     def line(self) -> str:
