@@ -267,6 +267,8 @@ async def test_the_context_readout_moves_while_a_reply_streams(starter_path):
 
 
 async def test_summarising_shows_a_progress_bar(starter_path, tmp_path):
+    from edgechat.tasks.progress import STAGES
+
     doc = tmp_path / "minutes.md"
     doc.write_text("The council met on Tuesday and agreed the library budget.\n")
     app = make_app()
@@ -288,7 +290,10 @@ async def test_summarising_shows_a_progress_bar(starter_path, tmp_path):
         screen._summarise(str(doc))
         await pilot.pause()
         await until(pilot, lambda: not screen.generating)
-        assert any(":" in line for line, _ in seen), seen  # a stage with its count was shown
+        # Each stage shown by name with its count (tasks/progress.py's one model).
+        assert [line.split()[0] for line, _ in seen][-1] == "writing", seen
+        assert all(line.split()[0] in STAGES for line, _ in seen), seen
+        assert seen[-1][0] == "writing the summary · done", seen
         assert any(total is not None for _, total in seen), seen  # the bar had a total
         assert not screen.query("#summary-progress")
         assert app.store.messages(screen.conversation.id)[-1].role == "assistant"
