@@ -25,12 +25,15 @@ abandoned after a piece), the server's RSS sampled along the way: it should stay
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,34 +46,69 @@ from edgechat.llama.engine import Engine  # noqa: E402
 from edgechat.models import registry  # noqa: E402
 from edgechat.planning.plan import RunPlan, Sampling, physical_cores  # noqa: E402
 
+TOPICS = ["the sea", "Rome", "owls", "apples", "trains", "winter", "bread", "music", "bees"]
+
 
 def prompt(i: int) -> list[dict]:
-    """A different long, predictable reply for each client (none stops early)."""
-    return [
-        {"role": "user", "content": f"Count from {100 * i + 1} to {100 * i + 500}, with commas."}
-    ]
+    """A different prompt for each client, whose greedy reply on SmolLM2 runs to the end
+    of 96 tokens (counting prompts stopped after 9-73: a client that ends early leaves
+    the others a smaller batch, and the total measured its absence)."""
+    topic = TOPICS[i % len(TOPICS)] + (
+        f" (part {i // len(TOPICS) + 1})" if i >= len(TOPICS) else ""
+    )
+    return [{"role": "user", "content": f"Write a long essay about {topic}."}]
 
 
-def stream(client, model: str, messages: list[dict], tokens: int, barrier=None) -> dict:
+def model_of(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/models", timeout=60) as r:
+        return json.load(r)["data"][0]["id"]
+
+
+def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None) -> dict:
+    """One streamed chat completion, read with http.client: the clients run on the same
+    cores as the servers, and the official client's per-chunk work (about as much as the
+    server's) took 20-25 % of the machine at 4 clients and hid what the servers did."""
+    where = urllib.parse.urlsplit(url)
+    body = json.dumps(
+        {
+            "model": model,
+            "messages": messages,
+            "max_tokens": tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=600)
     if barrier is not None:
         barrier.wait()
     t0 = time.perf_counter()
     first = last = None
     text, used = [], None
-    for chunk in client.chat.completions.create(
-        model=model,
-        messages=messages,
-        max_tokens=tokens,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    ):
-        if chunk.usage is not None:
-            used = chunk.usage.completion_tokens
-        if chunk.choices and chunk.choices[0].delta.content:
-            last = time.perf_counter()
-            first = first or last
-            text.append(chunk.choices[0].delta.content)
+    try:
+        conn.request(
+            "POST", f"{where.path}/chat/completions", body, {"Content-Type": "application/json"}
+        )
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise SystemExit(f"{url}: HTTP {resp.status}: {resp.read()[:500]!r}")
+        for line in resp:
+            if not line.startswith(b"data: "):
+                continue
+            data = line[6:].strip()
+            if data == b"[DONE]":
+                break
+            chunk = json.loads(data)
+            if chunk.get("usage"):
+                used = chunk["usage"]["completion_tokens"]
+            choices = chunk.get("choices") or [{}]
+            piece = (choices[0].get("delta") or {}).get("content")
+            if piece:
+                last = time.perf_counter()
+                first = first or last
+                text.append(piece)
+    finally:
+        conn.close()
     n = used or len(text)
     span = (last - first) if first and last else 0.0
     return {
@@ -91,15 +129,12 @@ def pct(values: list[float], q: float) -> float:
 def measure(url: str, n: int, tokens: int) -> dict:
     """N clients at once on a fresh server (their prompts not cached anywhere), then the
     same N prompts one after the other, to compare the replies."""
-    import openai
-
-    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
-    model = client.models.list().data[0].id
-    stream(client, model, prompt(99), 8)  # warm: the first decode allocates
+    model = model_of(url)
+    stream(url, model, prompt(8), 8)  # warm: the first decode allocates
     barrier = threading.Barrier(n)
     with ThreadPoolExecutor(n) as pool:
-        runs = list(pool.map(lambda i: stream(client, model, prompt(i), tokens, barrier), range(n)))
-    alone = [stream(client, model, prompt(i), tokens) for i in range(n)]
+        runs = list(pool.map(lambda i: stream(url, model, prompt(i), tokens, barrier), range(n)))
+    alone = [stream(url, model, prompt(i), tokens) for i in range(n)]
     wall = max(r["end"] for r in runs) - min(r["t0"] for r in runs)
     ttft = [r["ttft_s"] for r in runs]
     return {
@@ -143,8 +178,6 @@ def llama_server(binary: str, model: Path, n: int, ctx: int, threads: int) -> Se
 def engine_vs_one_client(
     model_path: Path, ctx: int, threads: int, tokens: int, rounds: int
 ) -> dict:
-    import openai
-
     server = edgechat_serve(
         model_path, "--ctx", str(ctx), "--threads", str(threads), "--parallel", "4", "--quiet"
     )
@@ -152,14 +185,13 @@ def engine_vs_one_client(
     sampling = Sampling(temperature=0.0, max_tokens=tokens)
     eng, srv = [], []
     try:
-        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
-        model = client.models.list().data[0].id
+        model = model_of(server.url)
         for _ in range(rounds + 1):  # the first of each warms up
             engine.clear_cache()
             reply = engine.chat(prompt(0), sampling)
             reply.collect()
             eng.append(reply.stats.gen_tps)
-            srv.append(stream(client, model, prompt(0), tokens)["tps"])
+            srv.append(stream(server.url, model, prompt(0), tokens)["tps"])
     finally:
         engine.close()
         server.stop()

@@ -1,5 +1,7 @@
-"""A model's vocabulary through llama.cpp's C API: text to tokens and back. One piece
-buffer is reused, because turning tokens into text runs once per generated token."""
+"""A model's vocabulary through llama.cpp's C API: text to tokens and back. A token's
+bytes are asked of llama.cpp once and kept, because turning tokens into text runs once
+per generated token (and each C call hands the GIL over, which costs most when a server
+streams to several clients)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ class Vocab:
         self._lc = lc
         self.ptr = lc.llama_model_get_vocab(model)  # what the C API calls take
         self.buf = ctypes.create_string_buffer(256)  # a token's text (grown when short)
+        self._pieces: dict[int, bytes] = {}  # token -> its bytes, as they are met
 
     @property
     def n_tokens(self) -> int:
@@ -36,6 +39,14 @@ class Vocab:
 
     def piece(self, token: int, special: bool = False) -> bytes:
         """The bytes a token stands for (part of a UTF-8 character, maybe)."""
+        if not special:
+            known = self._pieces.get(token)
+            if known is None:
+                known = self._pieces[token] = self._piece(token, False)
+            return known
+        return self._piece(token, True)
+
+    def _piece(self, token: int, special: bool) -> bytes:
         buf = self.buf
         n = self._lc.llama_token_to_piece(self.ptr, token, buf, len(buf), 0, special)
         if n < 0:

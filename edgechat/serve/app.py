@@ -25,7 +25,7 @@ from edgechat.planning.plan import Sampling
 from edgechat.serve import ollama_routes
 from edgechat.serve import protocol as p
 from edgechat.serve.ollama import OllamaModel, error_body
-from edgechat.serve.streams import Events, JobStream, collect, read_json, run_job
+from edgechat.serve.streams import Courier, Events, JobStream, collect, read_json, run_job
 from edgechat.serve.worker import Job, LlamaWorker
 
 
@@ -49,6 +49,9 @@ def _ollama_path(path: str) -> bool:
 
 
 def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
+    courier = Courier()
+    worker.on_step = courier.flush
+
     def check_key(request: Request) -> None:
         if config.api_key is None:
             return
@@ -95,7 +98,7 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         return replace(config.sampling, **changes)
 
     async def run(request: Request, req, job_args: dict, chat: bool) -> Response:
-        events = Events()
+        events = courier.events()
         job = Job(sampling_for(req), events.emit, stops=req.stop, **job_args)
         rid = p.new_id("chatcmpl" if chat else "cmpl")
 
@@ -219,7 +222,7 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         Route("/health", health, methods=["GET"]),
     ]
     if config.ollama is not None:
-        routes += ollama_routes.routes(worker, config.ollama, config.sampling, check_key)
+        routes += ollama_routes.routes(worker, courier, config.ollama, config.sampling, check_key)
     return Starlette(
         routes=routes,
         exception_handlers={p.ApiError: on_api_error, HTTPException: on_http_error},

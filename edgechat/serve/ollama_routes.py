@@ -16,7 +16,7 @@ from starlette.routing import Route
 from edgechat.planning.plan import Sampling
 from edgechat.serve import ollama as o
 from edgechat.serve.protocol import ApiError, ValidationError
-from edgechat.serve.streams import Events, JobStream, collect, read_json, run_job
+from edgechat.serve.streams import Courier, Events, JobStream, collect, read_json, run_job
 from edgechat.serve.worker import Job, LlamaWorker
 
 
@@ -25,7 +25,11 @@ def _line(obj: dict) -> bytes:
 
 
 def routes(
-    worker: LlamaWorker, model: o.OllamaModel, defaults: Sampling, check_key: Callable
+    worker: LlamaWorker,
+    courier: Courier,
+    model: o.OllamaModel,
+    defaults: Sampling,
+    check_key: Callable,
 ) -> list[Route]:
     names = model.aliases()
 
@@ -92,7 +96,7 @@ def routes(
         if not req.messages:
             return loaded(req, chat=True)
         sampling, n_ctx, stops = o.sampling(req.options, defaults, model.context_length)
-        events = Events()
+        events = courier.events()
         messages = [m.as_engine() for m in req.messages]
         # Ollama's rule: the oldest turns make way when a chat outgrows the context.
         job = Job(sampling, events.emit, messages, stops=stops, drop_oldest=True, n_ctx=n_ctx)
@@ -103,7 +107,7 @@ def routes(
         if not req.prompt and not req.context:
             return loaded(req, chat=False)
         sampling, n_ctx, stops = o.sampling(req.options, defaults, model.context_length)
-        events = Events()
+        events = courier.events()
         if req.raw:
             job = Job(sampling, events.emit, prompt=req.prompt, stops=stops, n_ctx=n_ctx)
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -34,39 +35,77 @@ async def read_json(request: Request) -> dict:
     return body
 
 
-class Events:
-    """A job's events, handed from the llama thread to this request's coroutine.
+class Courier:
+    """Wakes the event loop once per step of the llama thread, for every request whose
+    job emitted during it, instead of once per event.
 
-    The llama thread only appends and wakes the event loop when no wake-up is pending, so
-    pieces that come faster than the loop runs share one wake-up (and one GIL hand-over).
+    A wake-up writes to the loop's self-pipe, and every write hands the GIL over: one
+    per slot per token kept the llama thread waiting on the event loop between its own
+    calls while several clients streamed. Posts from the llama thread wait for
+    ``flush()``, which the worker calls after each step, just before the next decode
+    (which runs without the GIL, so the loop's work overlaps it); posts from any other
+    thread wake the loop at once.
     """
 
     def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.ready: collections.deque[tuple] = collections.deque()
-        self._signal = asyncio.Event()
         self._lock = threading.Lock()
-        self._pending = False
+        self._due: dict[Events, None] = {}  # in the order they first posted
+        self._queued = False  # a delivery is scheduled on the loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: int | None = None  # the llama thread: its posts wait for flush()
 
-    def emit(self, event: tuple) -> None:  # on the llama thread
+    def events(self) -> Events:
+        """A new request's events (on the event loop)."""
+        self._loop = asyncio.get_running_loop()
+        return Events(self)
+
+    def post(self, events: Events) -> None:  # any thread
         with self._lock:
-            self.ready.append(event)
-            if self._pending:
+            self._due[events] = None
+            if self._queued or threading.get_ident() == self._held:
                 return
-            self._pending = True
-        self.loop.call_soon_threadsafe(self._wake)
+            self._queued = True
+        self._schedule()
 
-    def _wake(self) -> None:
+    def flush(self) -> None:  # the llama thread, after a step
+        self._held = threading.get_ident()
         with self._lock:
-            self._pending = False
-        self._signal.set()
+            if self._queued or not self._due:
+                return
+            self._queued = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # A closed loop: the server is gone, and its requests with it.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            due, self._due, self._queued = self._due, {}, False
+        for events in due:
+            events.signal.set()
+
+
+class Events:
+    """A job's events, handed from the llama thread to this request's coroutine (the
+    llama thread appends; the courier wakes the coroutine)."""
+
+    def __init__(self, courier: Courier) -> None:
+        self.ready: collections.deque[tuple] = collections.deque()
+        self.signal = asyncio.Event()
+        self._courier = courier
+
+    def emit(self, event: tuple) -> None:  # on the llama thread, mostly
+        self.ready.append(event)
+        self._courier.post(self)
 
     async def get(self) -> tuple:
         while not self.ready:
-            self._signal.clear()
+            self.signal.clear()
             if self.ready:
                 break
-            await self._signal.wait()
+            await self.signal.wait()
         return self.ready.popleft()
 
     async def batch(self) -> list[tuple]:

@@ -79,6 +79,9 @@ class LlamaWorker:
         self.counts = {"served": 0, "cancelled": 0, "refused": 0, "failed": 0}
         self.peak = 0  # the most replies generated at once so far
         self._mean_s = 1.0  # a running mean of request time, for Retry-After
+        # Called on the llama thread after each step, before the next decode: the app's
+        # courier wakes the event loop there, once for all the step's events.
+        self.on_step: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="llama", daemon=True)
 
     # -- lifecycle (any thread) ---------------------------------------------------------
@@ -192,10 +195,12 @@ class LlamaWorker:
                         batcher.reset()
                         with self._cond:
                             self._active.clear()
+                self.on_step()
                 with self._cond:
                     self._free = batcher.free
         finally:
             batcher.cancel_all()
+            self.on_step()
             self.engine.close()
 
     def _requeue(self, jobs: list[Job]) -> None:
