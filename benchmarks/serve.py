@@ -84,7 +84,7 @@ def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None
         barrier.wait()
     t0 = time.perf_counter()
     first = last = None
-    text, used = [], None
+    text, used, server_tps = [], None, None
     try:
         conn.request(
             "POST", f"{where.path}/chat/completions", body, {"Content-Type": "application/json"}
@@ -99,6 +99,8 @@ def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None
             if data == b"[DONE]":
                 break
             chunk = json.loads(data)
+            if chunk.get("timings"):  # both servers report their own rate here
+                server_tps = chunk["timings"].get("predicted_per_second")
             if chunk.get("usage"):
                 used = chunk["usage"]["completion_tokens"]
             choices = chunk.get("choices") or [{}]
@@ -115,6 +117,7 @@ def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None
         "tokens": n,
         "tps": (n - 1) / span if n > 1 and span > 0 else 0.0,
         "ttft_s": (first - t0) if first else 0.0,
+        "server_tps": server_tps,
         "t0": t0,
         "end": last or time.perf_counter(),
         "text": "".join(text),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgechat.llama.batch import Batcher, SeqRequest
+from edgechat.llama.batch import COPY_AT_LEAST, Batcher, SeqRequest, shared
 from edgechat.llama.engine import Engine
 from edgechat.planning.plan import RunPlan, Sampling
 
@@ -90,6 +90,25 @@ def test_a_follow_up_goes_back_to_its_slot_and_reads_only_what_is_new(engine):
     s = follow.stats
     assert s.prompt_tokens - s.prompt_eval_tokens >= first.stats.prompt_tokens  # reused
     assert s.prompt_eval_tokens < s.prompt_tokens // 2
+
+
+def test_a_new_conversation_starts_from_a_copy_of_another_slots_cache(engine, alone):
+    """Every chat starts with the template's system prompt: a new conversation in an empty
+    slot copies another slot's cache of it, reads only the rest of its prompt, and
+    writes exactly what it would alone."""
+    batcher = Batcher(engine)
+    first = Reply(engine, chat(TOPICS[0]))
+    home = batcher.admit(first.req)
+    run(batcher)
+    others = [Reply(engine, chat(t)) for t in TOPICS[1:]]
+    seqs = [batcher.admit(r.req) for r in others]
+    assert home not in seqs and len(set(seqs)) == 3  # the empty slots, not the first's
+    run(batcher)
+    for reply, topic in zip(others, TOPICS[1:], strict=True):
+        common = shared(first.req.tokens, reply.req.tokens)
+        assert common >= COPY_AT_LEAST
+        assert reply.stats.prompt_eval_tokens == len(reply.req.tokens) - common
+        assert reply.text == alone[topic]
 
 
 def test_a_cancelled_reply_frees_its_slot_and_the_others_finish_unchanged(engine, alone):
