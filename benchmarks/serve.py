@@ -65,9 +65,9 @@ def model_of(url: str) -> str:
 
 
 def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None) -> dict:
-    """One streamed chat completion, read with http.client: the clients run on the same
-    cores as the servers, and the official client's per-chunk work (about as much as the
-    server's) took 20-25 % of the machine at 4 clients and hid what the servers did."""
+    """One streamed chat completion, read with http.client: the clients share the cores
+    with the server they measure, so they do as little as a client can (no pydantic
+    model per chunk, as the official client builds)."""
     where = urllib.parse.urlsplit(url)
     body = json.dumps(
         {
