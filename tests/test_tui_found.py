@@ -194,8 +194,11 @@ def test_two_app_processes_under_tmux_keep_their_own_chats(edgechat_home, starte
 
 
 async def test_a_chat_started_by_a_summary_is_named_after_the_document(starter_path, tmp_path):
+    from edgechat import config
+
     doc = tmp_path / "minutes.md"
     doc.write_text("The council met on Tuesday and agreed the library budget.\n")
+    config.set_value("max_tokens", "16")  # the follow-up's length is not the point
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.engine is not None)
