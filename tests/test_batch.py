@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgechat.llama.batch import COPY_AT_LEAST, Batcher, SeqRequest, shared
+from edgechat.llama.batch import Batcher, SeqRequest, shared, worth_copying
 from edgechat.llama.engine import Engine
 from edgechat.planning.plan import RunPlan, Sampling
 
@@ -106,7 +106,7 @@ def test_a_new_conversation_starts_from_a_copy_of_another_slots_cache(engine, al
     run(batcher)
     for reply, topic in zip(others, TOPICS[1:], strict=True):
         common = shared(first.req.tokens, reply.req.tokens)
-        assert common >= COPY_AT_LEAST
+        assert worth_copying(common, engine.n_ctx)
         assert reply.stats.prompt_eval_tokens == len(reply.req.tokens) - common
         assert reply.text == alone[topic]
 
