@@ -75,6 +75,7 @@ def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None
             "messages": messages,
             "max_tokens": tokens,
             "temperature": 0,
+            "repeat_penalty": 1.0,  # both servers' sampler alike (edgechat's default: 1.1)
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -185,7 +186,7 @@ def engine_vs_one_client(
         model_path, "--ctx", str(ctx), "--threads", str(threads), "--parallel", "4", "--quiet"
     )
     engine = Engine(RunPlan(model_path, n_ctx=ctx, n_threads=threads))
-    sampling = Sampling(temperature=0.0, max_tokens=tokens)
+    sampling = Sampling(temperature=0.0, max_tokens=tokens, repeat_penalty=1.0)
     eng, srv = [], []
     try:
         model = model_of(server.url)

@@ -157,6 +157,19 @@ def test_errors_in_openai_shape(server, client, model_id):
                 model=model_id, messages=[{"role": "user", "content": "hi"}], **bad
             )
         assert e.value.param == next(iter(bad))
+    # llama-server's extensions, under the same bounds as the settings.
+    for bad in ({"repeat_penalty": 0.5}, {"top_k": -1}, {"min_p": 2}):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(
+                model=model_id, messages=[{"role": "user", "content": "hi"}], extra_body=bad
+            )
+        assert e.value.param == next(iter(bad))
+    client.chat.completions.create(
+        model=model_id,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=2,
+        extra_body={"repeat_penalty": 1.0, "top_k": 20, "min_p": 0.1},
+    )
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=model_id, messages=[])
     long = "word " * 2000  # beyond the 1024-token context

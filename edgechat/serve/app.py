@@ -86,11 +86,11 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         return req
 
     def sampling_for(req) -> Sampling:
-        changes = {}
-        if req.temperature is not None:
-            changes["temperature"] = req.temperature
-        if req.top_p is not None:
-            changes["top_p"] = req.top_p
+        changes = {
+            k: getattr(req, k)
+            for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")
+            if getattr(req, k) is not None
+        }
         if req.limit is not None:
             changes["max_tokens"] = req.limit
         if req.seed is not None:

@@ -83,6 +83,10 @@ class _Common(BaseModel):
     max_tokens: int | None = Field(None, **limits.field("max_tokens"))
     temperature: float | None = Field(None, **limits.field("temperature"))
     top_p: float | None = Field(None, **limits.field("top_p"))
+    # llama-server's extensions to OpenAI's fields (unset: the server's defaults, chat's)
+    top_k: int | None = Field(None, **limits.field("top_k"))
+    min_p: float | None = Field(None, **limits.field("min_p"))
+    repeat_penalty: float | None = Field(None, **limits.field("repeat_penalty"))
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
