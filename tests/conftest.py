@@ -13,6 +13,7 @@ and says which marker it needs, so the fast tier stays fast.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,13 @@ from pathlib import Path
 # cores a spinning thread starves it (one test took 344 s spinning, 19 s asleep, on a
 # busy machine). Set before llama.cpp's library loads; children inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The Ctrl-C tests send SIGINT to a child, as a terminal would. A suite started in the
+# background (`nohup`, `&` in a script) inherits SIGINT ignored, and a child inherits
+# that too, so Python in it never installs its KeyboardInterrupt: handle it here, and
+# every child starts with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 
