@@ -271,11 +271,11 @@ def show(out: dict, args) -> None:
         f"{args.tokens} tokens · {args.rounds} round(s)"
     )
     head = ("clients", "server", "total tok/s", "tok/s each", "TTFT p50", "TTFT p95", "same")
-    print("{:>7} {:<13} {:>11} {:>10} {:>9} {:>9} {:>5}  each client".format(*head))
+    print("{:>7} {:<16} {:>11} {:>10} {:>9} {:>9} {:>5}  each client".format(*head))
     for r in out["rows"]:
         cells = (r["clients"], r["server"], r["total_tok_s"], r["per_client_tok_s"])
         cells += (r["ttft_p50_s"], r["ttft_p95_s"], r["same_as_alone"], r["clients_tok_s"])
-        print("{:>7} {:<13} {:>11.1f} {:>10.1f} {:>9.3f} {:>9.3f} {:>5}  {}".format(*cells))
+        print("{:>7} {:<16} {:>11.1f} {:>10.1f} {:>9.3f} {:>9.3f} {:>5}  {}".format(*cells))
     for name, value in out["ratios"].items():
         print(f"{name}: {value:.2f}")
     if "engine" in out:
@@ -302,17 +302,21 @@ def main() -> int:
     ap.add_argument("--engine-rounds", type=int, default=3, help="0: skip the engine check")
     ap.add_argument("--soak", type=int, default=0, metavar="N")
     ap.add_argument("--soak-clients", type=int, default=8)
+    ap.add_argument(
+        "--exact", action="store_true", help="also edgechat serve --exact, beside the others"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     model_path = args.model or registry.starter_model_path()
     counts = [int(c) for c in args.clients.split(",")]
-    kinds = ["edgechat"] + (["llama-server"] if args.llama_server else [])
+    kinds = ["edgechat"] + (["edgechat --exact"] if args.exact else [])
+    kinds += ["llama-server"] if args.llama_server else []
     rows: dict[tuple[int, str], list[dict]] = {}
     for _ in range(args.rounds):
         for n in counts:
             for kind in kinds:
-                if kind == "edgechat":
+                if kind.startswith("edgechat"):
                     server = edgechat_serve(
                         model_path,
                         "--ctx",
@@ -321,6 +325,7 @@ def main() -> int:
                         str(args.threads),
                         "--parallel",
                         str(n),
+                        *kind.split()[1:],
                         "--quiet",
                     )
                 else:
@@ -363,6 +368,10 @@ def main() -> int:
         if total(n, "llama-server"):
             ratios[f"edgechat/llama-server total x{n}"] = round(
                 total(n, "edgechat") / total(n, "llama-server"), 3
+            )
+        if total(n, "edgechat --exact"):
+            ratios[f"edgechat --exact/edgechat total x{n}"] = round(
+                total(n, "edgechat --exact") / total(n, "edgechat"), 3
             )
         if n > 1 and total(1, "edgechat"):
             ratios[f"edgechat x{n} / x1 total"] = round(

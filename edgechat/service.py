@@ -46,6 +46,7 @@ class ModelRequest:
     remote_model: str | None = None  # the server's model (default: its first)
     api_key: str | None = None  # the server's key (default: EDGECHAT_API_KEY, keyring)
     parallel: int = 1  # sequences decoded together (serve); 0: as many as fit, up to 4
+    exact: bool = False  # batched replies exactly as alone (serve --exact; RunPlan.exact_batches)
 
     @classmethod
     def from_args(cls, args, settings: Settings) -> ModelRequest:
@@ -145,6 +146,7 @@ def plan_model(
         type_k=request.type_k,
         type_v=request.type_v,
         n_seq=max(1, request.parallel),
+        exact_batches=request.exact,
     )
     shape = Shape.from_facts(inspect_file(path))
     device = device or detect(request.memory, request.vram)

@@ -150,6 +150,15 @@ def test_repack_follows_the_cpu():
     assert repack_types(("NEON",)) == frozenset()
 
 
+def test_exact_batches_repack_nothing(gemma_path):
+    """`serve --exact` loads with llama.cpp's extra buffer types off: no CPU_REPACK copy."""
+    shape = Shape.from_facts(inspect_file(gemma_path))
+    usual = estimate(RunPlan(gemma_path, n_ctx=1024), shape, ("AVX2",))
+    exact = estimate(RunPlan(gemma_path, n_ctx=1024, exact_batches=True), shape, ("AVX2",))
+    assert usual.parts["repacked weights"][0] > 0 == exact.parts["repacked weights"][0]
+    assert exact.ram_peak == usual.ram_peak - usual.parts["repacked weights"][0]
+
+
 def test_catalog_shape_matches_the_real_header(starter_path, gemma_path):
     """Before download the catalog stands in for the header; it should be close."""
     cat = catalog.load()

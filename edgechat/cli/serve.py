@@ -68,7 +68,9 @@ def cmd_serve(args) -> int:
             "or pass --api-key KEY"
         )
     settings = config.load()
-    planned = plan_model(_request(args, settings, parallel=args.parallel or 0), say=_warn)
+    planned = plan_model(
+        _request(args, settings, parallel=args.parallel or 0, exact=args.exact), say=_warn
+    )
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
     worker = LlamaWorker(lambda: load(planned, args.verbose, _warn).engine, queue_size=args.queue)
     sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
@@ -96,7 +98,8 @@ def cmd_serve(args) -> int:
         sys.stderr.write(
             f"edgechat: serving {model_id} at http://{shown}:{port}/v1 (OpenAI API; Ollama's at"
             f" http://{shown}:{port}) · context {info['n_ctx']} for each of {info['n_seq']}"
-            f" replies at once · queue {args.queue} · {rule} · Ctrl-C stops\n"
+            f" replies at once{' (exact)' if args.exact else ''} · queue {args.queue} · {rule}"
+            " · Ctrl-C stops\n"
         )
         sys.stderr.flush()
 
@@ -133,6 +136,13 @@ def register(sub) -> None:
         metavar="N",
         help="replies generated at once, each with its own --ctx of cache (default: as many "
         "as fit the memory, at most 4)",
+    )
+    srv.add_argument(
+        "--exact",
+        action="store_true",
+        help="each greedy reply token for token what it would be alone, whatever else runs: "
+        "only llama.cpp CPU kernels that sum a row the same way in any batch (K-quant "
+        "prompts read slower)",
     )
     srv.add_argument(
         "--queue", type=flag("queue"), default=32, metavar="N", help="requests that may wait (32)"

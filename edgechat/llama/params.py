@@ -7,6 +7,7 @@ reads in one place.
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 from edgechat.errors import EdgechatError, ModelLoadError
@@ -57,6 +58,8 @@ def model_params(lc, plan: RunPlan):
     mparams = lc.llama_model_default_params()
     mparams.n_gpu_layers = plan.n_gpu_layers
     mparams.use_mmap = plan.use_mmap
+    if plan.exact_batches:
+        exact_kernels(mparams)
     no_devices = None
     if not plan.uses_gpu:
         # --gpu-layers 0: leave the GPU alone. An empty device list keeps llama.cpp
@@ -66,6 +69,16 @@ def model_params(lc, plan: RunPlan):
         no_devices = (ctypes.c_void_p * 1)(None)
         mparams.devices = ctypes.cast(no_devices, ctypes.c_void_p)
     return mparams, no_devices
+
+
+def exact_kernels(mparams) -> None:
+    """Keep llama.cpp's CPU to kernels that sum a row the same way whatever else is in
+    the batch. Two of its faster paths do not: repacked weights (gemm for rows in fours,
+    gemv for the rest) and the tiled K-quant matmul (from 8 rows up; vec_dot below).
+    ggml reads GGML_CPU_TILED_MM once per process, at its first matmul: the serving
+    process sets it before it loads anything."""
+    mparams.use_extra_bufts = False
+    os.environ["GGML_CPU_TILED_MM"] = "0"
 
 
 def context_params(lc, plan: RunPlan):

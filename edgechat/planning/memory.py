@@ -284,8 +284,9 @@ def estimate(
     first_gpu, output_on_gpu = offload_split(n_layers, ngl)
     discrete = uses_gpu and backend != "metal"
     # With a discrete GPU in use, llama.cpp keeps CPU weights in the GPU's host buffer
-    # type, ahead of the repacking ones: nothing is repacked (no CPU_REPACK line).
-    repack = frozenset() if discrete else repack_types(simd)
+    # type, ahead of the repacking ones: nothing is repacked (no CPU_REPACK line); nor
+    # with exact batches, which turn repacking off.
+    repack = frozenset() if discrete or plan.exact_batches else repack_types(simd)
     parts: dict[str, list[int]] = {}
 
     def add(name: str, ram: int = 0, vram: int = 0) -> None:

@@ -45,6 +45,10 @@ class RunPlan:
     # tools do; a full-size cache for them buys nothing but memory.
     swa_full: bool = False
     use_mmap: bool = True
+    # Only CPU kernels whose sums do not depend on how many rows a step holds (`serve
+    # --exact`): no repacked weights, no tiled K-quant path (llama/params.py). Each
+    # batched reply is then exactly what it is alone, at some prompt speed.
+    exact_batches: bool = False
     # Let llama.cpp run large batches (prompts) on the GPU with the weights that stay in
     # RAM. None: only when some layers are offloaded, so --gpu-layers 0 leaves the GPU
     # alone (a CUDA build otherwise takes over 1 GB of VRAM with no layer on it).
