@@ -40,6 +40,9 @@ class Settings:
     seed: int = -1  # -1: a new random seed each reply
     max_tokens: int = 1024
     kv_cache: str = "f16"  # f16 | q8_0 | q4_0: the KV cache type; q8_0 halves it
+    # auto | amx | repack | plain: llama.cpp's CPU kernels; auto uses those a check in a
+    # child process found to compute right here, the faster set (facts/kernels.py)
+    cpu_kernels: str = "auto"
     snapshot_cap_mb: int = 2048  # KV snapshots for fast reopening; 0 turns them off
 
     def as_dict(self) -> dict:

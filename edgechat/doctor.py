@@ -173,7 +173,49 @@ def check_hub(endpoint: str, timeout: float = 3.0) -> Check:
     return Check("hub", OK, f"{endpoint} answers ({ms:.0f} ms)")
 
 
-def run_all(device: Device | None = None, endpoint: str | None = None) -> list[Check]:
+def kernels_setting() -> str:
+    """The cpu_kernels setting; auto where the settings cannot be read (doctor says why)."""
+    from edgechat.config import load
+    from edgechat.errors import EdgechatError
+
+    try:
+        return load().cpu_kernels
+    except EdgechatError:
+        return "auto"
+
+
+def check_kernels(setting: str) -> Check:
+    """llama.cpp's CPU kernels: which a load uses and why (facts/kernels.py)."""
+    from edgechat.facts import kernels
+
+    again = "edgechat doctor --check-kernels   # check this CPU's kernels again"
+    now = kernels.current(setting)
+    if now is None:
+        return Check(
+            "cpu kernels", OK, "not checked yet: the first model load checks them (seconds, once)"
+        )
+    detail = f"{now.title}: {now.why}"
+    if now.warning:
+        fix = "edgechat config unset cpu_kernels"
+        return Check("cpu kernels", WARN, f"{detail}; {now.warning}", fix)
+    verdict = kernels.remembered()
+    failed = verdict is not None and any(not r.ok for name, r in verdict.runs.items() if name)
+    return Check("cpu kernels", WARN if failed else OK, detail, again if failed else None)
+
+
+def recheck_kernels(say=None):
+    """Forget this build and CPU's verdict and check again now; the kernels a load uses."""
+    from edgechat.facts import kernels
+    from edgechat.llama import backend
+    from edgechat.llama.kernelcheck import kernels_for
+
+    kernels.forget()
+    return kernels_for(backend.load(), "auto", say)
+
+
+def run_all(
+    device: Device | None = None, endpoint: str | None = None, cpu_kernels: str = "auto"
+) -> list[Check]:
     from edgechat.facts.device import detect
     from edgechat.models.credentials import token_file
     from edgechat.paths import paths
@@ -182,6 +224,7 @@ def run_all(device: Device | None = None, endpoint: str | None = None) -> list[C
     endpoint = endpoint or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     return [
         check_llama(device),
+        check_kernels(cpu_kernels),
         check_keyring(),
         check_disk(device),
         *check_paths(paths(), token_file()),

@@ -63,6 +63,8 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
 # name -> (the allowed values, what it means)
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "kv_cache": (("f16", "q8_0", "q4_0"), "KV cache type"),
+    # llama.cpp's CPU kernels (facts/kernels.py): auto uses what a check found safe and fast.
+    "cpu_kernels": (("auto", "amx", "repack", "plain"), "CPU kernels"),
     "task": (("chat", "code", "math", "summarise"), "what the model is for"),
     "length": (("short", "medium", "long"), "summary length"),
     "style": (("paragraph", "bullets"), "summary style"),

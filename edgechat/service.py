@@ -47,6 +47,7 @@ class ModelRequest:
     api_key: str | None = None  # the server's key (default: EDGECHAT_API_KEY, keyring)
     parallel: int = 1  # sequences decoded together (serve); 0: as many as fit, up to 4
     exact: bool = False  # batched replies exactly as alone (serve --exact; RunPlan.exact_batches)
+    cpu_kernels: str = "auto"  # llama.cpp's CPU kernels (RunPlan.cpu_kernels)
 
     @classmethod
     def from_args(cls, args, settings: Settings) -> ModelRequest:
@@ -71,6 +72,7 @@ class ModelRequest:
             remote=opt("remote"),
             remote_model=opt("remote_model"),
             api_key=opt("api_key"),
+            cpu_kernels=opt("cpu_kernels") or settings.cpu_kernels,
         )
 
     def for_model(self, model: str | None) -> ModelRequest:
@@ -147,6 +149,7 @@ def plan_model(
         type_v=request.type_v,
         n_seq=max(1, request.parallel),
         exact_batches=request.exact,
+        cpu_kernels=request.cpu_kernels,
     )
     shape = Shape.from_facts(inspect_file(path))
     device = device or detect(request.memory, request.vram)
@@ -181,7 +184,7 @@ def load(planned: Planned, verbose: bool = False, say: Say | None = None) -> Loa
     from edgechat.llama.engine import Engine
     from edgechat.models import registry
 
-    engine = Engine(planned.plan, verbose=verbose)
+    engine = Engine(planned.plan, verbose=verbose, say=say)
     engine.expected_tps = planned.expected_tps
     registry.touch(planned.plan.model_path)
     warnings = list(planned.warnings)

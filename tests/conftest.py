@@ -100,10 +100,37 @@ def environment_restored():
         os.environ.update(saved)
 
 
+@pytest.fixture(scope="session")
+def kernels_verdict(tmp_path_factory) -> bytes:
+    """llama.cpp's CPU kernels checked once for the whole run, in a child process, as a
+    first load does (llama/kernelcheck.py): each test's home starts with the verdict, so
+    no test pays for the check (or starts a child for it) unless the check is its subject.
+    The folder is shared by the xdist workers; its lock makes one of them check."""
+    from edgechat.facts.kernels import store_path
+    from edgechat.llama import backend
+    from edgechat.llama.kernelcheck import kernels_for
+
+    shared = tmp_path_factory.getbasetemp().parent / "kernels-home"
+    saved = os.environ.get("EDGECHAT_HOME")
+    os.environ["EDGECHAT_HOME"] = str(shared)
+    try:
+        kernels_for(backend.load(), "auto")
+        return store_path().read_bytes() if store_path().exists() else b""
+    finally:
+        if saved is None:
+            os.environ.pop("EDGECHAT_HOME", None)
+        else:
+            os.environ["EDGECHAT_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
-def edgechat_home(tmp_path_factory, monkeypatch) -> Path:
-    """Every test gets its own config and data dirs, never the user's."""
+def edgechat_home(tmp_path_factory, monkeypatch, kernels_verdict) -> Path:
+    """Every test gets its own config and data dirs, never the user's; its cache holds
+    the run's CPU kernels verdict."""
     home = tmp_path_factory.mktemp("edgechat-home")
+    if kernels_verdict:
+        (home / "cache").mkdir()
+        (home / "cache" / "cpu-kernels.json").write_bytes(kernels_verdict)
     monkeypatch.setenv("EDGECHAT_HOME", str(home))
     # Other tools' model stores (models/stores.py) are looked for under HOME and in their
     # variables: never the user's Ollama, LM Studio or llama.cpp models.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -203,7 +204,7 @@ def test_doctor_paths(edgechat_home):
     assert loose.status == doctor.FAIL and loose.fix == f"chmod 600 {p.config_file}"
     p.config_file.chmod(0o600)
     if p.cache_dir.exists():
-        p.cache_dir.rmdir()
+        shutil.rmtree(p.cache_dir)
     p.cache_dir.write_text("not a folder")
     broken = [c for c in doctor.check_paths(p) if c.name == "cache dir"][0]
     assert broken.status == doctor.FAIL and "is a file" in broken.detail

@@ -8,9 +8,16 @@ from edgechat import __version__
 
 
 def cmd_doctor(args) -> int:
-    from edgechat.doctor import FAIL, run_all
+    import sys
 
-    checks = run_all()
+    from edgechat.doctor import FAIL, kernels_setting, recheck_kernels, run_all
+
+    setting = kernels_setting()
+    if args.check_kernels:
+        sys.stderr.write("checking llama.cpp's CPU kernels in a child process ...\n")
+        chosen = recheck_kernels(lambda line: sys.stderr.write(f"edgechat: {line}\n"))
+        sys.stderr.write(f"auto uses {chosen.title}: {chosen.why}\n")
+    checks = run_all(cpu_kernels=setting)
     if args.json:
         print(json.dumps([c.as_dict() for c in checks], indent=2))
     else:
@@ -58,6 +65,11 @@ def register(sub) -> None:
 
     doc = sub.add_parser("doctor", help="check this install and print the fix for each problem")
     add_json(doc, "print the checks as JSON")
+    doc.add_argument(
+        "--check-kernels",
+        action="store_true",
+        help="check llama.cpp's CPU kernels (AMX, repacked weights) again before the rest",
+    )
     doc.set_defaults(func=cmd_doctor)
 
     cfg = sub.add_parser("config", help="show paths and settings; set or unset a setting")

@@ -37,11 +37,23 @@ def cmd_device(args) -> int:
         rows.append(("gpu", "none found"))
     offload = {True: "GPU offload", False: "CPU only", None: "unknown"}[d.gpu_offload]
     rows.append(("llama.cpp", f"{', '.join(d.llama_backends) or 'not installed'} ({offload})"))
+    rows.append(("kernels", _kernels_line()))
     if d.overrides:
         rows.append(("assumed", ", ".join(d.overrides)))
     for key, value in rows:
         print(f"{key:<10} {value}")
     return 0
+
+
+def _kernels_line() -> str:
+    """llama.cpp's CPU kernels a load uses here, and why (facts/kernels.py)."""
+    from edgechat.doctor import kernels_setting
+    from edgechat.facts import kernels
+
+    now = kernels.current(kernels_setting())
+    if now is None:
+        return "not checked yet: the first model load checks them (seconds, once)"
+    return f"{now.title} ({now.why})"
 
 
 def _memory_rows(d) -> list[tuple[str, str]]:

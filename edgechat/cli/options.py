@@ -47,6 +47,11 @@ def add_model_options(
         help="layers to offload to the GPU (default: all that fit)",
     )
     add_kv_cache(p)
+    p.add_argument(
+        "--cpu-kernels",
+        choices=choices("cpu_kernels"),
+        help="llama.cpp's CPU kernels (default auto: those a check found safe and fast here)",
+    )
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log")
     p.add_argument(
         "--force", action="store_true", help="load even when the memory estimate says it won't fit"

@@ -23,6 +23,7 @@ from edgechat.llama import backend
 from edgechat.llama.backend import LOG
 from edgechat.llama.cache import keep_prefix
 from edgechat.llama.contract import reply_reserve
+from edgechat.llama.kernelcheck import kernels_for
 from edgechat.llama.params import check_plan, context_params, model_params
 from edgechat.llama.pieces import Detokenizer
 from edgechat.llama.prompts import Message, Prompts
@@ -52,11 +53,10 @@ class Engine:
     is_local = True
     where = "this machine"
 
-    def __init__(
-        self, plan: RunPlan, *, verbose: bool = False, backend_sampling: bool | None = None
-    ) -> None:
+    def __init__(self, plan: RunPlan, *, verbose=False, backend_sampling=None, say=None) -> None:
         """``backend_sampling``: sample inside the graph (see llama/sampling.py); None:
-        when every layer is on the GPU (or as EDGECHAT_BACKEND_SAMPLING says)."""
+        when every layer is on the GPU (or as EDGECHAT_BACKEND_SAMPLING says). ``say``
+        hears the one line about CPU kernels a check left out (llama/kernelcheck.py)."""
         sample, asked = (None if plan.n_threads else LoadSample()), plan  # busy over the load
         plan = plan.resolved()
         check_plan(plan)
@@ -71,9 +71,10 @@ class Engine:
         self._model = None
         self._ctx = None
 
+        self.kernels = kernels_for(lc, plan.cpu_kernels, say)  # checked once per build and CPU
         t0 = time.perf_counter()
         mark = LOG.mark()
-        mparams, _keep = model_params(lc, plan)
+        mparams, _keep = model_params(lc, plan, self.kernels.names)
         self._model = lc.llama_model_load_from_file(str(plan.model_path).encode(), mparams)
         if not self._model:
             why = LOG.first_error_since(mark) or "llama.cpp could not read it"
@@ -168,6 +169,8 @@ class Engine:
             "n_gpu_layers": self.plan.n_gpu_layers,
             "n_threads": self.plan.n_threads,
             "threads_why": self.threads.why if self.threads else "set by --threads",
+            "cpu_kernels": self.kernels.title,
+            "cpu_kernels_why": self.kernels.why,
         }
 
     # -- tokens ------------------------------------------------------------------

@@ -52,12 +52,16 @@ def check_gguf_file(path: Path) -> None:
         )
 
 
-def model_params(lc, plan: RunPlan):
+def model_params(lc, plan: RunPlan, extra_buffers: tuple[str, ...] = ()):
     """llama_model_params for ``plan``; keep the result alive until the model has loaded
-    (it points at a device list owned by the returned tuple)."""
+    (it points at a device list owned by the returned tuple). ``extra_buffers``: the
+    extra CPU buffer types the weights may go to (facts/kernels.py chose them)."""
+    from edgechat.llama import cpubuffers
+
     mparams = lc.llama_model_default_params()
     mparams.n_gpu_layers = plan.n_gpu_layers
     mparams.use_mmap = plan.use_mmap
+    mparams.use_extra_bufts = bool(cpubuffers.restrict(lc, extra_buffers))
     if plan.exact_batches:
         exact_kernels(mparams)
     no_devices = None

@@ -49,6 +49,9 @@ class RunPlan:
     # --exact`): no repacked weights, no tiled K-quant path (llama/params.py). Each
     # batched reply is then exactly what it is alone, at some prompt speed.
     exact_batches: bool = False
+    # llama.cpp's extra CPU kernels: auto | amx | repack | plain (facts/kernels.py). auto:
+    # those a check in a child process found safe on this CPU, the faster set.
+    cpu_kernels: str = "auto"
     # Let llama.cpp run large batches (prompts) on the GPU with the weights that stay in
     # RAM. None: only when some layers are offloaded, so --gpu-layers 0 leaves the GPU
     # alone (a CUDA build otherwise takes over 1 GB of VRAM with no layer on it).

@@ -1,0 +1,386 @@
+"""The check that decides which of llama.cpp's extra CPU kernels this machine may use.
+
+In a child process (``python -m edgechat.llama.kernelcheck``), so a kernel that dies
+takes only the child: a small random llama is written with one layer of each weight type
+the extra buffers take (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, F16), read with
+plain kernels first, then with each extra buffer type alone: a 128-token prompt and a
+few one-token steps, whose logits must match the plain ones (relative error under
+``TOLERANCE``). The child says, one JSON line at a time, which run starts and how it
+ended, so a run that kills it is known by the last one that started. The parent
+(:func:`check`) reruns the child for what is left, times the sets ``auto`` would choose
+between, and keeps the verdict (``facts/kernels.py``).
+
+``EDGECHAT_TEST_KERNEL_FAULT=NAME:crash|wrong|hang`` makes the child fail as a broken
+kernel would whenever a run uses buffer type NAME: how the tests show the fallback on a
+CPU whose kernels all work.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+
+from edgechat.facts import kernels as facts
+
+# The logits' relative L2 error: repacked kernels differ by ~1 %, a broken one by far more.
+TOLERANCE = 0.1
+TIMEOUT_S = 120  # one child: a hung kernel is stopped here
+PROMPT, STEPS = 128, 16
+# ggml_type values and the weight types extra CPU buffers take (AMX's list is the longest).
+TYPES = {
+    "F16": 1,
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 8,
+    "Q4_K": 12,
+    "Q5_K": 13,
+    "Q6_K": 14,
+    "IQ4_XS": 23,
+}
+N_EMBD, N_FF, N_HEAD, N_HEAD_KV = 512, 1536, 8, 4
+
+
+# -- the child ---------------------------------------------------------------------------
+
+
+def _say(**obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _quantize(lc, data, type_name: str):
+    """``data`` (rows x cols, float32) in ggml's ``type_name``, as raw bytes for gguf."""
+    import numpy as np
+
+    base = _base(lc)
+    qtype = TYPES[type_name]
+    rows, cols = data.shape
+    size = base.ggml_row_size(qtype, cols) * rows
+    out = np.empty(size, dtype=np.uint8)
+    src = np.ascontiguousarray(data, dtype=np.float32)
+    base.ggml_quantize_chunk(qtype, src.ctypes.data, out.ctypes.data, 0, rows, cols, None)
+    return out
+
+
+def _base(lc):
+    from pathlib import Path
+
+    from llama_cpp._ctypes_extensions import load_shared_library
+
+    base = load_shared_library("ggml-base", Path(lc.__file__).parent / "lib")
+    base.ggml_row_size.restype = ctypes.c_size_t
+    base.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+    base.ggml_quantize_chunk.restype = ctypes.c_size_t
+    base.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
+    return base
+
+
+def write_model(lc, path) -> None:
+    """A random llama with one layer per weight type the extra buffers take."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    rng = np.random.default_rng(0)
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = iter(range(256, 512))
+    tokens = [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+    tokens += ["\u0120t", "<|end|>"]
+    w = GGUFWriter(str(path), "llama")
+    w.add_block_count(len(TYPES))
+    w.add_context_length(1024)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(N_HEAD_KV)
+    w.add_rope_dimension_count(N_EMBD // N_HEAD)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * 257 + [3])
+    w.add_token_merges(["\u0120 t"])
+    w.add_bos_token_id(257)
+    w.add_eos_token_id(257)
+
+    def mat(rows, cols):
+        return rng.normal(0, 0.02, (rows, cols)).astype(np.float32)
+
+    def add(name, data, type_name):
+        if type_name == "F16":
+            w.add_tensor(name, data.astype(np.float16))
+            return
+        raw = _quantize(lc, data, type_name)
+        w.add_tensor(
+            name, raw.reshape(data.shape[0], -1), raw_dtype=GGMLQuantizationType(TYPES[type_name])
+        )
+
+    kv = N_EMBD // N_HEAD * N_HEAD_KV
+    w.add_tensor("token_embd.weight", mat(len(tokens), N_EMBD))
+    w.add_tensor("output_norm.weight", np.ones(N_EMBD, np.float32))
+    w.add_tensor("output.weight", mat(len(tokens), N_EMBD))
+    for i, type_name in enumerate(TYPES):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, np.float32))
+        for name, rows, cols in (
+            ("attn_q", N_EMBD, N_EMBD),
+            ("attn_k", kv, N_EMBD),
+            ("attn_v", kv, N_EMBD),
+            ("attn_output", N_EMBD, N_EMBD),
+            ("ffn_gate", N_FF, N_EMBD),
+            ("ffn_up", N_FF, N_EMBD),
+            ("ffn_down", N_EMBD, N_FF),
+        ):
+            add(f"blk.{i}.{name}.weight", mat(rows, cols), type_name)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _fault(names) -> str | None:
+    spec = os.environ.get("EDGECHAT_TEST_KERNEL_FAULT", "")
+    name, _, kind = spec.partition(":")
+    return kind if name and name in names else None
+
+
+def run_once(lc, path, names, threads: int):
+    """Logits at the prompt's end and after each step, and the two speeds, with the extra
+    buffer types ``names`` (a tuple; empty: plain kernels)."""
+    import numpy as np
+
+    from edgechat.llama import cpubuffers
+
+    cpubuffers.restrict(lc, names)
+    mparams = lc.llama_model_default_params()
+    mparams.use_extra_bufts = bool(names)
+    no_devices = (ctypes.c_void_p * 1)(None)  # the CPU only, even on a GPU build
+    mparams.devices = ctypes.cast(no_devices, ctypes.c_void_p)
+    model = lc.llama_model_load_from_file(str(path).encode(), mparams)
+    if not model:
+        raise RuntimeError("the check's model did not load")
+    cparams = lc.llama_context_default_params()
+    cparams.n_ctx = 512
+    cparams.n_batch = cparams.n_ubatch = PROMPT
+    cparams.n_threads = cparams.n_threads_batch = threads
+    ctx = lc.llama_init_from_model(model, cparams)
+    n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+    fault = _fault(names)
+    if fault == "crash":
+        ctypes.string_at(0)  # what a broken kernel does: a segmentation fault
+    if fault == "hang":
+        time.sleep(10**6)
+    try:
+        rows, prompt_s, gen_s = [], float("inf"), float("inf")
+        prompt = [(i * 37 + 11) % 256 for i in range(PROMPT)]
+        for _ in range(3):  # the best of three: the check's timings are short
+            lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+            arr = (lc.llama_token * PROMPT)(*prompt)
+            t0 = time.perf_counter()
+            if lc.llama_decode(ctx, lc.llama_batch_get_one(arr, PROMPT)) != 0:
+                raise RuntimeError("llama_decode failed on the prompt")
+            prompt_s = min(prompt_s, time.perf_counter() - t0)
+            rows = [np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, -1), (n_vocab,)).copy()]
+            one = (lc.llama_token * 1)()
+            t0 = time.perf_counter()
+            for step in range(STEPS):
+                one[0] = (step * 53 + 7) % 256
+                if lc.llama_decode(ctx, lc.llama_batch_get_one(one, 1)) != 0:
+                    raise RuntimeError("llama_decode failed on a step")
+                rows.append(
+                    np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, -1), (n_vocab,)).copy()
+                )
+            gen_s = min(gen_s, time.perf_counter() - t0)
+        logits = np.stack(rows)
+        if fault == "wrong":
+            logits = logits + np.float32(1.0)
+        return logits, PROMPT / prompt_s, STEPS / gen_s
+    finally:
+        lc.llama_free(ctx)
+        lc.llama_model_free(model)
+
+
+def child(runs: list[list[str]]) -> None:
+    """Run plain kernels, then each of ``runs``; one JSON line per start and end."""
+    import tempfile
+
+    import numpy as np
+
+    from edgechat.llama import backend
+
+    lc = backend.load()  # before numpy's own libraries (llama/backend.py says why)
+    threads = max(
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )
+    from edgechat.llama import cpubuffers
+
+    _say(available=list(cpubuffers.names(lc)))
+    with tempfile.TemporaryDirectory(prefix="edgechat-kernelcheck-") as tmp:
+        path = os.path.join(tmp, "check.gguf")
+        write_model(lc, path)
+        _say(start="")
+        ref, p_tps, g_tps = run_once(lc, path, (), threads)
+        _say(done="", error=0.0, prompt_tps=p_tps, gen_tps=g_tps)
+        for names in runs:
+            key = "+".join(names)
+            _say(start=key)
+            logits, p_tps, g_tps = run_once(lc, path, tuple(names), threads)
+            err = float(np.linalg.norm(logits - ref) / max(np.linalg.norm(ref), 1e-9))
+            if not np.isfinite(err):
+                err = float("inf")
+            _say(done=key, error=err, prompt_tps=p_tps, gen_tps=g_tps)
+
+
+# -- the parent --------------------------------------------------------------------------
+
+
+def _signal_name(code: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _run_child(runs: list[tuple[str, ...]]) -> tuple[list[dict], str | None]:
+    """The child's lines, and how it died if it did not finish ('crashed (SIGSEGV)')."""
+    cmd = [sys.executable, "-m", "edgechat.llama.kernelcheck", json.dumps([list(r) for r in runs])]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+        out, died = proc.stdout, None
+        if proc.returncode < 0:
+            died = f"crashed ({_signal_name(proc.returncode)})"
+        elif proc.returncode != 0:
+            tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+            died = f"failed ({tail[0][:160]})"
+    except subprocess.TimeoutExpired as exc:
+        out, died = exc.stdout or b"", f"hung (no answer in {TIMEOUT_S} s)"
+    except OSError as exc:
+        return [], f"could not start ({exc.strerror or exc})"
+    lines = []
+    for raw in out.decode("utf-8", "replace").splitlines():
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            lines.append(obj)
+    return lines, died
+
+
+def _measure(runs: list[tuple[str, ...]], results: dict) -> tuple[str, ...] | None:
+    """Run ``runs`` in children until each has a result; the build's extra types, or
+    None when the check could not run at all."""
+    available = None
+    todo = list(runs)
+    for _ in range(len(runs) + 2):  # each death settles one run
+        lines, died = _run_child(todo)
+        started = None
+        for obj in lines:
+            if "available" in obj:
+                available = tuple(str(n) for n in obj["available"])
+            elif "start" in obj:
+                started = str(obj["start"])
+            elif "done" in obj:
+                name, started = str(obj["done"]), None
+                ok = float(obj.get("error", 1.0)) <= TOLERANCE
+                results[name] = facts.Result(
+                    ok,
+                    "" if ok else f"computed wrong numbers (off by {obj['error']:.0%})",
+                    obj.get("prompt_tps"),
+                    obj.get("gen_tps"),
+                )
+        if died and started is None:
+            return available if results else None  # it failed before any run: unknown
+        if died:
+            results[started] = facts.Result(False, died)
+            if started == "":  # the plain kernels themselves: nothing else can be judged
+                return available
+        todo = [r for r in todo if "+".join(r) not in results]
+        if not todo:
+            return available
+    return available
+
+
+def check(available: tuple[str, ...]) -> facts.Verdict | None:
+    """Check each extra buffer type alone, then time the sets ``auto`` chooses between;
+    None when the child could not run (the caller falls back to the common path)."""
+    results: dict[str, facts.Result] = {}
+    found = _measure([(n,) for n in available], results)
+    if found is None:
+        return None
+    verdict = facts.Verdict(facts.key(), date.today().isoformat(), found, results)
+    passed = verdict.passed(found)
+    sets = [passed, *(tuple(n for n in passed if n != x) for x in passed)]
+    more = [s for s in dict.fromkeys(sets) if s and verdict.result(s) is None]
+    if more:
+        _measure(more, results)
+    return facts.Verdict(verdict.key, verdict.checked, found, results)
+
+
+def kernels_for(lc, setting: str, say=None) -> facts.Kernels:
+    """The extra CPU buffer types a load uses for ``setting``; with ``auto`` and no
+    verdict yet for this build and CPU, the check runs first (a few seconds, once)."""
+    from edgechat.llama import cpubuffers
+
+    available = cpubuffers.names(lc)
+    verdict = facts.remembered() if available else None
+    if verdict is None and available and setting == "auto":
+        verdict = _check_once(available, say)
+    kernels = facts.choose(setting, available, verdict)
+    if kernels.warning and say:
+        say(kernels.warning)
+    return kernels
+
+
+def _check_once(available: tuple[str, ...], say) -> facts.Verdict | None:
+    """Check under a lock, so processes starting together check once between them."""
+    import contextlib
+
+    lock = None
+    with contextlib.suppress(OSError, ImportError):
+        import fcntl
+
+        from edgechat.paths import ensure_private_dir
+
+        folder = ensure_private_dir(facts.store_path().parent)
+        lock = open(folder / "cpu-kernels.lock", "w")  # noqa: SIM115 - held to the end
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        verdict = facts.remembered()  # made by another process while this one waited
+        if verdict is not None:
+            return verdict
+        verdict = check(available)
+        if verdict is None:
+            return None
+        facts.remember(verdict)
+        chosen = verdict.fastest(verdict.available)
+        bad = [n for n in verdict.available if not verdict.result((n,)).ok]
+        if bad and say:
+            r = verdict.result((bad[0],))
+            say(
+                f"llama.cpp's {facts.title(bad[:1])} kernels {r.why} in a check on this CPU; "
+                f"using {facts.title(chosen)} instead (`edgechat doctor` says more)"
+            )
+        return verdict
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+if __name__ == "__main__":
+    child([list(r) for r in json.loads(sys.argv[1])])
