@@ -83,14 +83,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# llama-cpp-python's server, on the CPU kernels the test run's check found safe: on an Intel
+# Xeon with AMX its native build crashes on the first prompt in the AMX kernels, as
+# llama.cpp's own tools do (issue 29); edgechat's check leaves them out (llama/cpubuffers.py).
+SAFE_LLAMA_CPP_SERVER = """
+import runpy, sys
+from edgechat.facts import kernels
+from edgechat.llama import backend, cpubuffers
+lc = backend.load()
+chosen = kernels.choose("auto", cpubuffers.names(lc), kernels.remembered())
+cpubuffers.restrict(lc, chosen.names)
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def llama_cpp_server(model: Path, n_ctx: int = 1024) -> Server:
     """llama-cpp-python's own OpenAI-compatible server (its `server` extra)."""
     port = free_port()
     server = Server(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            "-c",
+            SAFE_LLAMA_CPP_SERVER,
             "--model",
             str(model),
             "--host",
