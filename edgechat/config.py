@@ -142,16 +142,18 @@ def _dump(raw: dict) -> str:
 
 
 def _check_model(value: str) -> str:
-    """A default model must be something `chat` can run: an installed id or a GGUF file."""
+    """A default model must be something `chat` can run: an installed id or a GGUF file,
+    of a model that chats (`chat` and the app refuse a base model: so does this)."""
     from edgechat.models import registry
 
     if not value:
         return value
     path = Path(value).expanduser()
     if os.path.isfile(path):  # never raises (a loop, a name too long: resolve says why)
+        _refuse_base_model(value, path)
         return os.path.realpath(path)  # a path must not depend on the cwd
     try:
-        registry.resolve(value)
+        found = registry.resolve(value)
     except EdgechatError as e:
         from edgechat.paths import shown
 
@@ -161,7 +163,44 @@ def _check_model(value: str) -> str:
             f"default_model '{shown(value)}' is neither an installed model nor a GGUF file"
             f"{why} (installed: {ids}); pull or import it first"
         ) from None
+    _refuse_base_model(value, found)
     return value
+
+
+def _refuse_base_model(value: str, path: Path) -> None:
+    """One line when ``path`` holds a base model: why, and what to pick instead."""
+    from edgechat.facts.base_model import header_is_base_model
+    from edgechat.facts.gguf import inspect_file
+    from edgechat.paths import shown
+
+    if not header_is_base_model(inspect_file(path, strict=False)):
+        return
+    chat = _installed_chat_models(exclude=path)
+    instead = f"{', '.join(chat)} (installed), or " if chat else ""
+    raise ConfigError(
+        f"default_model '{shown(value)}' is a base model (its file has no chat template): "
+        f"`chat` and the app cannot answer with it, so it cannot be the default; pick a chat "
+        f"model: {instead}one `edgechat recommend` lists (`edgechat summarise --model "
+        f"{shown(value)}` still uses it)"
+    )
+
+
+def _installed_chat_models(exclude: Path) -> list[str]:
+    """Installed models the catalog knows as chat models (no header to read)."""
+    from edgechat.errors import EdgechatError
+    from edgechat.models import registry
+    from edgechat.planning import catalog
+
+    try:
+        known = catalog.load()
+    except EdgechatError:
+        known = {}
+    return [
+        model_id
+        for model_id, file in registry.installed().items()
+        if file != exclude
+        and "chat" in getattr(known.get(model_id.rpartition(":")[0]), "tasks", ())
+    ]
 
 
 def set_value(key: str, value: str, p: Paths | None = None) -> Settings:

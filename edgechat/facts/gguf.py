@@ -76,6 +76,7 @@ class ModelFacts:
     chat_template: bool
     quant_mix: dict[str, dict[str, int]]  # type -> {tensors, params, bytes}
     tensors: tuple[TensorInfo, ...] = field(repr=False, default=())
+    finetune: str | None = None  # general.finetune ("Instruct", "it"), where the file says
 
     @property
     def bits_per_weight(self) -> float:
@@ -290,9 +291,10 @@ def read_header(
         n_vocab=n_vocab,
         sliding_window=window or None,
         swa_layers=swa_layers,
-        chat_template="tokenizer.chat_template" in kv,
+        chat_template=bool(kv.get("tokenizer.chat_template")),  # empty: none, as llama.cpp
         quant_mix=dict(sorted(mix.items(), key=lambda kv_: -kv_[1]["bytes"])),
         tensors=tuple(tensors),
+        finetune=tuned if isinstance(tuned := kv.get("general.finetune"), str) else None,
     )
 
 

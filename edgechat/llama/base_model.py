@@ -7,22 +7,13 @@ rather than show nonsense with no word of explanation.
 
 from __future__ import annotations
 
-import re
-
-# Names of tuned models: "...-Instruct", "...-it", "...-chat", "...-sft" ...
-_TUNED = re.compile(r"(instruct|chat|(^|[-_. ])it($|[-_. ])|sft|dpo|rlhf|assistant)", re.I)
-
 
 def base_model_reason(engine) -> str | None:
     """A one-line reason when ``engine`` holds a base model, else None."""
-    if engine.info().get("chat_template"):
-        return None
-    names = [
-        engine.meta("general.name") or "",
-        engine.meta("general.finetune") or "",
-        engine.plan.model_path.stem,
-    ]
-    if any(_TUNED.search(n) for n in names):
+    from edgechat.facts.base_model import is_base_model
+
+    names = (engine.meta("general.name"), engine.meta("general.finetune"))
+    if not is_base_model(engine.info().get("chat_template"), (*names, engine.plan.model_path.stem)):
         return None  # a tuned model whose file lacks the template: the fallback serves it
     return (
         f"{engine.plan.model_path.name} is a base model (its file has no chat template): it "
