@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from support.cli import run_main
@@ -184,7 +185,8 @@ def test_recommend_command_json_and_text():
     assert out["fit_means"].startswith("memory only")
     assert top["fit"] == "comfortable" and top["ram_bytes"] < 4 * GiB
     text = run_main("recommend", "--memory", "16G", "-n", "3")
-    assert text.returncode == 0 and text.stdout.count(":Q") == 3
+    rows = [line for line in text.stdout.splitlines() if re.match(r" ?\d+ ", line)]
+    assert text.returncode == 0 and len(rows) == 3
     assert "comfortable" in text.stdout and "memory fit" in text.stdout
 
 
@@ -231,3 +233,42 @@ def test_a_bandwidth_taken_under_load_is_measured_again(edgechat_home, monkeypat
     assert measured > 0.5
     assert json.loads(cache.read_text())["gb_s"] == pytest.approx(measured, abs=0.01)
     assert speed._looks_wrong(18.0, 1.5, 0.2) and not speed._looks_wrong(18.0, 0.2, 0.2)
+
+
+# -- issue 31 item 12: the best choice here, quality and speed both -----------------------
+
+READING = 5.0  # tokens/s: about four words a second, as people read
+TWO_CORES = device(24, ("AVX512_VNNI", "AVX512", "AVX2", "FMA"), cores=2)  # this machine
+
+
+@pytest.mark.parametrize("name", [*DEVICES, "two-cores"])
+@pytest.mark.parametrize("task", ["chat", "code"])
+def test_slower_than_reading_never_ranks_above_a_quicker_choice(cat, name, task):
+    """A reply slower than people read (5 tokens/s) is not a good pick where a quicker
+    one fits: among the choices that fit alike, every quick one comes first."""
+    d = TWO_CORES if name == "two-cores" else DEVICES[name]
+    choices = recommend(cat, d, task, 4096, cpu_bandwidth(d, measure=False))
+    for label in (COMFORTABLE, TIGHT):
+        alike = [c.speed.tokens_per_s < READING for c in choices if c.fit.label == label]
+        assert alike == sorted(alike), [(c.id, c.speed.tokens_per_s) for c in choices]
+
+
+def test_two_cores_do_not_get_7b_models_at_3_tokens_a_second(cat):
+    choices = recommend(cat, TWO_CORES, "chat", 4096, 25.0)
+    for c in choices[:5]:
+        assert c.model.params_b < 7 and c.speed.tokens_per_s >= READING, (c.id, c.speed)
+    assert choices[0].model.params_b >= 1.5  # a model worth chatting with, not the 135M
+
+
+def test_an_installed_model_is_marked_not_ranked_up(cat):
+    """`recommend --task chat --memory 4G` put the installed 135M starter first, ahead of
+    3B models that fit; it is marked and takes the place its merits give it."""
+    from edgechat.models.registry import STARTER_ID, starter_model_path
+
+    d = device(4.5)  # 4 GiB free
+    plain = recommend(cat, d, "chat", 4096, 25.0)
+    mine = recommend(cat, d, "chat", 4096, 25.0, installed={STARTER_ID: starter_model_path()})
+    ids = [c.id for c in mine]
+    assert mine[0].id == plain[0].id and mine[0].model.params_b >= 1.5
+    assert ids.index(STARTER_ID) > 5 and next(c for c in mine if c.id == STARTER_ID).installed
+    assert [c.id for c in mine if c.id != STARTER_ID] == [c.id for c in plain]

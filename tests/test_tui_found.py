@@ -52,9 +52,10 @@ async def test_the_picker_shows_the_ranking_and_figures_recommend_prints(starter
             app.screen.rows[i]: str(table.get_row_at(i)[3]) for i in range(len(app.screen.rows))
         }
         order = list(app.screen.rows)
+        marks = {row: str(table.get_row_at(i)[5]) for i, row in enumerate(order)}
     ranked = recommendations(PI, "chat", app.request.ctx, "f16", cpu_bandwidth(PI))[:15]
     assert order[: len(ranked)] == [c.id for c in ranked]  # the same order
-    assert order[0] == "smollm2-135m-instruct:Q4_1"  # installed, fits, quick: first
+    assert marks["smollm2-135m-instruct:Q4_1"] == "●"  # installed: marked, not moved up
     for c in ranked:
         assert shown[c.id] == speed_text(c.speed.tokens_per_s)
     assert any(c.speed.tokens_per_s < 3 for c in ranked)  # slower than reading, on a Pi

@@ -8,11 +8,13 @@ Policy, as the field practises it:
 - leave room for the OS and other programs; offload every layer to the GPU when
   it fits, else as many as do (fit.py);
 - a choice that does not fit never ranks above one that does, nor one slower than
-  reading (3 tokens/s) above one that is not; among those alike, a model already on
-  this machine first (it works now, offline); then size times the quality its quant
-  keeps, scaled down by how far it falls short of conversational speed (10 tokens/s);
-  where everything is slower than reading (a Pi 4), the quickest first; of those that
-  do not fit, the nearest to fitting first.
+  reading (5 tokens/s: a reply that comes slower than people read it) above one that
+  is not; among those alike, size times the quality its quant keeps, scaled down by the
+  square of how far it falls short of conversational speed (10 tokens/s); where everything is slower
+  than reading (a Pi 4), the quickest first; of those that do not fit, the nearest to
+  fitting first;
+- a model already on this machine is marked, never ranked up for it: the best choice
+  for the task here is the same whether or not it is installed.
 
 The picker and `recommend` show this one ranking, with one rounding (``speed_text``).
 """
@@ -33,9 +35,9 @@ from edgechat.planning.plan import RunPlan
 from edgechat.planning.speed import SpeedEstimate, tokens_per_second
 
 TASKS = ("chat", "code", "math", "summarise")
-# Below this many tokens per second a reply comes slower than people read; above
-# FAST it keeps up with a conversation.
-SLOW_TOKENS_PER_S = 3.0
+# Below this many tokens per second a reply comes slower than people read (about four
+# words a second, some 5 tokens); above FAST it keeps up with a conversation.
+SLOW_TOKENS_PER_S = 5.0
 FAST_TOKENS_PER_S = 10.0
 _GENERAL = [
     "Q4_K_M",
@@ -244,7 +246,10 @@ def _score(
     score = model.params_b * _quality(quant, task, measured_ok)
     if task in model.tasks and "chat" not in model.tasks:
         score *= 1.5  # a specialist beats a generalist of its size at its task
-    return score * min(1.0, speed.tokens_per_s / FAST_TOKENS_PER_S)
+    # Waiting grows as speed falls, and a reply at half the conversational pace feels far
+    # worse than half as good: the shortfall counts squared (a 3B at 5.4 tokens/s loses
+    # to a 1.7B at 9.5 on two cores; a 32B at 5 to a 14B at 40 on a 24 GB GPU).
+    return score * min(1.0, speed.tokens_per_s / FAST_TOKENS_PER_S) ** 2
 
 
 def choose_file(
@@ -261,6 +266,7 @@ def choose_file(
     """An installed model file as a choice, planned from its own header; None when it
     does not suit ``task`` (a base model cannot chat) or its header cannot be read."""
     from edgechat.errors import EdgechatError
+    from edgechat.facts.base_model import header_is_base_model
     from edgechat.facts.gguf import inspect_file
     from edgechat.planning.memory import Shape
 
@@ -268,8 +274,8 @@ def choose_file(
         facts = inspect_file(path)
     except EdgechatError:
         return None  # `models list` says what is wrong with it
-    # A base model (no chat template) cannot chat; the summariser asks it by completion.
-    tasks = entry.tasks if entry else ("chat", "summarise") if facts.chat_template else ()
+    # A base model cannot chat (`chat` refuses it); the summariser asks it by completion.
+    tasks = entry.tasks if entry else () if header_is_base_model(facts) else ("chat", "summarise")
     if not (_suits(task, tasks) or (not tasks and task == "summarise")):
         return None
     name, _, quant = model_id.rpartition(":")
@@ -316,8 +322,8 @@ def _rank_key(c: Choice, signed_in: bool = True):
         return (fit_rank, False, False, False, c.estimate.ram_needed + c.estimate.vram, 0.0)
     locked = c.model.gated and not signed_in  # cannot be pulled yet: never first
     if c.slow:  # slower than reading: the quicker the better
-        return (fit_rank, locked, True, not c.installed, -c.speed.tokens_per_s, -c.score)
-    return (fit_rank, locked, False, not c.installed, -c.score, -c.speed.tokens_per_s)
+        return (fit_rank, locked, True, -c.speed.tokens_per_s, -c.score)
+    return (fit_rank, locked, False, -c.score, -c.speed.tokens_per_s)
 
 
 def recommend(

@@ -89,14 +89,17 @@ class ModelChoices:
             except EdgechatError as e:
                 models = {}
                 say(str(e))
-            self._recommended[task] = recommendations(  # the ranking `recommend` prints
+            ranked = recommendations(  # the ranking `recommend` prints
                 self.device,
                 task,
                 self.request.ctx,
                 self.request.type_k,
                 self._cpu_gb_s,
                 catalog_models=models,
-            )[:15]
+            )
+            # The best 15, and the installed models in their places below (ranked on their
+            # merits, not moved up: they keep their figures and reasons).
+            self._recommended[task] = [c for i, c in enumerate(ranked) if i < 15 or c.installed]
         return self._recommended[task]
 
     def _catalog_warning(self, line: str) -> None:
