@@ -22,3 +22,10 @@ def clean(value, keep_newlines: bool = False) -> str:
     else:
         text = text.replace("\n", " ").replace("\t", " ")
     return _CONTROL.sub("?", text)
+
+
+def plural(n: float, word: str, many: str = "") -> str:
+    """``n`` and ``word`` in its plural form where ``n`` is not 1: 1 CPU, 2 CPUs, 1.5 CPUs
+    (``many`` where adding an s is wrong)."""
+    shown = str(n) if isinstance(n, int) else f"{n:g}"
+    return f"{shown} {word if n == 1 else many or word + 's'}"

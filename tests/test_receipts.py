@@ -145,7 +145,8 @@ def test_recommend_prefers_a_quant_whose_receipt_meets_the_budget(capsys, tmp_pa
     assert after["reason"].startswith("Q4_K_M meets the code budget on your text (KLD 0.004)")
     assert data["measured"][0]["id"] == f"{coder}:Q4_K_M" and data["measured"][0]["meets_budget"]
     rc, out, _ = run(capsys, "recommend", "--task", "code", "--all", "--memory", "16G")
-    assert f"{coder}:Q4_K_M: KLD 0.004 on your text (notes.txt), meets the code budget" in out
+    words = " ".join(out.split())  # lines wrapped at 80 columns
+    assert f"{coder}:Q4_K_M: KLD 0.004 on your text (notes.txt), meets the code budget" in words
 
 
 def test_recommend_puts_a_quant_that_missed_the_budget_last(capsys, tmp_path):

@@ -73,21 +73,24 @@ def _memory_rows(d) -> list[tuple[str, str]]:
 
 def _cpu_rows(d) -> list[tuple[str, str]]:
     """The CPU; under a CPU quota or an affinity mask, what this process may use of it."""
+    from edgechat.text import plural
+
     lim = d.limits
     cores = f"{d.cores_physical or '?'} physical / {d.cores_logical or '?'} logical"
     rows = [("cpu", f"{d.cpu_model or 'unknown'} ({d.arch}), {cores}")]
     usable = d.cores_usable
     if usable is None or usable >= (d.cores_physical or d.cores_logical or usable):
         return rows
-    rows[0] = ("cpu", f"{rows[0][1]}; this process may use {usable}")
+    rows[0] = ("cpu", f"{rows[0][1]}; this process may use {plural(usable, 'core')}")
     if lim.cpu_quota:
-        rows.append(("limit", f"{lim.cpu_quota:g} CPUs: {lim.cpu_group}"))
+        rows.append(("limit", f"{plural(lim.cpu_quota, 'CPU')}: {lim.cpu_group}"))
     if lim.cpus_allowed:
-        rows.append(("limit", f"affinity: {lim.cpus_allowed} CPUs"))
+        rows.append(("limit", f"affinity: {plural(lim.cpus_allowed, 'CPU')}"))
     return rows
 
 
 def cmd_inspect(args) -> int:
+    from edgechat.cli.table import num, size
     from edgechat.facts.device import format_size
     from edgechat.facts.gguf import inspect
     from edgechat.text import clean
@@ -125,9 +128,10 @@ def cmd_inspect(args) -> int:
     print("mix")
     for qtype, m in f.quant_mix.items():
         share = m["bytes"] / f.tensor_bytes if f.tensor_bytes else 0
+        word = "tensor" if m["tensors"] == 1 else "tensors"
         print(
-            f"  {clean(qtype):<8} {m['tensors']:>4} tensors {m['params'] / 1e6:>9.1f} M params "
-            f"{format_size(m['bytes']):>10} ({share:.0%})"
+            f"  {clean(qtype):<8} {num(m['tensors'], 4, 0)} {word:<7} "
+            f"{num(m['params'] / 1e6, 9)} M params {size(m['bytes'], 10)} ({share:.0%})"
         )
     return 0
 
@@ -232,11 +236,12 @@ def cmd_estimate(args) -> int:
 
 def cmd_recommend(args) -> int:
     from edgechat import config, service
+    from edgechat.cli.table import wrap
     from edgechat.facts.device import detect
     from edgechat.models import credentials, receipts
     from edgechat.models.registry import installed as installed_models
     from edgechat.planning.budget import default as default_budget
-    from edgechat.planning.recommend import nothing_fits, speed_text
+    from edgechat.planning.recommend import nothing_fits
 
     settings = config.load()
     device = detect(args.memory, args.vram, args.gpu)
@@ -281,26 +286,42 @@ def cmd_recommend(args) -> int:
         )
         return 0
     gpu = ", ".join(f"{g.name} {_size(g.vram_total)}" for g in device.gpus) or "no GPU"
-    print(f"for {args.task} on {_size(device.ram_total)} RAM, {gpu}:")
-    print(f"  {'model':<36} {'RAM':>9} {'VRAM':>9} {'tok/s':>6}  memory fit")
-    for i, c in enumerate(shown, 1):
-        e = c.estimate
-        vram = "unified" if e.backend == "metal" else (_size(e.vram) if e.vram else "-")
-        here = " (installed)" if c.installed else ""
-        print(
-            f"{i:>2} {c.id:<36} {_size(e.ram_needed):>9} {vram:>9} "
-            f"{speed_text(c.speed.tokens_per_s):>6}  {c.fit.label}{here}"
-        )
-        print(f"   {c.reason}")
+    print("\n".join(wrap(f"for {args.task} on {_size(device.ram_total)} RAM, {gpu}:", 2, first=0)))
+    print("\n".join(ranking_table(choices, shown)))
     if none:
-        print(none)
+        print("\n".join(wrap(none, 2, first=0)))
     if mine:
         print(f"measured on your text ({args.task} budget: {budget.describe()}):")
         for m in mine:
-            print(f"   {m['id']}: {m['summary']}, {m['verdict']}")
+            print("\n".join(wrap(f"{m['id']}: {m['summary']}, {m['verdict']}", 5, first=3)))
     if device.overrides:
         print(f"assumed: {', '.join(device.overrides)}")
     return 0
+
+
+def ranking_table(choices: list, shown: list) -> list[str]:
+    """The ranking in 80 columns: installed models marked (●), never moved up; an id too
+    long for its column on a line of its own; the reason wrapped under it; installed
+    models ranked below the cut named after it, with their places."""
+    from edgechat.cli.table import labelled, num, size, wrap
+    from edgechat.planning.recommend import speed_text
+
+    lines = [f"     {'model':<34} {'RAM':>9} {'VRAM':>9} {'tok/s':>6}  memory fit"]
+    for i, c in enumerate(shown, 1):
+        e = c.estimate
+        vram = "unified" if e.backend == "metal" else (size(e.vram, 9) if e.vram else "-")
+        tps = speed_text(c.speed.tokens_per_s)
+        tps = tps if len(tps) <= 6 else num(c.speed.tokens_per_s, 6, 0)
+        figures = f"{size(e.ram_needed, 9)} {vram:>9} {tps:>6}  {c.fit.label}"
+        mark = "●" if c.installed else " "
+        lines += labelled(f"{i:>2} {mark} {c.id}", 39, figures)
+        lines += wrap(c.reason, 5)
+    below = [f"{c.id} (#{i})" for i, c in enumerate(choices, 1) if c.installed and i > len(shown)]
+    if below:
+        lines += wrap(f"also installed, ranked lower: {', '.join(below)}", 2, first=0)
+    if any(c.installed for c in shown):
+        lines.append("● installed: on this machine, works offline")
+    return lines
 
 
 def register(sub) -> None:

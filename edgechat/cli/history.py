@@ -24,14 +24,16 @@ def cmd_history_search(args) -> int:
     if not hits:
         print(f"no message holds “{text}”")
         return 0
+    from edgechat.cli.table import wrap
+    from edgechat.text import clean
+
     for h in hits:
-        print(f"#{h.conversation} {h.title} · {h.role}: {h.snippet}")
+        line = clean(f"#{h.conversation} {h.title} · {h.role}: {h.snippet}")
+        print("\n".join(wrap(line, 4, first=0)))
     return 0
 
 
 def cmd_history_list(args) -> int:
-    import time
-
     from edgechat.tasks.conversations import Store
 
     store = Store()
@@ -52,21 +54,41 @@ def cmd_history_list(args) -> int:
         return 0
     if not rows:
         print("no conversations yet: `edgechat` opens the app")
-    for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"]))
-        print(f"#{r['id']:<5} {when}  {r['messages']:>4} msg  {r['title']}")
+    for line in history_table(rows):
+        print(line)
     return 0
 
 
+def history_table(rows: list[dict]) -> list[str]:
+    """One line a conversation, in 80 columns: the title cut to what is left."""
+    import time
+
+    from edgechat.cli.table import WIDTH, cut, num
+    from edgechat.text import clean
+
+    id_w = max([6, *(len(str(r["id"])) + 1 for r in rows)])
+    lines = []
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"]))
+        head = f"{'#' + str(r['id']):<{id_w}} {when}  {num(r['messages'], 4, 0)} msg  "
+        lines.append(head + cut(clean(r["title"]), WIDTH - len(head)))
+    return lines
+
+
 def register(sub) -> None:
+    from argparse import SUPPRESS
+
     from edgechat.cli.options import add_json
     from edgechat.limits import flag
 
     his = sub.add_parser("history", help="the app's conversations: list them, search them")
+    # `history` alone lists them, so it takes list's options: `history --json` too.
+    add_json(his, "print them as JSON (as `history list --json`)")
     hsub = his.add_subparsers(dest="action", metavar="ACTION")
-    his.set_defaults(func=cmd_history_list, json=False)
+    his.set_defaults(func=cmd_history_list)
     h_list = hsub.add_parser("list", help="every conversation, newest first")
-    add_json(h_list, "print them as JSON")
+    # SUPPRESS: not given here, `history --json list` keeps the --json given before it
+    h_list.add_argument("--json", action="store_true", default=SUPPRESS, help="print as JSON")
     h_list.set_defaults(func=cmd_history_list)
     h_find = hsub.add_parser("search", help="find words in every conversation (full text)")
     h_find.add_argument("text", nargs="+", metavar="TEXT")

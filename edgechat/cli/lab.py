@@ -26,7 +26,7 @@ def _planned(args, settings, model: str | None):
 
 def cmd_bench(args) -> int:
     from edgechat import config
-    from edgechat.lab.bench import bars, bench
+    from edgechat.lab.bench import bench
 
     settings = config.load()
     models = []
@@ -44,20 +44,37 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
         return 0
-    print(f"medians of {args.repeat} runs, context {args.ctx}, greedy")
-    print(
-        f"{'model':<36} {'load s':>7} {'prompt t/s':>10} {'gen t/s':>8} {'TTFT s':>7} "
-        f"{'peak RSS':>9}"
-    )
-    for r in results:
-        print(
-            f"{r.model[:36]:<36} {r.load_s:>7.2f} {r.prompt_tokens_per_s:>10.1f} "
-            f"{r.gen_tokens_per_s:>8.1f} {r.ttft_s:>7.3f} {_size(r.rss_peak):>9}"
-        )
-    print()
-    for line in bars(results):
-        print(line)
+    print("\n".join(bench_table(results, args.repeat, args.ctx)))
     return 0
+
+
+def bench_table(results, repeat: int, ctx: int) -> list[str]:
+    """The medians side by side and generation speed as bars, in 80 columns whatever the
+    figures (a model's name, whole to copy, goes on its own line where it is long)."""
+    from edgechat.cli.table import WIDTH, cells, compact, cut, labelled, num, size
+    from edgechat.text import clean, plural
+
+    lines = [
+        f"medians of {plural(repeat, 'run')}, context {plural(ctx, 'token')}, greedy",
+        f"{'model':<34} {'load s':>7} {'prompt t/s':>10} {'gen t/s':>8} {'TTFT s':>7} "
+        f"{'peak RSS':>9}",
+    ]
+    for r in results:
+        figures = (
+            f"{num(r.load_s, 7, 2)} {num(r.prompt_tokens_per_s, 10)} "
+            f"{num(r.gen_tokens_per_s, 8)} {num(r.ttft_s, 7, 3)} {size(r.rss_peak, 9)}"
+        )
+        lines += labelled(clean(r.model), 34, figures)
+    lines.append("")
+    top = max((r.gen_tokens_per_s for r in results), default=0) or 1
+    speeds = [f"{compact(r.gen_tokens_per_s, 7)} tok/s" for r in results]
+    name_w = min(max((cells(clean(r.model)) for r in results), default=0), 30)
+    bar_w = min(40, WIDTH - name_w - 2 - max(map(len, speeds), default=0))
+    for r, speed in zip(results, speeds, strict=True):
+        name = cut(clean(r.model), name_w)
+        bar = "█" * max(1, round(bar_w * max(r.gen_tokens_per_s, 0) / top))
+        lines.append(f"{name}{' ' * (name_w - cells(name))} {bar} {speed}")
+    return lines
 
 
 def cmd_quality(args) -> int:
@@ -91,15 +108,29 @@ def cmd_quality(args) -> int:
     if args.json:
         print(json.dumps({**q.as_dict(), "receipt": receipt.as_dict()}, indent=2))
         return 0
-    print(f"text      {args.text}: {q.chunks} chunks of {q.n_ctx}, {q.tokens_scored} tokens scored")
-    print(f"{'':<10}{'perplexity':>12}")
-    print(f"{'model':<10}{q.ppl:>12.4f}  {paths_[0].name}")
-    print(f"{'ref':<10}{q.ppl_ref:>12.4f}  {paths_[1].name}")
-    print(f"delta     {q.ppl_delta_pct:+.2f} %")
-    print(f"KL        {q.kl_mean:.5f} (mean, model from ref), 99th percentile {q.kl_p99:.5f}")
-    print(f"top-1     {100 * q.top1_agreement:.2f} % same next token")
+    print("\n".join(quality_table(q, args.text, [p.name for p in paths_])))
     print(f"kept      a receipt of these figures ({receipts_file()})")
     return 0
+
+
+def quality_table(q, text: str, names: list[str]) -> list[str]:
+    """The figures of `quality`, compact where they are large (a model that lost its way
+    has a perplexity in the millions), so the table keeps to its columns."""
+    from edgechat.cli.table import compact, num
+    from edgechat.text import plural
+
+    delta = f"{'+' * (q.ppl_delta_pct >= 0)}{compact(q.ppl_delta_pct, 12, 2)}"
+    p99 = "-" if q.kl_p99 is None else compact(q.kl_p99, 12, 5)
+    return [
+        f"text      {text}: {plural(q.chunks, 'chunk')} of {q.n_ctx}, "
+        f"{plural(q.tokens_scored, 'token')} scored",
+        f"{'':<10}{'perplexity':>12}",
+        f"{'model':<10}{num(q.ppl, 12, 4)}  {names[0]}",
+        f"{'ref':<10}{num(q.ppl_ref, 12, 4)}  {names[1]}",
+        f"delta     {delta} %",
+        f"KL        {compact(q.kl_mean, 12, 5)} (mean, model from ref), 99th percentile {p99}",
+        f"top-1     {100 * q.top1_agreement:.2f} % same next token",
+    ]
 
 
 def cmd_quantize(args) -> int:

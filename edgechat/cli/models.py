@@ -12,8 +12,6 @@ from edgechat.cli.common import _size, _warn
 
 
 def cmd_models_list(args) -> int:
-    import time
-
     from edgechat.models import registry
 
     rows = registry.listing()
@@ -27,15 +25,31 @@ def cmd_models_list(args) -> int:
             rows += [{"id": None, **f.as_dict(), "suggested_id": f.suggested_id} for f in found]
         print(json.dumps(rows, indent=2))
         return 0
-    from edgechat.text import clean
-
     if not rows and not found:
         print("no models yet: `edgechat recommend` suggests one, `edgechat models pull ID` gets it")
         if not getattr(args, "all", False):
             print("`edgechat models list --all` also looks in Ollama, LM Studio and llama.cpp")
         return 0
     if rows:
-        print(f"{'id':<44} {'size':>9}  {'last used':<16} source")
+        print("\n".join(models_table(rows)))
+    if rows and found:
+        print()
+    _print_found(found)
+    return 0
+
+
+def models_table(rows: list[dict]) -> list[str]:
+    """`models list` in 80 columns: the id whole (to copy), the source cut to what is left."""
+    import time
+
+    from edgechat.cli.table import WIDTH, cells, cut, labelled, size
+    from edgechat.text import clean
+
+    if not rows:
+        return []
+    id_w = min(36, max(cells(clean(r["id"])) for r in rows))
+    source_w = WIDTH - id_w - 29  # size 9, last used 16, the spaces between
+    lines = [f"{'id':<{id_w}} {'size':>9}  {'last used':<16} source"]
     for r in rows:
         used = (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_used"]))
@@ -43,15 +57,14 @@ def cmd_models_list(args) -> int:
             else "-"
         )
         source = r["source"] + (f": {r['store_name']}" if r.get("store_name") else "")
-        print(f"{clean(r['id']):<44} {_size(r['size']):>9}  {used:<16} {clean(source)}")
-    if rows and found:
-        print()
-    _print_found(found)
-    return 0
+        rest = f"{size(r['size'], 9)}  {used:<16} {cut(clean(source), source_w)}"
+        lines += labelled(clean(r["id"]), id_w, rest)
+    return lines
 
 
 def _print_found(found) -> None:
     """Models other tools keep here: where each lives, and how to use one."""
+    from edgechat.cli.table import labelled, size
     from edgechat.text import clean
 
     usable = [f for f in found if f.usable]
@@ -60,7 +73,7 @@ def _print_found(found) -> None:
         print("uses one where it lies, without copying):")
         print(f"{'store':<9} {'name':<58} {'size':>9}")
         for f in usable:
-            print(f"{f.store:<9} {clean(f.name):<58} {_size(f.size):>9}")
+            print("\n".join(labelled(f"{f.store:<9} {clean(f.name)}", 68, size(f.size, 9))))
             extra = " (+ a vision projector, unused)" if f.projector else ""
             print(f"{'':<9} {clean(str(f.path))}{extra}")
     for f in found:

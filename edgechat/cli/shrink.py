@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 from edgechat.cli.common import _clear_line, _request, _size, _warn
+from edgechat.cli.table import num, pad, size, wrap
 
 HELP = "the smallest quant of a model that holds up on your own text (calibrate, judge, pick)"
 DESCRIPTION = (
@@ -150,16 +151,18 @@ def cmd_shrink(args) -> int:
 
 def _render(result, run_ctx: int) -> None:
     from edgechat.cli.picture import quality_vs_size
+    from edgechat.text import plural
 
     v = result.verdict
     t = result.text
     print(
         f"source    {Path(result.source).name} ({result.source_quant}, "
-        f"{_size(result.source_size)}); {result.task}; chunks of {result.n_ctx} tokens"
+        f"{_size(result.source_size)}); {result.task}; chunks of {plural(result.n_ctx, 'token')}"
     )
     print(
-        f"text      {t['name']}: {t['tokens']} tokens, {t['calibration']['chunks']} chunks "
-        f"to calibrate, {t['held_out']['chunks']} others to score"
+        f"text      {t['name']}: {plural(t['tokens'], 'token')}, "
+        f"{plural(t['calibration']['chunks'], 'chunk')} to calibrate, "
+        f"{plural(t['held_out']['chunks'], 'other')} to score"
     )
     print()
     print(
@@ -171,18 +174,18 @@ def _render(result, run_ctx: int) -> None:
         ok = "-" if f is None else ("yes" if not v.misses.get(c.id) else "no")
         ok = "pick" if c.id == v.pick else ok
         figures = (
-            f"{f.kl_mean:>7.4f} {f.kl_p99 or 0:>6.3f} {100 * f.top1:>5.1f}% {f.ppl_ratio:>6.3f}"
+            f"{num(f.kl_mean, 7, 4)} {num(f.kl_p99 or 0, 6, 3)} {num(100 * f.top1, 6, 1, '%')} "
+            f"{num(f.ppl_ratio, 6, 3)}"
             if f
             else f"{'-':>7} {'-':>6} {'-':>6} {'-':>6}"
         )
-        tps = f"{c.tokens_per_s:>6.1f}" if c.tokens_per_s else f"{'-':>6}"
-        ram = _size(c.ram_needed) + ("" if c.fits else "!")
+        ram = size(c.ram_needed, 8) + ("!" if not c.fits else " ")
         print(
-            f"{c.id[:15]:<15} {_size(c.size):>8} {c.bits_per_weight:>4.1f} {figures} {tps} "
-            f"{ram:>8}  {ok}"
+            f"{pad(c.id, 15)} {size(c.size, 8)} {num(c.bits_per_weight, 4)} {figures} "
+            f"{num(c.tokens_per_s or None, 6)} {ram} {ok}"
         )
     for cid, why in result.failed.items():
-        print(f"{cid[:15]:<15} failed: {why}"[:200])
+        print("\n".join(wrap(f"{pad(cid, 15)} failed: {why}", 16, first=0)))
     print(f"(RAM: what it needs here at {run_ctx} tokens of context; ! does not fit)")
     print()
     points = [(c.id, c.size, c.figures.kl_mean) for c in result.candidates if c.figures]

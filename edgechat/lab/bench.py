@@ -70,14 +70,3 @@ def bench(
             )
         )
     return results
-
-
-def bars(results: list[BenchResult], width: int = 40) -> list[str]:
-    """Generation speed drawn in the terminal, one bar per model."""
-    top = max((r.gen_tokens_per_s for r in results), default=0) or 1
-    name = max((len(r.model) for r in results), default=0)
-    return [
-        f"{r.model:<{name}} {'█' * max(1, round(width * r.gen_tokens_per_s / top))} "
-        f"{r.gen_tokens_per_s:.1f} tok/s"
-        for r in results
-    ]
