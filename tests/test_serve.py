@@ -364,6 +364,7 @@ def keyed(starter_path, tmp_path_factory):
 
 def test_the_key_is_required_and_never_logged(keyed):
     assert "API key required (from keyring)" in keyed.log
+    assert "context 1024 · " in keyed.log and "1 replies" not in keyed.log  # one: no count
     for key in (None, "wrong-key"):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         req = urllib.request.Request(keyed.url + "/models", headers=headers)

@@ -94,11 +94,13 @@ def cmd_serve(args) -> int:
         f"API key required (from {source})" if key else "no API key: only this machine can connect"
     )
 
+    each = f" for each of {info['n_seq']} replies at once" if info["n_seq"] > 1 else ""
+
     def ready() -> None:
         sys.stderr.write(
             f"edgechat: serving {model_id} at http://{shown}:{port}/v1 (OpenAI API; Ollama's at"
-            f" http://{shown}:{port}) · context {info['n_ctx']} for each of {info['n_seq']}"
-            f" replies at once{' (exact)' if args.exact else ''} · queue {args.queue} · {rule}"
+            f" http://{shown}:{port}) · context {info['n_ctx']}{each}"
+            f"{' (exact)' if args.exact else ''} · queue {args.queue} · {rule}"
             " · Ctrl-C stops\n"
         )
         sys.stderr.flush()
