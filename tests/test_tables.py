@@ -235,3 +235,24 @@ def test_the_quality_table():
     assert_fits(lines)
     assert lines[0] == "text      notes.txt: 1 chunk of 512, 1 token scored"
     assert lines[2] == f"{'model':<10}{'3500000000.0':>12}  m.gguf"
+
+
+def test_the_stores_list(capsys):
+    from types import SimpleNamespace
+
+    from edgechat.cli.models import _print_found
+
+    def found(name, size):
+        path = f"/home/me/.ollama/models/blobs/{name}"
+        return SimpleNamespace(store="ollama", name=name, size=size, path=path, projector=False)
+
+    long = "hf.co/bartowski/" + "x" * 60 + ":Q4_K_M"
+    rows = [found("llama3.2:3b", 2 << 30), found(long, 9 * TiB)]
+    for r in rows:
+        r.usable, r.problem = True, None
+    _print_found(rows)
+    lines = capsys.readouterr().out.splitlines()
+    paths = [line for line in lines if "/blobs/" not in line]  # a path line names the file
+    assert_fits(paths, whole=(f"ollama    {long}",))
+    assert any(line.startswith("ollama    llama3.2:3b ") for line in lines)
+    assert f"ollama    {long}" in lines  # the name whole, to copy
