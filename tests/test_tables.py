@@ -252,7 +252,7 @@ def test_the_stores_list(capsys):
         r.usable, r.problem = True, None
     _print_found(rows)
     lines = capsys.readouterr().out.splitlines()
-    paths = [line for line in lines if "/blobs/" not in line]  # a path line names the file
-    assert_fits(paths, whole=(f"ollama    {long}",))
+    rest = [line for line in lines if "/blobs/" not in line]  # a path line names the file
+    assert_fits(rest, whole=(f"ollama    {long}",))
     assert any(line.startswith("ollama    llama3.2:3b ") for line in lines)
     assert f"ollama    {long}" in lines  # the name whole, to copy

@@ -12,8 +12,10 @@ def base_model_reason(engine) -> str | None:
     """A one-line reason when ``engine`` holds a base model, else None."""
     from edgechat.facts.base_model import is_base_model
 
+    if engine.info().get("chat_template"):
+        return None  # an engine that is not llama.cpp's (remote, fake) may have no meta()
     names = (engine.meta("general.name"), engine.meta("general.finetune"))
-    if not is_base_model(engine.info().get("chat_template"), (*names, engine.plan.model_path.stem)):
+    if not is_base_model(False, (*names, engine.plan.model_path.stem)):
         return None  # a tuned model whose file lacks the template: the fallback serves it
     return (
         f"{engine.plan.model_path.name} is a base model (its file has no chat template): it "
