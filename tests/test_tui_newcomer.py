@@ -63,6 +63,9 @@ async def test_picking_a_model_makes_it_the_default_so_the_picker_is_not_shown_a
     app = make_app(start="auto")
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, WizardScreen))
+        # The starter is marked and ranked on its merits, not first (issue 31 item 12).
+        row = app.screen.rows.index("smollm2-135m-instruct:Q4_1")
+        app.screen.query_one("#choices").move_cursor(row=row)
         await pilot.press("enter")
         await until(pilot, lambda: app.engine is not None)
     assert config.load().default_model == "smollm2-135m-instruct:Q4_1"
