@@ -34,6 +34,11 @@ def title(names) -> str:
     return " + ".join(TITLES.get(n, n) for n in names) if names else TITLES[""]
 
 
+def setting_of(names) -> str:
+    """The cpu_kernels value that asks for ``names``: amx, repack or plain."""
+    return "amx" if AMX in names else "repack" if names else "plain"
+
+
 @dataclass(frozen=True)
 class Result:
     """One set of extra buffer types as the check ran it."""
