@@ -219,7 +219,7 @@ def choose(setting: str, available: tuple[str, ...], verdict: Verdict | None) ->
             if bad:
                 warning = (
                     f"{title(bad[:1])} {_failed(verdict, bad[0])}; using it anyway, as "
-                    f"cpu_kernels = {setting} asks (`edgechat config unset cpu_kernels` undoes it)"
+                    f"asked (cpu_kernels {setting})"
                 )
         return Kernels(names, why, warning)
     # auto
