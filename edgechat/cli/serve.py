@@ -53,7 +53,7 @@ def cmd_serve(args) -> int:
     from edgechat.errors import EdgechatError
     from edgechat.models import credentials, registry
     from edgechat.serve.app import ServeConfig
-    from edgechat.serve.runner import RunnerWorker
+    from edgechat.serve.runnerworker import RunnerWorker
     from edgechat.serve.server import bind, is_loopback, run
     from edgechat.service import plan_model, sampling
 
