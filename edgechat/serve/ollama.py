@@ -168,7 +168,8 @@ def generate_chunk(model: str, text: str) -> dict:
 
 
 def final(base: dict, finish: str, stats, t_request: float) -> dict:
-    """The last object of a reply: why it ended and what it cost, in nanoseconds.
+    """The last object of a reply: why it ended (``stop``, ``length``, or ``cancelled``
+    when the server cut it short, as when it stops) and what it cost, in nanoseconds.
     ``prompt_eval_count`` counts the prompt tokens evaluated now (a conversation's
     cached start is not), as Ollama counts them."""
     out = {**base, "done": True, "done_reason": finish}

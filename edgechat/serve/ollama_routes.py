@@ -77,8 +77,8 @@ def routes(
                         continue
                     if event[0] == "error":
                         yield _line(o.error_body(event[1]))
-                    elif event[1] != "cancelled":  # shutting down: no pretended end
-                        yield _line(last(event[1], event[2], ""))
+                    else:  # "cancelled" reaches a client only when the server cut its reply
+                        yield _line(last(event[1], event[2], ""))  # (Ctrl-C): it says so
                     return
             finally:
                 worker.cancel(job)
