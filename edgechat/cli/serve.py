@@ -41,6 +41,7 @@ def _ollama_model(model_id: str, planned, info: dict, defaults):
         quant=inspect_file(path).file_type,
         n_params=info["n_params"],
         n_ctx=info["n_ctx"],
+        n_ctx_train=info.get("n_ctx_train") or 0,
         sampling=defaults,
         template=template,
         ram=planned.estimate.ram_needed,
