@@ -139,7 +139,8 @@ def routes(
 
     async def ps(request: Request) -> Response:
         check_key(request)
-        return JSONResponse({"models": [model.running()]})
+        threads = worker.status()["threads"]  # beside Ollama's fields: what it runs on now
+        return JSONResponse({"models": [{**model.running(), "threads": threads}]})
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": o.VERSION})
