@@ -23,8 +23,11 @@ PROMPT = 40  # tokens of each prompt, read in one decode
 class Machine:
     """Two cores, ``loops`` busy-loop programs beside the server, a clock of its own."""
 
-    def __init__(self, rates=RATES, usable: int = 2, seed: int = 0, noise: float = 0.15):
+    def __init__(
+        self, rates=RATES, usable: int = 2, seed: int = 0, noise: float = 0.15, demand=1.0
+    ):
         self.rates, self.usable = rates, usable
+        self.demand = demand  # the share of a core each loop takes when it has one
         self.random = random.Random(seed)
         self.noise = noise
         self.t = 0.0
@@ -44,7 +47,7 @@ class Machine:
     def _run(self, seconds: float, threads: int) -> None:
         if self.loops:  # every runnable thread gets its fair share of the cores
             share = min(1.0, self.usable / (self.loops + threads))
-            self.others_s += self.loops * share * seconds
+            self.others_s += self.loops * self.demand * share * seconds
         self.t += seconds
 
     def decode(self, threads: int, tokens: int = 1) -> float:
@@ -88,17 +91,20 @@ def follower_on(machine: Machine, threads: int = 2, others=True) -> ThreadFollow
     return ThreadFollower(2, threads, machine.others if others else None, machine.clock)
 
 
-def best_fixed(phases, seed: int) -> list[float]:
-    per_count = [serve(Machine(seed=seed), phases, None, n)[0] for n in (1, 2)]
+def best_fixed(phases, seed: int, demand: float = 1.0) -> list[float]:
+    per_count = [serve(Machine(seed=seed, demand=demand), phases, None, n)[0] for n in (1, 2)]
     return [max(r) for r in zip(*per_count, strict=True)]
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_within_ten_percent_of_the_best_fixed_count_in_every_phase(seed):
-    machine = Machine(seed=seed)
+@pytest.mark.parametrize("demand", [1.0, 0.85])
+@pytest.mark.parametrize("seed", range(4))
+def test_within_ten_percent_of_the_best_fixed_count_in_every_phase(seed, demand):
+    """``demand`` 0.85: programs that leave their core a moment now and then, so that
+    beside the server's threads they seem to leave it free (0.57 of a core)."""
+    machine = Machine(seed=seed, demand=demand)
     rates, used = serve(machine, PHASES, follower_on(machine))
     for (loops, _), rate, best, counts in zip(
-        PHASES, rates, best_fixed(PHASES, seed), used, strict=True
+        PHASES, rates, best_fixed(PHASES, seed, demand), used, strict=True
     ):
         assert rate >= 0.9 * best, (loops, rate, best, counts)
 

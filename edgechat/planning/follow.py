@@ -3,17 +3,20 @@
 planning/threads.py chooses the count once, as a model loads. A server runs for days
 while the machine around it gets busy and quiet again, and one llama.cpp thread on a
 taken core makes every decode wait (on two cores both busy elsewhere, SmolLM2 decoded
-a token in 0.1-5 s on two threads against 0.03-0.1 on one). llama.cpp takes a new
-count between any two decodes (``llama_set_n_threads``), so the server's llama thread
-asks this policy before each decode (``before``) and tells it what the decode cost
-(``after``). Two measures, no guesses:
+a token in 0.1-5 s on two threads against 0.03-0.1 on one, p10-p90). llama.cpp takes
+a new count between any two decodes (``llama_set_n_threads``), so the server's llama
+thread asks this policy before each decode (``before``) and tells it what the decode
+cost (``after``). Two measures, no guesses:
 
 - the CPU time other programs used on this process's cores (threads.py's
   ``OthersBusy``), read every half second while decoding and over each pause: the free
   cores (``choose``, the rule used at load) are the most threads it runs. A pause's
   reading is clean (the server used no CPU), so each busy period starts on it; while
   decoding, a reading that finds fewer free cores than threads cuts the count at once
-  (a thread on a taken core costs far more than a thread too few).
+  (a thread on a taken core costs far more than a thread too few), and one that finds
+  a third of a core more of their work than the last brings the next trial of fewer
+  threads forward (beside the server's threads the others get less than they would
+  take, so a reading can find a core free that is not).
 - the decodes' own times: a trial runs four decodes on another count and keeps it when
   they took 5 % less time than the last ones on the current count with as many tokens
   (a prompt's chunks are not compared). One thread fewer is tried every 2 s; more, up
@@ -48,6 +51,7 @@ MARGIN = 0.05  # a trial wins by this much less time
 ABORT = 1.5  # a trial of more threads ends at a decode this many times the reference
 PROBATION = 12  # decodes a count gained by a trial of more threads must still win
 TRIAL_SHARE = 0.02  # the most of the time trials take
+RISE = 0.33  # cores' worth of other programs' work more than at the last reading
 
 
 @dataclass
@@ -86,6 +90,7 @@ class ThreadFollower:
         self._read_at = now
         self._free = self.usable  # at the last reading
         self._seen = self.why  # what the last reading found
+        self._busy = 0.0  # the cores' worth of other programs' work it found
         self._down_at = now + DOWN_EVERY
         self._up_wait = UP_WAIT[0]
         self._up_at = now
@@ -135,11 +140,15 @@ class ThreadFollower:
     # -- inside --------------------------------------------------------------------------
 
     def _read(self, now: float) -> int | None:
-        """The free cores since the last reading (None: unknown); sets ``why`` to say so."""
+        """The free cores since the last reading (None: unknown); other programs' work
+        grown by ``RISE`` brings the next trial of fewer threads forward."""
         self._read_at = now
         busy = self._others() if self._others is not None else None
         if busy is None:
             return None
+        if busy >= self._busy + RISE:
+            self._down_at = min(self._down_at, now)
+        self._busy = busy
         choice = choose(self.usable, busy)
         self._seen = choice.why
         return choice.threads
