@@ -54,9 +54,11 @@ def test_ctrl_c_ends_an_open_stream_with_a_cut_finish_and_done(starter_path, pat
     assert "Traceback" not in server.log
 
 
-def test_ctrl_c_ends_every_open_ollama_stream_as_cut(starter_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_ends_every_open_ollama_stream_as_cut(starter_path, sig):
     """Issue 31 item 2: with `--parallel 2`, a streamed /api/chat and /api/generate open at
-    once each end, through the official `ollama` client, with a last object that is
+    once when the server is stopped (Ctrl-C, or SIGTERM as from systemd or Docker) each
+    end, through the official `ollama` client, with a last object that is
     ``done`` and says it was cut (``done_reason`` "cancelled", as the OpenAI stream's
     finish reason), never a stream that just stops mid-reply."""
     ollama = pytest.importorskip("ollama")
@@ -79,11 +81,12 @@ def test_ctrl_c_ends_every_open_ollama_stream_as_cut(starter_path):
     try:
         for what, stream in streams.items():
             got[what] = [next(stream)]  # generating now, both at once
-        server.proc.send_signal(signal.SIGINT)
+        server.proc.send_signal(sig)
         for what, stream in streams.items():
             got[what] += list(stream)  # to the end of each response
     finally:
-        assert server.stop() == 130
+        code = server.stop()
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGTERM), code
     for what, parts in got.items():
         last = parts[-1]
         assert last.done and last.done_reason == "cancelled", (what, parts[-3:])
