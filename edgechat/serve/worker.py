@@ -199,7 +199,17 @@ class LlamaWorker:
                         if self._active.get(job.seq) is job:
                             batcher.cancel(job.seq)
                 if batcher.busy:
-                    self._step(batcher)
+                    if self._follow is not None:  # the thread count the cores allow now
+                        batcher.set_threads(self._follow.before())
+                    try:
+                        self._requeue(self._jobs_of(batcher.step()))
+                    except Exception as exc:  # ... or the requests of one step
+                        for job in list(self._active.values()):
+                            self._internal(job, exc)
+                        batcher.reset()
+                        with self._cond:
+                            self._active.clear()
+                    self._measured(batcher)
                 self.on_step()
                 with self._cond:
                     self._free = batcher.free
@@ -208,19 +218,10 @@ class LlamaWorker:
             self.on_step()
             self.engine.close()
 
-    def _step(self, batcher) -> None:
-        """One decode for every running reply, on the thread count the cores allow now."""
+    def _measured(self, batcher) -> None:
+        """Tell the thread count's policy what the step's decode cost, and whether the
+        server now waits for requests."""
         follow = self._follow
-        if follow is not None:
-            batcher.set_threads(follow.before())
-        try:
-            self._requeue(self._jobs_of(batcher.step()))
-        except Exception as exc:  # a bug fails the requests of one step, not the server
-            for job in list(self._active.values()):
-                self._internal(job, exc)
-            batcher.reset()
-            with self._cond:
-                self._active.clear()
         if follow is not None:
             if batcher.decoded is not None:
                 follow.after(*batcher.decoded)
