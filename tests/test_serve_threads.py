@@ -65,7 +65,7 @@ def test_a_fixed_thread_count_is_said_to_be_fixed(starter_path):
         assert "1 thread (--threads)" in line
         health = get(server.url.removesuffix("/v1") + "/health")
         assert health["threads"] == 1 and not health["threads_follow"]
-        assert health["threads_why"] == "set by --threads"
+        assert health["threads_why"] == "fixed by --threads or the threads setting"
     finally:
         server.stop()
 

@@ -153,7 +153,7 @@ class LlamaWorker:
         """The CPU threads llama.cpp decodes on now, and why."""
         follow = self._follow
         if follow is None:  # --threads (or the threads setting) fixed them
-            n, why = self.info.get("n_threads"), "set by --threads"
+            n, why = self.info.get("n_threads"), "fixed by --threads or the threads setting"
             return {"threads": n, "threads_follow": False, "threads_why": why}
         why = f"following the free cores: {follow.why}"
         return {"threads": follow.threads, "threads_follow": True, "threads_why": why}
