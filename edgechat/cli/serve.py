@@ -41,6 +41,7 @@ def _ollama_model(model_id: str, planned, info: dict, defaults):
         quant=inspect_file(path).file_type,
         n_params=info["n_params"],
         n_ctx=info["n_ctx"],
+        n_ctx_train=info.get("n_ctx_train") or 0,
         sampling=defaults,
         template=template,
         ram=planned.estimate.ram_needed,
@@ -96,11 +97,14 @@ def cmd_serve(args) -> int:
     )
 
     def ready() -> None:
+        state = worker.status()
+        n = state["threads"]
+        how = ", following the free cores" if state["threads_follow"] else " (--threads)"
         sys.stderr.write(
             f"edgechat: serving {model_id} at http://{shown}:{port}/v1 (OpenAI API; Ollama's at"
             f" http://{shown}:{port}) · context {info['n_ctx']} for each of {info['n_seq']}"
-            f" replies at once{' (exact)' if args.exact else ''} · queue {args.queue} · {rule}"
-            " · Ctrl-C stops\n"
+            f" replies at once{' (exact)' if args.exact else ''} · {n} thread{'s' * (n != 1)}"
+            f"{how} · queue {args.queue} · {rule} · Ctrl-C stops\n"
         )
         sys.stderr.flush()
 
