@@ -80,6 +80,36 @@ def test_signals_from_other_programs_reach_the_command(starter_path, edgechat_ho
 
 @pytest.mark.tmux
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_closed_terminal_ends_the_app_and_its_supervisor(edgechat_home, starter_path):
+    """The kernel sends a hung-up terminal's SIGHUP to the session leader only: the
+    supervisor passes it on, or the app would live on, spinning on a dead terminal."""
+    run_main("config", "set", "default_model", str(starter_path))
+    session = f"edgechat-hup-{time.monotonic_ns()}"
+    cmd = f"env EDGECHAT_HOME={edgechat_home} PYTHONPATH={REPO} {sys.executable} -m edgechat chat"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd])
+    try:
+        deadline = time.monotonic() + 90
+        while (
+            "is ready"
+            not in subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        pane = subprocess.run(
+            ["tmux", "display", "-p", "-t", session, "#{pane_pid}"], capture_output=True, text=True
+        )
+        top = psutil.Process(int(pane.stdout.strip()))
+        family = [top, *top.children(recursive=True)]
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+
+
+@pytest.mark.tmux
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_the_app_crashing_mid_reply_gives_back_a_usable_terminal(edgechat_home, starter_path):
     run_main("config", "set", "default_model", str(starter_path))
     run_main("config", "set", "max_tokens", "400")

@@ -14,11 +14,12 @@ What the child had stored stays stored (the app writes a reply to its database a
 streams). `serve` also runs its model in a runner process of its own
 (``serve/runner.py``), so a fault answers the requests in flight instead of dropping them.
 
-Signals: the terminal sends Ctrl-C, a closed window's SIGHUP and the like to the whole
-foreground group, so the child gets its own; a signal sent to this process by another
-program (``kill``, a service manager, a test) is passed on to the child. On Linux the
-parent tells the two apart with ``sigwaitinfo``; elsewhere it ignores SIGINT (the
-terminal's reaches the child) and passes on SIGTERM and SIGHUP. Windows has no fork: the
+Signals: the terminal sends Ctrl-C (SIGINT, SIGQUIT) to the whole foreground group, so
+the child gets its own; a signal sent to this process by another program (``kill``, a
+service manager, a test) is passed on to the child. On Linux the parent tells the two
+apart with ``sigwaitinfo``; elsewhere it ignores SIGINT (the terminal's reaches the
+child) and passes on SIGTERM and SIGHUP. A closed terminal's SIGHUP always goes on: the
+kernel sends it to the session leader alone, which the parent may be. Windows has no fork: the
 command runs unsupervised there.
 """
 
@@ -123,8 +124,8 @@ def _wait(pid: int, precise: bool, waited: set) -> int:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return status
-        elif info.si_code != _SI_KERNEL:  # sent to this process by a program: pass it on
-            _pass_on(pid, info.si_signo)
+        elif info.si_code != _SI_KERNEL or info.si_signo == signal.SIGHUP:
+            _pass_on(pid, info.si_signo)  # a program's signal, or the terminal hung up
 
 
 def _pass_on(pid: int, sig: int) -> None:
