@@ -43,8 +43,10 @@ SAMPLING = dict(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, seed=1234)
 
 class CApiLoop:
     def __init__(self, path: Path, n_ctx: int, threads: int, n_gpu_layers: int = 0) -> None:
-        import llama_cpp as lc
+        from edgechat.llama import backend, kernelcheck
 
+        lc = backend.load()
+        kernelcheck.only_checked(lc)  # the kernels the engine uses (AMX crashes on some CPUs)
         self.lc = lc
         mp = lc.llama_model_default_params()
         mp.n_gpu_layers = n_gpu_layers  # as the engine's plan (0 on a CPU build)

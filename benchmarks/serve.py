@@ -251,7 +251,9 @@ def soak(model_path: Path, ctx: int, threads: int, n: int, clients: int) -> dict
         with ThreadPoolExecutor(clients) as pool:
             for start in range(0, n, step):
                 list(pool.map(one, range(start, min(n, start + step))))
-                rss.append(proc.memory_info().rss)
+                # The server's whole tree: its model lives in a runner process.
+                tree = [proc, *proc.children(recursive=True)]
+                rss.append(sum(p.memory_info().rss for p in tree))
     finally:
         server.stop()
     # The first tenth settles the allocators; flat means the rest stays within 5 % of it.

@@ -18,8 +18,8 @@ HI = [{"role": "user", "content": "Name three colours."}]
 
 
 @pytest.fixture(scope="module")
-def server(starter_path, tmp_path_factory):
-    home = tmp_path_factory.mktemp("ollama-home")
+def server(starter_path, new_home):
+    home = new_home("ollama-home")
     srv = edgechat_serve(
         starter_path,
         *("--ctx", "1024", "--parallel", "2", "--threads", "1", "--quiet"),
@@ -125,6 +125,9 @@ def test_loading_requests_and_errors_in_ollamas_shape(server, client, name):
             client.chat(model=name, messages=HI, options=options)
         assert e.value.status_code == 400
     assert "--ctx 4096" in e.value.error  # the loaded context is 1024 a conversation
+    with pytest.raises(ollama.ResponseError) as e:  # beyond what SmolLM2 was trained for
+        client.chat(model=name, messages=HI, options={"num_ctx": 100000})
+    assert e.value.status_code == 400 and "--ctx 8192" in e.value.error
     with pytest.raises(ollama.ResponseError) as e:
         client.chat(model=name, messages=HI, think=True)
     assert e.value.status_code == 400 and "thinking" in e.value.error

@@ -1,7 +1,8 @@
-"""Stopping `edgechat serve` (Ctrl-C) while a reply streams (issue 23): the stream ends
-the way a finished one does, with a last chunk whose finish reason says it was cut
-(``cancelled``) and ``data: [DONE]``, so a client never takes a cut reply for a whole
-one. Read as raw server-sent events: what any client library sees."""
+"""Stopping `edgechat serve` (Ctrl-C) while a reply streams (issue 23, issue 31 item 2):
+the stream ends the way a finished one does, with a last chunk whose finish reason says
+it was cut (``cancelled``): OpenAI's with ``data: [DONE]`` (read as raw server-sent
+events: what any client library sees), Ollama's with a ``done`` object (read with the
+official ``ollama`` client), so a client never takes a cut reply for a whole one."""
 
 from __future__ import annotations
 
@@ -50,4 +51,45 @@ def test_ctrl_c_ends_an_open_stream_with_a_cut_finish_and_done(starter_path, pat
         assert len(events) < 900  # cut short, not run to the end
     finally:
         assert server.stop() == 130
+    assert "Traceback" not in server.log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_ends_every_open_ollama_stream_as_cut(starter_path, sig):
+    """Issue 31 item 2: with `--parallel 2`, a streamed /api/chat and /api/generate open at
+    once when the server is stopped (Ctrl-C, or SIGTERM as from systemd or Docker) each
+    end, through the official `ollama` client, with a last object that is
+    ``done`` and says it was cut (``done_reason`` "cancelled", as the OpenAI stream's
+    finish reason), never a stream that just stops mid-reply."""
+    ollama = pytest.importorskip("ollama")
+    server = edgechat_serve(starter_path, "--ctx", "1024", "--parallel", "2", "--threads", "1")
+    client = ollama.Client(host=server.url.removesuffix("/v1"))
+    name = client.list().models[0].model
+    options = {"temperature": 0, "num_predict": 1000}
+    streams = {
+        "chat": client.chat(
+            model=name,
+            messages=[{"role": "user", "content": "Count from 1 to 500."}],
+            options=options,
+            stream=True,
+        ),
+        "generate": client.generate(
+            model=name, prompt="1, 2, 3, 4,", raw=True, options=options, stream=True
+        ),  # fmt: skip
+    }
+    got: dict[str, list] = {}
+    try:
+        for what, stream in streams.items():
+            got[what] = [next(stream)]  # generating now, both at once
+        server.proc.send_signal(sig)
+        for what, stream in streams.items():
+            got[what] += list(stream)  # to the end of each response
+    finally:
+        code = server.stop()
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGTERM), code
+    for what, parts in got.items():
+        last = parts[-1]
+        assert last.done and last.done_reason == "cancelled", (what, parts[-3:])
+        assert not any(p.done for p in parts[:-1]), what
+        assert 0 < last.eval_count < 1000 and len(parts) < 900, what  # cut short
     assert "Traceback" not in server.log

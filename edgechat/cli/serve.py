@@ -41,6 +41,7 @@ def _ollama_model(model_id: str, planned, info: dict, defaults):
         quant=inspect_file(path).file_type,
         n_params=info["n_params"],
         n_ctx=info["n_ctx"],
+        n_ctx_train=info.get("n_ctx_train") or 0,
         sampling=defaults,
         template=template,
         ram=planned.estimate.ram_needed,
@@ -53,9 +54,9 @@ def cmd_serve(args) -> int:
     from edgechat.errors import EdgechatError
     from edgechat.models import credentials, registry
     from edgechat.serve.app import ServeConfig
+    from edgechat.serve.runnerworker import RunnerWorker
     from edgechat.serve.server import bind, is_loopback, run
-    from edgechat.serve.worker import LlamaWorker
-    from edgechat.service import load, plan_model, sampling
+    from edgechat.service import plan_model, sampling
 
     if args.store_key:
         return _store_key(args)
@@ -72,7 +73,8 @@ def cmd_serve(args) -> int:
         _request(args, settings, parallel=args.parallel or 0, exact=args.exact), say=_warn
     )
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
-    worker = LlamaWorker(lambda: load(planned, args.verbose, _warn).engine, queue_size=args.queue)
+    # The model runs in a runner process (serve/runner.py): a crash there is answered.
+    worker = RunnerWorker(planned, args.verbose, queue_size=args.queue, say=_warn)
     sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
     worker.start()
     path = planned.plan.model_path
@@ -97,11 +99,14 @@ def cmd_serve(args) -> int:
     each = f" for each of {info['n_seq']} replies at once" if info["n_seq"] > 1 else ""
 
     def ready() -> None:
+        state = worker.status()
+        n = state["threads"]
+        how = ", following the free cores" if state["threads_follow"] else " (--threads)"
         sys.stderr.write(
             f"edgechat: serving {model_id} at http://{shown}:{port}/v1 (OpenAI API; Ollama's at"
             f" http://{shown}:{port}) · context {info['n_ctx']}{each}"
-            f"{' (exact)' if args.exact else ''} · queue {args.queue} · {rule}"
-            " · Ctrl-C stops\n"
+            f"{' (exact)' if args.exact else ''} · {n} thread{'s' * (n != 1)}"
+            f"{how} · queue {args.queue} · {rule} · Ctrl-C stops\n"
         )
         sys.stderr.flush()
 

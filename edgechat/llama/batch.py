@@ -105,6 +105,8 @@ class Batcher:
         self.slots = [_Slot(i) for i in range(engine.n_seq)]
         self._admitted = 0
         self._full = False  # the cache refused a step: start nothing new until a reply ends
+        self.threads = engine.plan.n_threads  # what the next decode runs on
+        self.decoded: tuple[int, int, float] | None = None  # tokens, prompt's, seconds
         cap = self._cap = max(engine.plan.n_batch, engine.n_seq)
         # The batch, once: llama_batch points into these arrays; a step fills their heads.
         self._tok = (lc.llama_token * cap)()
@@ -184,6 +186,12 @@ class Batcher:
         self._lc.llama_memory_seq_cp(mem, donor.seq, slot.seq, -1, -1)
         slot.cached[:] = donor.cached
 
+    def set_threads(self, n: int) -> None:
+        """Decode on ``n`` threads from now on (serve follows the free cores with it)."""
+        if n != self.threads:
+            self._lc.llama_set_n_threads(self._ctx, n, n)
+            self.threads = n
+
     def cancel(self, seq: int) -> None:
         """End slot ``seq``'s reply now (its client left); its cache stays for reuse."""
         slot = self.slots[seq]
@@ -243,11 +251,14 @@ class Batcher:
             s.t_prompt = s.t_prompt or now
             chunks.append((s, take))
             n += take
+        self.decoded = None
         if n == 0:
             return []
         self._batch.n_tokens = n
+        t0 = time.perf_counter()
         rc = self._decode(self._ctx, self._batch)
         now = time.perf_counter()
+        self.decoded = (n, n - len(gen), now - t0)
         if rc == 1:
             return self._make_room(chunks, gen, now)
         if rc != 0:

@@ -347,6 +347,17 @@ def kernels_for(lc, setting: str, say=None) -> facts.Kernels:
     return kernels
 
 
+def only_checked(lc) -> facts.Kernels:
+    """Hold every later load in this process to the kernels ``auto`` uses, loads that do
+    not go through the Engine included (llama-cpp-python's ``Llama``, a bare C-API loop):
+    what benchmarks and peers beside edgechat need on a CPU whose AMX path crashes."""
+    from edgechat.llama import cpubuffers
+
+    chosen = kernels_for(lc, "auto")
+    cpubuffers.restrict(lc, chosen.names)
+    return chosen
+
+
 def _check_once(available: tuple[str, ...], say) -> facts.Verdict | None:
     """Check under a lock, so processes starting together check once between them."""
     import contextlib

@@ -66,27 +66,45 @@ def choose(usable: int, busy: float | None) -> ThreadChoice:
     return ThreadChoice(max(1, usable - taken), usable, busy)
 
 
+class OthersBusy:
+    """Cores' worth of the work other programs did on this process's CPUs between two
+    reads: the CPU time those CPUs spent busy, less this process's own. Cheap (two small
+    /proc reads): a server reads it while it runs (planning/follow.py)."""
+
+    def __init__(self) -> None:
+        self._cpus = _allowed_cpus()
+        self._last = self._now()
+
+    def _now(self) -> tuple[float, float | None, float | None]:
+        return time.monotonic(), _busy_seconds(self._cpus), _own_seconds()
+
+    def read(self) -> float | None:
+        """Since the last read (or the start); None where the counters cannot be read."""
+        (t0, busy0, mine0), (t1, busy1, mine1) = self._last, self._now()
+        self._last = t1, busy1, mine1
+        if busy0 is None or busy1 is None or mine0 is None or mine1 is None or t1 <= t0:
+            return None
+        others = (busy1 - busy0) - (mine1 - mine0)
+        return round(max(0.0, others / (t1 - t0)), 2)
+
+
 class LoadSample:
     """The CPU time spent on this process's CPUs between ``start`` and ``busy_elsewhere``,
     less this process's own: what other programs used meanwhile, in cores."""
 
     def __init__(self) -> None:
         self._t0 = time.monotonic()
-        self._cpus = _allowed_cpus()
-        self._busy0 = _busy_seconds(self._cpus)
-        self._mine0 = _own_seconds()
+        self._others = OthersBusy()
 
     def busy_elsewhere(self) -> float | None:
         """Cores' worth of other programs' work since the sample began (None: unknown)."""
         wait = MIN_SAMPLE_S - (time.monotonic() - self._t0)
         if wait > 0:
             time.sleep(wait)
-        busy1, mine1 = _busy_seconds(self._cpus), _own_seconds()
-        elapsed = time.monotonic() - self._t0
-        if self._busy0 is None or busy1 is None or self._mine0 is None or mine1 is None:
-            return _load_average_elsewhere(len(self._cpus) if self._cpus else None)
-        others = (busy1 - self._busy0) - (mine1 - self._mine0)
-        return round(max(0.0, others / elapsed), 2)
+        busy = self._others.read()
+        if busy is None:  # no per-CPU times: the load average, ours included
+            return _load_average_elsewhere(len(self._others._cpus or []) or None)
+        return busy
 
 
 def default_threads(sample: LoadSample | None = None) -> ThreadChoice:

@@ -126,16 +126,15 @@ class GenerateRequest(_Common):
         return [*turns, {"role": "user", "content": self.prompt}]
 
 
-def sampling(options: Options | None, base: Sampling, n_ctx: int) -> tuple[Sampling, int, list]:
+def sampling(
+    options: Options | None, base: Sampling, n_ctx: int, trained: int = 0
+) -> tuple[Sampling, int, list]:
     """The sampler for a request's ``options`` over the server's defaults ``base``, the
-    context it may use (0: the whole of ``n_ctx``) and its stop strings."""
+    context it may use (0: the whole of ``n_ctx``) and its stop strings. ``trained``: the
+    model's trained context (0: unknown), the most any server can give it."""
     o = options or Options()
     if o.num_ctx is not None and o.num_ctx > n_ctx:
-        raise ApiError(
-            400,
-            f"num_ctx {o.num_ctx} is more than the {n_ctx} tokens this server gives a "
-            f"conversation; restart it with `edgechat serve --ctx {o.num_ctx}`",
-        )
+        raise ApiError(400, too_long(o.num_ctx, n_ctx, trained))
     limit = o.num_ctx or n_ctx
     changes: dict[str, Any] = {
         k: v
@@ -149,6 +148,23 @@ def sampling(options: Options | None, base: Sampling, n_ctx: int) -> tuple[Sampl
     if o.num_predict is not None:
         changes["max_tokens"] = limit if o.num_predict < 0 else max(1, o.num_predict)
     return replace(base, **changes), o.num_ctx or 0, [s for s in o.stop or [] if s]
+
+
+def too_long(num_ctx: int, n_ctx: int, trained: int) -> str:
+    """Why a ``num_ctx`` beyond this server's context is refused, and what can work: a
+    restart with a larger ``--ctx``, never beyond what the model was trained for."""
+    said = f"num_ctx {num_ctx} is more than the {n_ctx} tokens this server gives a conversation"
+    if not trained or num_ctx <= trained:
+        return f"{said}; restart it with `edgechat serve --ctx {num_ctx}`"
+    if n_ctx >= trained:
+        return (
+            f"{said}, the most this model takes (the context it was trained for); "
+            f"send num_ctx {n_ctx} or less"
+        )
+    return (
+        f"{said}, and this model takes at most {trained} (the context it was trained for); "
+        f"restart it with `edgechat serve --ctx {trained}`"
+    )
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -168,7 +184,8 @@ def generate_chunk(model: str, text: str) -> dict:
 
 
 def final(base: dict, finish: str, stats, t_request: float) -> dict:
-    """The last object of a reply: why it ended and what it cost, in nanoseconds.
+    """The last object of a reply: why it ended (``stop``, ``length``, or ``cancelled``
+    when the server cut it short, as when it stops) and what it cost, in nanoseconds.
     ``prompt_eval_count`` counts the prompt tokens evaluated now (a conversation's
     cached start is not), as Ollama counts them."""
     out = {**base, "done": True, "done_reason": finish}
@@ -201,6 +218,7 @@ class OllamaModel:
     digest: str
     modified_at: str
     context_length: int
+    trained_context: int = 0  # what the model was trained for: the most num_ctx can be
 
     def aliases(self) -> set[str]:
         base = self.name.removesuffix(":latest")
@@ -252,6 +270,7 @@ def describe(
     quant: str | None,
     n_params: int,
     n_ctx: int,
+    n_ctx_train: int = 0,
     sampling: Sampling,
     template: str,
     ram: int,
@@ -299,4 +318,5 @@ def describe(
         digest=digest.hexdigest(),
         modified_at=stamp(st.st_mtime),
         context_length=n_ctx,
+        trained_context=n_ctx_train,
     )

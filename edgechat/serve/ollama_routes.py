@@ -32,6 +32,7 @@ def routes(
     check_key: Callable,
 ) -> list[Route]:
     names = model.aliases()
+    limit = model.context_length, model.trained_context
 
     async def parse(request: Request, kind):
         check_key(request)
@@ -77,8 +78,8 @@ def routes(
                         continue
                     if event[0] == "error":
                         yield _line(o.error_body(event[1]))
-                    elif event[1] != "cancelled":  # shutting down: no pretended end
-                        yield _line(last(event[1], event[2], ""))
+                    else:  # "cancelled" reaches a client only when the server cut its reply
+                        yield _line(last(event[1], event[2], ""))  # (Ctrl-C): it says so
                     return
             finally:
                 worker.cancel(job)
@@ -95,7 +96,7 @@ def routes(
         req = await parse(request, o.ChatRequest)
         if not req.messages:
             return loaded(req, chat=True)
-        sampling, n_ctx, stops = o.sampling(req.options, defaults, model.context_length)
+        sampling, n_ctx, stops = o.sampling(req.options, defaults, *limit)
         events = courier.events()
         messages = [m.as_engine() for m in req.messages]
         # Ollama's rule: the oldest turns make way when a chat outgrows the context.
@@ -106,7 +107,7 @@ def routes(
         req = await parse(request, o.GenerateRequest)
         if not req.prompt and not req.context:
             return loaded(req, chat=False)
-        sampling, n_ctx, stops = o.sampling(req.options, defaults, model.context_length)
+        sampling, n_ctx, stops = o.sampling(req.options, defaults, *limit)
         events = courier.events()
         if req.raw:
             job = Job(sampling, events.emit, prompt=req.prompt, stops=stops, n_ctx=n_ctx)
@@ -138,7 +139,8 @@ def routes(
 
     async def ps(request: Request) -> Response:
         check_key(request)
-        return JSONResponse({"models": [model.running()]})
+        threads = worker.status()["threads"]  # beside Ollama's fields: what it runs on now
+        return JSONResponse({"models": [{**model.running(), "threads": threads}]})
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": o.VERSION})

@@ -78,6 +78,7 @@ class LlamaWorker:
         self.info: dict = {}  # the engine's info(), read on the llama thread at load
         self.counts = {"served": 0, "cancelled": 0, "refused": 0, "failed": 0}
         self.peak = 0  # the most replies generated at once so far
+        self._follow = None  # the thread count, following the free cores (planning/follow.py)
         self._mean_s = 1.0  # a running mean of request time, for Retry-After
         # Called on the llama thread after each step, before the next decode: the app's
         # courier wakes the event loop there, once for all the step's events.
@@ -145,7 +146,17 @@ class LlamaWorker:
                 "waiting": len(self._waiting),
                 "queue_size": self.queue_size,
                 **self.counts,
+                **self._threads(),
             }
+
+    def _threads(self) -> dict:
+        """The CPU threads llama.cpp decodes on now, and why."""
+        follow = self._follow
+        if follow is None:  # --threads (or the threads setting) fixed them
+            n, why = self.info.get("n_threads"), "fixed by --threads or the threads setting"
+            return {"threads": n, "threads_follow": False, "threads_why": why}
+        why = f"following the free cores: {follow.why}"
+        return {"threads": follow.threads, "threads_follow": True, "threads_why": why}
 
     # -- the llama thread -----------------------------------------------------------------
 
@@ -156,6 +167,7 @@ class LlamaWorker:
             self.engine = self._load()
             self.info = self.engine.info()
             batcher = Batcher(self.engine)
+            self._follow = _follower(self.engine)
         except BaseException as exc:  # reported by start() on the caller's thread
             self._load_error = exc
             self._ready.set()
@@ -187,6 +199,8 @@ class LlamaWorker:
                         if self._active.get(job.seq) is job:
                             batcher.cancel(job.seq)
                 if batcher.busy:
+                    if self._follow is not None:  # the thread count the cores allow now
+                        batcher.set_threads(self._follow.before())
                     try:
                         self._requeue(self._jobs_of(batcher.step()))
                     except Exception as exc:  # ... or the requests of one step
@@ -195,6 +209,7 @@ class LlamaWorker:
                         batcher.reset()
                         with self._cond:
                             self._active.clear()
+                    self._measured(batcher)
                 self.on_step()
                 with self._cond:
                     self._free = batcher.free
@@ -202,6 +217,16 @@ class LlamaWorker:
             batcher.cancel_all()
             self.on_step()
             self.engine.close()
+
+    def _measured(self, batcher) -> None:
+        """Tell the thread count's policy what the step's decode cost, and whether the
+        server now waits for requests."""
+        follow = self._follow
+        if follow is not None:
+            if batcher.decoded is not None:
+                follow.after(*batcher.decoded)
+            if not batcher.busy:
+                follow.pause()
 
     def _requeue(self, jobs: list[Job]) -> None:
         with self._cond:
@@ -313,3 +338,15 @@ class LlamaWorker:
             job.started = True
             job.emit(("start",))
         return True
+
+
+def _follower(engine):
+    """A thread count that follows the free cores, where the engine chose its own at load
+    (None: ``--threads`` or the threads setting fixed it)."""
+    from edgechat.planning.follow import ThreadFollower
+    from edgechat.planning.threads import OthersBusy
+
+    choice = getattr(engine, "threads", None)
+    if choice is None:
+        return None
+    return ThreadFollower(choice.usable, engine.plan.n_threads, OthersBusy().read, why=choice.why)

@@ -88,11 +88,8 @@ def free_port() -> int:
 # llama.cpp's own tools do (issue 29); edgechat's check leaves them out (llama/cpubuffers.py).
 SAFE_LLAMA_CPP_SERVER = """
 import runpy, sys
-from edgechat.facts import kernels
-from edgechat.llama import backend, cpubuffers
-lc = backend.load()
-chosen = kernels.choose("auto", cpubuffers.names(lc), kernels.remembered())
-cpubuffers.restrict(lc, chosen.names)
+from edgechat.llama import backend, kernelcheck
+kernelcheck.only_checked(backend.load())
 sys.argv[0] = "llama_cpp.server"
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
