@@ -106,6 +106,11 @@ def run(command: Callable[[], int], what: str, saved: str = "") -> int:
             "a smaller model or --ctx needs less\n"
         )
         return 1
+    # Ended by another signal (SIGTERM, SIGHUP): end the same way, as the command alone
+    # would have, for whatever watches this process (a service manager, a shell).
+    signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    os.kill(os.getpid(), sig)
     return 128 + sig
 
 

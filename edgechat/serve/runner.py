@@ -112,7 +112,7 @@ def _runner(fd: int) -> None:
         return
     out.worker = worker
     worker.on_step = out.flush
-    conn.send(("ready", worker.info, worker.slots))
+    conn.send(("ready", worker.info, worker.slots, worker.status()))
     jobs: dict[int, Job] = {}
     try:
         while True:

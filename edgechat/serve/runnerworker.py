@@ -96,8 +96,7 @@ class RunnerWorker:
             conn.close()
             proc.wait()
             return msg[1]
-        _, self.info, self.slots = msg
-        self._status = {"slots": self.slots}
+        _, self.info, self.slots, self._status = msg
         self._conn, self._proc, self.pid = conn, proc, proc.pid
         self._reader = threading.Thread(target=self._read, name="runner-reader", daemon=True)
         self._reader.start()
