@@ -128,13 +128,25 @@ def with_note(messages: list[dict], note: str) -> list[dict]:
     return [{"role": "system", "content": note}, *messages]
 
 
-def tokenizer(lc, vocab_ptr, eog: list[int]):
-    """llguidance's view of a model's vocabulary (about 0.5 s for 49k tokens, several
-    for 262k: the engine builds it once, on the first constrained reply)."""
-    _llguidance()
-    from llguidance.llamacpp import lltokenizer_from_vocab
+def tokenizer(lc, vocab, eog: list[int]):
+    """llguidance's view of a model's vocabulary (``vocab``: llama/vocab.py), as
+    llguidance.llamacpp builds it (about 0.5 s for 49k tokens, several for 262k: built
+    once, on the first constrained reply): each token's bytes, control tokens marked."""
+    import ctypes
 
-    return lltokenizer_from_vocab(vocab_ptr, eos_token=eog or None)
+    llg = _llguidance()
+    control, user = lc.LLAMA_TOKEN_ATTR_CONTROL, lc.LLAMA_TOKEN_ATTR_USER_DEFINED
+    tokens = []
+    for tok in range(vocab.n_tokens):
+        piece = vocab.piece(tok, True)
+        attr = lc.llama_vocab_get_attr(vocab.ptr, tok)
+        if attr & control or (attr & user and piece.startswith(b"<") and piece.endswith(b">")):
+            piece = b"\xff" + piece
+        tokens.append(piece)
+    fptr = ctypes.cast(lc.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+    return llg.LLTokenizer.from_llamacpp(
+        tokens=tokens, vocab_ptr=vocab.ptr, tokenize_fptr=fptr, eos_token=eog or None
+    )
 
 
 def guide_for(vocab, s):

@@ -79,5 +79,5 @@ class Vocab:
 
             lc = self._lc
             ends = {lc.llama_vocab_eos(self.ptr), lc.llama_vocab_eot(self.ptr)}
-            self._guide_tokens = tokenizer(lc, self.ptr, sorted(t for t in ends if t >= 0))
+            self._guide_tokens = tokenizer(lc, self, sorted(t for t in ends if t >= 0))
         return self._guide_tokens
