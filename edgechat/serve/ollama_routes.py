@@ -116,6 +116,7 @@ def routes(
             sampling,
             schema=req.schema(),
             tools=tools,
+            choice=(req.model_extra or {}).get("tool_choice"),  # not Ollama's: honoured
             think=req.think,
         )
 
