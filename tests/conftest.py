@@ -178,3 +178,12 @@ def small_engine(starter_path):
     """A 512-token context, to make overflow cheap to reach."""
     with Engine(RunPlan(starter_path, n_ctx=512)) as eng:
         yield eng
+
+
+@pytest.fixture(scope="session")
+def tools_model_path(starter_path, tmp_path_factory) -> Path:
+    """SmolLM2 with a ChatML template that takes tools and has a thinking switch (its own
+    has neither): tests/support/tools_gguf.py."""
+    from support.tools_gguf import with_template
+
+    return with_template(starter_path, tmp_path_factory.mktemp("tools") / "smol-tools.gguf")

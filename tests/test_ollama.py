@@ -137,4 +137,4 @@ def test_loading_requests_and_errors_in_ollamas_shape(server, client, name):
     assert e.value.code == 400 and set(json.loads(e.value.read())) == {"error"}
     with pytest.raises(ollama.ResponseError) as e:
         client.pull("llama3:8b")  # `ollama run` pulls a model the server lacks
-    assert e.value.status_code == 501 and "edgechat models pull" in e.value.error
+    assert e.value.status_code == 404 and "edgechat models pull" in e.value.error

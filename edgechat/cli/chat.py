@@ -11,7 +11,7 @@ from edgechat.cli.common import _interactive, _load_engine, _model_id, _warn
 
 def _wants_app(args) -> bool:
     """The full-screen app, unless asked for lines or talking to a pipe."""
-    if args.plain or args.prompt or args.json:
+    if args.plain or args.prompt or args.json or getattr(args, "schema", None):
         return False
     return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
@@ -41,9 +41,12 @@ def cmd_chat(args) -> int:
 
     privacy.go_offline()
     settings = config.load()
+    schema = _schema_args(args)
     engine = _load_engine(args, settings)
     _check_can_chat(engine, args.ctx or settings.ctx)
     system = args.system if args.system is not None else settings.system_prompt
+    if schema is not None:
+        return _answer_as_json(args, engine, sampling(settings, args), system, schema, settings)
     session = PlainChat(
         engine,
         sampling(settings, args),
@@ -70,6 +73,41 @@ def cmd_chat(args) -> int:
     return session.run(read_line, interactive=False)
 
 
+def _schema_args(args):
+    """--schema: the schema, and the one message it answers (the prompt, or stdin)."""
+    if not getattr(args, "schema", None):
+        return None
+    from edgechat.errors import EdgechatError
+    from edgechat.llama.grammar import json_grammar
+    from edgechat.tasks.structured import load_schema
+
+    schema = load_schema(args.schema)
+    json_grammar(schema)  # refused before the model loads
+    if not args.prompt and not sys.stdin.isatty():
+        args.prompt = sys.stdin.read().strip()
+    if not args.prompt:
+        raise EdgechatError('--schema answers one message: give it, as in chat --schema S "..."')
+    return schema
+
+
+def _answer_as_json(args, engine, sampling, system, schema, settings) -> int:
+    import json
+
+    from edgechat.tasks.structured import answer
+
+    try:
+        value, text, stats = answer(engine, args.prompt, schema, sampling, system)
+    except KeyboardInterrupt:
+        sys.stderr.write("[stopped]\n")
+        return 130
+    if args.json:
+        record = {"model": _model_id(args, settings), "prompt": args.prompt, "reply": value}
+        record["stats"] = stats.as_dict() if stats else None
+        text = json.dumps(record, ensure_ascii=False)
+    sys.stdout.write(text + "\n")
+    return 0
+
+
 def register(sub) -> None:
     from edgechat.cli.options import add_model_options, add_remote_options, add_sampling_options
 
@@ -87,6 +125,12 @@ def register(sub) -> None:
     add_sampling_options(chat, "temperature", "seed", "max_tokens")
     chat.add_argument(
         "--json", action="store_true", help="print each reply as one JSON line (for scripts)"
+    )
+    chat.add_argument(
+        "--schema",
+        metavar="FILE|JSON",
+        help="answer the one message as JSON matching this JSON schema (a file, or the "
+        "schema itself), for scripts",
     )
     add_remote_options(chat)
     chat.set_defaults(func=cmd_chat)

@@ -28,7 +28,7 @@ def _ollama_model(model_id: str, planned, info: dict, defaults):
     """The served model as Ollama's API describes it (/api/tags, /api/show, /api/ps)."""
     from edgechat.facts.gguf import inspect_file, metadata
     from edgechat.llama.prompts import chat_template
-    from edgechat.serve.ollama import describe
+    from edgechat.serve.ollama import capabilities, describe
 
     path = planned.plan.model_path
     meta = metadata(path)
@@ -46,7 +46,22 @@ def _ollama_model(model_id: str, planned, info: dict, defaults):
         template=template,
         ram=planned.estimate.ram_needed,
         vram=planned.estimate.vram,
+        capabilities=capabilities(info),
     )
+
+
+def _keep_alive(text: str) -> float:
+    from edgechat.errors import EdgechatError
+    from edgechat.serve.ollama import keep_seconds
+    from edgechat.serve.protocol import ApiError
+
+    try:
+        seconds = keep_seconds(text)
+    except ApiError:
+        raise EdgechatError(
+            f"--keep-alive {text!r} is not a duration: give 30s, 5m, 1h, 0 or -1"
+        ) from None
+    return -1.0 if seconds is None else seconds
 
 
 def cmd_serve(args) -> int:
@@ -74,7 +89,13 @@ def cmd_serve(args) -> int:
     )
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
     # The model runs in a runner process (serve/runner.py): a crash there is answered.
-    worker = RunnerWorker(planned, args.verbose, queue_size=args.queue, say=_warn)
+    worker = RunnerWorker(
+        planned,
+        args.verbose,
+        queue_size=args.queue,
+        say=_warn,
+        keep_alive=_keep_alive(args.keep_alive),
+    )
     sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
     worker.start()
     path = planned.plan.model_path
@@ -153,6 +174,13 @@ def register(sub) -> None:
     )
     srv.add_argument(
         "--queue", type=flag("queue"), default=32, metavar="N", help="requests that may wait (32)"
+    )
+    srv.add_argument(
+        "--keep-alive",
+        default="-1",
+        metavar="TIME",
+        help="unload the model once idle this long (30s, 5m, 1h; 0: after each request); the "
+        "next request loads it again; requests may ask for their own (default -1: never)",
     )
     add_sampling_options(srv, "temperature", "max_tokens")
     srv.add_argument("--quiet", action="store_true", help="no line per request")

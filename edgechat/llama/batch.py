@@ -165,7 +165,9 @@ class Batcher:
         slot.n_gen = 0
         slot.t_prompt = slot.prompt_s = slot.t_first = slot.t_last = 0.0
         backend = engine._backend_sampling(req.sampling)
-        slot.sampler = Sampler(self._lc, self._ctx, self._vocab, req.sampling, backend, slot.seq)
+        slot.sampler = Sampler(
+            self._lc, self._ctx, self._vocab, req.sampling, backend, slot.seq, engine.vocab
+        )
         slot.text_of = Detokenizer(engine.vocab)
         slot.stops = StopFilter(list(req.stops))
         self._admitted += 1

@@ -165,6 +165,8 @@ class Engine:
             "n_vocab": lc.llama_vocab_n_tokens(self._vocab),
             "chat_template": self._prompts.has_template,
             "chat_template_problem": self._prompts.problem,  # and the family format serves
+            "tool_shape": self._prompts.tool_shape,  # None: its template takes no tools
+            "thinking": self._prompts.thinking,
             "gpu_offload_supported": bool(lc.llama_supports_gpu_offload()),
             "n_gpu_layers": self.plan.n_gpu_layers,
             "n_threads": self.plan.n_threads,
@@ -233,16 +235,16 @@ class Engine:
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
 
     def chat_tokens(
-        self, messages: Sequence[Message], sampling: Sampling, drop_oldest: bool, n_ctx: int = 0
+        self, messages, sampling: Sampling, drop_oldest: bool, n_ctx: int = 0, **render
     ) -> tuple[list[int], int]:
-        """The prompt of a chat reply with room for it in ``n_ctx`` (0, or more than the
-        context: the context), and how many of the oldest turns made way for it."""
+        """The prompt of a chat reply with room for it in ``n_ctx`` (0, or more: the context;
+        ``render``: see Prompts.tokens), and how many of the oldest turns made way for it."""
         n_ctx = min(n_ctx or self.n_ctx, self.n_ctx)
         reserve = reply_reserve(sampling.max_tokens, n_ctx)
         if drop_oldest:
-            _, dropped, tokens = self._prompts.fit(messages, reserve, n_ctx)
+            _, dropped, tokens = self._prompts.fit(messages, reserve, n_ctx, **render)
             return tokens, dropped
-        return self._prompts.whole(messages, reserve, n_ctx, self.n_ctx_train), 0
+        return self._prompts.whole(messages, reserve, n_ctx, self.n_ctx_train, **render), 0
 
     def completion_tokens(self, prompt: str, sampling: Sampling, n_ctx: int = 0) -> list[int]:
         """Raw ``prompt`` text as tokens (no chat template), when it leaves room for a reply."""
@@ -316,7 +318,8 @@ class Engine:
         todo: list[int] = []
         t0 = t_first = t_last = time.perf_counter()
         prompt_s = 0.0
-        sampler = Sampler(lc, ctx, vocab, sampling, self._backend_sampling(sampling))
+        backend = self._backend_sampling(sampling)
+        sampler = Sampler(lc, ctx, vocab, sampling, backend, words=self.vocab)
         self.last_backend_sampling = sampler.backend
         try:
             # Prompt: evaluate what the cache does not already hold, a batch at a time.

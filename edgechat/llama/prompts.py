@@ -55,12 +55,18 @@ class Prompts:
         self._bos_text, self._eos_text = bos_text, eos_text
         self._tokenize = tokenize
         self.problem: str | None = None
+        self.tool_shape: str | None = None  # how its tool calls look (llama/tools.py)
+        self.thinking = False  # it has a thinking switch
         fallback = chat_template(None, architecture)
         if template:
             try:
                 text = template.decode("utf-8") if isinstance(template, bytes) else template
                 self._formatter = self._compile(text)
                 self.problem = self._trial()
+                if not self.problem:
+                    from edgechat.llama.tools import shape_of, thinks
+
+                    self.tool_shape, self.thinking = shape_of(text), thinks(text)
             except UnicodeDecodeError:
                 self.problem = "is not valid UTF-8 text"
             except Exception as exc:  # TemplateSyntaxError, RecursionError (too deep) ...
@@ -94,13 +100,14 @@ class Prompts:
             return f"fails on a plain chat ({_why(exc)})"
         return None
 
-    def format(self, messages: Sequence[Message]) -> str:
-        """The prompt text, rendered with the model's own chat template."""
+    def format(self, messages: Sequence[Message], **variables) -> str:
+        """The prompt text, rendered with the model's own chat template (``variables``:
+        ``tools``, ``enable_thinking`` ... for templates that take them)."""
         from edgechat.llama.bounded import RenderTimeout, deadline
 
         try:
             with deadline():  # the template is the file's code: bounded (see bounded.py)
-                return self._formatter(messages=list(messages)).prompt
+                return self._formatter(messages=list(messages), **variables).prompt
         except RenderTimeout:
             raise EdgechatError(
                 "the model's chat template ran too long (a loop in the file?) and was "
@@ -116,8 +123,9 @@ class Prompts:
                 "use another model, or a fixed copy of this one"
             ) from None
 
-    def tokens(self, messages: Sequence[Message]) -> list[int]:
-        prompt = self.format(messages)
+    def tokens(self, messages: Sequence[Message], prefill: str = "", **variables) -> list[int]:
+        """The prompt's tokens; ``prefill``: the start of the reply, written for it."""
+        prompt = self.format(messages, **variables) + prefill
         # A template that writes the BOS text itself must not get a second BOS.
         has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
         return self._tokenize(prompt, add_special=not has_bos, parse_special=True)
@@ -125,22 +133,21 @@ class Prompts:
     def continued(self, messages: Sequence[Message], partial: str) -> list[int]:
         """The chat up to an assistant reply that ended early, then that partial reply,
         left open: generating from here writes more of it."""
-        prompt = self.format(messages) + partial
-        has_bos = bool(self._bos_text) and prompt.startswith(self._bos_text)
-        return self._tokenize(prompt, add_special=not has_bos, parse_special=True)
+        return self.tokens(messages, partial)
 
     def fit(
-        self, messages: Sequence[Message], reserve: int, n_ctx: int
+        self, messages: Sequence[Message], reserve: int, n_ctx: int, **render
     ) -> tuple[list[Message], int, list[int]]:
         """Drop the oldest turns (never system prompts, never the last message) until the
         prompt plus ``reserve`` tokens for the reply fits ``n_ctx``.
 
         Returns the kept messages, how many were dropped, and the prompt's tokens.
+        ``render``: what ``tokens`` takes besides the messages.
         """
         kept = list(messages)
         dropped = 0
         while True:
-            tokens = self.tokens(kept)
+            tokens = self.tokens(kept, **render)
             if len(tokens) + reserve <= n_ctx:
                 return kept, dropped, tokens
             droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
@@ -163,10 +170,10 @@ class Prompts:
             dropped += n
 
     def whole(
-        self, messages: Sequence[Message], reserve: int, n_ctx: int, n_ctx_train: int
+        self, messages: Sequence[Message], reserve: int, n_ctx: int, n_ctx_train: int, **render
     ) -> list[int]:
         """The prompt's tokens, all of it or an error: for tasks that must not drop text."""
-        tokens = self.tokens(messages)
+        tokens = self.tokens(messages, **render)
         if len(tokens) + reserve > n_ctx:
             raise ContextOverflow(
                 f"the text is {len(tokens)} tokens, and with {reserve} kept for the answer "

@@ -42,9 +42,10 @@ def chain(lc, vocab, s: Sampling):
 
 
 def backend_supported(s: Sampling) -> bool:
-    """Whether llama.cpp can run this chain in the graph: the repeat penalty needs the
-    token history on the CPU; greedy, top-k, top-p, min-p, temperature and dist do not."""
-    return s.repeat_penalty == 1.0
+    """Whether llama.cpp can run this chain in the graph: the repeat penalty and a
+    grammar need the token history on the CPU; greedy, top-k, top-p, min-p, temperature
+    and dist do not."""
+    return s.repeat_penalty == 1.0 and not s.grammar
 
 
 def use_backend(setting: bool | None, all_on_gpu: bool, s: Sampling) -> bool:
@@ -61,10 +62,26 @@ def use_backend(setting: bool | None, all_on_gpu: bool, s: Sampling) -> bool:
 class Sampler:
     """One reply's sampler, for sequence ``seq``. ``next()`` is the token for the last
     decoded position, ``at(i)`` for position ``i`` of the batch; with backend sampling,
-    the decode itself sampled them."""
+    the decode itself sampled them. ``words``: the model's ``Vocab``, which a grammar
+    (``s.grammar``, llama/grammar.py) needs."""
 
-    def __init__(self, lc, ctx, vocab, s: Sampling, backend: bool, seq: int = 0) -> None:
+    def __init__(
+        self, lc, ctx, vocab, s: Sampling, backend: bool, seq: int = 0, words=None
+    ) -> None:
         self._lc, self._ctx, self._seq = lc, ctx, seq
+        self._chain = None
+        if s.grammar:
+            from edgechat.llama.grammar import guide_for
+
+            self._guide = guide_for(words, s)  # before the chain: it may raise
+            self._chain = chain(lc, vocab, s)
+            self.backend, self._n_vocab = False, lc.llama_vocab_n_tokens(vocab)
+            # Without a repeat penalty the chain keeps no history, so a token sampled
+            # freely and refused by the grammar can be sampled again: check first.
+            self._check_first = s.repeat_penalty == 1.0
+            self.at = self._guided
+            self.next = partial(self._guided, -1)
+            return
         self._chain = chain(lc, vocab, s)
         # Attach before the prompt is decoded, so its last position is sampled too.
         self.backend = bool(backend and lc.llama_set_sampler(ctx, seq, self._chain))
@@ -84,6 +101,23 @@ class Sampler:
 
     def next(self) -> int:
         return self.at(-1)
+
+    def _guided(self, i: int) -> int:
+        """As llama-server does: the token the chain picks freely, when the grammar
+        allows it; else the grammar's mask on the logits and the chain again."""
+        lc, g = self._lc, self._guide
+        tok = self._sample(i) if self._check_first or not g.active else -1
+        if g.active and (tok < 0 or not g.allows(tok)):
+            import numpy as np
+
+            row = lc.llama_get_logits_ith(self._ctx, i)
+            g.mask(np.ctypeslib.as_array(row, (self._n_vocab,)))
+            tok = self._sample(i)
+        g.take(tok)
+        return tok
+
+    def _sample(self, i: int) -> int:
+        return self._lc.llama_sampler_sample(self._chain, self._ctx, i)
 
     def close(self) -> None:
         if self.backend:

@@ -15,6 +15,7 @@ class Vocab:
         self.ptr = lc.llama_model_get_vocab(model)  # what the C API calls take
         self.buf = ctypes.create_string_buffer(256)  # a token's text (grown when short)
         self._pieces: dict[int, bytes] = {}  # token -> its bytes, as they are met
+        self._guide_tokens = None  # llguidance's view of it (llama/grammar.py), once needed
 
     @property
     def n_tokens(self) -> int:
@@ -70,3 +71,13 @@ class Vocab:
     def texts(self) -> list[str]:
         """Every token's text, in id order (to tell whether two models share one)."""
         return [self.text(t) for t in range(self.n_tokens)]
+
+    def guide_tokens(self):
+        """llguidance's view of this vocabulary, built when a reply first needs it."""
+        if self._guide_tokens is None:
+            from edgechat.llama.grammar import tokenizer
+
+            lc = self._lc
+            ends = {lc.llama_vocab_eos(self.ptr), lc.llama_vocab_eot(self.ptr)}
+            self._guide_tokens = tokenizer(lc, self, sorted(t for t in ends if t >= 0))
+        return self._guide_tokens

@@ -97,3 +97,7 @@ class Sampling:
     repeat_last_n: int = 64
     seed: int = RANDOM_SEED  # llama.cpp's LLAMA_DEFAULT_SEED: random
     max_tokens: int = 1024
+    # Constrained output (llama/grammar.py): llguidance's grammar text ("": free text),
+    # and, for a lazy one, the texts after which it applies (a tool call's opening).
+    grammar: str = ""
+    grammar_after: tuple[str, ...] = ()

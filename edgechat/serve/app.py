@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgechat.planning.plan import Sampling
-from edgechat.serve import ollama_routes
+from edgechat.serve import embeddings, ollama_routes, structured
 from edgechat.serve import protocol as p
 from edgechat.serve.ollama import OllamaModel, error_body
 from edgechat.serve.streams import Courier, Events, JobStream, collect, read_json, run_job
@@ -76,6 +76,10 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 "model",
             )
 
+    def check_embed(request: Request, name) -> None:
+        check_key(request)
+        check_model(name if isinstance(name, str) else None)
+
     async def parse(request: Request, kind):
         body = await read_json(request)
         try:
@@ -97,9 +101,10 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
             changes["seed"] = req.seed % 0xFFFFFFFF  # llama.cpp's seeds are uint32
         return replace(config.sampling, **changes)
 
-    async def run(request: Request, req, job_args: dict, chat: bool) -> Response:
+    async def run(request: Request, req, job_args: dict, chat: bool, plan=None) -> Response:
         events = courier.events()
-        job = Job(sampling_for(req), events.emit, stops=req.stop, **job_args)
+        sampling = plan.sampling if plan is not None else sampling_for(req)
+        job = Job(sampling, events.emit, stops=req.stop, **job_args)
         rid = p.new_id("chatcmpl" if chat else "cmpl")
 
         async def reply() -> Response:
@@ -107,7 +112,7 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 return JobStream(
                     worker,
                     job,
-                    _stream(job, events, rid, req, chat),
+                    _stream(job, events, rid, req, chat, plan),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
@@ -116,7 +121,13 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
             if stats is not None:  # the conversation's start, reused from the cache
                 use["prompt_tokens_details"] = {"cached_tokens": p.cached(stats)}
             if chat:
-                body = p.chat_response(rid, config.model_id, text, finish, use)
+                thinking, text, calls = structured.read_whole(plan.reader(), text)
+                ids = [structured.call_id() for _ in calls]
+                body = p.chat_response(
+                    rid, config.model_id, text, finish, use, p.tool_calls(calls, ids)
+                )
+                if thinking:
+                    body["choices"][0]["message"]["reasoning_content"] = thinking
             else:
                 body = p.completion_response(rid, config.model_id, text, finish, use)
             if stats is not None:
@@ -125,9 +136,26 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
 
         return await run_job(request, worker, job, events, reply)
 
-    async def _stream(job: Job, events: Events, rid: str, req, chat: bool) -> AsyncIterator[bytes]:
+    async def _stream(
+        job: Job, events: Events, rid: str, req, chat: bool, plan
+    ) -> AsyncIterator[bytes]:
         model = config.model_id
         obj = "chat.completion.chunk" if chat else "text_completion"
+        reader = plan.reader() if chat else None
+        calls: list[dict] = []
+
+        def deltas(found) -> bytes:  # a chat's pieces: text, thinking, whole tool calls
+            out = b""
+            for kind, value in found:
+                if kind == "call":
+                    call = p.tool_calls([value], [structured.call_id()], len(calls))
+                    calls.append(value)
+                    delta = {"tool_calls": call}
+                else:
+                    delta = {"content" if kind == "text" else "reasoning_content": value}
+                out += _sse(p.chat_chunk(rid, model, delta))
+            return out
+
         try:
             if chat:
                 yield _sse(p.chat_chunk(rid, model, {"role": "assistant", "content": ""}))
@@ -138,7 +166,7 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                     if event[0] != "text":
                         break
                     if chat:
-                        out += _sse(p.chat_chunk(rid, model, {"content": event[1]}))
+                        out += deltas(reader.feed(event[1]))
                     else:
                         out += _sse(p.completion_response(rid, model, event[1], None, None))
                 if out:
@@ -152,6 +180,11 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
                 # "cancelled" reaches a client only when the server cut its reply (Ctrl-C):
                 # it ends like any reply, so the client can tell it is not whole.
                 finish, stats = event[1], event[2]
+                if chat:
+                    out = deltas(reader.end())
+                    if out:
+                        yield out
+                    finish = "tool_calls" if calls and finish == "stop" else finish
                 last = (
                     p.chat_chunk(rid, model, {}, finish)
                     if chat
@@ -172,8 +205,18 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
     async def chat_completions(request: Request) -> Response:
         check_key(request)
         req = await parse(request, p.ChatRequest)
-        messages = [m.as_engine() for m in req.messages]
-        return await run(request, req, {"messages": messages}, chat=True)
+        messages = structured.template_messages([m.as_engine() for m in req.messages])
+        plan = structured.plan(
+            worker.info,
+            config.model_id,
+            messages,
+            sampling_for(req),
+            schema=req.schema(),
+            tools=req.tools,
+            choice=req.tool_choice,
+        )
+        job_args = {"messages": plan.messages, **plan.job_args()}
+        return await run(request, req, job_args, chat=True, plan=plan)
 
     async def completions(request: Request) -> Response:
         check_key(request)
@@ -220,6 +263,11 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{name:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route(
+            "/v1/embeddings",
+            embeddings.openai_route(worker, courier, config.model_id, check_embed),
+            methods=["POST"],
+        ),
     ]
     if config.ollama is not None:
         routes += ollama_routes.routes(worker, courier, config.ollama, config.sampling, check_key)

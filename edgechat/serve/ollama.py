@@ -67,11 +67,18 @@ class Message(BaseModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: list[Any] | None = None
+    tool_calls: list[Any] | None = None
 
     def as_engine(self) -> dict:
         if self.images:
             raise ApiError(400, "this model reads text only: it cannot take images")
-        return {"role": self.role, "content": self.content}
+        out: dict = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        name = (self.model_extra or {}).get("tool_name")
+        if self.role == "tool" and isinstance(name, str):
+            out["name"] = name
+        return out
 
 
 class _Common(BaseModel):
@@ -83,19 +90,45 @@ class _Common(BaseModel):
     keep_alive: Any = None
     think: bool | str | None = None
 
-    def unsupported(self, name: str) -> None:
-        """Refuse, as Ollama does for a model without them, what this server lacks."""
-        if self.think:
-            raise ApiError(400, f'"{name}" does not support thinking')
-        if self.format:
-            raise ApiError(400, "format (structured output) is not supported by edgechat serve")
-        if getattr(self, "tools", None):
-            raise ApiError(400, f"{name} does not support tools")
+    def schema(self) -> Any:
+        """``format``: None (text), True ("json": any JSON object) or a JSON schema."""
+        if self.format in (None, ""):
+            return None
+        if self.format == "json":
+            return True
+        if isinstance(self.format, dict):
+            return self.format
+        raise ApiError(400, 'format must be "json" or a JSON schema object')
+
+    @property
+    def keep_seconds(self) -> float | None:
+        return keep_seconds(self.keep_alive)
 
     @property
     def unloads(self) -> bool:
-        """keep_alive 0: the client asks to unload (this server keeps its one model)."""
-        return self.keep_alive in (0, "0", "0s", "0m")
+        """keep_alive 0: the client asks to unload the model now."""
+        return self.keep_seconds == 0
+
+
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def keep_seconds(value: Any) -> float | None:
+    """Ollama's ``keep_alive``: seconds (a number) or a duration ("5m", "1h30m", "-1"); a
+    negative one keeps the model loaded; None: the server's default."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return -1.0 if value < 0 else float(value)
+    if isinstance(value, str):
+        import re
+
+        text = value.strip()
+        parts = re.findall(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)?", text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            total = sum(float(n) * UNITS[u or "s"] for n, u in parts)
+            return -1.0 if total < 0 else total
+    raise ApiError(400, f'keep_alive {value!r} is not a duration: give seconds, "5m" or "-1"')
 
 
 class ChatRequest(_Common):
@@ -170,13 +203,16 @@ def too_long(num_ctx: int, n_ctx: int, trained: int) -> str:
 # -- responses -----------------------------------------------------------------------------
 
 
-def chat_chunk(model: str, text: str) -> dict:
-    return {
-        "model": model,
-        "created_at": stamp(),
-        "message": {"role": "assistant", "content": text},
-        "done": False,
-    }
+def chat_chunk(model: str, text: str, calls: list | None = None, thinking: str = "") -> dict:
+    message: dict = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
+    if calls:
+        message["tool_calls"] = [
+            {"function": {"index": i, "name": c["name"], "arguments": c["arguments"]}}
+            for i, c in enumerate(calls)
+        ]
+    return {"model": model, "created_at": stamp(), "message": message, "done": False}
 
 
 def generate_chunk(model: str, text: str) -> dict:
@@ -219,6 +255,7 @@ class OllamaModel:
     modified_at: str
     context_length: int
     trained_context: int = 0  # what the model was trained for: the most num_ctx can be
+    capabilities: tuple[str, ...] = ("completion",)
 
     def aliases(self) -> set[str]:
         base = self.name.removesuffix(":latest")
@@ -234,12 +271,13 @@ class OllamaModel:
             "details": self.details,
         }
 
-    def running(self) -> dict:
+    def running(self, expires: float | None = None) -> dict:
+        """As /api/ps lists it; ``expires``: when it unloads (time.time(); None: never)."""
         return {
             **self.tag(),
             "size": self.size_loaded,
             "size_vram": self.size_vram,
-            "expires_at": FOREVER,
+            "expires_at": FOREVER if expires is None else stamp(expires),
             "context_length": self.context_length,
         }
 
@@ -252,9 +290,19 @@ class OllamaModel:
             "template": self.template,
             "details": self.details,
             "model_info": self.model_info,
-            "capabilities": ["completion"],
+            "capabilities": list(self.capabilities),
             "modified_at": self.modified_at,
         }
+
+
+def capabilities(info: dict) -> tuple[str, ...]:
+    """What /api/show says the model does (clients offer tools and thinking from it)."""
+    found = ["completion"]
+    if info.get("tool_shape"):
+        found.append("tools")
+    if info.get("thinking"):
+        found.append("thinking")
+    return tuple(found)
 
 
 def params_label(n: int) -> str:
@@ -275,6 +323,7 @@ def describe(
     template: str,
     ram: int,
     vram: int,
+    capabilities: tuple[str, ...] = ("completion",),
 ) -> OllamaModel:
     """``meta`` is the GGUF header's metadata (facts/gguf.py ``metadata``)."""
     st = path.stat()
@@ -319,4 +368,5 @@ def describe(
         modified_at=stamp(st.st_mtime),
         context_length=n_ctx,
         trained_context=n_ctx_train,
+        capabilities=capabilities,
     )

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from edgechat.planning.plan import Sampling
+from edgechat.serve import embeddings, structured
 from edgechat.serve import ollama as o
 from edgechat.serve.protocol import ApiError, ValidationError
 from edgechat.serve.streams import Courier, Events, JobStream, collect, read_json, run_job
@@ -45,32 +46,47 @@ def routes(
             raise ApiError(400, f"{where}: {first.get('msg', 'invalid')}") from None
         if req.model not in names:
             raise ApiError(404, f'model "{req.model}" not found; this server has "{model.name}"')
-        req.unsupported(model.name)
         return req
 
     def loaded(req, chat: bool) -> Response:
-        """An empty request loads (or, with keep_alive 0, unloads) the model in Ollama:
-        here it is always loaded, and stays so while the server runs."""
+        """An empty request loads the model (or, with keep_alive 0, unloads it)."""
+        worker.keep(req.keep_seconds, load=not req.unloads)
         base = {"model": req.model, "created_at": o.stamp()}
         base |= {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
         reason = "unload" if req.unloads else "load"
         return JSONResponse({**base, "done": True, "done_reason": reason})
 
-    async def answer(request: Request, req, job: Job, events: Events, chat: bool) -> Response:
-        def base(text: str) -> dict:
-            return o.chat_chunk(req.model, text) if chat else o.generate_chunk(req.model, text)
+    async def answer(
+        request: Request, req, job: Job, events: Events, chat: bool, plan: structured.Plan
+    ) -> Response:
+        reader = plan.reader()
 
-        def last(finish: str, stats, text: str) -> dict:
-            out = o.final(base(text), finish, stats, job.t_request)
+        def base(text: str, calls=None, thinking: str = "") -> dict:
+            if chat:
+                return o.chat_chunk(req.model, text, calls, thinking)
+            out = o.generate_chunk(req.model, text)
+            return {**out, "thinking": thinking} if thinking else out
+
+        def last(finish: str, stats, text: str, calls=None, thinking: str = "") -> dict:
+            out = o.final(base(text, calls, thinking), finish, stats, job.t_request)
             if job.want_context and job.context is not None:
                 out["context"] = job.context
+            return out
+
+        def pieces(found) -> bytes:
+            out = b""
+            for kind, value in found:
+                if kind == "call":
+                    out += _line(base("", [value]))
+                else:
+                    out += _line(base(value) if kind == "text" else base("", None, value))
             return out
 
         async def lines() -> AsyncIterator[bytes]:
             try:
                 while True:
                     batch = await events.batch()
-                    out = b"".join(_line(base(e[1])) for e in batch if e[0] == "text")
+                    out = b"".join(pieces(reader.feed(e[1])) for e in batch if e[0] == "text")
                     if out:
                         yield out
                     event = batch[-1]
@@ -79,7 +95,8 @@ def routes(
                     if event[0] == "error":
                         yield _line(o.error_body(event[1]))
                     else:  # "cancelled" reaches a client only when the server cut its reply
-                        yield _line(last(event[1], event[2], ""))  # (Ctrl-C): it says so
+                        # (Ctrl-C): its last object says so
+                        yield pieces(reader.end()) + _line(last(event[1], event[2], ""))
                     return
             finally:
                 worker.cancel(job)
@@ -88,9 +105,22 @@ def routes(
             if req.stream:
                 return JobStream(worker, job, lines(), media_type="application/x-ndjson")
             text, finish, stats = await collect(events)
-            return JSONResponse(last(finish, stats, text))
+            thinking, text, calls = structured.read_whole(reader, text)
+            return JSONResponse(last(finish, stats, text, calls, thinking))
 
         return await run_job(request, worker, job, events, reply)
+
+    def planned(req, messages: list[dict], sampling, tools=None) -> structured.Plan:
+        return structured.plan(
+            worker.info,
+            model.name,
+            messages,
+            sampling,
+            schema=req.schema(),
+            tools=tools,
+            choice=(req.model_extra or {}).get("tool_choice"),  # not Ollama's: honoured
+            think=req.think,
+        )
 
     async def chat(request: Request) -> Response:
         req = await parse(request, o.ChatRequest)
@@ -98,10 +128,20 @@ def routes(
             return loaded(req, chat=True)
         sampling, n_ctx, stops = o.sampling(req.options, defaults, *limit)
         events = courier.events()
-        messages = [m.as_engine() for m in req.messages]
+        messages = structured.template_messages([m.as_engine() for m in req.messages])
+        plan = planned(req, messages, sampling, req.tools)
         # Ollama's rule: the oldest turns make way when a chat outgrows the context.
-        job = Job(sampling, events.emit, messages, stops=stops, drop_oldest=True, n_ctx=n_ctx)
-        return await answer(request, req, job, events, chat=True)
+        job = Job(
+            plan.sampling,
+            events.emit,
+            plan.messages,
+            stops=stops,
+            drop_oldest=True,
+            n_ctx=n_ctx,
+            keep_alive=req.keep_seconds,
+            **plan.job_args(),
+        )
+        return await answer(request, req, job, events, True, plan)
 
     async def generate(request: Request) -> Response:
         req = await parse(request, o.GenerateRequest)
@@ -109,19 +149,27 @@ def routes(
             return loaded(req, chat=False)
         sampling, n_ctx, stops = o.sampling(req.options, defaults, *limit)
         events = courier.events()
+        keep = req.keep_seconds
         if req.raw:
+            if req.format or req.think:
+                raise ApiError(400, "raw prompts take no format or think: the template is off")
+            plan = structured.Plan([], sampling)
             job = Job(sampling, events.emit, prompt=req.prompt, stops=stops, n_ctx=n_ctx)
+            job.keep_alive = keep
         else:
+            plan = planned(req, req.messages(), sampling)
             job = Job(
-                sampling,
+                plan.sampling,
                 events.emit,
-                req.messages(),
+                plan.messages,
                 stops=stops,
                 prefix=list(req.context or []),
                 n_ctx=n_ctx,
                 want_context=True,
+                keep_alive=keep,
+                **plan.job_args(),
             )
-        return await answer(request, req, job, events, chat=False)
+        return await answer(request, req, job, events, False, plan)
 
     async def tags(request: Request) -> Response:
         check_key(request)
@@ -139,16 +187,45 @@ def routes(
 
     async def ps(request: Request) -> Response:
         check_key(request)
-        threads = worker.status()["threads"]  # beside Ollama's fields: what it runs on now
-        return JSONResponse({"models": [{**model.running(), "threads": threads}]})
+        state = worker.status()
+        # Beside Ollama's fields, the threads it runs on now.
+        running = [{**model.running(state["expires_at"]), "threads": state["threads"]}]
+        return JSONResponse({"models": running if state["loaded"] else []})
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": o.VERSION})
 
+    async def pull(request: Request) -> Response:
+        """Home Assistant and `ollama run` pull before they chat: the model this server
+        has is there already; any other is refused with what to do."""
+        check_key(request)
+        body = await read_json(request)
+        name = body.get("model") or body.get("name")
+        if name not in names:
+            raise ApiError(
+                404,
+                f'model "{name}" is not on this server, which serves "{model.name}" only; '
+                "models are pulled with `edgechat models pull` and served with "
+                "`edgechat serve --model ID`",
+            )
+        steps = [{"status": "pulling manifest"}, {"status": "success"}]
+        if body.get("stream") is False:
+            return JSONResponse(steps[-1])
+        return Response(b"".join(_line(s) for s in steps), media_type="application/x-ndjson")
+
+    async def embed_body(request: Request) -> dict:
+        check_key(request)
+        body = await read_json(request)
+        name = body.get("model")
+        if name not in names:
+            raise ApiError(404, f'model "{name}" not found; this server has "{model.name}"')
+        return body
+
+    def body_keep(body: dict) -> float | None:
+        return o.keep_seconds(body.get("keep_alive"))
+
     async def manage(request: Request) -> Response:
         check_key(request)
-        if request.url.path.startswith("/api/embed"):
-            raise ApiError(501, "this server does not compute embeddings")
         raise ApiError(
             501,
             f"edgechat serve runs the one model it loaded ({model.name}); models are pulled "
@@ -166,8 +243,13 @@ def routes(
         Route("/api/show", show, methods=["POST"]),
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/generate", generate, methods=["POST"]),
+        Route("/api/pull", pull, methods=["POST"]),
+        *(
+            Route(path, handler, methods=["POST"])
+            for path, handler in embeddings.ollama_routes(worker, courier, embed_body, body_keep)
+        ),
         *(
             Route(f"/api/{what}", manage, methods=["POST", "DELETE"])
-            for what in ("pull", "push", "create", "copy", "delete", "embed", "embeddings")
+            for what in ("push", "create", "copy", "delete")
         ),
     ]

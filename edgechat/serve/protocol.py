@@ -3,6 +3,7 @@ errors in OpenAI's shape, so the server module only routes."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -71,7 +72,11 @@ class Message(BaseModel):
                 )
             content = "".join(p.text or "" for p in content)
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content or ""}
+        out = {"role": role, "content": content or ""}
+        for key in ("tool_calls", "tool_call_id", "name"):  # a tool call and its result
+            if (self.model_extra or {}).get(key):
+                out[key] = self.model_extra[key]
+        return out
 
 
 class _Common(BaseModel):
@@ -116,6 +121,35 @@ class _Common(BaseModel):
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, **limits.field("max_tokens"))
+    response_format: dict[str, Any] | None = None
+    tools: Any = None
+    tool_choice: Any = None
+
+    def schema(self) -> Any:
+        """What ``response_format`` asks for: None (text), True (a JSON object) or a
+        JSON schema."""
+        rf = self.response_format or {}
+        kind = rf.get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return True
+        spec = rf.get("json_schema")
+        if kind == "json_schema" and isinstance(spec, dict) and "schema" in spec:
+            return spec["schema"]
+        if kind == "json_schema":
+            raise ApiError(
+                400,
+                'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}',
+                "invalid_value",
+                "response_format",
+            )
+        raise ApiError(
+            400,
+            f"response_format type {kind!r} is not one of text, json_object, json_schema",
+            "invalid_value",
+            "response_format",
+        )
 
     @property
     def limit(self) -> int | None:
@@ -152,7 +186,26 @@ def usage(prompt: int, completion: int) -> dict:
     }
 
 
-def chat_response(rid: str, model: str, text: str, finish: str, use: dict) -> dict:
+def tool_calls(calls: list[dict], ids: list[str], first: int = 0) -> list[dict]:
+    """Calls in OpenAI's shape (arguments as JSON text); ``index`` for stream deltas."""
+    return [
+        {
+            "index": first + i,
+            "id": ids[i],
+            "type": "function",
+            "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+        }
+        for i, c in enumerate(calls)
+    ]
+
+
+def chat_response(
+    rid: str, model: str, text: str, finish: str, use: dict, calls: list | None = None
+) -> dict:
+    message: dict = {"role": "assistant", "content": text}
+    if calls:
+        message = {**message, "content": text or None, "tool_calls": calls}
+        finish = "tool_calls" if finish == "stop" else finish
     return {
         "id": rid,
         "object": "chat.completion",
@@ -161,7 +214,7 @@ def chat_response(rid: str, model: str, text: str, finish: str, use: dict) -> di
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": finish,
                 "logprobs": None,
             }

@@ -99,11 +99,13 @@ def _runner(fd: int) -> None:
         signal.signal(sig, signal.SIG_IGN)  # the server decides when the runner stops
     faulthandler.enable()  # a fault's Python stack goes to the server's log
     conn = Connection(fd)
-    planned, verbose = conn.recv()
+    planned, verbose, keep_alive = conn.recv()
     out = _Outbox(conn)
     from edgechat.service import load
 
-    worker = LlamaWorker(lambda: load(planned, verbose, out.say).engine, queue_size=1 << 30)
+    worker = LlamaWorker(
+        lambda: load(planned, verbose, out.say).engine, queue_size=1 << 30, keep_alive=keep_alive
+    )
     try:
         worker.start()
     except BaseException as exc:  # noqa: BLE001 - said to the server, which says it once
@@ -134,6 +136,11 @@ def _runner(fd: int) -> None:
                 worker.cancel(job)
             elif kind == "forget":
                 jobs.pop(msg[1], None)
+            elif kind == "keep":
+                worker.keep(msg[1], load=msg[2])
+            elif kind == "status":
+                with out.lock:
+                    conn.send(("status", msg[1], worker.status()))
             elif kind == "interrupt":
                 worker.interrupt()
             elif kind == "stop":

@@ -37,8 +37,10 @@ FAULTS = {
 class RunnerWorker:
     """LlamaWorker's interface, with the LlamaWorker in a runner process (module doc)."""
 
-    def __init__(self, planned, verbose: bool = False, queue_size: int = 32, say=None) -> None:
-        self._planned, self._verbose = planned, verbose
+    def __init__(
+        self, planned, verbose=False, queue_size: int = 32, say=None, keep_alive: float = -1
+    ) -> None:
+        self._planned, self._verbose, self.keep_alive = planned, verbose, keep_alive
         self.queue_size = queue_size
         self._say = say or (lambda line: None)
         self.on_step: Callable[[], None] = lambda: None
@@ -51,6 +53,7 @@ class RunnerWorker:
         self._held: list[int] = []  # submitted while the runner (re)loads
         self._next = 0
         self._status: dict = {}
+        self._asked: dict[int, threading.Event] = {}  # status requests awaiting the runner
         self._refused = 0
         self._mean_s = 1.0
         self._stopping = False
@@ -82,7 +85,7 @@ class RunnerWorker:
         theirs.close()
         conn = Connection(ours.detach())
         try:
-            conn.send((self._planned, self._verbose))
+            conn.send((self._planned, self._verbose, self.keep_alive))
             while True:
                 msg = conn.recv()
                 if msg[0] == "say":
@@ -162,8 +165,21 @@ class RunnerWorker:
         elif jid is not None:
             self._send(("cancel", jid))
 
+    def keep(self, seconds: float | None, load: bool = True) -> None:
+        """Keep the model loaded ``seconds`` once idle (LlamaWorker.keep, in the runner)."""
+        self._send(("keep", seconds, load))
+
     def status(self) -> dict:
+        """The runner's own status, asked for now (it changes between steps too: the
+        keep-alive's expiry, an unload), with this side's queue."""
+        asked = threading.Event()
         with self._lock:
+            self._next = rid = self._next + 1
+            self._asked[rid] = asked
+        self._send(("status", rid))
+        asked.wait(1.0)  # a runner that is loading again answers with what was last known
+        with self._lock:
+            self._asked.pop(rid, None)
             waiting = len(self._jobs) - len(self._started)
             return {
                 **self._status,
@@ -193,6 +209,13 @@ class RunnerWorker:
                 break
             if msg[0] == "say":
                 self._say(msg[1])
+                continue
+            if msg[0] == "status":
+                with self._lock:
+                    self._status = msg[2]
+                    asked = self._asked.get(msg[1])
+                if asked is not None:
+                    asked.set()
                 continue
             _, items, status = msg
             if status is not None:

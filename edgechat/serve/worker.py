@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.planning.plan import Sampling
 from edgechat.serve.protocol import ApiError
+from edgechat.serve.residency import Residency
 
 FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "cancelled"}
 
@@ -59,12 +60,27 @@ class Job:
     want_context: bool = False  # Ollama's generate: the tokens so far, given back at the end
     failed: bool = False  # its error was sent: nothing more is
     context: list[int] | None = None
+    tools: list[dict] | None = None  # rendered by the chat template (llama/tools.py)
+    prefill: str = ""  # the reply's start, written into the prompt (a forced tool call)
+    think: bool | None = None  # the template's thinking switch (None: its default)
+    embed: list[str] | None = None  # an embeddings request: these texts, one vector each
+    truncate: bool = True  # embeddings: cut a text longer than the window
+    keep_alive: float | None = None  # seconds the model stays loaded after (<0: always)
 
 
-class LlamaWorker:
-    def __init__(self, load: Callable[[], object], queue_size: int = 32) -> None:
+class LlamaWorker(Residency):
+    def __init__(
+        self, load: Callable[[], object], queue_size: int = 32, keep_alive: float = -1
+    ) -> None:
+        """``keep_alive``: seconds the model stays loaded once idle (<0: while the server
+        runs; 0: it unloads after each request), unless a request says otherwise."""
         self._load = load
         self.queue_size = queue_size
+        self.keep_alive = keep_alive
+        self._keep = keep_alive  # the latest request's keep_alive
+        self.expires: float | None = None  # time.time() when an idle model unloads
+        self.loaded = False
+        self._want_load = False
         self._waiting: collections.deque[Job] = collections.deque()
         self._active: dict[int, Job] = {}  # slot -> job
         self._leaving: list[Job] = []  # running jobs whose clients left: freed between steps
@@ -122,6 +138,7 @@ class LlamaWorker:
                 each = self._mean_s / max(1, self.slots)
                 raise QueueFull(max(1, min(60, math.ceil(each * ahead))))
             self._waiting.append(job)
+            self.expires = None  # busy: the keep-alive counts from the next idle moment
             self._cond.notify()
 
     def cancel(self, job: Job) -> None:
@@ -145,6 +162,8 @@ class LlamaWorker:
                 "slots": self.slots,
                 "waiting": len(self._waiting),
                 "queue_size": self.queue_size,
+                "loaded": self.loaded,
+                "expires_at": self.expires,  # time.time() of the unload; None: not planned
                 **self.counts,
                 **self._threads(),
             }
@@ -161,12 +180,10 @@ class LlamaWorker:
     # -- the llama thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        from edgechat.llama.batch import Batcher
-
+        self._embedder = None
         try:
-            self.engine = self._load()
+            batcher = self._open()
             self.info = self.engine.info()
-            batcher = Batcher(self.engine)
             self._follow = _follower(self.engine)
         except BaseException as exc:  # reported by start() on the caller's thread
             self._load_error = exc
@@ -177,11 +194,23 @@ class LlamaWorker:
         try:
             while True:
                 with self._cond:
-                    while not (self._waiting or self._active or self._stopping):
-                        self._cond.wait()
+                    while self._idle():
+                        pass
                     if self._stopping:
                         return
                     leaving, self._leaving = self._leaving, []
+                    wanted = bool(self._waiting) or self._want_load
+                    self._want_load = False
+                if batcher is not None and not wanted and not self._active:
+                    self._close(batcher)  # the keep-alive ran out
+                    batcher = None
+                    continue
+                if batcher is None:
+                    try:
+                        batcher = self._open()
+                    except Exception as exc:
+                        self._refuse_all(f"the model could not be loaded again: {exc}")
+                        continue
                 for job in leaving:
                     if self._active.get(job.seq) is job:  # not ended meanwhile
                         batcher.cancel(job.seq)  # its on_end reports it
@@ -191,7 +220,9 @@ class LlamaWorker:
                         starts.append(self._waiting.popleft())
                 for i, job in enumerate(starts):
                     try:
-                        if not self._start(batcher, job):  # no room in the cache: wait again
+                        if job.embed is not None:
+                            self._embed(job)
+                        elif not self._start(batcher, job):  # no room in the cache: wait
                             self._requeue(starts[i:])
                             break
                     except Exception as exc:  # a bug must fail one request, not the server
@@ -213,10 +244,11 @@ class LlamaWorker:
                 self.on_step()
                 with self._cond:
                     self._free = batcher.free
+                    if not (self._active or self._waiting) and self.expires is None:
+                        self.expires = self._deadline()
         finally:
-            batcher.cancel_all()
-            self.on_step()
-            self.engine.close()
+            if batcher is not None:
+                self._close(batcher)
 
     def _measured(self, batcher) -> None:
         """Tell the thread count's policy what the step's decode cost, and whether the
@@ -257,8 +289,13 @@ class LlamaWorker:
         turns made way; raises ContextOverflow when it cannot fit."""
         engine = self.engine
         if job.messages is not None:
+            render: dict = {"prefill": job.prefill}
+            if job.tools:
+                render["tools"] = job.tools
+            if job.think is not None:
+                render["enable_thinking"] = job.think
             tokens, dropped = engine.chat_tokens(
-                job.messages, job.sampling, job.drop_oldest, job.n_ctx
+                job.messages, job.sampling, job.drop_oldest, job.n_ctx, **render
             )
         else:
             tokens, dropped = engine.completion_tokens(job.prompt or "", job.sampling), 0
@@ -276,6 +313,7 @@ class LlamaWorker:
             self._count("cancelled")
             job.emit(("end", "cancelled", None))
             return True
+        self._keep = self.keep_alive if job.keep_alive is None else job.keep_alive
         if not job.tokens:
             try:
                 job.tokens, dropped = self._prompt(job)

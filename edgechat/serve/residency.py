@@ -1,0 +1,89 @@
+"""The llama thread's hold on the model (serve/worker.py's ``LlamaWorker`` has these):
+loading it, unloading it once it has been idle for its keep-alive (Ollama's
+``keep_alive``: the memory goes back to the system) and loading it again for the next
+request, and the embeddings context made beside it on the first embeddings request.
+
+Every method but ``keep`` runs on the llama thread, under the worker's rules: its lock
+(``_cond``) guards what the event loop's thread reads.
+"""
+
+from __future__ import annotations
+
+import time
+
+from edgechat.errors import ContextOverflow, EdgechatError
+from edgechat.serve.protocol import ApiError
+
+
+class Residency:
+    def keep(self, seconds: float | None, load: bool = True) -> None:
+        """A request for the model alone (Ollama's empty generate): keep it loaded for
+        ``seconds`` once idle (None: the server's default; 0: unload now), loading it
+        first when ``load``."""
+        with self._cond:
+            self._keep = self.keep_alive if seconds is None else seconds
+            self._want_load = load and self._keep != 0
+            self.expires = self._deadline() if self.loaded else None
+            self._cond.notify()
+
+    def _deadline(self) -> float | None:
+        return time.time() + self._keep if self._keep >= 0 else None
+
+    def _open(self):
+        from edgechat.llama.batch import Batcher
+
+        self.engine = self._load()
+        batcher = Batcher(self.engine)
+        with self._cond:
+            self.loaded, self._embedder = True, None
+            self.expires = None if self._waiting else self._deadline()
+        return batcher
+
+    def _close(self, batcher) -> None:
+        """Unload: what the model holds goes back to the system (the keep-alive ran out,
+        or the server stops)."""
+        batcher.cancel_all()
+        self.on_step()
+        if self._embedder is not None:
+            self._embedder.close()
+        self.engine.close()
+        with self._cond:
+            self.engine, self._embedder, self.loaded, self.expires = None, None, False, None
+
+    def _idle(self) -> bool:
+        """Nothing to do (under the lock): wait, until the keep-alive runs out."""
+        if self._waiting or self._active or self._stopping or self._want_load:
+            return False
+        if self.loaded and self.expires is not None:
+            left = self.expires - time.time()
+            if left <= 0:
+                return False
+            self._cond.wait(left)
+        else:
+            self._cond.wait()
+        return True
+
+    def _refuse_all(self, why: str) -> None:
+        with self._cond:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for job in waiting:
+            self._count("failed")
+            job.emit(("error", ApiError(500, why, "load_failed")))
+
+    def _embed(self, job) -> None:
+        """An embeddings request, at once, on the engine's embeddings context."""
+        from edgechat.llama.embed import Embedder
+
+        self._keep = self.keep_alive if job.keep_alive is None else job.keep_alive
+        try:
+            self._embedder = self._embedder or Embedder(self.engine)
+            vectors, n = self._embedder(job.embed, job.truncate)
+        except EdgechatError as exc:
+            self._count("failed")
+            code = 413 if isinstance(exc, ContextOverflow) else 400
+            job.emit(("error", ApiError(code, str(exc), "invalid_request")))
+            return
+        self._count("served")
+        for event in (("start",), ("embedding", vectors, n), ("end", "stop", None)):
+            job.emit(event)
