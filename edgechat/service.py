@@ -203,17 +203,20 @@ def connect(request: ModelRequest, say: Say | None = None) -> Loaded:
     """The server's model ``request.remote`` names; says where the text will go before
     any is sent."""
     from edgechat.llama.remote import open_remote
+    from edgechat.llama.remote_http import shown
     from edgechat.models import credentials
 
     key, _ = credentials.api_key(request.api_key)
     engine = open_remote(request.remote, request.remote_model, key)
+    name = shown(engine.model, 80)  # the server's words: no terminal escapes
+    # No redirect is followed (llama/remote_http.py): this host is the only one it reaches.
     notice = (
-        f"remote model {engine.model} at {engine.url}: your text is sent to {engine.where} "
+        f"remote model {name} at {engine.url}: your text is sent to {engine.where} "
         "and answered there, not on this machine"
     )
     if say:
         say(notice)
-    return Loaded(engine, None, None, (notice,), f"{engine.model} @ {engine.where}")
+    return Loaded(engine, None, None, (notice,), f"{name} @ {engine.where}")
 
 
 def open_model(

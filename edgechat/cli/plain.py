@@ -93,6 +93,11 @@ class PlainChat:
             if not self.as_json:
                 self.out.write("\n")
             self.err.write("[stopped]\n")
+        except EdgechatError:  # a server that broke off: the partial reply is not kept
+            if not self.as_json and reply.text:
+                self.out.write("\n")
+            turns.pop()
+            raise
         else:
             if not self.as_json:
                 self.out.write("\n")
