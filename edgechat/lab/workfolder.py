@@ -63,7 +63,10 @@ class Manifest:
             return None
         try:
             data = json.loads(read_user_file(self.file, _MAX, EdgechatError))
-        except (EdgechatError, ValueError, RecursionError) as e:
+        except EdgechatError as e:  # a pipe, a device, too big: said as it is
+            self.say(f"{_short(str(e), 300)}: starting afresh")
+            return None
+        except (ValueError, RecursionError) as e:
             why = "it nests too deeply" if isinstance(e, RecursionError) else _short(str(e), 80)
             self.say(f"{self.file} is damaged ({why}): starting afresh")
             return None
