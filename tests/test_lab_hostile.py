@@ -21,7 +21,6 @@ from support.tiny_llama import write_tiny_llama
 
 from edgechat.errors import EdgechatError, InputError
 from edgechat.lab import imatrix
-from edgechat.lab.workfolder import Manifest
 
 TEXT = "The council met on Friday and the library opens at nine. " * 40
 
@@ -197,7 +196,9 @@ def test_reading_a_matrix_says_what_the_path_is(kind, said, tmp_path):
 KEY = {"source": "a" * 64, "text": "b" * 64, "n_ctx": 64, "chunks": None, "recipe": "mixed"}
 
 
-def manifest(work: Path, body) -> tuple[Manifest, list[str]]:
+def manifest(work: Path, body):
+    from edgechat.lab.workfolder import Manifest
+
     work.mkdir(exist_ok=True)
     (work / "shrink.json").write_text(body if isinstance(body, str) else json.dumps(body))
     said: list[str] = []
@@ -236,6 +237,8 @@ def test_a_damaged_manifest_is_one_line_and_starts_afresh(case, tmp_path):
 
 @pytest.mark.timeout(30)
 def test_a_manifest_that_is_a_pipe_does_not_hang(tmp_path):
+    from edgechat.lab.workfolder import Manifest
+
     work = tmp_path / "work"
     work.mkdir()
     os.mkfifo(work / "shrink.json")
@@ -244,6 +247,8 @@ def test_a_manifest_that_is_a_pipe_does_not_hang(tmp_path):
 
 
 def test_a_candidate_is_believed_only_while_it_is_as_it_was_made(tmp_path):
+    from edgechat.lab.workfolder import Manifest
+
     work = tmp_path / "work"
     work.mkdir()
     said: list[str] = []
