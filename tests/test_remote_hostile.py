@@ -277,3 +277,14 @@ def test_addresses_that_are_one(url):
     from edgechat.llama.remote import base_url
 
     assert base_url(url).startswith(("http://", "https://"))
+
+
+def test_a_summary_from_the_server_reaches_the_terminal_without_escapes(tmp_path, capsys):
+    doc = tmp_path / "notes.txt"
+    doc.write_text("The meeting moved to Friday. Bring the budget figures.\n")
+    evil = s.sse(s.chunk("Moved \x1b]0;pwned\x07to \x1b[2JFriday."), s.chunk(finish="stop"))
+    routes = s.openai_routes() | {"POST /v1/chat/completions": s.stream(evil)}
+    with Stranger(routes) as server:
+        assert cli.main(["summarise", "--remote", server.url, str(doc)]) == 0
+        out = capsys.readouterr().out
+        assert "Friday" in out and "\x1b" not in out and "\x07" not in out

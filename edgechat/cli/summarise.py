@@ -122,7 +122,9 @@ def cmd_summarise(args) -> int:
             out.update(_facts(results[0][2]))
         print(json.dumps(out, ensure_ascii=False, indent=2))
     elif not args.out:
-        print(text)
+        from edgechat.text import clean
+
+        print(clean(text, keep_newlines=True))  # a model's (or a server's) text, not commands
     else:
         sys.stderr.write(f"summary written to {args.out}\n")
     return 0
