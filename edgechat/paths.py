@@ -90,6 +90,13 @@ def folder_problem(folder: Path) -> str | None:
     """Why edgechat could not keep files in ``folder`` (made when first needed), or None.
     Tried, not guessed from permission bits: root ignores them, and /proc or a read-only
     disk refuses whatever they say. Nothing is left behind."""
+    try:
+        os.stat(folder)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # a name too long, a loop; a file in the way: below
+        if not (isinstance(exc, OSError) and exc.errno == errno.ENOTDIR):
+            return f"cannot use {shown(folder)}: {os_problem(exc)}"
     existing = folder
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent

@@ -186,7 +186,11 @@ def load(planned: Planned, verbose: bool = False, say: Say | None = None) -> Loa
 
     engine = Engine(planned.plan, verbose=verbose, say=say)
     engine.expected_tps = planned.expected_tps
-    registry.touch(planned.plan.model_path)
+    try:
+        registry.touch(planned.plan.model_path)
+    except EdgechatError as e:  # when it was last used is worth no lost chat
+        if say:
+            say(f"not noted as used: {e}")
     warnings = list(planned.warnings)
     info = engine.info()
     if info.get("chat_template_problem"):

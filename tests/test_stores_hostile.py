@@ -264,3 +264,12 @@ def test_a_relative_home_is_refused(tmp_path, monkeypatch):
         no_traceback(ran)
         assert ran.returncode == 1 and "EDGECHAT_HOME is a relative path" in ran.stderr
     assert not (tmp_path / "rel").exists()  # nothing was written under this folder
+
+
+@pytest.mark.model
+def test_a_chat_goes_on_where_the_home_takes_nothing(starter_path):
+    """Noting when the model was last used is worth no lost chat (nor a model left open)."""
+    ran = run_main("chat", "--plain", "--cpu-kernels", "plain", "--max-tokens", "2", "Hi",
+                   env={"EDGECHAT_HOME": "/proc"})  # fmt: skip
+    no_traceback(ran)
+    assert ran.returncode == 0 and "not noted as used" in ran.stderr
