@@ -34,6 +34,7 @@ from edgechat.llama.remote_http import (
 from edgechat.llama.reply import Reply, Stats
 from edgechat.planning.plan import Sampling
 
+PROBE_TIMEOUT_S = 5.0  # a server that does not answer /api/version at once is not Ollama
 DEFAULT_CTX = 4096  # when the server does not say (OpenAI's model list has no field for it)
 _PER_MESSAGE = 8  # role markers and separators a chat template adds
 
@@ -113,6 +114,7 @@ class RemoteEngine:
             raise self._explain(exc) from None
         ids = list(listed)
         if model is not None and model not in ids:
+            self._http.close()
             raise EdgechatError(
                 f"the server at {self.where} has no model '{shown(model)}'; it has: "
                 + shown(", ".join(ids))
@@ -380,7 +382,7 @@ def speaks_ollama(root: str, api_key: str | None = None) -> bool:
 
     where = check_url(root)[1]
     try:
-        with httpx.Client(**options(where, api_key)) as http:
+        with httpx.Client(**options(where, api_key, PROBE_TIMEOUT_S)) as http:
             data = http.get(root + "/api/version").json()
     except (EdgechatError, httpx.HTTPError, ValueError, RecursionError):
         return False

@@ -95,7 +95,7 @@ def positive_int(value, high: int = MAX_CTX) -> int | None:
     return value if isinstance(value, int) and 0 < value <= high else None
 
 
-def options(where: str, api_key: str | None = None) -> dict:
+def options(where: str, api_key: str | None = None, read_timeout: float | None = None) -> dict:
     """The ``httpx.Client`` settings of every remote request (the policy above); the
     official clients take them (Ollama's passes them on to httpx)."""
 
@@ -120,7 +120,7 @@ def options(where: str, api_key: str | None = None) -> dict:
         headers["Authorization"] = f"Bearer {api_key}"
     return {
         "follow_redirects": False,
-        "timeout": timeout(),
+        "timeout": timeout(read_timeout),
         "headers": headers,
         "event_hooks": {"response": [refuse]},
         "transport": _capped()(where),
@@ -134,10 +134,10 @@ def client(where: str, api_key: str | None = None):
     return httpx.Client(**options(where, api_key))
 
 
-def timeout():
+def timeout(read: float | None = None):
     import httpx
 
-    return httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    return httpx.Timeout(READ_TIMEOUT_S if read is None else read, connect=CONNECT_TIMEOUT_S)
 
 
 def explain(exc: BaseException, where: str) -> EdgechatError | None:

@@ -66,9 +66,11 @@ class OllamaEngine(RemoteEngine):
             self._http.close()
             raise self._explain(exc) from None
         if not listed:
+            self._http.close()
             raise EdgechatError(f"the Ollama server at {self.where} has no models; pull one there")
         names = {n: n for n in listed} | {n.removesuffix(":latest"): n for n in listed}
         if model is not None and model not in names:
+            self._http.close()
             raise EdgechatError(
                 f"the server at {self.where} has no model '{shown(model)}'; it has: "
                 + shown(", ".join(listed))
