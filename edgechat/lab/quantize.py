@@ -167,7 +167,7 @@ def _in_child(src: Path, tmp: Path, spec: dict, imatrix, progress) -> tuple[int,
     child = mp.Process(target=_child, args=(send, str(src), str(tmp), spec, imatrix), daemon=True)
     try:
         with _stops():
-            child.start()
+            _start_deaf(child)  # Ctrl-C is the parent's to act on, from the child's start
             send.close()
             while True:
                 if not receive.poll(0.2):
@@ -197,6 +197,19 @@ def _in_child(src: Path, tmp: Path, spec: dict, imatrix, progress) -> tuple[int,
         if child.pid is not None:
             child.join()
         receive.close()
+
+
+def _start_deaf(child) -> None:
+    """Start ``child`` ignoring SIGINT (inherited through exec, so even while Python
+    starts there, Ctrl-C at the terminal prints nothing from it)."""
+    if threading.current_thread() is not threading.main_thread():
+        child.start()
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child.start()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if before is None else before)
 
 
 def _child(send, src: str, tmp: str, spec: dict, imatrix) -> None:
