@@ -107,7 +107,10 @@ def _read_raw(p: Paths) -> dict:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise ConfigError(f"cannot read {p.config_file}: {exc.strerror}") from None
+        from edgechat.paths import home_fix, os_problem, shown
+
+        why = os_problem(exc)
+        raise ConfigError(f"cannot read {shown(p.config_file)}: {why}; {home_fix()}") from None
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:

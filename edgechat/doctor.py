@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgechat.facts.device import Device, GiB, format_size
-from edgechat.paths import Paths, folder_problem
+from edgechat.paths import Paths, folder_problem, shown
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LLAMA_SPEC = "llama-cpp-python>=0.3.36,<0.4"
@@ -120,6 +120,16 @@ def _fix(folder: Path) -> str:
     return f"sudo chown -R $USER {quoted}"
 
 
+def _mode(path: Path) -> int:
+    """A regular file's mode bits, 0 for anything else or what cannot be asked (a name
+    too long, a loop)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return 0
+    return st.st_mode if stat.S_ISREG(st.st_mode) else 0
+
+
 def check_paths(p: Paths, token_file: Path | None = None) -> list[Check]:
     checks = []
     for label, folder in (
@@ -131,11 +141,12 @@ def check_paths(p: Paths, token_file: Path | None = None) -> list[Check]:
         if problem is None:
             checks.append(Check(label, OK, str(folder)))
         else:
-            checks.append(Check(label, FAIL, f"{folder} cannot be used: {problem}", _fix(folder)))
+            why = f"{shown(folder)} cannot be used: {problem}"
+            checks.append(Check(label, FAIL, why, _fix(folder)))
     private = [p.config_file, p.data_dir / "conversations.db", p.data_dir / "models.json"]
     if token_file is not None:
         private.append(token_file)
-    loose = [f for f in private if f.is_file() and f.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)]
+    loose = [f for f in private if _mode(f) & (stat.S_IRWXG | stat.S_IRWXO)]
     if loose:
         names = " ".join(shlex.quote(str(f)) for f in loose)
         checks.append(

@@ -49,6 +49,14 @@ def paths() -> Paths:
     home = os.environ.get("EDGECHAT_HOME")
     if home:
         root = Path(home).expanduser()
+        if not root.is_absolute():  # it would follow whatever folder a command runs in
+            from edgechat.errors import ConfigError
+
+            raise ConfigError(
+                f"EDGECHAT_HOME is a relative path ({shown(home)}): edgechat's files would "
+                "be in another place from every folder it runs in; set it to a whole path, "
+                f"like {shown(Path.cwd() / root)}"
+            )
         return Paths(root / "config", root / "data", root / "cache")
     import platformdirs
 
@@ -82,11 +90,23 @@ def folder_problem(folder: Path) -> str | None:
     """Why edgechat could not keep files in ``folder`` (made when first needed), or None.
     Tried, not guessed from permission bits: root ignores them, and /proc or a read-only
     disk refuses whatever they say. Nothing is left behind."""
+    try:
+        os.stat(folder)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # a name too long, a loop; a file in the way: below
+        if not (isinstance(exc, OSError) and exc.errno == errno.ENOTDIR):
+            return f"cannot use {shown(folder)}: {os_problem(exc)}"
     existing = folder
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
-    if not os.path.isdir(existing):
-        return f"{shown(existing)} is a file, not a folder"
+    try:
+        mode = os.stat(existing).st_mode
+    except (OSError, ValueError) as exc:  # a symlink loop, a name too long ...
+        return f"cannot use {shown(existing)}: {os_problem(exc)}"
+    if not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else what_it_is(mode)
+        return f"{shown(existing)} is {kind}, not a folder"
     try:
         if existing == folder:
             with tempfile.TemporaryFile(dir=folder):
@@ -177,6 +197,19 @@ def os_problem(exc: OSError | ValueError) -> str:
     return _WHY.get(exc.errno or 0) or exc.strerror or str(exc)
 
 
+def what_it_is(mode: int) -> str:
+    """A file that is not a regular one, in words: what a message says it is."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "something else"
+
+
 def user_file(
     text: str | Path,
     what: str = "file",
@@ -199,29 +232,86 @@ def user_file(
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{shown(path)} is a folder; give a {what}")
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{shown(path)} is not a regular file (a pipe or a device?); give a {what}")
+        raise error(f"{shown(path)} is {what_it_is(st.st_mode)}, not a regular file; give a {what}")
     return path
 
 
-def open_user_file(path: Path, error: type[Exception] | None = None):
-    """``path`` (from ``user_file``) opened for reading, with the same one-line errors."""
+def open_user_file(path: str | Path, error: type[Exception] | None = None):
+    """``path`` opened for reading: the one way edgechat opens a file it did not write
+    (a user's, another tool's, one in a work folder that may have changed). Opened
+    without blocking (a FIFO there does not hang) and checked once open to be a regular
+    file (not /dev/zero, a folder or a socket put there since it was listed), with the
+    same one-line errors as ``user_file``."""
     from edgechat.errors import InputError
 
+    error = error or InputError
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
-    except OSError as exc:
-        raise (error or InputError)(f"cannot read {shown(path)}: {os_problem(exc)}") from None
+        fd = os.open(path, flags)
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {shown(path)}: {os_problem(exc)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{shown(path)} is {what_it_is(mode)}, not a regular file")
+        return os.fdopen(fd, "rb")  # O_NONBLOCK means nothing to a regular file
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_user_file(path: str | Path, limit: int, error: type[Exception] | None = None) -> bytes:
+    """A small file edgechat did not write (a manifest, a setting, a legacy matrix), read
+    whole through ``open_user_file`` but never past ``limit`` bytes."""
+    from edgechat.errors import InputError
+
+    error = error or InputError
+    with open_user_file(path, error) as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise error(f"cannot read {shown(path)}: {os_problem(exc)}") from None
+    if len(data) > limit:
+        raise error(f"{shown(path)} is larger than such a file can be ({limit:,} bytes at most)")
+    return data
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two names reach one file: the same name, a symlink or a hard link."""
+    try:
+        return os.path.samefile(Path(a).expanduser(), Path(b).expanduser())
+    except (OSError, ValueError):
+        return False
+
+
+def refuse_inputs(path: str | Path, inputs=()) -> None:
+    """An output is never one of the command's inputs (through a link or not): writing
+    it would destroy what the user gave, ``--force`` or not."""
+    from edgechat.errors import InputError
+
+    for given in inputs:
+        if given is not None and str(given) != "-" and same_file(path, given):
+            how = "" if os.path.abspath(path) == os.path.abspath(given) else ", through a link,"
+            raise InputError(
+                f"{shown(path)} is {shown(given)}{how} which this command reads: writing it "
+                "would destroy it; give another output"
+            )
 
 
 def output_path(
-    text: str | Path, force: bool = False, replace_hint: str = "pass --force to replace it"
+    text: str | Path,
+    force: bool = False,
+    replace_hint: str = "pass --force to replace it",
+    inputs=(),
 ) -> Path:
     """Where to write a file the user named: its folder must exist and take a file (a
-    missing folder is a typo, not a request for new folders), and a file already there
-    is replaced only with ``force``. Checked before the work, so none is wasted."""
+    missing folder is a typo, not a request for new folders), never one of the command's
+    ``inputs``, and a file already there is replaced only with ``force``. Checked before
+    the work, so none is wasted."""
     from edgechat.errors import InputError
 
     path = Path(text).expanduser()
+    refuse_inputs(path, inputs)
     if not path.name or path.name in (".", ".."):
         raise InputError(f"{shown(path)} names a folder; give a file name")
     folder = path.parent
@@ -251,6 +341,43 @@ def output_path(
     except OSError as exc:
         raise InputError(f"cannot write in {shown(folder)}: {os_problem(exc)}") from None
     return path
+
+
+def partial_beside(path: Path) -> Path:
+    """The temporary name a long write to ``path`` goes to, renamed when whole: hidden,
+    beside it (the same file system), and naming this process."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def clean_partials(path: Path) -> list[Path]:
+    """Remove the partial files (``partial_beside``) of ``path`` that runs killed before
+    they could (the process they name is gone); returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    start = f".{path.name}."
+    for name in names:
+        pid = name[len(start) : -len(".partial")]
+        if not (name.startswith(start) and name.endswith(".partial") and pid.isdigit()):
+            continue
+        if int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            (path.parent / name).unlink()
+            removed.append(path.parent / name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's: leave it
+    return True
 
 
 def sha256_of(path: Path, chunk: int = 8 * 1024**2) -> str:

@@ -186,7 +186,11 @@ def load(planned: Planned, verbose: bool = False, say: Say | None = None) -> Loa
 
     engine = Engine(planned.plan, verbose=verbose, say=say)
     engine.expected_tps = planned.expected_tps
-    registry.touch(planned.plan.model_path)
+    try:
+        registry.touch(planned.plan.model_path)
+    except EdgechatError as e:  # when it was last used is worth no lost chat
+        if say:
+            say(f"not noted as used: {e}")
     warnings = list(planned.warnings)
     info = engine.info()
     if info.get("chat_template_problem"):
@@ -203,17 +207,20 @@ def connect(request: ModelRequest, say: Say | None = None) -> Loaded:
     """The server's model ``request.remote`` names; says where the text will go before
     any is sent."""
     from edgechat.llama.remote import open_remote
+    from edgechat.llama.remote_http import shown
     from edgechat.models import credentials
 
     key, _ = credentials.api_key(request.api_key)
     engine = open_remote(request.remote, request.remote_model, key)
+    name = shown(engine.model, 80)  # the server's words: no terminal escapes
+    # No redirect is followed (llama/remote_http.py): this host is the only one it reaches.
     notice = (
-        f"remote model {engine.model} at {engine.url}: your text is sent to {engine.where} "
+        f"remote model {name} at {engine.url}: your text is sent to {engine.where} "
         "and answered there, not on this machine"
     )
     if say:
         say(notice)
-    return Loaded(engine, None, None, (notice,), f"{engine.model} @ {engine.where}")
+    return Loaded(engine, None, None, (notice,), f"{name} @ {engine.where}")
 
 
 def open_model(

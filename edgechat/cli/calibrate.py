@@ -35,8 +35,10 @@ def cmd_calibrate(args) -> int:
     backend.load()  # llama.cpp before numpy: see llama/backend.py
     from edgechat import config
     from edgechat.lab import imatrix
+    from edgechat.lab.calibrate import check_texts, quantised_source
     from edgechat.models import registry
 
+    check_texts(args.text)  # what the user typed last is the likeliest slip: said first
     settings = config.load()
     path = registry.resolve(args.model, settings.default_model, what="the MODEL argument")
     if args.out:
@@ -44,7 +46,13 @@ def cmd_calibrate(args) -> int:
     else:
         named = Path(args.model).expanduser().is_file()
         out = imatrix.default_path(path, named, args.model)
-    imatrix.check_out(out, args.force)
+    imatrix.check_out(out, args.force, inputs=[path, *args.text])
+    quantised = quantised_source(path)
+    if quantised:
+        _warn(
+            f"warning: {path.name} is {quantised}: a matrix measured on a quantised model is "
+            "less exact than one from its F16/BF16 file; calibrate that if you have it"
+        )
     started = time.perf_counter()
     matrix = calibrated(args, settings, args.model, args.text)
     imatrix.save(matrix, out)
@@ -65,7 +73,10 @@ def cmd_calibrate(args) -> int:
             f"wrote {out}: {len(matrix)} weights, {matrix.chunk_count} chunks of "
             f"{matrix.chunk_size} tokens, in {result['seconds']:.1f} s"
         )
-        print(f"use it: edgechat quantize {path.name} OUT.gguf --type IQ4_XS --imatrix {out}")
+        again = " --allow-requantize" if quantised else ""  # what quantize will accept
+        print(
+            f"use it: edgechat quantize {path.name} OUT.gguf --type IQ4_XS --imatrix {out}{again}"
+        )
     return 0
 
 

@@ -170,6 +170,11 @@ def cmd_quantize(args) -> int:
     from edgechat.lab.quantize import preflight, quantize
 
     warn = lambda text: _warn(f"warning: {text}")  # noqa: E731
+    texts = args.calibrate or []
+    if texts:
+        from edgechat.lab.calibrate import check_texts
+
+        check_texts(texts)  # a missing text is said first
     matrix = imatrix.load(args.imatrix) if args.imatrix else None
     if args.calibrate:
         from edgechat import config
@@ -177,7 +182,10 @@ def cmd_quantize(args) -> int:
 
         src, dst = Path(args.src).expanduser(), Path(args.dst).expanduser()
         # Everything quantize would refuse, refused before the calibration, not after.
-        preflight(src, dst, args.type, args.recipe, args.allow_requantize, args.force, True)
+        preflight(
+            src, dst, args.type, args.recipe, args.allow_requantize, args.force, True,
+            inputs=texts,
+        )  # fmt: skip
         matrix = calibrated(args, config.load(), str(src), args.calibrate)
     result = quantize(
         args.src,
@@ -190,6 +198,7 @@ def cmd_quantize(args) -> int:
         warn=warn,
         imatrix=matrix,
         force=args.force,
+        inputs=texts,
     )
     _clear_line()
     out = {

@@ -71,9 +71,22 @@ def add_sampling_options(p: argparse.ArgumentParser, *names: str) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=flag(name), metavar=metavar, help=what)
 
 
+def _server_address(text: str) -> str:
+    """--remote is checked as it is parsed: an address that is not one is a usage error."""
+    from edgechat.errors import EdgechatError
+    from edgechat.llama.remote_http import check_url
+
+    try:
+        check_url(text)
+    except EdgechatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
 def add_remote_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--remote",
+        type=_server_address,
         metavar="URL",
         help="run on another machine's server instead: OpenAI-compatible (like "
         "http://HOST:8080/v1) or Ollama (like http://HOST:11434); the text is sent there",

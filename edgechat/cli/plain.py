@@ -93,6 +93,11 @@ class PlainChat:
         except KeyboardInterrupt:
             pieces.close()
             self.stopped = True
+        except EdgechatError:  # a server that broke off: the partial reply is not kept
+            if not self.as_json and reply.text and not ended:
+                self.out.write("\n")
+            turns.pop()
+            raise
         if not ended and not self.as_json:
             self.out.write("\n")  # each reply ends its line, once
         if self.stopped:

@@ -125,6 +125,7 @@ def cmd_shrink(args) -> int:
         chunks=args.chunks,
         work=Path(args.work).expanduser() if args.work else None,
         run_ctx=settings.ctx,
+        inputs=tuple(Path(t) for t in args.text if t != "-"),
     )
     try:
         result = shrink(request, progress=_progress(), say=_warn)

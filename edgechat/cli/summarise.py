@@ -78,7 +78,8 @@ def cmd_summarise(args) -> int:
     if args.files.count("-") > 1:
         raise documents.InputError("standard input (-) can be given once")
     sampling = sampling_from(settings, args, temperature=0.3)
-    out_path = output_path(args.out, args.force) if args.out else None  # before the work
+    # Before the work, and never over a document being summarised.
+    out_path = output_path(args.out, args.force, inputs=args.files) if args.out else None
     docs = []
     try:  # every document is opened first: bad input fails before a model is loaded
         for f in args.files:
@@ -121,7 +122,9 @@ def cmd_summarise(args) -> int:
             out.update(_facts(results[0][2]))
         print(json.dumps(out, ensure_ascii=False, indent=2))
     elif not args.out:
-        print(text)
+        from edgechat.text import clean
+
+        print(clean(text, keep_newlines=True))  # a model's (or a server's) text, not commands
     else:
         sys.stderr.write(f"summary written to {args.out}\n")
     return 0

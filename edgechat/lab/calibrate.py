@@ -211,6 +211,28 @@ def _ctrl_c_to(collector: Collector):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def check_texts(texts: Sequence[str | Path]) -> None:
+    """Each text file is there and readable (a missing one, a folder, a pipe: one line),
+    checked before anything else is (the output, the model)."""
+    from edgechat.paths import user_file
+
+    if not texts:
+        raise InputError("give a text to calibrate on (--text FILE)")
+    for t in texts:
+        if str(t) != "-":
+            user_file(t, "text file")
+
+
+def quantised_source(path: Path) -> str | None:
+    """The file type of a model whose layers are quantised already (quantize wants
+    --allow-requantize for it), or None for a full-precision one."""
+    from edgechat.facts.gguf import inspect_file
+    from edgechat.lab.quantize import full_precision
+
+    facts = inspect_file(path)
+    return None if full_precision(facts) else (facts.file_type or "quantised")
+
+
 def read_texts(texts: Sequence[str | Path]) -> tuple[str, tuple[str, ...]]:
     """The calibration text (files read exactly, as llama-imatrix reads its file; strings
     taken as they are), joined by a blank line, and the names the matrix records."""

@@ -108,12 +108,13 @@ def default_path(model_path: Path, named_file: bool, label: str) -> Path:
     return folder / f"{safe}.imatrix.gguf"
 
 
-def check_out(path: Path, force: bool) -> None:
-    """Before the work: the folder exists, and an existing file is replaced only when
-    asked (``--force``): the same rule as every output a user names (paths.py)."""
+def check_out(path: Path, force: bool, inputs=()) -> None:
+    """Before the work: the folder exists, it is none of the ``inputs`` (the model, the
+    texts), and an existing file is replaced only when asked (``--force``): the same
+    rule as every output a user names (paths.py)."""
     from edgechat.paths import output_path
 
-    output_path(path, force, "pass --force to replace it, or give another --out")
+    output_path(path, force, "pass --force to replace it, or give another --out", inputs)
 
 
 def save(matrix: ImportanceMatrix, path: str | Path) -> Path:
@@ -128,7 +129,10 @@ def save(matrix: ImportanceMatrix, path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise InputError(f"no such folder: {path.parent}; create it first or pick another --out")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    from edgechat.paths import clean_partials, partial_beside
+
+    clean_partials(path)  # what a killed run left
+    tmp = partial_beside(path)
     try:
         writer = GGUFWriter(tmp, "")  # no architecture key: llama-imatrix writes none
         writer.kv_data[0].pop(Keys.General.ARCHITECTURE, None)  # (older gguf adds one anyway)
@@ -159,24 +163,46 @@ def save(matrix: ImportanceMatrix, path: str | Path) -> Path:
     return path
 
 
+_MAX_LEGACY = 1 << 30  # a legacy .dat of the largest model's weights is far smaller
+
+
 def load(path: str | Path) -> ImportanceMatrix:
-    """Read an importance matrix written by edgechat or llama-imatrix (GGUF or legacy)."""
+    """Read an importance matrix written by edgechat or llama-imatrix (GGUF or legacy):
+    untrusted input, so a pipe, a device or a loop is named for what it is, and values
+    no calibration makes (that would ruin a model quantised with them) are refused."""
+    from edgechat.paths import open_user_file, user_file
+
     path = Path(path).expanduser()
-    if not path.is_file():
-        what = "a folder" if path.is_dir() else "not found"
-        raise InputError(f"importance matrix {path}: {what}; give the file `calibrate` wrote")
-    try:
-        with path.open("rb") as fh:
+    path = user_file(path, "importance matrix (the file `calibrate` wrote)", InputError)
+    with open_user_file(path, InputError) as fh:
+        try:
             gguf = fh.read(4) == b"GGUF"
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror}") from None
     matrix = replace(_load_gguf(path) if gguf else _load_legacy(path), path=str(path))
+    _check_values(matrix, path)
+    return matrix
+
+
+def _check_values(matrix: ImportanceMatrix, path: Path) -> None:
+    """Sums of squares are finite and never negative; each weight saw some rows, and
+    its sums are not all zero: a matrix otherwise would tell llama.cpp that no column
+    matters (a model quantised with it answers garbage or blank lines)."""
     import numpy as np
 
     for name in matrix.names:
-        if not np.isfinite(matrix.in_sum2[name]).all():
+        sums, counts = matrix.in_sum2[name], matrix.counts[name]
+        if not np.isfinite(sums).all():
             raise InputError(f"{path} holds non-finite values for {name}: {_REMAKE}")
-    return matrix
+        if (sums < 0).any():
+            raise _corrupt(path, f"negative sums of squares for {name}, which no text gives")
+        if (counts < 0).any():
+            raise _corrupt(path, f"a negative count of rows for {name}")
+        seen = counts > 0
+        if not seen.any():
+            raise _corrupt(path, f"no rows were seen for {name}: it holds no data")
+        if not sums.reshape(len(counts), -1)[seen].any():
+            raise _corrupt(path, f"every sum of squares of {name} is zero")
 
 
 def _corrupt(path: Path, why: str) -> InputError:
@@ -209,6 +235,9 @@ def _load_gguf(path: Path) -> ImportanceMatrix:
                 into[t.name[: -len(suffix)]] = np.array(t.data, dtype=np.float32).reshape(-1)
     if not sums and not counts:
         raise _corrupt(path, "no importance data in it")
+    for name, values in counts.items():
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise _corrupt(path, f"the counts of {name} are not counts of rows (NaN or negative)")
     for name in set(sums) ^ set(counts):
         raise _corrupt(path, f"sums without counts, or counts without sums, for {name}")
     try:
@@ -228,7 +257,9 @@ def _load_legacy(path: Path) -> ImportanceMatrix:
     squares times the call count; then, optionally, the chunk count and a dataset name."""
     import numpy as np
 
-    data = path.read_bytes()
+    from edgechat.paths import read_user_file
+
+    data = read_user_file(path, _MAX_LEGACY, InputError)
     pos = 0
 
     def take(n: int, what: str) -> bytes:
@@ -250,6 +281,8 @@ def _load_legacy(path: Path) -> ImportanceMatrix:
         name = take(i32(f"entry {i + 1}"), f"entry {i + 1}'s name")
         name = name.split(b"\0", 1)[0].decode("utf-8", "replace")
         ncall = i32(f"{name}'s call count")
+        if ncall < 0:
+            raise _corrupt(path, f"a negative call count for {name}")
         nval = i32(f"{name}'s size")
         if nval < 1:
             raise _corrupt(path, f"{name} has no values")

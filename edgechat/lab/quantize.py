@@ -8,14 +8,21 @@ Recipes:
   the quality where the field says it is lost first.
 
 The output is written to a temporary name beside the target and renamed when
-complete, so a half-written model is never left as if it were whole.
+complete, so a half-written model is never left as if it were whole. llama.cpp's
+quantisation cannot be stopped halfway (its only callback is the log, where a Python
+exception is lost), so it runs in a child process: Ctrl-C (or a closed terminal) ends
+the child at once and removes its partial file; one a killed run left is removed by the
+next run beside it (paths.clean_partials).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,32 +85,40 @@ def quantize(
     *,
     imatrix: ImportanceMatrix | None = None,
     force: bool = False,
+    inputs: Sequence[str | Path] = (),
 ) -> Quantized:
     """Quantise ``src`` to ``dst``; with ``imatrix`` (lab/imatrix.py) llama.cpp weighs
-    each column by its mean squared activation. ``dst``'s folder must exist, and an
-    existing ``dst`` is replaced only with ``force``."""
-    from edgechat.llama.backend import LOG, load
+    each column by its mean squared activation. ``dst``'s folder must exist, it is never
+    one of the inputs (``src``, the matrix's file, ``inputs``), and an existing ``dst``
+    is replaced only with ``force``."""
+    from edgechat.llama.backend import load
 
-    lc = load()  # llama.cpp before gguf's numpy: see llama/backend.py
+    load()  # llama.cpp before gguf's numpy: see llama/backend.py
     from gguf.constants import GGMLQuantizationType, LlamaFileType
 
     from edgechat.facts.gguf import inspect_file
+    from edgechat.paths import clean_partials, partial_beside
 
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    qtype = preflight(src, dst, qtype, recipe, allow_requantize, force, imatrix is not None, warn)
+    inputs = [*inputs, *([imatrix.path] if imatrix is not None and imatrix.path else [])]
+    qtype = preflight(
+        src, dst, qtype, recipe, allow_requantize, force, imatrix is not None, warn, inputs
+    )
     ftype_name, base = TYPES[qtype]
     facts = inspect_file(src)
     if imatrix is not None:
         imatrix.check_model({t.name: t.shape for t in facts.tensors}, src.name)
 
-    params = lc.llama_model_quantize_default_params()
-    params.ftype = int(LlamaFileType[ftype_name])
-    params.allow_requantize = allow_requantize
-    params.nthread = threads
+    spec = {
+        "ftype": int(LlamaFileType[ftype_name]),
+        # Going up to full precision loses nothing more: preflight allowed it.
+        "allow_requantize": allow_requantize or qtype in _FULL,
+        "nthread": threads,
+    }
     if recipe == "uniform":
         # Every tensor, embeddings and head too, in the target type; where a row length
         # does not fit the type's blocks llama.cpp falls back to the nearest that does.
-        params.pure = True
+        spec["pure"] = True
         names = {t.name for t in facts.tensors}
         have = imatrix.names if imatrix is not None else ()
         for name, field in (
@@ -113,29 +128,21 @@ def quantize(
             if base in _ALWAYS_MATRIX and name in names and name not in have:
                 # ggml aborts the process quantising these without data, and llama-imatrix
                 # collects none for the embeddings (nor the head): 2 bits of Q2_K instead.
-                setattr(params, field, int(GGMLQuantizationType.Q2_K))
+                spec[field] = int(GGMLQuantizationType.Q2_K)
                 warn(f"{name} is Q2_K: {qtype} cannot be made without its importance data")
     else:
-        params.token_embedding_type = int(GGMLQuantizationType.Q8_0)
+        spec["token_embedding_type"] = int(GGMLQuantizationType.Q8_0)
         # Q6_K needs rows in multiples of 256; smaller models often have 576 or 640.
         six_bit = "Q6_K" if facts.n_embd % 256 == 0 else "Q8_0"
         head = "Q8_0" if base in ("Q8_0", "F16", "BF16") else six_bit
-        params.output_tensor_type = int(GGMLQuantizationType[head])
-    keep = _hand_over(lc, params, imatrix) if imatrix is not None else None
+        spec["output_tensor_type"] = int(GGMLQuantizationType[head])
 
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
-
-    def listen(line: str) -> None:
-        m = _PROGRESS.search(line)
-        if m and progress:
-            progress(int(m.group(1)), int(m.group(2)))
-
-    LOG.listener = listen
-    mark = LOG.mark()
+    clean_partials(dst)  # what a killed run left beside it
+    tmp = partial_beside(dst)
     try:
-        rc = lc.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+        rc, why = _in_child(src, tmp, spec, imatrix, progress)
         if rc != 0:
-            why = LOG.first_error_since(mark) or f"code {rc}"
+            why = why or f"code {rc}"
             if "imatrix" in why or "importance matrix" in why:
                 why += "; make a matrix with `edgechat calibrate` and pass --imatrix"
             raise EdgechatError(f"llama.cpp could not quantise {src.name}: {why}")
@@ -143,13 +150,112 @@ def quantize(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    finally:
-        LOG.listener = None
-        del keep  # the matrix's C arrays lived until llama.cpp was done with them
     out = inspect_file(dst)
     return Quantized(
         dst, qtype, recipe, src.stat().st_size, dst.stat().st_size, out.bits_per_weight
     )
+
+
+def _in_child(src: Path, tmp: Path, spec: dict, imatrix, progress) -> tuple[int, str]:
+    """llama_model_quantize in a child process (spawned: no llama.cpp threads forked):
+    its progress comes back through a pipe; Ctrl-C, SIGTERM or SIGHUP here ends it at
+    once. Returns (llama.cpp's code, its first complaint)."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    receive, send = mp.Pipe(duplex=False)
+    child = mp.Process(target=_child, args=(send, str(src), str(tmp), spec, imatrix), daemon=True)
+    try:
+        with _stops():
+            _start_deaf(child)  # Ctrl-C is the parent's to act on, from the child's start
+            send.close()
+            while True:
+                if not receive.poll(0.2):
+                    if child.is_alive():
+                        continue
+                    if not receive.poll(0):
+                        break
+                try:
+                    message = receive.recv()
+                except EOFError:
+                    break
+                if message[0] == "progress":
+                    if progress:
+                        progress(message[1], message[2])
+                    continue
+                return message[1], message[2]
+            child.join()
+            code = child.exitcode or 0
+            how = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+            raise EdgechatError(
+                f"llama.cpp stopped while quantising {src.name} ({how}): out of memory or "
+                "disk? nothing was written"
+            )
+    finally:
+        if child.is_alive():
+            child.kill()
+        if child.pid is not None:
+            child.join()
+        receive.close()
+
+
+def _start_deaf(child) -> None:
+    """Start ``child`` ignoring SIGINT (inherited through exec, so even while Python
+    starts there, Ctrl-C at the terminal prints nothing from it)."""
+    if threading.current_thread() is not threading.main_thread():
+        child.start()
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child.start()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if before is None else before)
+
+
+def _child(send, src: str, tmp: str, spec: dict, imatrix) -> None:
+    """In the child: quantise, sending ("progress", i, n) and ("done", rc, why)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides, and ends it
+    from edgechat.llama.backend import LOG, load
+
+    try:
+        lc = load()
+        params = lc.llama_model_quantize_default_params()
+        for name, value in spec.items():
+            setattr(params, name, value)
+        keep = _hand_over(lc, params, imatrix) if imatrix is not None else None
+
+        def listen(line: str) -> None:
+            m = _PROGRESS.search(line)
+            if m:
+                send.send(("progress", int(m.group(1)), int(m.group(2))))
+
+        LOG.listener = listen
+        mark = LOG.mark()
+        rc = lc.llama_model_quantize(src.encode(), tmp.encode(), params)
+        send.send(("done", rc, LOG.first_error_since(mark) if rc else ""))
+        del keep  # the matrix's C arrays lived until llama.cpp was done with them
+    except Exception as exc:  # said by the parent, in one line
+        send.send(("done", -1, f"{type(exc).__name__}: {exc}"))
+
+
+@contextlib.contextmanager
+def _stops():
+    """SIGTERM and SIGHUP (a closed terminal) stop the work as Ctrl-C does, so the
+    partial file is removed on the way out (main thread only: signals land there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    before = {sig: signal.signal(sig, stop) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def preflight(
@@ -161,6 +267,7 @@ def preflight(
     force: bool,
     has_matrix: bool,
     warn: Callable[[str], None] = lambda _: None,
+    inputs: Sequence[str | Path] = (),
 ) -> str:
     """Every check ``quantize`` makes before any work (so ``--calibrate`` fails before
     it calibrates): returns the type's canonical name."""
@@ -177,30 +284,42 @@ def preflight(
             "--text FILE` and pass --imatrix FILE (or quantize with --calibrate FILE)"
         )
     facts = inspect_file(src)  # a truncated or non-GGUF input fails here, with one line
-    quantized = [t for t in facts.tensors if t.type_name not in _FULL and t.layer is not None]
-    if quantized:
-        if not allow_requantize:
-            raise EdgechatError(
-                f"{src.name} is already quantised ({facts.file_type}); quantising again loses "
-                "more quality than quantising the original. Start from an F16/F32 file, or "
-                "pass --allow-requantize to do it anyway"
-            )
+    quantized = not full_precision(facts)
+    if quantized and qtype in _FULL:
+        # Nothing more is lost going up; nothing comes back either.
+        warn(
+            f"{src.name} is {facts.file_type}: the {qtype} file keeps its quality as it is "
+            f"(what {facts.file_type} lost does not come back) in more space"
+        )
+    elif quantized and not allow_requantize:
+        raise EdgechatError(
+            f"{src.name} is already quantised ({facts.file_type}); {qtype} made from it adds "
+            f"its own rounding to what {facts.file_type} lost, so it is worse than {qtype} "
+            "made from the original. Start from an F16/BF16 file, or pass --allow-requantize "
+            "to do it anyway"
+        )
+    elif quantized:
         warn(
             f"{src.name} is already quantised ({facts.file_type}): the result will be worse "
             f"than {qtype} made from the full-precision model"
         )
-    _check_output(src, dst, force)
+    _check_output(src, dst, force, inputs)
     return qtype
 
 
-def _check_output(src: Path, dst: Path, force: bool) -> None:
-    """The output's folder exists and a file there is replaced only with ``force``
-    (paths.output_path); never the input itself."""
+def full_precision(facts) -> bool:
+    """Whether a model's layer weights are all F32, F16 or BF16 (what quantize takes
+    without --allow-requantize)."""
+    return all(t.type_name in _FULL for t in facts.tensors if t.layer is not None)
+
+
+def _check_output(src: Path, dst: Path, force: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """The output's folder exists, it is none of the inputs (the model, the matrix, the
+    texts; through a link or not), and a file there is replaced only with ``force``
+    (paths.output_path)."""
     from edgechat.paths import output_path
 
-    if os.path.lexists(dst) and os.path.realpath(dst) == os.path.realpath(src):
-        raise EdgechatError("the output must be a different file from the input")
-    output_path(dst, force)
+    output_path(dst, force, inputs=[src, *inputs])
 
 
 def _hand_over(lc, params, matrix: ImportanceMatrix) -> list:

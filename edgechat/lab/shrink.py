@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgechat.errors import EdgechatError, InputError
-from edgechat.lab.stages import RECIPE, Manifest, Run, Step
+from edgechat.lab.stages import RECIPE, Run, Step
 from edgechat.lab.verdict import TYPES_BY_TASK, Candidate, Verdict, candidate_ids, pick
+from edgechat.lab.workfolder import Manifest
 from edgechat.planning.budget import Budget
 from edgechat.service import ModelRequest
 
@@ -41,6 +42,7 @@ class ShrinkRequest:
     work: Path | None = None  # default: the cache dir's shrink/<source>
     run_ctx: int = 4096  # the context the pick will run at, for its memory estimate
     speed_tokens: int = 64
+    inputs: tuple[Path, ...] = ()  # the --text files: never written over
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def shrink(
     from edgechat.facts.device import detect
     from edgechat.facts.gguf import inspect_file
     from edgechat.models import receipts, registry
-    from edgechat.paths import paths
+    from edgechat.paths import paths, refuse_inputs
     from edgechat.planning.budget import default
 
     started = time.monotonic()
@@ -158,13 +160,17 @@ def shrink(
         "chunks": req.chunks,
         "recipe": RECIPE,
     }
-    manifest = Manifest(work / "shrink.json", key)
+    outputs = ["shrink.json", "imatrix.gguf", "reference.npy"]
+    outputs += [f"{stem}-{t}{'-imatrix' * im}.gguf" for _, t, im in ids]
+    for output in outputs:  # the work folder never holds what the run reads
+        refuse_inputs(work / output, [src, *req.inputs])
+    manifest = Manifest(work, key, say)
     device = detect(req.source.memory, req.source.vram)
     run = Run(req, src, facts, budget, ids, stem, work, manifest, device, progress, say)
     try:
         run.go(text, name)
     except KeyboardInterrupt:
-        raise Interrupted(work, manifest.kept(work)) from None
+        raise Interrupted(work, manifest.kept()) from None
     finally:
         (work / "reference.npy").unlink(missing_ok=True)  # big, and only for this run
     candidates = tuple(run.candidates)
@@ -209,6 +215,8 @@ def keep(result: ShrinkResult, model_id: str) -> dict:
         raise EdgechatError(f"nothing to keep: {result.verdict.why}")
     chosen = result.by_id(result.verdict.pick)
     src = Path(chosen.path)
+    if src.is_symlink() or src.resolve().parent != Path(result.work).resolve():
+        raise EdgechatError(f"{src} is not a file of the work folder {result.work}: not kept")
     sha = receipts.file_sha256(src)
     model_id = model_id if ":" in model_id else f"{model_id}:{chosen.type}"
     check_keep_id(model_id)

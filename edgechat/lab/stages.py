@@ -1,14 +1,10 @@
 """The stages of `shrink`'s run (lab/shrink.py): the source on the held-out text, the
 importance matrix, then for each candidate quantising, scoring and timing, with an ETA
-over them all; and the work folder's manifest of finished candidates, so that the same
-command carries on after Ctrl-C instead of starting again."""
+over them all; the work folder's manifest of finished candidates (lab/workfolder.py)
+lets the same command carry on after Ctrl-C instead of starting again."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import signal
-import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,49 +28,11 @@ class Step:
     eta_s: float
 
 
-class Manifest:
-    """The work folder's record of finished candidates, for a run that was interrupted."""
-
-    def __init__(self, file: Path, key: dict) -> None:
-        self.file, self.key = file, key
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError):
-            data = {}
-        same = isinstance(data, dict) and data.get("key") == key
-        self.done: dict[str, dict] = dict(data.get("done") or {}) if same else {}
-        self.imatrix: str | None = data.get("imatrix") if same else None
-
-    def save(self) -> None:
-        from edgechat.paths import write_private
-
-        body = {"key": self.key, "imatrix": self.imatrix, "done": self.done}
-        write_private(self.file, json.dumps(body, indent=1) + "\n")
-
-    def made(self, cid: str, work: Path) -> dict | None:
-        """The candidate's entry while its whole file is still there."""
-        entry = self.done.get(cid)
-        if not entry:
-            return None
-        file = work / entry["file"]
-        return entry if file.is_file() and file.stat().st_size == entry["size"] else None
-
-    def finished(self, cid: str, work: Path) -> dict | None:
-        """The entry of a candidate made, scored and timed."""
-        entry = self.made(cid, work)
-        return entry if entry and entry.get("figures") else None
-
-    def kept(self, work: Path) -> list[str]:
-        names = [e["file"] for c, e in self.done.items() if self.made(c, work)]
-        if self.imatrix and (work / self.imatrix).is_file():
-            names.insert(0, self.imatrix)
-        return names
-
-
 class Run:
     def __init__(self, req, src, facts, budget, ids, stem, work, manifest, device, progress, say):
         self.req, self.src, self.facts, self.budget = req, src, facts, budget
         self.ids, self.stem, self.work, self.manifest = ids, stem, work, manifest
+        self.inputs = [src, *req.inputs]  # never written over (paths.refuse_inputs)
         self.device, self.progress, self.say = device, progress, say
         self.candidates: list[Candidate] = []
         self.reused: list[str] = []
@@ -105,17 +63,16 @@ class Run:
         if self._matrix_wanted(todo) and not self._matrix_file():
             stages.append(Stage("calibrating on the rest", "source", calib))
         for cid, _, _ in todo:
-            if not self.manifest.made(cid, self.work):
+            if not self.manifest.made(cid):
                 stages.append(Stage(f"{cid}: quantising", "quantize", 1))
             stages += [Stage(f"{cid}: scoring", "score", held), Stage(f"{cid}: timing", "speed", 1)]
         return stages
 
     def _matrix_wanted(self, todo: list) -> bool:
-        return any(im and not self.manifest.made(cid, self.work) for cid, _, im in todo)
+        return any(im and not self.manifest.made(cid) for cid, _, im in todo)
 
     def _matrix_file(self) -> Path | None:
-        name = self.manifest.imatrix
-        return self.work / name if name and (self.work / name).is_file() else None
+        return self.manifest.matrix_file()
 
     # -- the run ----------------------------------------------------------------
     def go(self, text: str, name: str) -> None:
@@ -128,8 +85,8 @@ class Run:
         n_ctx = req.source.ctx
         self.text_name = name
         planned = self.planned = plan_model(req.source, self.device, say=self.say, what="SOURCE")
-        todo = [i for i in self.ids if not self.manifest.finished(i[0], self.work)]
-        self.reused = [cid for cid, _, _ in self.ids if self.manifest.finished(cid, self.work)]
+        todo = [i for i in self.ids if not self.manifest.finished(i[0])]
+        self.reused = [cid for cid, _, _ in self.ids if self.manifest.finished(cid)]
         engine = load(planned, req.source.verbose).engine
         try:
             parts = split(text, lambda t: len(engine.tokenize(t, add_special=True)), n_ctx, name)
@@ -172,7 +129,11 @@ class Run:
 
         kept = self._matrix_file()
         if kept:
-            return imatrix.load(kept)
+            try:
+                return imatrix.load(kept)
+            except EdgechatError as e:  # damaged since: made again, not refused forever
+                self.say(f"{kept.name}: {e}; made again")
+                self.manifest.forget_matrix()
         self._begin(1)
         matrix = calibrate(
             plan,
@@ -183,8 +144,7 @@ class Run:
             datasets=[f"{self.text_name}, calibration part"],
         )
         imatrix.save(matrix, self.work / "imatrix.gguf")
-        self.manifest.imatrix = "imatrix.gguf"
-        self.manifest.save()
+        self.manifest.record_matrix("imatrix.gguf")
         self.clock.finish()
         return matrix
 
@@ -237,24 +197,23 @@ class Run:
         with_matrix = cid.endswith("+imatrix")
         file = self.work / f"{self.stem}-{qtype}{'-imatrix' * with_matrix}.gguf"
         labels = [s.label for s in self.clock.stages]
-        if not self.manifest.made(cid, self.work):
+        if not self.manifest.made(cid):
             self._begin(labels.index(f"{cid}: quantising"))
-            try:
-                with _ctrl_c_after():  # llama.cpp cannot stop halfway: the file is finished
-                    quantize(
-                        self.src,
-                        file,
-                        qtype,
-                        RECIPE,
-                        allow_requantize=self.facts.file_type not in ("F32", "F16", "BF16"),
-                        threads=self.req.source.threads,
-                        progress=self._tick,
-                        imatrix=matrix,
-                        force=True,
-                    )
-                    entry = {"file": file.name, "size": file.stat().st_size, "type": qtype}
-                    self.manifest.done[cid] = {**entry, "imatrix": with_matrix}
-                    self.manifest.save()
+            try:  # Ctrl-C stops it at once, its partial file removed (lab/quantize.py)
+                quantize(
+                    self.src,
+                    file,
+                    qtype,
+                    RECIPE,
+                    allow_requantize=self.facts.file_type not in ("F32", "F16", "BF16"),
+                    threads=self.req.source.threads,
+                    progress=self._tick,
+                    imatrix=matrix,
+                    force=True,
+                    inputs=self.inputs,
+                )
+                entry = {"file": file.name, "type": qtype, "imatrix": with_matrix}
+                self.manifest.record(cid, entry)
             except EdgechatError as e:
                 self.failed[cid] = str(e)
                 self.say(f"{cid}: {e}")
@@ -291,22 +250,3 @@ class Run:
         self.manifest.done[cid].update(figures=figures.as_dict(), tps=tps)
         self.manifest.save()
         self.candidates.append(self._judged(cid, qtype, with_matrix, file, figures, tps))
-
-
-@contextlib.contextmanager
-def _ctrl_c_after():
-    """Ctrl-C while llama.cpp quantises is held until it returns (a KeyboardInterrupt
-    raised inside its log callback would be lost), then raised: the file is whole."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    hit: list[int] = []
-    signal.signal(signal.SIGINT, lambda *_: hit.append(1))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if hit:
-        raise KeyboardInterrupt

@@ -16,26 +16,34 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from urllib.parse import urlsplit
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.limits import RANDOM_SEED
 from edgechat.llama.contract import reply_reserve
 from edgechat.llama.prompts import Message, Prompts
+from edgechat.llama.remote_http import (
+    BadReply,
+    ReplyCut,
+    check_url,
+    explain,
+    options,
+    positive_int,
+    shown,
+    timeout,
+)
 from edgechat.llama.reply import Reply, Stats
 from edgechat.planning.plan import Sampling
 
+PROBE_TIMEOUT_S = 5.0  # a server that does not answer /api/version at once is not Ollama
 DEFAULT_CTX = 4096  # when the server does not say (OpenAI's model list has no field for it)
 _PER_MESSAGE = 8  # role markers and separators a chat template adds
 
 
 def base_url(url: str) -> str:
-    """``http://host:port`` becomes ``http://host:port/v1``; a path given is kept."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise EdgechatError(f"{url!r} is not a server address; give one like http://HOST:8080/v1")
-    path = parts.path.rstrip("/") or "/v1"
-    return f"{parts.scheme}://{parts.netloc}{path}"
+    """``http://host:port`` becomes ``http://host:port/v1``; a path given is kept. An
+    address that is not one (``not a url``, ``http://[::1``) is refused (remote_http.py)."""
+    scheme, where, path = check_url(url)
+    return f"{scheme}://{where}{path or '/v1'}"
 
 
 def estimate_tokens(text: str) -> list[str]:
@@ -79,10 +87,9 @@ class RemoteEngine:
 
     is_local = False
 
-    def __init__(
-        self, url: str, model: str | None = None, api_key: str | None = None, timeout: float = 600
-    ) -> None:
+    def __init__(self, url: str, model: str | None = None, api_key: str | None = None) -> None:
         try:
+            import httpx
             import openai
         except ImportError:
             raise EdgechatError(
@@ -90,27 +97,33 @@ class RemoteEngine:
             ) from None
         self._openai = openai
         self.url = base_url(url)
-        self.where = urlsplit(self.url).netloc
+        self.where = check_url(self.url)[1]  # the one host the text goes to: no redirects
         t0 = time.perf_counter()
+        self._http = httpx.Client(**options(self.where, api_key))
         self._client = openai.OpenAI(
-            base_url=self.url, api_key=api_key or "none", timeout=timeout, max_retries=2
+            base_url=self.url,
+            api_key=api_key or "none",
+            timeout=timeout(),
+            max_retries=0,
+            http_client=self._http,
         )
         try:
-            listed = list(self._client.models.list())
-        except openai.APIError as exc:
+            listed = self._models()
+        except Exception as exc:
+            self._http.close()
             raise self._explain(exc) from None
-        ids = [m.id for m in listed]
-        if not ids:
-            raise EdgechatError(f"the server at {self.url} lists no models")
+        ids = list(listed)
         if model is not None and model not in ids:
+            self._http.close()
             raise EdgechatError(
-                f"the server at {self.url} has no model {model!r}; it has: {', '.join(ids)}"
+                f"the server at {self.where} has no model '{shown(model)}'; it has: "
+                + shown(", ".join(ids))
             )
         self.model = model or ids[0]
-        entry = next(m for m in listed if m.id == self.model)
-        meta = (entry.model_extra or {}).get("meta") or {}
-        self.n_ctx = int(meta.get("n_ctx") or meta.get("n_ctx_train") or DEFAULT_CTX)
-        self.n_ctx_known = bool(meta.get("n_ctx") or meta.get("n_ctx_train"))
+        meta = listed[self.model]
+        known = positive_int(meta.get("n_ctx")) or positive_int(meta.get("n_ctx_train"))
+        self.n_ctx = known or DEFAULT_CTX
+        self.n_ctx_known = known is not None
         self.models = ids
         self.load_s = time.perf_counter() - t0
         self.last_stats: Stats | None = None
@@ -118,28 +131,60 @@ class RemoteEngine:
         self._cancel = threading.Event()
         self._prompts = EstimatedPrompts()
 
+    def _models(self) -> dict[str, dict]:
+        """The server's models (``GET /models``): id -> its ``meta`` (llama.cpp's servers
+        and edgechat's say the context there), each checked: it is a stranger's JSON."""
+        reply = self._http.get(self.url + "/models")
+        if reply.status_code in (401, 403):
+            raise self._refused_key()
+        if reply.status_code == 404:
+            raise EdgechatError(
+                f"{self.url} does not answer as an OpenAI-compatible API; give its /v1 address"
+            )
+        if reply.status_code >= 400:
+            raise EdgechatError(
+                f"the server at {self.where} answered {reply.status_code}: {shown(reply.text)}"
+            )
+        data = reply.json()
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise BadReply(f"the server at {self.where} sent no list of models ({shown(data, 80)})")
+        out: dict[str, dict] = {}
+        for entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]:
+                meta = entry.get("meta")
+                out.setdefault(entry["id"], meta if isinstance(meta, dict) else {})
+        if not out:
+            raise EdgechatError(f"the server at {self.where} lists no models")
+        return out
+
     # -- errors --------------------------------------------------------------------------
+
+    def _refused_key(self) -> EdgechatError:
+        return EdgechatError(
+            f"the server at {self.where} refused the API key; give the right one with "
+            "--api-key or EDGECHAT_API_KEY"
+        )
 
     def _explain(self, exc) -> EdgechatError:
         o = self._openai
-        if isinstance(exc, o.APIConnectionError):
-            return EdgechatError(
-                f"cannot reach {self.url}: is the server running and the address right?"
-            )
-        if isinstance(exc, o.AuthenticationError):
-            return EdgechatError(
-                f"the server at {self.where} refused the API key; give the right one with "
-                "--api-key or EDGECHAT_API_KEY"
-            )
+        if isinstance(exc, o.AuthenticationError | o.PermissionDeniedError):
+            return self._refused_key()
         if isinstance(exc, o.NotFoundError) and "model" not in str(exc.message).lower():
             return EdgechatError(
                 f"{self.url} does not answer as an OpenAI-compatible API; give its /v1 address"
             )
-        status = getattr(exc, "status_code", None)
-        if status == 413 or "context" in str(getattr(exc, "message", "")).lower():
-            return ContextOverflow(f"the server says the text is too long: {exc.message}")
-        detail = getattr(exc, "message", None) or type(exc).__name__
-        return EdgechatError(f"the server at {self.where} answered: {detail}")
+        if isinstance(exc, o.APIStatusError):
+            message = shown(getattr(exc, "message", None) or type(exc).__name__)
+            if exc.status_code == 413 or "context" in message.lower():
+                return ContextOverflow(f"the server says the text is too long: {message}")
+            return EdgechatError(f"the server at {self.where} answered: {message}")
+        said = explain(exc, self.where)
+        if said is not None:
+            return said
+        if isinstance(exc, o.APIError):
+            return EdgechatError(f"the server at {self.where} failed: {shown(exc.message)}")
+        raise exc
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -156,6 +201,7 @@ class RemoteEngine:
 
     def close(self) -> None:
         self._client.close()
+        self._http.close()
 
     def __enter__(self) -> RemoteEngine:
         return self
@@ -236,41 +282,41 @@ class RemoteEngine:
         if s.seed != RANDOM_SEED:
             args["seed"] = s.seed
         t0 = t_first = t_last = time.perf_counter()
-        n_chunks, finish, use = 0, "cancelled", None
+        n_chunks, finish, use = 0, None, None
         stream = None
         try:
-            try:
-                api = self._client.chat.completions if chat else self._client.completions
-                stream = api.create(**args)
-            except self._openai.APIError as exc:
-                raise self._explain(exc) from None
-            try:
-                for chunk in stream:
-                    if chunk.usage is not None:
-                        use = chunk.usage
-                    for choice in chunk.choices:
-                        if chat:
-                            text = choice.delta.content if choice.delta else None
-                        else:
-                            text = choice.text
-                        if text:
-                            n_chunks += 1
-                            t_last = time.perf_counter()
-                            if n_chunks == 1:
-                                t_first = t_last
-                            yield text
-                        if choice.finish_reason:
-                            finish = "length" if choice.finish_reason == "length" else "stop"
-                    if self._cancel.is_set():
-                        finish = "cancelled"
-                        break
-            except self._openai.APIError as exc:
-                raise self._explain(exc) from None
+            api = self._client.chat.completions if chat else self._client.completions
+            stream = api.create(**args)
+            for chunk in stream:
+                use = getattr(chunk, "usage", None) or use
+                for text, reason in self._pieces(chunk, chat):
+                    if text:
+                        n_chunks += 1
+                        t_last = time.perf_counter()
+                        if n_chunks == 1:
+                            t_first = t_last
+                        yield text
+                    if reason:
+                        finish = "length" if reason == "length" else "stop"
+                if self._cancel.is_set():
+                    finish = "cancelled"
+                    break
+            if finish is None:
+                finish = "cut"
+                raise self._cut(n_chunks)
+        except GeneratorExit:
+            raise
+        except EdgechatError:
+            finish = "cut"
+            raise
+        except Exception as exc:
+            finish = "cut"
+            raise self._explain(exc) from None
         finally:
             if stream is not None:
                 stream.close()
-            prompt = use.prompt_tokens if use else estimate
-            gen = use.completion_tokens if use else n_chunks
+            prompt = positive_int(getattr(use, "prompt_tokens", None)) or estimate
+            gen = positive_int(getattr(use, "completion_tokens", None)) or n_chunks
             self.n_ctx_used = prompt + gen
             self.last_stats = Stats(
                 load_s=self.load_s,
@@ -282,18 +328,46 @@ class RemoteEngine:
                 ttft_s=(t_first - t0) if n_chunks else 0.0,
                 n_ctx_used=self.n_ctx_used,
                 n_ctx=self.n_ctx,
-                finish=finish,
+                finish=finish or "cancelled",  # None: the reader stopped early
                 dropped_messages=dropped,
             )
+
+    def _pieces(self, chunk, chat: bool) -> Iterator[tuple[str | None, str | None]]:
+        """(text, finish reason) of each choice of a streamed chunk, its shape checked:
+        the client builds chunks from the server's JSON without checking them."""
+        choices = getattr(chunk, "choices", None)
+        if not isinstance(choices, list):
+            raise BadReply(f"the server at {self.where} sent a chunk without a list of choices")
+        for choice in choices:
+            if chat:
+                delta = getattr(choice, "delta", None)
+                text = getattr(delta, "content", None) if delta is not None else None
+            else:
+                text = getattr(choice, "text", None)
+            reason = getattr(choice, "finish_reason", None)
+            if not isinstance(text, str | None) or not isinstance(reason, str | None):
+                raise BadReply(f"the server at {self.where} sent a chunk of the wrong shape")
+            yield text, reason
+
+    def _cut(self, n_chunks: int) -> ReplyCut:
+        """The stream ended without saying the reply was complete."""
+        if not n_chunks:
+            return ReplyCut(
+                f"the server at {self.where} ended its answer without a reply in it (not a "
+                "stream the API sends)"
+            )
+        return ReplyCut(
+            f"the server at {self.where} stopped before the end of the reply: what came is partial"
+        )
 
 
 def open_remote(url: str, model: str | None = None, api_key: str | None = None) -> RemoteEngine:
     """The engine for the server at ``url``: Ollama's own API when the address names no
     path (``http://HOST:11434``) and the server answers Ollama's /api/version there, else
     the OpenAI-compatible API (at /v1 unless the address names another path)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme in ("http", "https") and parts.netloc and not parts.path.strip("/"):
-        root = f"{parts.scheme}://{parts.netloc}"
+    scheme, where, path = check_url(url)
+    if not path.strip("/"):
+        root = f"{scheme}://{where}"
         if speaks_ollama(root, api_key):
             from edgechat.llama.remote_ollama import OllamaEngine
 
@@ -301,15 +375,15 @@ def open_remote(url: str, model: str | None = None, api_key: str | None = None) 
     return RemoteEngine(url, model, api_key)
 
 
-def speaks_ollama(root: str, api_key: str | None = None, timeout: float = 5.0) -> bool:
-    """Whether the server at ``root`` answers Ollama's /api/version."""
-    import json
-    import urllib.request
+def speaks_ollama(root: str, api_key: str | None = None) -> bool:
+    """Whether the server at ``root`` answers Ollama's /api/version (under the one
+    policy of remote_http.py: a redirect or a web page is not an answer)."""
+    import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    where = check_url(root)[1]
     try:
-        req = urllib.request.Request(root + "/api/version", headers=headers)
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return "version" in json.loads(r.read(65536))
-    except (OSError, ValueError, AttributeError, TypeError):
+        with httpx.Client(**options(where, api_key, PROBE_TIMEOUT_S)) as http:
+            data = http.get(root + "/api/version").json()
+    except (EdgechatError, httpx.HTTPError, ValueError, RecursionError):
         return False
+    return isinstance(data, dict) and isinstance(data.get("version"), str)

@@ -18,16 +18,24 @@ from collections.abc import Iterator
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.limits import RANDOM_SEED
 from edgechat.llama.remote import DEFAULT_CTX, EstimatedPrompts, RemoteEngine, base_url
+from edgechat.llama.remote_http import (
+    BadReply,
+    check_url,
+    explain,
+    options,
+    positive_int,
+    shown,
+)
 from edgechat.llama.reply import Stats
 from edgechat.planning.plan import Sampling
 
 
-def _num_ctx(parameters: str | None) -> int | None:
+def _num_ctx(parameters) -> int | None:
     """``num_ctx`` from /api/show's parameters text (``num_ctx    4096`` lines)."""
-    for line in (parameters or "").splitlines():
+    for line in (parameters if isinstance(parameters, str) else "").splitlines():
         key, _, value = line.partition(" ")
         if key == "num_ctx" and value.strip().isdigit():
-            return int(value.strip())
+            return positive_int(int(value.strip()))
     return None
 
 
@@ -37,7 +45,7 @@ class OllamaEngine(RemoteEngine):
     api = "ollama"
 
     def __init__(  # noqa: D107 - the OpenAI engine's setup does not apply: no super()
-        self, url: str, model: str | None = None, api_key: str | None = None, timeout: float = 600
+        self, url: str, model: str | None = None, api_key: str | None = None
     ) -> None:
         try:
             import ollama
@@ -47,29 +55,36 @@ class OllamaEngine(RemoteEngine):
             ) from None
         self._ollama = ollama
         self.url = base_url(url).removesuffix("/v1")
-        self.where = self.url.split("://", 1)[1]
+        self.where = check_url(self.url)[1]
         t0 = time.perf_counter()
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self._client = ollama.Client(host=self.url, timeout=timeout, headers=headers)
+        self._client = ollama.Client(host=self.url, **options(self.where, api_key))
+        self._http = self._client._client  # the httpx client, closed with the engine
         try:
-            listed = [m.model for m in self._client.list().models]
-            running = {m.model: m.context_length for m in self._client.ps().models}
+            listed = [m.model for m in self._client.list().models if isinstance(m.model, str)]
+            running = {m.model: positive_int(m.context_length) for m in self._client.ps().models}
         except Exception as exc:
+            self._http.close()
             raise self._explain(exc) from None
         if not listed:
-            raise EdgechatError(f"the Ollama server at {self.url} has no models; pull one there")
+            self._http.close()
+            raise EdgechatError(f"the Ollama server at {self.where} has no models; pull one there")
         names = {n: n for n in listed} | {n.removesuffix(":latest"): n for n in listed}
         if model is not None and model not in names:
+            self._http.close()
             raise EdgechatError(
-                f"the server at {self.url} has no model {model!r}; it has: {', '.join(listed)}"
+                f"the server at {self.where} has no model '{shown(model)}'; it has: "
+                + shown(", ".join(listed))
             )
-        self.model = names[model] if model else next(iter(running), listed[0])
+        self.model = (
+            names[model] if model else next(iter(n for n in running if n in names), listed[0])
+        )
         try:
-            shown = _num_ctx(self._client.show(self.model).parameters)
+            shown_ctx = _num_ctx(self._client.show(self.model).parameters)
         except Exception as exc:
+            self._http.close()
             raise self._explain(exc) from None
-        known = shown or running.get(self.model)
-        self.n_ctx = int(known or DEFAULT_CTX)  # sent with every request, so it is the one
+        known = shown_ctx or running.get(self.model)
+        self.n_ctx = known or DEFAULT_CTX  # sent with every request, so it is the one
         self.n_ctx_known = bool(known)
         self.models = listed
         self.load_s = time.perf_counter() - t0
@@ -79,18 +94,17 @@ class OllamaEngine(RemoteEngine):
         self._prompts = EstimatedPrompts()
 
     def _explain(self, exc) -> EdgechatError:
-        if isinstance(exc, ConnectionError):
-            return EdgechatError(f"cannot reach {self.url}: is the server running there?")
         if isinstance(exc, self._ollama.ResponseError):
-            if exc.status_code == 401:
-                return EdgechatError(
-                    f"the server at {self.where} refused the API key; give the right one with "
-                    "--api-key or EDGECHAT_API_KEY"
-                )
-            if "context" in exc.error.lower():
-                return ContextOverflow(f"the server says the text is too long: {exc.error}")
-            return EdgechatError(f"the server at {self.where} answered: {exc.error}")
-        return EdgechatError(f"the server at {self.where} failed: {exc}")
+            if exc.status_code in (401, 403):
+                return self._refused_key()
+            error = shown(exc.error)
+            if "context" in error.lower():
+                return ContextOverflow(f"the server says the text is too long: {error}")
+            return EdgechatError(f"the server at {self.where} answered: {error}")
+        said = explain(exc, self.where)
+        if said is not None:
+            return said
+        raise exc
 
     def info(self) -> dict:
         return {**super().info(), "api": self.api}
@@ -110,55 +124,72 @@ class OllamaEngine(RemoteEngine):
             options["seed"] = s.seed
         chat = "messages" in what
         t0 = t_first = t_last = time.perf_counter()
-        n_chunks, finish, last = 0, "cancelled", None
+        n_chunks, finish, last = 0, None, None
         stream = None
         try:
-            try:
-                if chat:
-                    stream = self._client.chat(
-                        self.model, messages=what["messages"], options=options, stream=True
-                    )
-                else:
-                    stream = self._client.generate(
-                        self.model, what["prompt"], raw=True, options=options, stream=True
-                    )
-                for part in stream:
-                    text = part.message.content if chat else part.response
-                    if text:
-                        n_chunks += 1
-                        t_last = time.perf_counter()
-                        if n_chunks == 1:
-                            t_first = t_last
-                        yield text
-                    if part.done:
-                        last = part
-                        finish = "length" if part.done_reason == "length" else "stop"
-                    if self._cancel.is_set():
-                        finish = "cancelled"
-                        break
-            except (ConnectionError, self._ollama.ResponseError) as exc:
-                raise self._explain(exc) from None
+            if chat:
+                stream = self._client.chat(
+                    self.model, messages=what["messages"], options=options, stream=True
+                )
+            else:
+                stream = self._client.generate(
+                    self.model, what["prompt"], raw=True, options=options, stream=True
+                )
+            for part in stream:
+                text = part.message.content if chat else part.response
+                if not isinstance(text, str | None):
+                    raise BadReply(f"the server at {self.where} sent a part of the wrong shape")
+                if text:
+                    n_chunks += 1
+                    t_last = time.perf_counter()
+                    if n_chunks == 1:
+                        t_first = t_last
+                    yield text
+                if part.done:
+                    last = part
+                    finish = "length" if part.done_reason == "length" else "stop"
+                if self._cancel.is_set():
+                    finish = "cancelled"
+                    break
+            if finish is None:
+                finish = "cut"
+                raise self._cut(n_chunks)
+        except GeneratorExit:
+            raise
+        except EdgechatError:
+            finish = "cut"
+            raise
+        except Exception as exc:
+            finish = "cut"
+            raise self._explain(exc) from None
         finally:
             if stream is not None:
                 stream.close()
+            finish = finish or "cancelled"  # None: the reader stopped early
             self._record(last, estimate, n_chunks, t0, t_first, t_last, finish, dropped)
 
     def _record(self, last, estimate, n_chunks, t0, t_first, t_last, finish, dropped) -> None:
         """The reply's Stats: the server's own counts and times where it sent them."""
-        evaluated = last.prompt_eval_count if last and last.prompt_eval_count else estimate
-        gen = last.eval_count if last and last.eval_count else n_chunks
+        evaluated = positive_int(getattr(last, "prompt_eval_count", None)) or estimate
+        gen = positive_int(getattr(last, "eval_count", None)) or n_chunks
         prompt = max(estimate, evaluated)  # the API counts only what it evaluated
         self.n_ctx_used = prompt + gen
         self.last_stats = Stats(
             load_s=self.load_s,
             prompt_tokens=prompt,
             prompt_eval_tokens=evaluated,
-            prompt_s=(last.prompt_eval_duration or 0) / 1e9 if last else t_first - t0,
+            prompt_s=_seconds(last, "prompt_eval_duration", t_first - t0),
             gen_tokens=gen,
-            gen_s=(last.eval_duration or 0) / 1e9 if last else t_last - t_first,
+            gen_s=_seconds(last, "eval_duration", t_last - t_first),
             ttft_s=(t_first - t0) if n_chunks else 0.0,
             n_ctx_used=self.n_ctx_used,
             n_ctx=self.n_ctx,
             finish=finish,
             dropped_messages=dropped,
         )
+
+
+def _seconds(last, field: str, measured: float) -> float:
+    """A duration the server sent (nanoseconds), else the one measured here."""
+    value = positive_int(getattr(last, field, None), 1 << 62)
+    return value / 1e9 if value else measured

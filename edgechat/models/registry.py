@@ -58,14 +58,20 @@ def records() -> dict[str, dict]:
     A model is written here only once its files are complete and verified, so what
     is listed is usable.
     """
+    from edgechat.paths import home_fix, os_problem, shown
+
     try:
         data = json.loads(_registry_file().read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, RecursionError) as e:
+    except OSError as e:  # a symlink loop, a name too long, /proc: the folder, not the file
+        raise EdgechatError(
+            f"cannot read {shown(_registry_file())}: {os_problem(e)}; {home_fix()}"
+        ) from None
+    except (ValueError, RecursionError) as e:
         why = "it nests too deeply" if isinstance(e, RecursionError) else e
         raise EdgechatError(
-            f"{_registry_file()} is damaged ({why}); move it aside and pull or import again"
+            f"{shown(_registry_file())} is damaged ({why}); move it aside and pull or import again"
         ) from None
     bad = _shape_problem(data)
     if bad:
@@ -289,6 +295,9 @@ def resolve(model: str | None, default_model: str = "", what: str = "--model") -
     for model_id, file in installed().items():
         if model_id.lower() == wanted.lower():
             return file
+    named = by_name(wanted)
+    if named is not None:
+        return named
     if wanted.lower() in STARTER_ALIASES:
         starter = starter_model_path()
         if starter is None:
@@ -322,6 +331,38 @@ def _not_installed(wanted: str, source: str) -> str:
         f"{', '.join(ids) or 'none'}. To get another: {starter}`edgechat models pull ID` "
         "(`edgechat recommend` suggests some), or pass a GGUF file's path"
     )
+
+
+def _names(model_id: str, record: dict) -> set[str]:
+    """What else a user may call an installed model: its id without the quant (``smol``
+    for ``smol:Q4_1``), and the name it has in the tool it was imported from (Ollama's
+    ``smol``, ``smol:latest``, ``registry.ollama.ai/library/smol:latest``)."""
+    names = {model_id.split(":", 1)[0].lower()}
+    store_name = record.get("store_name")
+    if isinstance(store_name, str) and store_name:
+        names.add(store_name.lower())
+        if record.get("source") == "ollama":
+            from edgechat.models.ollama import canonical, short_name
+
+            host, namespace, model, tag = canonical(store_name)
+            names |= {f"{host}/{namespace}/{model}:{tag}", short_name(host, namespace, model, tag)}
+            if tag == "latest":
+                names.add(short_name(host, namespace, model, tag).removesuffix(":latest"))
+    return names
+
+
+def by_name(wanted: str) -> Path | None:
+    """The installed model ``wanted`` names by another of its names (``_names``), when
+    exactly one has it; several: ModelNotFound saying which to choose."""
+    text = wanted.strip().lower()
+    hits = {}
+    for model_id, record in records().items():
+        path = Path(record.get("path", ""))
+        if os.path.isfile(path) and text in _names(model_id, record):
+            hits[model_id] = path
+    if len(hits) > 1:
+        raise ModelNotFound(f"'{wanted}' names {', '.join(sorted(hits))}: give the whole id")
+    return next(iter(hits.values()), None)
 
 
 @dataclass(frozen=True)

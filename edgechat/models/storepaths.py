@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from edgechat.errors import EdgechatError
+
 
 def _env_path(name: str) -> Path | None:
     """A folder from the environment, read as the tools do (quotes and spaces trimmed)."""
@@ -37,21 +39,29 @@ def lmstudio_roots() -> list[Path]:
     home = Path.home()
     lm_home = home / ".lmstudio"
     try:
-        pointer = (home / ".lmstudio-home-pointer").read_text(encoding="utf-8").strip()
+        pointer = _small(home / ".lmstudio-home-pointer").strip()
         if pointer:
             lm_home = Path(pointer).expanduser()
-    except (OSError, UnicodeDecodeError):
+    except (OSError, ValueError, EdgechatError):
         pass
     roots = []
     try:
-        settings = json.loads((lm_home / "settings.json").read_text(encoding="utf-8"))
+        settings = json.loads(_small(lm_home / "settings.json"))
         folder = settings.get("downloadsFolder") if isinstance(settings, dict) else None
         if isinstance(folder, str) and folder.strip():
             roots.append(Path(folder).expanduser())
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError, RecursionError, EdgechatError):
         pass
     roots += [lm_home / "models", home / ".cache" / "lm-studio" / "models"]
     return roots
+
+
+def _small(path: Path) -> str:
+    """Another tool's settings file: a regular file of at most a megabyte (never a pipe
+    or a device), as text."""
+    from edgechat.paths import read_user_file
+
+    return read_user_file(path, 1 << 20, EdgechatError).decode("utf-8")
 
 
 def llamacpp_root() -> Path:

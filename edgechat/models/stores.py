@@ -86,11 +86,14 @@ class Found:
 
 
 def is_gguf(path: Path) -> bool:
-    """Does the file start with GGUF's magic? (Ollama's blobs carry no extension.)"""
+    """Is it a regular file that starts with GGUF's magic? (Ollama's blobs carry no
+    extension.) A pipe or a device is not, and is never waited on or read."""
+    from edgechat.paths import open_user_file
+
     try:
-        with path.open("rb") as fh:
+        with open_user_file(path, EdgechatError) as fh:
             return fh.read(4) == b"GGUF"
-    except OSError:
+    except (EdgechatError, OSError):
         return False
 
 
@@ -102,18 +105,25 @@ def _size(path: Path) -> int:
 
 
 def walk(root: Path, skip: re.Pattern[str] | None = None) -> Iterator[tuple[Path, list[str]]]:
-    """(folder, file names) under ``root``, following links to folders (LM Studio users
-    link model folders in) without looping; folders named like ``skip`` are left out."""
+    """(folder, file names) under ``root``, following links to folders only while they
+    stay in the store (``/proc/<pid>/cwd`` is a way out to the whole disk) and without
+    looping; folders named like ``skip`` are left out."""
     seen: set[tuple[int, int]] = set()
+    try:
+        inside = root.resolve()
+    except (OSError, RuntimeError):
+        return
     for folder, dirs, files in os.walk(root, followlinks=True):
         here = Path(folder)
         try:
             st = here.stat()
-        except OSError:
+            real = here.resolve()
+        except (OSError, RuntimeError):
             dirs[:] = []
             continue
         depth = len(here.relative_to(root).parts)
-        if (st.st_dev, st.st_ino) in seen or depth > _MAX_DEPTH:
+        out = real != inside and inside not in real.parents
+        if (st.st_dev, st.st_ino) in seen or depth > _MAX_DEPTH or out:
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
@@ -179,15 +189,22 @@ def _weights_folder(store: str, root: Path, folder: Path, names: list[str]) -> l
     return [Found(store, name, weights[0], tuple(weights), size, False, None, why)]
 
 
+# The kernel's own trees: folders to read from, never a store of models.
+_PSEUDO = tuple(Path(p) for p in ("/proc", "/sys", "/dev"))
+
+
 def _existing(roots: list[Path]) -> list[Path]:
-    """The roots that are folders, each once (two names for one folder count once)."""
+    """The roots that are folders, each once (two names for one folder count once), and
+    none in the kernel's trees (LLAMA_CACHE=/proc names no store)."""
     out, seen = [], set()
     for root in roots:
         try:
             if not root.is_dir():
                 continue
             real = root.resolve()
-        except OSError:
+        except (OSError, RuntimeError):
+            continue
+        if any(real == p or p in real.parents for p in _PSEUDO):
             continue
         if real not in seen:
             seen.add(real)
@@ -264,6 +281,10 @@ def find(store: str, name: str) -> Found:
     or cannot be run."""
     if store not in STORES:
         raise EdgechatError(f"unknown store '{store}'; choose one of {', '.join(STORES)}")
+    if not name.strip():
+        raise EdgechatError(
+            f"give the name of a model in {STORES[store]}: `edgechat models list --all` lists them"
+        )
     every = _READERS[store]()
     hits = _matches(store, name, every)
     if len(hits) > 1:

@@ -69,7 +69,7 @@ def guarded(method):
 def open_db(path: Path, schema: Schema) -> tuple[sqlite3.Connection, str | None]:
     """A connection with the schema in place, and a notice when the old file was damaged.
     ``schema``: a script, or a function that brings the database up to date."""
-    from edgechat.paths import ensure_private_dir
+    from edgechat.paths import ensure_private_dir, folder_problem, home_fix, os_problem, shown
 
     try:
         ensure_private_dir(path.parent)
@@ -80,11 +80,19 @@ def open_db(path: Path, schema: Schema) -> tuple[sqlite3.Connection, str | None]
         ) from None
     except PermissionError:
         raise StoreError(
-            f"cannot create {path.parent}: permission denied; fix that folder's permissions "
-            "or set EDGECHAT_HOME to a folder you can write"
+            f"cannot create {shown(path.parent)}: permission denied; fix that folder's "
+            "permissions or set EDGECHAT_HOME to a folder you can write"
         ) from None
-    if path.exists() and not path.is_file():
-        raise StoreError(f"{path} is not a file; move it aside and start edgechat again")
+    except OSError as exc:  # /proc, a symlink loop, a name too long, a read-only disk ...
+        why = folder_problem(path.parent) or os_problem(exc)
+        raise StoreError(
+            f"cannot keep conversations in {shown(path.parent)}: {why}; {home_fix()}"
+        ) from None
+    try:
+        if os.path.lexists(path) and not path.is_file():
+            raise StoreError(f"{shown(path)} is not a file; move it aside and start edgechat again")
+    except OSError as exc:
+        raise StoreError(f"cannot use {shown(path)}: {os_problem(exc)}; {home_fix()}") from None
     try:
         return _connect(path, schema), None
     except sqlite3.DatabaseError as exc:
