@@ -113,6 +113,7 @@ class Engine:
             self.vocab.bos_text(),
             self.vocab.eos_text(),
             self.tokenize,
+            self.vocab.longest if self.vocab.keeps_text else None,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -233,19 +234,21 @@ class Engine:
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
 
     def chat_tokens(
-        self, messages: Sequence[Message], sampling: Sampling, drop_oldest: bool, n_ctx: int = 0
+        self, messages: Sequence[Message], sampling: Sampling, drop_oldest, n_ctx=0, cancel=None
     ) -> tuple[list[int], int]:
         """The prompt of a chat reply with room for it in ``n_ctx`` (0, or more than the
         context: the context), and how many of the oldest turns made way for it."""
         n_ctx = min(n_ctx or self.n_ctx, self.n_ctx)
         reserve = reply_reserve(sampling.max_tokens, n_ctx)
         if drop_oldest:
-            _, dropped, tokens = self._prompts.fit(messages, reserve, n_ctx)
+            _, dropped, tokens = self._prompts.fit(messages, reserve, n_ctx, cancel)
             return tokens, dropped
-        return self._prompts.whole(messages, reserve, n_ctx, self.n_ctx_train), 0
+        return self._prompts.whole(messages, reserve, n_ctx, self.n_ctx_train, cancel), 0
 
     def completion_tokens(self, prompt: str, sampling: Sampling, n_ctx: int = 0) -> list[int]:
         """Raw ``prompt`` text as tokens (no chat template), when it leaves room for a reply."""
+        n = min(n_ctx or self.n_ctx, self.n_ctx)
+        self._prompts.check_size(prompt, reply_reserve(sampling.max_tokens, n), n)
         tokens = self.tokenize(prompt, add_special=True, parse_special=False)
         self._check_room(tokens, sampling, "the prompt", "the answer", "", n_ctx)
         return tokens

@@ -72,6 +72,9 @@ class EstimatedPrompts(Prompts):
             out += ["<m>"] * _PER_MESSAGE + estimate_tokens(m.get("content") or "")
         return out
 
+    def measure(self, message: Message, cap: int) -> int:
+        return len(self.tokens([message]))
+
 
 class RemoteEngine:
     """A model on another machine, reached over HTTP (a ``ChatEngine``, see
