@@ -1,14 +1,23 @@
 """The llama thread of the server: one engine, one thread, its sequences as slots, and a
 bounded queue of requests waiting for a slot.
 
-Every llama.cpp call (load, tokenize, decode, close) runs on this one thread: llama.cpp's
-OpenMP thread team belongs to the thread that calls it, and generating from a second
-thread makes a second team that fights the first for the cores (60-70 % speed on two
-cores). The thread admits waiting requests into free slots, then advances every slot
-by one decode (llama/batch.py), and between two steps frees the slots of clients that
-left. A full queue refuses at once, so a burst gets a clear "come back later" instead
-of piling up. Each request gets its events (start, text, end, error) through a
+Every llama.cpp call that computes (load, decode, close) runs on this one thread:
+llama.cpp's OpenMP thread team belongs to the thread that calls it, and generating from
+a second thread makes a second team that fights the first for the cores (60-70 % speed
+on two cores). The thread admits waiting requests into free slots, then advances every
+slot by one decode (llama/batch.py), and between two steps frees the slots of clients
+that left. A full queue refuses at once, so a burst gets a clear "come back later"
+instead of piling up. Each request gets its events (start, text, end, error) through a
 callback the async side supplies.
+
+A request's prompt is built before it waits for a slot, once, on the worker's prompt
+thread: the chat template rendered, the text tokenized, old turns dropped to fit, every
+token a client sent checked against the vocabulary. llama.cpp's tokenizer only reads the
+model (llama-server tokenizes in its HTTP threads while it decodes), and the tokenizing
+runs without the GIL, so a long prompt costs its sender time, not the other streams:
+a 30 MB prompt or a chat of a thousand turns no longer stops every reply while it is
+read. Each prompt has a budget: a text certainly too long for the context is refused
+by its size before it is tokenized, and the template's renders share a few seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from dataclasses import dataclass, field
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.planning.plan import Sampling
+from edgechat.serve.prepare import build_prompt
 from edgechat.serve.protocol import ApiError
 
 FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "cancelled"}
@@ -39,7 +49,8 @@ class Job:
 
     ``prefix``: tokens the prompt continues (Ollama's ``context``); ``drop_oldest``: old
     turns make way when the chat outgrows the context (Ollama's rule) instead of a 413;
-    ``n_ctx``: a smaller context for this request (0: the slot's).
+    ``n_ctx``: a smaller context for this request (0: the slot's); ``owner``: whose
+    cache it may reuse (llama/batch.py; "" for every request that gives none).
     """
 
     sampling: Sampling
@@ -50,6 +61,7 @@ class Job:
     prefix: list[int] = field(default_factory=list)
     drop_oldest: bool = False
     n_ctx: int = 0
+    owner: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
     t_request: float = field(default_factory=time.perf_counter)
     seq: int = -1  # its slot while it runs
@@ -65,10 +77,13 @@ class LlamaWorker:
     def __init__(self, load: Callable[[], object], queue_size: int = 32) -> None:
         self._load = load
         self.queue_size = queue_size
-        self._waiting: collections.deque[Job] = collections.deque()
+        self._preparing: collections.deque[Job] = collections.deque()  # prompts to build
+        self._waiting: collections.deque[Job] = collections.deque()  # built, for a slot
         self._active: dict[int, Job] = {}  # slot -> job
         self._leaving: list[Job] = []  # running jobs whose clients left: freed between steps
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the llama thread waits on it
+        self._prep = threading.Condition(lock)  # the prompt thread waits on it
         self._stopping = False
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
@@ -83,6 +98,7 @@ class LlamaWorker:
         # courier wakes the event loop there, once for all the step's events.
         self.on_step: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="llama", daemon=True)
+        self._prompts = threading.Thread(target=self._prepare, name="prompts", daemon=True)
 
     # -- lifecycle (any thread) ---------------------------------------------------------
 
@@ -98,14 +114,18 @@ class LlamaWorker:
         """Refuse what waits, stop what runs, close the engine on its own thread."""
         self.interrupt()
         self._thread.join(timeout)
+        if self._prompts.is_alive():
+            self._prompts.join(timeout)
 
     def interrupt(self) -> None:
         """Stop generating now (Ctrl-C): what runs ends, what waits is refused."""
         with self._cond:
-            waiting = list(self._waiting)
+            waiting = [*self._preparing, *self._waiting]
+            self._preparing.clear()
             self._waiting.clear()
             self._stopping = True
             self._cond.notify_all()
+            self._prep.notify_all()
         for job in waiting:
             job.emit(("error", ApiError(503, "the server is shutting down", "shutting_down")))
 
@@ -115,23 +135,26 @@ class LlamaWorker:
         with self._cond:
             if self._stopping:
                 raise ApiError(503, "the server is shutting down", "shutting_down")
-            if len(self._waiting) >= self.queue_size + self._free:
+            queued = len(self._waiting) + len(self._preparing)
+            if queued >= self.queue_size + self._free:
                 self.counts["refused"] += 1
-                ahead = len(self._waiting) + 1
                 each = self._mean_s / max(1, self.slots)
-                raise QueueFull(max(1, min(60, math.ceil(each * ahead))))
-            self._waiting.append(job)
-            self._cond.notify()
+                raise QueueFull(max(1, min(60, math.ceil(each * (queued + 1)))))
+            self._preparing.append(job)
+            self._prep.notify()
 
     def cancel(self, job: Job) -> None:
         """The client went away: drop the job, or free its slot before the next step."""
         with self._cond:
             job.cancelled.set()
-            if job in self._waiting:
-                self._waiting.remove(job)
+            for queue in (self._preparing, self._waiting):
+                if job not in queue:
+                    continue
+                queue.remove(job)
                 self.counts["cancelled"] += 1
                 job.emit(("end", "cancelled", None))  # its request stops waiting too
-            elif self._active.get(job.seq) is job:
+                return
+            if self._active.get(job.seq) is job:
                 self._leaving.append(job)
                 self._cond.notify()
 
@@ -142,7 +165,7 @@ class LlamaWorker:
                 "active": len(self._active),
                 "peak_active": self.peak,
                 "slots": self.slots,
-                "waiting": len(self._waiting),
+                "waiting": len(self._waiting) + len(self._preparing),
                 "queue_size": self.queue_size,
                 **self.counts,
             }
@@ -161,6 +184,7 @@ class LlamaWorker:
             self._ready.set()
             return
         self.slots = self._free = len(batcher.slots)
+        self._prompts.start()
         self._ready.set()
         try:
             while True:
@@ -227,21 +251,41 @@ class LlamaWorker:
         with self._cond:
             self.counts[what] += 1
 
-    def _prompt(self, job: Job) -> tuple[list[int], int]:
-        """The job's prompt as tokens that leave room for the reply, and how many old
-        turns made way; raises ContextOverflow when it cannot fit."""
-        engine = self.engine
-        if job.messages is not None:
-            tokens, dropped = engine.chat_tokens(
-                job.messages, job.sampling, job.drop_oldest, job.n_ctx
-            )
-        else:
-            tokens, dropped = engine.completion_tokens(job.prompt or "", job.sampling), 0
-        if job.prefix:  # the conversation so far, then this turn (without a second BOS)
-            bos = engine._lc.llama_vocab_bos(engine._vocab)
-            tokens = [*job.prefix, *(tokens[1:] if tokens[:1] == [bos] else tokens)]
-            engine._check_room(tokens, job.sampling, "the context and prompt", "the answer", "")
-        return tokens, dropped
+    # -- the prompt thread ----------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Build each queued request's prompt, oldest first, and hand it to the llama
+        thread; a request whose prompt is refused ends here with its error."""
+        while True:
+            with self._cond:
+                while not (self._preparing or self._stopping):
+                    self._prep.wait()
+                if self._stopping:
+                    return
+                job = self._preparing.popleft()
+            error = None
+            if not job.cancelled.is_set():
+                try:
+                    job.tokens, job.sampling, job.dropped = build_prompt(self.engine, job)
+                except ContextOverflow as exc:
+                    error = ApiError(413, str(exc), "context_length_exceeded")
+                except ApiError as exc:
+                    error = exc
+                except EdgechatError as exc:
+                    error = ApiError(400, str(exc), "invalid_request")
+                except Exception as exc:  # a bug must fail one request, not the server
+                    self._internal(job, exc)
+                    continue
+            with self._cond:
+                if job.cancelled.is_set():  # its client left (a render it stopped says so)
+                    error = None
+                elif error is None:
+                    self._waiting.append(job)
+                    self._cond.notify()
+                    continue
+                self.counts["cancelled" if error is None else "failed"] += 1
+            job.failed = error is not None
+            job.emit(("error", error) if error else ("end", "cancelled", None))
 
     def _start(self, batcher, job: Job) -> bool:
         """Build the job's prompt and give it a slot; False when it must wait."""
@@ -251,18 +295,6 @@ class LlamaWorker:
             self._count("cancelled")
             job.emit(("end", "cancelled", None))
             return True
-        if not job.tokens:
-            try:
-                job.tokens, dropped = self._prompt(job)
-            except ContextOverflow as exc:
-                self._count("failed")
-                job.emit(("error", ApiError(413, str(exc), "context_length_exceeded")))
-                return True
-            except EdgechatError as exc:
-                self._count("failed")
-                job.emit(("error", ApiError(400, str(exc), "invalid_request")))
-                return True
-            job.dropped = dropped
 
         parts: list[str] = []
 
@@ -299,6 +331,7 @@ class LlamaWorker:
             job.n_ctx,
             job.dropped,
             job.t_request,
+            job.owner,
         )
         seq = batcher.admit(req)
         if seq is None:
