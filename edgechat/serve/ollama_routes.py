@@ -16,7 +16,15 @@ from starlette.routing import Route
 from edgechat.planning.plan import Sampling
 from edgechat.serve import ollama as o
 from edgechat.serve.protocol import ApiError, ValidationError
-from edgechat.serve.streams import Courier, Events, JobStream, collect, read_json, run_job
+from edgechat.serve.streams import (
+    Courier,
+    Events,
+    JobStream,
+    collect,
+    owner_of,
+    read_json,
+    run_job,
+)
 from edgechat.serve.worker import Job, LlamaWorker
 
 
@@ -99,7 +107,15 @@ def routes(
         events = courier.events()
         messages = [m.as_engine() for m in req.messages]
         # Ollama's rule: the oldest turns make way when a chat outgrows the context.
-        job = Job(sampling, events.emit, messages, stops=stops, drop_oldest=True, n_ctx=n_ctx)
+        job = Job(
+            sampling,
+            events.emit,
+            messages,
+            stops=stops,
+            drop_oldest=True,
+            n_ctx=n_ctx,
+            owner=owner_of(request, req),
+        )
         return await answer(request, req, job, events, chat=True)
 
     async def generate(request: Request) -> Response:
@@ -108,8 +124,11 @@ def routes(
             return loaded(req, chat=False)
         sampling, n_ctx, stops = o.sampling(req.options, defaults, model.context_length)
         events = courier.events()
+        owner = owner_of(request, req)
         if req.raw:
-            job = Job(sampling, events.emit, prompt=req.prompt, stops=stops, n_ctx=n_ctx)
+            job = Job(
+                sampling, events.emit, prompt=req.prompt, stops=stops, n_ctx=n_ctx, owner=owner
+            )
         else:
             job = Job(
                 sampling,
@@ -119,6 +138,7 @@ def routes(
                 prefix=list(req.context or []),
                 n_ctx=n_ctx,
                 want_context=True,
+                owner=owner,
             )
         return await answer(request, req, job, events, chat=False)
 
