@@ -81,6 +81,7 @@ class LlamaWorker:
         self._waiting: collections.deque[Job] = collections.deque()  # built, for a slot
         self._active: dict[int, Job] = {}  # slot -> job
         self._leaving: list[Job] = []  # running jobs whose clients left: freed between steps
+        self._building: Job | None = None  # the job whose prompt is being built
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # the llama thread waits on it
         self._prep = threading.Condition(lock)  # the prompt thread waits on it
@@ -124,6 +125,8 @@ class LlamaWorker:
             self._preparing.clear()
             self._waiting.clear()
             self._stopping = True
+            if self._building is not None:  # stop its template's render
+                self._building.cancelled.set()
             self._cond.notify_all()
             self._prep.notify_all()
         for job in waiting:
@@ -225,7 +228,9 @@ class LlamaWorker:
         finally:
             batcher.cancel_all()
             self.on_step()
-            self.engine.close()
+            self._prompts.join(30)  # it may be tokenizing: the model must outlive that
+            if not self._prompts.is_alive():
+                self.engine.close()
 
     def _requeue(self, jobs: list[Job]) -> None:
         with self._cond:
@@ -262,7 +267,7 @@ class LlamaWorker:
                     self._prep.wait()
                 if self._stopping:
                     return
-                job = self._preparing.popleft()
+                job = self._building = self._preparing.popleft()
             error = None
             if not job.cancelled.is_set():
                 try:
@@ -277,7 +282,10 @@ class LlamaWorker:
                     self._internal(job, exc)
                     continue
             with self._cond:
-                if job.cancelled.is_set():  # its client left (a render it stopped says so)
+                self._building = None
+                if self._stopping:
+                    error = ApiError(503, "the server is shutting down", "shutting_down")
+                elif job.cancelled.is_set():  # its client left (a render it stopped says so)
                     error = None
                 elif error is None:
                     self._waiting.append(job)
