@@ -46,6 +46,15 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool, str]] = {
     "port": ("int", 0, 65535, True, "port (0: any free one)"),
     "parallel": ("int", 1, 64, True, "replies generated at once"),
     "queue": ("int", 1, 100_000, True, "requests that may wait"),
+    # What a client of `serve` may ask for in one request (OpenAI's and Ollama's fields);
+    # the cost of each is bounded, so no request can take the server's memory or time.
+    "api_seed": ("int", -(2**63), 2**64 - 1, True, "sampling seed"),
+    "stops": ("int", 0, 16, True, "stop strings"),
+    "stop_chars": ("int", 1, 256, True, "characters in a stop string"),
+    "repeat_last_n": ("int", -1, MAX_CTX, True, "repeat window in tokens (-1: the context)"),
+    "num_predict": ("int", -2, 131072, True, "longest reply in tokens (-1, -2: the context)"),
+    "num_ctx": ("int", 1, MAX_CTX, True, "context in tokens"),
+    "cache_key": ("int", 1, 1024, True, "characters in a cache key"),
     # The catalog's numbers (models.toml): an entry's, then its arch table's.
     "catalog_params_b": ("float", 0.0, 10_000.0, False, "parameters in billions"),
     "catalog_context": ("int", MIN_CTX, MAX_CTX, True, "trained context in tokens"),

@@ -170,3 +170,62 @@ def test_a_full_cache_makes_the_newest_request_wait(starter_path, alone):
         assert batcher.admit(late.req) is not None
         run(batcher)
         assert late.text == alone[TOPICS[2]]
+
+
+# -- a shared server (issue 30): one reply's failure, one client's cache -------------------
+
+
+def test_a_failed_decode_fails_only_the_reply_it_concerns(engine, alone):
+    """A token the model lacks fails the decode of its whole step. Failed before the fix:
+    every reply of the step ended with "llama.cpp failed while generating (code -1)" and
+    every slot's cache was cleared. Now that reply alone ends; the others read the same
+    tokens again and write what they would alone, and no other cache is touched."""
+    batcher = Batcher(engine)
+    kept = Reply(engine, chat(TOPICS[2]))
+    home = batcher.admit(kept.req)
+    run(batcher)
+    held = list(batcher.slots[home].cached)
+    good = Reply(engine, chat(TOPICS[0]))
+    bad = Reply(engine, chat(TOPICS[1]))
+    bad.req = SeqRequest([*bad.req.tokens[:-1], 99_999_999], GREEDY, bad.parts.append, bad._end)
+    batcher.admit(good.req)
+    batcher.admit(bad.req)
+    run(batcher)
+    assert bad.error is not None and "vocabulary" in str(bad.error) and not bad.parts
+    assert good.error is None and good.text == alone[TOPICS[0]]
+    assert batcher.slots[home].cached == held  # its conversation's cache, untouched
+    follow = Reply(engine, [*chat(TOPICS[2]), {"role": "assistant", "content": kept.text}])
+    assert batcher.admit(follow.req) == home
+    run(batcher)
+    assert follow.stats.prompt_tokens - follow.stats.prompt_eval_tokens >= len(held) - 1
+
+
+def owned(reply: Reply, owner: str) -> Reply:
+    r = reply.req
+    reply.req = SeqRequest(r.tokens, r.sampling, r.on_text, r.on_end, owner=owner)
+    return reply
+
+
+def test_a_cache_is_reused_by_its_owner_only(engine, alone):
+    """Failed before the fix: a second client's guess of another's prompt came from that
+    one's cache, and ``cached_tokens`` (or how soon the reply came) told it it was right."""
+    secret = [{"role": "system", "content": "The code word is heliotrope."}, *chat("owls")]
+    batcher = Batcher(engine)
+    first = owned(Reply(engine, secret), "alice")
+    home = batcher.admit(first.req)
+    run(batcher)
+    guess = owned(Reply(engine, secret), "mallory")  # the right guess, from someone else
+    assert batcher.admit(guess.req) != home
+    run(batcher)
+    assert guess.stats.prompt_eval_tokens == guess.stats.prompt_tokens  # nothing reused
+    assert guess.text == first.text  # and nothing else changes
+    again = owned(Reply(engine, secret), "alice")
+    batcher.admit(again.req)
+    run(batcher)
+    assert again.stats.prompt_eval_tokens == 1  # its own cache (a copy): all but the last
+    taken = [owned(Reply(engine, chat(t)), "mallory") for t in TOPICS]  # every slot ...
+    for r in taken:
+        batcher.admit(r.req)
+    run(batcher)
+    assert [r.text for r in taken] == [alone[t] for t in TOPICS]
+    assert all(s.owner == "mallory" for s in batcher.slots)  # ... alice's start is gone

@@ -26,8 +26,10 @@ KEY = "edgechat-test-key-7f3a9c"
 COUNT = "1, 2, 3, 4,"  # SmolLM2 goes on counting: long, predictable replies
 
 
-def health(url: str) -> dict:
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=10) as r:
+def health(url: str, key: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    req = urllib.request.Request(url.removesuffix("/v1") + "/health", headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
 
@@ -377,6 +379,8 @@ def test_the_key_is_required_and_never_logged(keyed):
     with openai.OpenAI(base_url=keyed.url, api_key=KEY, max_retries=0) as good:
         r = good.completions.create(model=good.models.list().data[0].id, prompt="Hi", max_tokens=2)
         assert r.usage.completion_tokens == 2
+    assert health(keyed.url) == {"status": "ok"}  # without the key: alive, nothing more
+    assert health(keyed.url, KEY)["slots"] == 1  # with it: the model and the counters
     assert "POST /v1/completions" in keyed.log  # requests are logged ...
     assert KEY not in keyed.log and "wrong-key" not in keyed.log  # ... keys are not
 
@@ -405,7 +409,7 @@ def test_a_full_queue_answers_503_with_retry_after(keyed):
                 c.completions.create, model=model, prompt="Hi", max_tokens=3, temperature=0
             )
             deadline = time.monotonic() + 30
-            while health(keyed.url)["waiting"] < 1 and time.monotonic() < deadline:
+            while health(keyed.url, KEY)["waiting"] < 1 and time.monotonic() < deadline:
                 time.sleep(0.02)
             with pytest.raises(openai.APIStatusError) as e:
                 c.completions.create(model=model, prompt="Hi", max_tokens=3)
@@ -413,7 +417,7 @@ def test_a_full_queue_answers_503_with_retry_after(keyed):
             assert int(e.value.response.headers["Retry-After"]) >= 1
             running.close()  # makes room: the waiting request is answered in full
             assert waiting.result(timeout=60).usage.completion_tokens == 3
-    assert health(keyed.url)["refused"] == 1
+    assert health(keyed.url, KEY)["refused"] == 1
 
 
 def test_a_waiting_client_that_leaves_is_dropped_from_the_queue(keyed):
@@ -425,7 +429,7 @@ def test_a_waiting_client_that_leaves_is_dropped_from_the_queue(keyed):
             model=model, prompt=COUNT, max_tokens=1000, temperature=0, stream=True
         )
         next(iter(running))
-        before = health(keyed.url)
+        before = health(keyed.url, KEY)
         body = json.dumps({"model": model, "prompt": "Hi", "max_tokens": 3}).encode()
         host, port = keyed.url.split("//")[1].split("/")[0].split(":")
         with socket.create_connection((host, int(port))) as raw:
@@ -435,13 +439,13 @@ def test_a_waiting_client_that_leaves_is_dropped_from_the_queue(keyed):
                 + body
             )
             deadline = time.monotonic() + 30
-            while health(keyed.url)["waiting"] < 1 and time.monotonic() < deadline:
+            while health(keyed.url, KEY)["waiting"] < 1 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert health(keyed.url)["waiting"] == 1
+            assert health(keyed.url, KEY)["waiting"] == 1
         deadline = time.monotonic() + 30
-        while health(keyed.url)["waiting"] and time.monotonic() < deadline:
+        while health(keyed.url, KEY)["waiting"] and time.monotonic() < deadline:
             time.sleep(0.02)
-        after = health(keyed.url)
+        after = health(keyed.url, KEY)
         assert after["waiting"] == 0 and after["cancelled"] == before["cancelled"] + 1
         assert after["busy"]  # the running reply goes on
         running.close()

@@ -153,7 +153,7 @@ def _gpu_plan(est, n_layers: int) -> str:
 def cmd_estimate(args) -> int:
     from edgechat import config
     from edgechat.facts.device import detect
-    from edgechat.models import registry
+    from edgechat.models.target import locate
     from edgechat.planning.fit import plan_for
     from edgechat.planning.gpu import GPU_RUNTIME, RUNTIME_VARIES
     from edgechat.planning.plan import RunPlan
@@ -161,7 +161,7 @@ def cmd_estimate(args) -> int:
     from edgechat.planning.speed import cpu_bandwidth, tokens_per_second
 
     settings = config.load()
-    target = registry.locate(args.model, settings.default_model, warn=_warn)
+    target = locate(args.model, settings.default_model, warn=_warn)
     if target.source == "file":
         from edgechat.facts.probe import check_loads
 

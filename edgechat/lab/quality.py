@@ -92,7 +92,7 @@ def chunks_of(engine: Engine, text: str, n_ctx: int) -> list[list[int]]:
 
 
 def _check_pair(model: Engine, ref: Engine, n_ctx: int) -> None:
-    if model.n_vocab != ref.n_vocab or model.vocabulary() != ref.vocabulary():
+    if model.n_vocab != ref.n_vocab or model.vocab.texts() != ref.vocab.texts():
         raise EdgechatError(
             "the two models have different vocabularies, so their token distributions cannot "
             "be compared; pick a reference from the same family (another quant of the model)"
@@ -188,7 +188,7 @@ class Reference:
 def _vocabulary_hash(engine: Engine) -> str:
     import hashlib
 
-    return hashlib.sha256("\x00".join(engine.vocabulary()).encode("utf-8", "replace")).hexdigest()
+    return hashlib.sha256("\x00".join(engine.vocab.texts()).encode("utf-8", "replace")).hexdigest()
 
 
 def reference_bytes(n_chunks: int, n_ctx: int, n_vocab: int) -> int:

@@ -11,8 +11,12 @@ prompts that wait, as llama-server does.
   to its slot and evaluates only what is new; other requests take the least recently
   used slot, so each conversation's cache lasts as long as it can, and start from a
   copy of the cache of the slot that holds most of their start.
+- A cache is reused only by requests of its owner (``SeqRequest.owner``: the server
+  keeps each client's apart), so no one learns from a reused start, or from how soon
+  a reply came, what someone else's prompt began with.
 - ``llama_decode`` returning 1 (no room left in the cache) puts the newest prompt back
-  to wait rather than failing the others.
+  to wait rather than failing the others; a failed decode fails only the replies it
+  concerns, and no cache but theirs is touched.
 
 The batch's arrays are allocated once; a step writes a few numbers per sequence into
 them. Not thread-safe: every call on the one llama thread (serve/worker.py).
@@ -26,9 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgechat.errors import EdgechatError
-from edgechat.llama.cache import keep_prefix
+from edgechat.llama.cache import keep_prefix, shared, worth_copying
 from edgechat.llama.engine import Engine, EngineError
 from edgechat.llama.pieces import Detokenizer, StopFilter
+from edgechat.llama.recovery import Recovery
 from edgechat.llama.reply import Stats
 from edgechat.llama.sampling import Sampler
 from edgechat.llama.scoring import check_finite
@@ -51,24 +56,7 @@ class SeqRequest:
     n_ctx: int = 0  # the context this reply may fill; 0: the slot's whole share
     dropped: int = 0  # old turns that made way for the prompt (reported in its stats)
     t_request: float = field(default_factory=time.perf_counter)
-
-
-def worth_copying(saved: int, n_ctx: int) -> bool:
-    """Whether copying another slot's cache (the whole of it: n_ctx cells) beats reading
-    ``saved`` tokens again. Both costs grow with the model's size, and the copy's with
-    the context: on two cores SmolLM2 reads a prompt token in 3.5 ms and copies a
-    2048-cell cache in 7 ms (8192: 24 ms), so one token saved per 512 cells, and at
-    least 4, keeps a margin of two."""
-    return saved >= max(4, n_ctx // 512)
-
-
-def shared(cached: list[int], tokens: list[int]) -> int:
-    """How many tokens ``tokens`` shares with ``cached`` from the start (at most all
-    but its last, which is read again for its logits)."""
-    n, m = 0, min(len(cached), len(tokens) - 1)
-    while n < m and cached[n] == tokens[n]:
-        n += 1
-    return n
+    owner: str = ""  # whose cache this is: reused only by requests of the same owner
 
 
 class _Slot:
@@ -77,6 +65,7 @@ class _Slot:
     def __init__(self, seq: int) -> None:
         self.seq = seq
         self.cached: list[int] = []  # what its cache holds, position by position
+        self.owner = ""  # whose prompts those are
         self.req: SeqRequest | None = None
         self.last_used = 0.0
         self.order = 0  # admission number: the highest is the newest
@@ -92,7 +81,7 @@ class _Slot:
         self.stops: StopFilter | None = None
 
 
-class Batcher:
+class Batcher(Recovery):
     """The engine's sequences as slots, advanced together one decode at a time."""
 
     def __init__(self, engine: Engine) -> None:
@@ -139,23 +128,32 @@ class Batcher:
         """Start ``req`` in a free slot: the one whose cache its prompt continues (the
         next turn of that conversation), else the least recently used, whose cache
         starts as a copy of another slot's when that one holds more of the prompt's
-        start (the system prompt every chat begins with). Returns the slot, or None
-        when none is free (or the cache is full until a reply ends)."""
+        start (the system prompt every chat begins with). Only caches of the request's
+        owner count: another's is never reused or copied, and a slot taken from another
+        owner starts empty. Returns the slot, or None when none is free (or the cache
+        is full until a reply ends)."""
         free = [s for s in self.slots if s.req is None]
         if not free or (self._full and len(free) < len(self.slots)):
             return None
-        tokens = req.tokens
+        tokens, owner = req.tokens, req.owner
         if not tokens:
             raise EdgechatError("the prompt is empty")
-        slot = max(free, key=lambda s: shared(s.cached, tokens))
-        n = shared(slot.cached, tokens)
+
+        def reuse(s: _Slot) -> int:
+            return shared(s.cached, tokens) if s.owner == owner else 0
+
+        slot = max(free, key=reuse)
+        n = reuse(slot)
         if n == 0 or 4 * n < 3 * len(slot.cached):
             # Not the continuation of that slot's conversation: take the least recently
             # used slot (an empty one first), keeping the others' for their next turns.
             slot = min(free, key=lambda s: s.last_used)
-            n = shared(slot.cached, tokens)
-        donor = max(self.slots, key=lambda s: shared(s.cached, tokens) if s is not slot else -1)
-        if worth_copying(shared(donor.cached, tokens) - n, self.n_ctx):
+            n = reuse(slot)
+        if slot.owner != owner:  # another's cache: nothing of it stays
+            slot.cached.clear()
+            slot.owner = owner
+        donor = max(self.slots, key=lambda s: reuse(s) if s is not slot else -1)
+        if worth_copying(reuse(donor) - n, self.n_ctx):
             self._copy(donor, slot)
         n = keep_prefix(self.engine, slot.seq, slot.cached, tokens)
         engine = self.engine
@@ -261,11 +259,8 @@ class Batcher:
         rc = self._decode(self._ctx, self._batch)
         now = time.perf_counter()
         self.decoded = (n, n - len(gen), now - t0)
-        if rc == 1:
-            return self._make_room(chunks, gen, now)
         if rc != 0:
-            self._fail(f"llama.cpp failed while generating (code {rc})", now)
-            return []
+            return self._failed(rc, chunks, gen, now)
         for s in gen:
             s.cached.append(s.pending)
         sampled = gen
@@ -355,26 +350,6 @@ class Batcher:
         )
         req.on_end(stats, error)
 
-    def _make_room(
-        self, chunks: list[tuple[_Slot, int]], gen: list[_Slot], now: float
-    ) -> list[SeqRequest]:
-        """The cache had no room for this step (nothing was decoded): the newest request
-        still reading its prompt goes back to wait (and nothing new starts until a reply
-        ends); with none, the newest reply ends where it is, as at the end of its
-        context. The others go on at the next step. (A slot never fills more than its
-        own cache, so this is llama.cpp's word against ours: never the others' loss.)"""
-        if chunks:
-            s = max((s for s, _ in chunks), key=lambda s: s.order)
-            req = s.req
-            s.sampler.close()
-            s.req, s.sampler, s.text_of, s.stops = None, None, None, None
-            s.pending, s.idx, s.last_used = -1, -1, now
-            self._full = True
-            return [req]
-        if gen:
-            self._end(max(gen, key=lambda s: s.order), "context", now)
-        return []
-
     def reset(self) -> None:
         """Forget every slot's reply and cache, without a word to their requests: after
         an error the caller has reported itself."""
@@ -386,13 +361,3 @@ class Batcher:
             s.cached.clear()
         self._full = False
         self.engine.clear_cache()
-
-    def _fail(self, why: str, now: float) -> None:
-        """llama.cpp failed: every reply in progress ends with the error, and the cache,
-        in an unknown state now, is cleared."""
-        for s in self.slots:
-            if s.req is not None:
-                self._end(s, "error", now, EngineError(why), flush=False)
-        self.engine.clear_cache()
-        for s in self.slots:
-            s.cached.clear()

@@ -113,6 +113,7 @@ class Engine:
             self.vocab.bos_text(),
             self.vocab.eos_text(),
             self.tokenize,
+            self.vocab.longest if self.vocab.keeps_text else None,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -235,19 +236,22 @@ class Engine:
         return Reply(self._generate(tokens, sampling, t_request, dropped), self, dropped)
 
     def chat_tokens(
-        self, messages, sampling: Sampling, drop_oldest: bool, n_ctx: int = 0, **render
+        self, messages, sampling: Sampling, drop_oldest, n_ctx=0, cancel=None, **render
     ) -> tuple[list[int], int]:
         """The prompt of a chat reply with room for it in ``n_ctx`` (0, or more: the context;
         ``render``: see Prompts.tokens), and how many of the oldest turns made way for it."""
         n_ctx = min(n_ctx or self.n_ctx, self.n_ctx)
         reserve = reply_reserve(sampling.max_tokens, n_ctx)
         if drop_oldest:
-            _, dropped, tokens = self._prompts.fit(messages, reserve, n_ctx, **render)
+            _, dropped, tokens = self._prompts.fit(messages, reserve, n_ctx, cancel, **render)
             return tokens, dropped
-        return self._prompts.whole(messages, reserve, n_ctx, self.n_ctx_train, **render), 0
+        whole = self._prompts.whole  # every message, or ContextOverflow
+        return whole(messages, reserve, n_ctx, self.n_ctx_train, cancel, **render), 0
 
     def completion_tokens(self, prompt: str, sampling: Sampling, n_ctx: int = 0) -> list[int]:
         """Raw ``prompt`` text as tokens (no chat template), when it leaves room for a reply."""
+        n = min(n_ctx or self.n_ctx, self.n_ctx)
+        self._prompts.check_size(prompt, reply_reserve(sampling.max_tokens, n), n)
         tokens = self.tokenize(prompt, add_special=True, parse_special=False)
         self._check_room(tokens, sampling, "the prompt", "the answer", "", n_ctx)
         return tokens
@@ -288,10 +292,6 @@ class Engine:
     @property
     def n_vocab(self) -> int:
         return self.vocab.n_tokens
-
-    def vocabulary(self) -> list[str]:
-        """Every token's text, in id order (to tell whether two models share a vocabulary)."""
-        return self.vocab.texts()
 
     def logits(self, tokens: Sequence[int], first: int = 0):
         """Raw next-token logits at positions ``first`` .. end of a fresh sequence (a

@@ -74,11 +74,14 @@ class EstimatedPrompts(Prompts):
     def __init__(self) -> None:  # no template or tokenizer here: the server has them
         self.has_template = True
 
-    def tokens(self, messages: Sequence[Message]) -> list[str]:
+    def tokens(self, messages: Sequence[Message], seconds=None, cancel=None) -> list[str]:
         out: list[str] = []
         for m in messages:
             out += ["<m>"] * _PER_MESSAGE + estimate_tokens(m.get("content") or "")
         return out
+
+    def measure(self, message: Message, cap: int) -> int:
+        return len(self.tokens([message]))
 
 
 class RemoteEngine:

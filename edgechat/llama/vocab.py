@@ -16,6 +16,7 @@ class Vocab:
         self.buf = ctypes.create_string_buffer(256)  # a token's text (grown when short)
         self._pieces: dict[int, bytes] = {}  # token -> its bytes, as they are met
         self._guide_tokens = None  # llguidance's view of it (llama/grammar.py), once needed
+        self._longest: int | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -54,6 +55,25 @@ class Vocab:
             buf = ctypes.create_string_buffer(-n)
             n = self._lc.llama_token_to_piece(self.ptr, token, buf, len(buf), 0, special)
         return buf.raw[:n]
+
+    def longest(self) -> int:
+        """The most bytes one token stands for (special tokens' text included), found
+        once: a text of more than ``n * longest()`` bytes is more than n tokens (for
+        byte-pair and SentencePiece vocabularies, which drop no text). Its own buffer:
+        another thread may be turning tokens into text meanwhile."""
+        if self._longest is None:
+            lc, buf, most = self._lc, ctypes.create_string_buffer(1024), 4
+            for token in range(self.n_tokens):
+                n = lc.llama_token_to_piece(self.ptr, token, buf, len(buf), 0, True)
+                most = max(most, abs(n))
+            self._longest = most
+        return self._longest
+
+    @property
+    def keeps_text(self) -> bool:
+        """Whether every byte of a text is in some token's piece (byte-pair encoding and
+        SentencePiece; WordPiece and Unigram may drop or fold whitespace)."""
+        return self._lc.llama_vocab_type(self.ptr) in (1, 2)  # LLAMA_VOCAB_TYPE_SPM, _BPE
 
     def text(self, token: int) -> str:
         """A token's own text as the vocabulary stores it ('' for none)."""

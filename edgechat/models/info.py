@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from edgechat.facts.device import Device
     from edgechat.models.receipts import Receipt
-    from edgechat.models.registry import Target
+    from edgechat.models.target import Target
     from edgechat.planning.catalog import CatalogModel
     from edgechat.planning.fit import Fit
     from edgechat.planning.memory import MemoryEstimate
@@ -61,11 +61,12 @@ def describe(
     ``warn`` hears of catalog entries left out."""
     from edgechat.facts.device import detect
     from edgechat.models import registry
+    from edgechat.models.target import locate
     from edgechat.planning import catalog
     from edgechat.planning.fit import plan_for
     from edgechat.planning.plan import RunPlan
 
-    target = registry.locate(text, default_model)
+    target = locate(text, default_model)
     device = device or detect()
     est, fit = plan_for(RunPlan(target.path, n_ctx=n_ctx), target.shape, device, auto_gpu=True)
     records = registry.records()

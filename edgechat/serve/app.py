@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,8 +25,17 @@ from starlette.routing import Route
 from edgechat.planning.plan import Sampling
 from edgechat.serve import embeddings, ollama_routes, structured
 from edgechat.serve import protocol as p
+from edgechat.serve.guard import BodyDeadline
 from edgechat.serve.ollama import OllamaModel, error_body
-from edgechat.serve.streams import Courier, Events, JobStream, collect, read_json, run_job
+from edgechat.serve.streams import (
+    Courier,
+    Events,
+    JobStream,
+    collect,
+    owner_of,
+    read_json,
+    run_job,
+)
 from edgechat.serve.worker import Job, LlamaWorker
 
 
@@ -104,7 +114,8 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
     async def run(request: Request, req, job_args: dict, chat: bool, plan=None) -> Response:
         events = courier.events()
         sampling = plan.sampling if plan is not None else sampling_for(req)
-        job = Job(sampling, events.emit, stops=req.stop, **job_args)
+        owner = owner_of(request, req)
+        job = Job(sampling, events.emit, stops=req.stop, owner=owner, **job_args)
         rid = p.new_id("chatcmpl" if chat else "cmpl")
 
         async def reply() -> Response:
@@ -242,11 +253,19 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         return JSONResponse(listing["data"][0])
 
     async def health(request: Request) -> Response:
+        """Liveness for anyone; the model and the counters only for those with the key."""
+        try:
+            check_key(request)
+        except p.ApiError:
+            return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "ok", "model": config.model_id, **worker.status()})
 
     async def on_api_error(request: Request, exc: p.ApiError) -> Response:
-        body = error_body(exc) if _ollama_path(request.url.path) else exc.body()
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+        if not _ollama_path(request.url.path):
+            return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        # Ollama answers a prompt longer than the context with a 400, not a 413.
+        status = 400 if exc.code == "context_length_exceeded" else exc.status
+        return JSONResponse(error_body(exc), status_code=status, headers=exc.headers)
 
     async def on_http_error(request: Request, exc: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
@@ -273,5 +292,6 @@ def build_app(worker: LlamaWorker, config: ServeConfig) -> Starlette:
         routes += ollama_routes.routes(worker, courier, config.ollama, config.sampling, check_key)
     return Starlette(
         routes=routes,
+        middleware=[Middleware(BodyDeadline)],
         exception_handlers={p.ApiError: on_api_error, HTTPException: on_http_error},
     )

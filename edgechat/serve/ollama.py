@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgechat import limits
 from edgechat.planning.plan import Sampling
-from edgechat.serve.protocol import ApiError
+from edgechat.serve.protocol import ApiError, check_stops
 
 # The Ollama release whose API this follows: clients such as Open WebUI gate features on it.
 VERSION = "0.12.0"
@@ -55,11 +55,16 @@ class Options(BaseModel):
     top_p: float | None = Field(None, **limits.field("top_p"))
     min_p: float | None = Field(None, **limits.field("min_p"))
     repeat_penalty: float | None = Field(None, **limits.field("repeat_penalty"))
-    repeat_last_n: int | None = Field(None, ge=-1)
-    seed: int | None = None
-    num_predict: int | None = Field(None, ge=-2)  # -1: no cap, -2: fill the context
-    num_ctx: int | None = Field(None, ge=1)
+    repeat_last_n: int | None = Field(None, **limits.field("repeat_last_n"))
+    seed: int | None = Field(None, **limits.field("api_seed"))
+    num_predict: int | None = Field(None, **limits.field("num_predict"))  # -1, -2: context
+    num_ctx: int | None = Field(None, **limits.field("num_ctx"))
     stop: list[str] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop):
+        return None if stop is None else check_stops(stop)
 
 
 class Message(BaseModel):
@@ -89,6 +94,7 @@ class _Common(BaseModel):
     format: Any = None
     keep_alive: Any = None
     think: bool | str | None = None
+    cache_salt: str | None = Field(None, max_length=limits.RANGES["cache_key"][2])  # as vLLM
 
     def schema(self) -> Any:
         """``format``: None (text), True ("json": any JSON object) or a JSON schema."""
@@ -141,7 +147,7 @@ class GenerateRequest(_Common):
     suffix: str = ""
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: list[int] | None = Field(None, max_length=limits.MAX_CTX)  # checked: prepare.py
     raw: bool = False
     images: list[Any] | None = None
 

@@ -17,7 +17,15 @@ from edgechat.planning.plan import Sampling
 from edgechat.serve import embeddings, structured
 from edgechat.serve import ollama as o
 from edgechat.serve.protocol import ApiError, ValidationError
-from edgechat.serve.streams import Courier, Events, JobStream, collect, read_json, run_job
+from edgechat.serve.streams import (
+    Courier,
+    Events,
+    JobStream,
+    collect,
+    owner_of,
+    read_json,
+    run_job,
+)
 from edgechat.serve.worker import Job, LlamaWorker
 
 
@@ -139,6 +147,7 @@ def routes(
             drop_oldest=True,
             n_ctx=n_ctx,
             keep_alive=req.keep_seconds,
+            owner=owner_of(request, req),
             **plan.job_args(),
         )
         return await answer(request, req, job, events, True, plan)
@@ -150,11 +159,14 @@ def routes(
         sampling, n_ctx, stops = o.sampling(req.options, defaults, *limit)
         events = courier.events()
         keep = req.keep_seconds
+        owner = owner_of(request, req)
         if req.raw:
             if req.format or req.think:
                 raise ApiError(400, "raw prompts take no format or think: the template is off")
             plan = structured.Plan([], sampling)
-            job = Job(sampling, events.emit, prompt=req.prompt, stops=stops, n_ctx=n_ctx)
+            job = Job(
+                sampling, events.emit, prompt=req.prompt, stops=stops, n_ctx=n_ctx, owner=owner
+            )
             job.keep_alive = keep
         else:
             plan = planned(req, req.messages(), sampling)
@@ -167,6 +179,7 @@ def routes(
                 n_ctx=n_ctx,
                 want_context=True,
                 keep_alive=keep,
+                owner=owner,
                 **plan.job_args(),
             )
         return await answer(request, req, job, events, False, plan)

@@ -93,10 +93,15 @@ class _Common(BaseModel):
     min_p: float | None = Field(None, **limits.field("min_p"))
     repeat_penalty: float | None = Field(None, **limits.field("repeat_penalty"))
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, **limits.field("api_seed"))
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     n: int = 1
+    # Whose cache a request may reuse (serve/streams.py owner_of): vLLM's cache_salt,
+    # OpenAI's prompt_cache_key and user.
+    cache_salt: str | None = Field(None, max_length=limits.RANGES["cache_key"][2])
+    prompt_cache_key: str | None = Field(None, max_length=limits.RANGES["cache_key"][2])
+    user: str | None = Field(None, max_length=limits.RANGES["cache_key"][2])
 
     @field_validator("n")
     @classmethod
@@ -108,10 +113,7 @@ class _Common(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stops(cls, stop):
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return [s for s in stops if s]
+        return check_stops([stop] if isinstance(stop, str) else list(stop or []))
 
     @property
     def include_usage(self) -> bool:
@@ -164,11 +166,24 @@ class CompletionRequest(_Common):
         return self.max_tokens
 
     def text(self) -> str:
-        if isinstance(self.prompt, str):
-            return self.prompt
-        if len(self.prompt) != 1:
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        if len(prompts) != 1:
             raise ApiError(400, "give one prompt per request", "invalid_value", "prompt")
-        return self.prompt[0]
+        if not prompts[0]:
+            why = "the prompt is empty: give text to continue"
+            raise ApiError(400, why, "invalid_value", "prompt")
+        return prompts[0]
+
+
+def check_stops(stops: list[str]) -> list[str]:
+    """Stop strings within limits.py's bounds (each costs the llama thread a look at
+    every token of a reply), the empty ones left out; ValueError(words) if not."""
+    most, longest = limits.RANGES["stops"][2], limits.RANGES["stop_chars"][2]
+    if len(stops) > most:
+        raise ValueError(f"at most {most} stop strings, got {len(stops)}")
+    if any(len(s) > longest for s in stops):
+        raise ValueError(f"a stop string may have at most {longest} characters")
+    return [s for s in stops if s]
 
 
 # -- responses -------------------------------------------------------------------------

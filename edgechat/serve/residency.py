@@ -36,7 +36,8 @@ class Residency:
         batcher = Batcher(self.engine)
         with self._cond:
             self.loaded, self._embedder = True, None
-            self.expires = None if self._waiting else self._deadline()
+            self.expires = None if self._waiting or self._preparing else self._deadline()
+            self._prep.notify_all()  # prompts wait for a loaded model
         return batcher
 
     def _close(self, batcher) -> None:
@@ -53,6 +54,8 @@ class Residency:
     def _idle(self) -> bool:
         """Nothing to do (under the lock): wait, until the keep-alive runs out."""
         if self._waiting or self._active or self._stopping or self._want_load:
+            return False
+        if self._preparing and not self.loaded:  # their prompts need the model
             return False
         if self.loaded and self.expires is not None:
             left = self.expires - time.time()

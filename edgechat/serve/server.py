@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from edgechat.errors import EdgechatError
 from edgechat.serve.app import ServeConfig, build_app
+from edgechat.serve.guard import guarded
 from edgechat.serve.worker import LlamaWorker
 
 
@@ -38,6 +39,42 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+KEEP_ALIVE_S = 5  # an idle kept-alive connection closes after this (uvicorn's default)
+
+
+def connections(worker: LlamaWorker) -> int:
+    """Open connections (and requests in progress) at most: every slot and every place
+    in the queue, with room for kept-alive clients, /health and the like; beyond it,
+    uvicorn answers 503 at once instead of holding more sockets."""
+    return min(1024, max(64, 2 * (worker.slots + worker.queue_size) + 16))
+
+
+def uvicorn_config(worker: LlamaWorker, config: ServeConfig, access_log: bool = True, **more):
+    """uvicorn's settings for the server: its limits (guard.py, ``connections``) and one
+    log on stderr. ``more``: further settings (a test's smaller limits)."""
+    import copy
+
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    logs = copy.deepcopy(LOGGING_CONFIG)
+    logs["handlers"]["access"]["stream"] = "ext://sys.stderr"  # one log, on stderr
+    settings = {
+        "http": guarded(AutoHTTPProtocol),  # a request's head in time and in size
+        "log_level": "info",
+        "log_config": logs,
+        "access_log": access_log,
+        "lifespan": "off",
+        "timeout_graceful_shutdown": 5,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "limit_concurrency": connections(worker),
+        "proxy_headers": False,  # a client's address is its own: caches are kept apart by it
+        "server_header": False,
+    }
+    return uvicorn.Config(build_app(worker, config), **(settings | more))
+
+
 def run(
     worker: LlamaWorker,
     config: ServeConfig,
@@ -58,19 +95,4 @@ def run(
             if on_ready is not None and self.started:
                 on_ready()
 
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    logs = copy.deepcopy(LOGGING_CONFIG)
-    logs["handlers"]["access"]["stream"] = "ext://sys.stderr"  # one log, on stderr
-    uconfig = uvicorn.Config(
-        build_app(worker, config),
-        log_level="info",
-        log_config=logs,
-        access_log=access_log,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
-    Server(uconfig).run(sockets=[sock])
+    Server(uvicorn_config(worker, config, access_log)).run(sockets=[sock])

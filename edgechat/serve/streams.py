@@ -8,32 +8,99 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
+import hashlib
 import threading
 import time
 from collections.abc import Callable
 
-from starlette.requests import Request
+import anyio
+from pydantic_core import from_json
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from edgechat.serve import guard
+from edgechat.serve.guard import SlowBody
 from edgechat.serve.protocol import ApiError
 from edgechat.serve.worker import Job, LlamaWorker, QueueFull
 
 MAX_BODY = 32 * 2**20  # far beyond any context; refuses a runaway upload early
+BIG_BODY = 2**20  # bodies beyond this are parsed off the event loop, two at a time
 
 
 async def read_json(request: Request) -> dict:
-    """The request's JSON object, or a 400 (413 for a runaway upload)."""
+    """The request's JSON object, or a 400 (413 for a body over MAX_BODY, counted as it
+    arrives, so a chunked body with no length is held to it too; 408 for one that
+    comes too slowly). pydantic's JSON parser (jiter) refuses at once what Python's
+    ``json`` accepted and something later failed on with a 500: nesting deeper than
+    200 (a RecursionError), a lone surrogate (text no UTF-8 can hold), NaN."""
     size = request.headers.get("content-length", "")
     if size.isdigit() and int(size) > MAX_BODY:
-        raise ApiError(413, f"the request is over {MAX_BODY // 2**20} MiB", "body_too_large")
+        raise _too_large()
+    parts, got, gate = [], 0, None
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
-    if not isinstance(body, dict):
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > MAX_BODY:
+                raise _too_large()
+            if got > BIG_BODY and gate is None:  # a big body: hold memory to two at once
+                gate = _gate(request)
+                await gate.acquire()
+            parts.append(chunk)
+        body = b"".join(parts)
+        del parts[:]
+        if gate is None:
+            return _parse(body)
+        return await anyio.to_thread.run_sync(_parse, body)
+    except ClientDisconnect:  # the client left while sending: nobody hears an answer
+        raise ApiError(499, "the client closed the connection", "client_closed") from None
+    except SlowBody:
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {guard.BODY_S:g} s",
+            "request_timeout",
+            headers={"Connection": "close"},
+        ) from None
+    finally:
+        if gate is not None:
+            gate.release()
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        obj = from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        why = str(exc).replace("recursion limit exceeded", "nested too deeply")
+        if "surrogate" in why or "hex escape" in why:  # "\ud800" alone: half a character
+            why = "a \\u escape that is half a character, at " + why.partition(" at ")[2]
+        raise ApiError(400, f"the request body is not valid JSON ({why})", "invalid_json") from None
+    if not isinstance(obj, dict):
         raise ApiError(400, "the request body must be a JSON object", "invalid_json")
-    return body
+    return obj
+
+
+def _too_large() -> ApiError:  # the rest is not read: the connection closes
+    why = f"the request is over {MAX_BODY // 2**20} MiB"
+    return ApiError(413, why, "body_too_large", headers={"Connection": "close"})
+
+
+def _gate(request: Request) -> anyio.Semaphore:
+    state = request.app.state
+    if getattr(state, "big_bodies", None) is None:
+        state.big_bodies = anyio.Semaphore(2)
+    return state.big_bodies
+
+
+def owner_of(request: Request, req) -> str:
+    """Whose caches a request may reuse (llama/batch.py): its client's address and the
+    cache key it chose, if any (vLLM's ``cache_salt``, OpenAI's ``prompt_cache_key``
+    and ``user``), hashed. Without a key, each machine's requests share their caches;
+    with one, only requests that give the same key do."""
+    chosen = [getattr(req, name, None) or "" for name in CACHE_KEYS]
+    host = request.client.host if request.client else ""
+    return hashlib.sha256("\0".join([host, *chosen]).encode()).hexdigest()[:32]
+
+
+CACHE_KEYS = ("cache_salt", "prompt_cache_key", "user")
 
 
 class Courier:

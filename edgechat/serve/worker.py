@@ -1,14 +1,23 @@
 """The llama thread of the server: one engine, one thread, its sequences as slots, and a
 bounded queue of requests waiting for a slot.
 
-Every llama.cpp call (load, tokenize, decode, close) runs on this one thread: llama.cpp's
-OpenMP thread team belongs to the thread that calls it, and generating from a second
-thread makes a second team that fights the first for the cores (60-70 % speed on two
-cores). The thread admits waiting requests into free slots, then advances every slot
-by one decode (llama/batch.py), and between two steps frees the slots of clients that
-left. A full queue refuses at once, so a burst gets a clear "come back later" instead
-of piling up. Each request gets its events (start, text, end, error) through a
+Every llama.cpp call that computes (load, decode, close) runs on this one thread:
+llama.cpp's OpenMP thread team belongs to the thread that calls it, and generating from
+a second thread makes a second team that fights the first for the cores (60-70 % speed
+on two cores). The thread admits waiting requests into free slots, then advances every
+slot by one decode (llama/batch.py), and between two steps frees the slots of clients
+that left. A full queue refuses at once, so a burst gets a clear "come back later"
+instead of piling up. Each request gets its events (start, text, end, error) through a
 callback the async side supplies.
+
+A request's prompt is built before it waits for a slot, once, on the worker's prompt
+thread: the chat template rendered, the text tokenized, old turns dropped to fit, every
+token a client sent checked against the vocabulary. llama.cpp's tokenizer only reads the
+model (llama-server tokenizes in its HTTP threads while it decodes), and the tokenizing
+runs without the GIL, so a long prompt costs its sender time, not the other streams:
+a 30 MB prompt or a chat of a thousand turns no longer stops every reply while it is
+read. Each prompt has a budget: a text certainly too long for the context is refused
+by its size before it is tokenized, and the template's renders share a few seconds.
 """
 
 from __future__ import annotations
@@ -20,8 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.planning.plan import Sampling
+from edgechat.serve.prepare import Preparing
 from edgechat.serve.protocol import ApiError
 from edgechat.serve.residency import Residency
 
@@ -40,7 +49,8 @@ class Job:
 
     ``prefix``: tokens the prompt continues (Ollama's ``context``); ``drop_oldest``: old
     turns make way when the chat outgrows the context (Ollama's rule) instead of a 413;
-    ``n_ctx``: a smaller context for this request (0: the slot's).
+    ``n_ctx``: a smaller context for this request (0: the slot's); ``owner``: whose
+    cache it may reuse (llama/batch.py; "" for every request that gives none).
     """
 
     sampling: Sampling
@@ -51,6 +61,7 @@ class Job:
     prefix: list[int] = field(default_factory=list)
     drop_oldest: bool = False
     n_ctx: int = 0
+    owner: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
     t_request: float = field(default_factory=time.perf_counter)
     seq: int = -1  # its slot while it runs
@@ -68,7 +79,7 @@ class Job:
     keep_alive: float | None = None  # seconds the model stays loaded after (<0: always)
 
 
-class LlamaWorker(Residency):
+class LlamaWorker(Residency, Preparing):
     def __init__(
         self, load: Callable[[], object], queue_size: int = 32, keep_alive: float = -1
     ) -> None:
@@ -79,12 +90,16 @@ class LlamaWorker(Residency):
         self.keep_alive = keep_alive
         self._keep = keep_alive  # the latest request's keep_alive
         self.expires: float | None = None  # time.time() when an idle model unloads
-        self.loaded = False
+        self.loaded = False  # the prompt thread builds only while it is (residency.py)
         self._want_load = False
-        self._waiting: collections.deque[Job] = collections.deque()
+        self._preparing: collections.deque[Job] = collections.deque()  # prompts to build
+        self._waiting: collections.deque[Job] = collections.deque()  # built, for a slot
         self._active: dict[int, Job] = {}  # slot -> job
         self._leaving: list[Job] = []  # running jobs whose clients left: freed between steps
-        self._cond = threading.Condition()
+        self._building: Job | None = None  # the job whose prompt is being built
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the llama thread waits on it
+        self._prep = threading.Condition(lock)  # the prompt thread waits on it
         self._stopping = False
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
@@ -100,6 +115,7 @@ class LlamaWorker(Residency):
         # courier wakes the event loop there, once for all the step's events.
         self.on_step: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="llama", daemon=True)
+        self._prompts = threading.Thread(target=self._prepare, name="prompts", daemon=True)
 
     # -- lifecycle (any thread) ---------------------------------------------------------
 
@@ -115,14 +131,20 @@ class LlamaWorker(Residency):
         """Refuse what waits, stop what runs, close the engine on its own thread."""
         self.interrupt()
         self._thread.join(timeout)
+        if self._prompts.is_alive():
+            self._prompts.join(timeout)
 
     def interrupt(self) -> None:
         """Stop generating now (Ctrl-C): what runs ends, what waits is refused."""
         with self._cond:
-            waiting = list(self._waiting)
+            waiting = [*self._preparing, *self._waiting]
+            self._preparing.clear()
             self._waiting.clear()
             self._stopping = True
+            if self._building is not None:  # stop its template's render
+                self._building.cancelled.set()
             self._cond.notify_all()
+            self._prep.notify_all()
         for job in waiting:
             job.emit(("error", ApiError(503, "the server is shutting down", "shutting_down")))
 
@@ -132,24 +154,28 @@ class LlamaWorker(Residency):
         with self._cond:
             if self._stopping:
                 raise ApiError(503, "the server is shutting down", "shutting_down")
-            if len(self._waiting) >= self.queue_size + self._free:
+            queued = len(self._waiting) + len(self._preparing)
+            if queued >= self.queue_size + self._free:
                 self.counts["refused"] += 1
-                ahead = len(self._waiting) + 1
                 each = self._mean_s / max(1, self.slots)
-                raise QueueFull(max(1, min(60, math.ceil(each * ahead))))
-            self._waiting.append(job)
+                raise QueueFull(max(1, min(60, math.ceil(each * (queued + 1)))))
+            self._preparing.append(job)
             self.expires = None  # busy: the keep-alive counts from the next idle moment
-            self._cond.notify()
+            self._prep.notify()
+            self._cond.notify()  # an unloaded model loads again for it
 
     def cancel(self, job: Job) -> None:
         """The client went away: drop the job, or free its slot before the next step."""
         with self._cond:
             job.cancelled.set()
-            if job in self._waiting:
-                self._waiting.remove(job)
+            for queue in (self._preparing, self._waiting):
+                if job not in queue:
+                    continue
+                queue.remove(job)
                 self.counts["cancelled"] += 1
                 job.emit(("end", "cancelled", None))  # its request stops waiting too
-            elif self._active.get(job.seq) is job:
+                return
+            if self._active.get(job.seq) is job:
                 self._leaving.append(job)
                 self._cond.notify()
 
@@ -160,7 +186,7 @@ class LlamaWorker(Residency):
                 "active": len(self._active),
                 "peak_active": self.peak,
                 "slots": self.slots,
-                "waiting": len(self._waiting),
+                "waiting": len(self._waiting) + len(self._preparing),
                 "queue_size": self.queue_size,
                 "loaded": self.loaded,
                 "expires_at": self.expires,  # time.time() of the unload; None: not planned
@@ -190,6 +216,7 @@ class LlamaWorker(Residency):
             self._ready.set()
             return
         self.slots = self._free = len(batcher.slots)
+        self._prompts.start()
         self._ready.set()
         try:
             while True:
@@ -199,9 +226,13 @@ class LlamaWorker(Residency):
                     if self._stopping:
                         return
                     leaving, self._leaving = self._leaving, []
-                    wanted = bool(self._waiting) or self._want_load
+                    prompts = self._preparing or self._building is not None
+                    wanted = bool(self._waiting or prompts) or self._want_load
                     self._want_load = False
-                if batcher is not None and not wanted and not self._active:
+                    unload = batcher is not None and not wanted and not self._active
+                    if unload:  # from here the prompt thread starts nothing on the model
+                        self.loaded = False
+                if unload:
                     self._close(batcher)  # the keep-alive ran out
                     batcher = None
                     continue
@@ -244,10 +275,12 @@ class LlamaWorker(Residency):
                 self.on_step()
                 with self._cond:
                     self._free = batcher.free
-                    if not (self._active or self._waiting) and self.expires is None:
+                    idle = not (self._active or self._waiting or self._preparing)
+                    if idle and self._building is None and self.expires is None:
                         self.expires = self._deadline()
         finally:
-            if batcher is not None:
+            self._prompts.join(30)  # it may be tokenizing: the model must outlive that
+            if batcher is not None and not self._prompts.is_alive():
                 self._close(batcher)
 
     def _measured(self, batcher) -> None:
@@ -284,27 +317,6 @@ class LlamaWorker(Residency):
         with self._cond:
             self.counts[what] += 1
 
-    def _prompt(self, job: Job) -> tuple[list[int], int]:
-        """The job's prompt as tokens that leave room for the reply, and how many old
-        turns made way; raises ContextOverflow when it cannot fit."""
-        engine = self.engine
-        if job.messages is not None:
-            render: dict = {"prefill": job.prefill}
-            if job.tools:
-                render["tools"] = job.tools
-            if job.think is not None:
-                render["enable_thinking"] = job.think
-            tokens, dropped = engine.chat_tokens(
-                job.messages, job.sampling, job.drop_oldest, job.n_ctx, **render
-            )
-        else:
-            tokens, dropped = engine.completion_tokens(job.prompt or "", job.sampling), 0
-        if job.prefix:  # the conversation so far, then this turn (without a second BOS)
-            bos = engine._lc.llama_vocab_bos(engine._vocab)
-            tokens = [*job.prefix, *(tokens[1:] if tokens[:1] == [bos] else tokens)]
-            engine._check_room(tokens, job.sampling, "the context and prompt", "the answer", "")
-        return tokens, dropped
-
     def _start(self, batcher, job: Job) -> bool:
         """Build the job's prompt and give it a slot; False when it must wait."""
         from edgechat.llama.batch import SeqRequest
@@ -314,18 +326,6 @@ class LlamaWorker(Residency):
             job.emit(("end", "cancelled", None))
             return True
         self._keep = self.keep_alive if job.keep_alive is None else job.keep_alive
-        if not job.tokens:
-            try:
-                job.tokens, dropped = self._prompt(job)
-            except ContextOverflow as exc:
-                self._count("failed")
-                job.emit(("error", ApiError(413, str(exc), "context_length_exceeded")))
-                return True
-            except EdgechatError as exc:
-                self._count("failed")
-                job.emit(("error", ApiError(400, str(exc), "invalid_request")))
-                return True
-            job.dropped = dropped
 
         parts: list[str] = []
 
@@ -362,6 +362,7 @@ class LlamaWorker(Residency):
             job.n_ctx,
             job.dropped,
             job.t_request,
+            job.owner,
         )
         seq = batcher.admit(req)
         if seq is None:
