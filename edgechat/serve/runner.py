@@ -50,7 +50,8 @@ def unpack(event: tuple) -> tuple:
 
 
 class _Outbox:
-    """The runner's events, sent once per step (and after each message handled)."""
+    """The runner's events: those of the llama thread sent once per step (its
+    ``on_step``), any other thread's (the prompt thread's refusals, a cancel) at once."""
 
     def __init__(self, conn) -> None:
         self.conn = conn
@@ -58,6 +59,7 @@ class _Outbox:
         self.items: list = []
         self.worker: LlamaWorker | None = None
         self._status: dict | None = None
+        self._llama: int | None = None  # the llama thread, once it has stepped
 
     def emitter(self, jid: int, job_ref: list) -> Callable[[tuple], None]:
         def emit(event: tuple) -> None:
@@ -71,12 +73,19 @@ class _Outbox:
                 }
             with self.lock:
                 self.items.append((jid, pack(event), done))
+            if threading.get_ident() != self._llama:
+                self.flush()
 
         return emit
 
     def say(self, line: str) -> None:
         with self.lock:
             self.conn.send(("say", line))
+
+    def step(self) -> None:
+        """The llama thread's ``on_step``: this step's events in one message."""
+        self._llama = threading.get_ident()
+        self.flush()
 
     def flush(self) -> None:
         status = self.worker.status() if self.worker is not None else None
@@ -113,7 +122,7 @@ def _runner(fd: int) -> None:
         conn.send(("failed", why))
         return
     out.worker = worker
-    worker.on_step = out.flush
+    worker.on_step = out.step
     conn.send(("ready", worker.info, worker.slots, worker.status()))
     jobs: dict[int, Job] = {}
     try:
