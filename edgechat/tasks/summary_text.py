@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgechat.llama.reply import Stats
+    from edgechat.tasks.summary_check import Check
 
 # Word bands: where a summary of each length lands (fewer when the document is short).
 BANDS = {
@@ -27,7 +28,6 @@ _BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
 _HEADING = re.compile(r"^\s*#{1,6}\s+")
 # A sentence ends at . ! ? (and closing quotes or brackets) before a space or the end.
 _END = re.compile(r"[.!?。][\"'”’)\]]*(?=\s|$)")
-_SENTENCE = re.compile(r"(?<=[.!?。])[\"'”’)\]]*\s+")
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Mr|Mrs|Dr|No|Inc|Ltd|St)\.$", re.IGNORECASE)
 
 
@@ -115,6 +115,21 @@ def whole_ending(text: str) -> str:
     return text
 
 
+def within(text: str, high: int) -> str:
+    """``text`` with whole sentences taken off its end until it has at most ``high``
+    words (never its only sentence): a sentence written again may be longer."""
+    while words(text) > high:
+        lines = text.rstrip().split("\n")
+        marker = _BULLET.match(lines[-1]) or _HEADING.match(lines[-1])
+        prefix = marker.group(0) if marker else ""
+        body = sentences(lines[-1][len(prefix) :])
+        if len(lines) == 1 and len(body) <= 1:
+            break
+        lines[-1] = prefix + " ".join(body[:-1]) if len(body) > 1 else ""
+        text = "\n".join(lines).rstrip()
+    return text
+
+
 def _drop_lead_in(text: str) -> str:
     """Without trailing lines that announce what was cut away ("... as follows:")."""
     lines = text.rstrip().splitlines()
@@ -124,7 +139,13 @@ def _drop_lead_in(text: str) -> str:
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    """``text`` cut after each sentence end, closing quotes and brackets kept with it."""
+    out, start = [], 0
+    for m in _END.finditer(text):
+        out.append(text[start : m.end()].strip())
+        start = m.end()
+    out.append(text[start:].strip())
+    return [s for s in out if s]
 
 
 def _key(text: str) -> str:
@@ -258,6 +279,7 @@ class Summary:
     band: Band = field(default_factory=lambda: band("medium"))
     trimmed: bool = False  # a reply was cut by its cap and trimmed to whole sentences
     parts: list[str] = field(default_factory=list)  # the part summaries, in document order
+    check: Check | None = None  # what the check against the source found and did
 
     @property
     def words(self) -> int:
