@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.cli import run_main
 from support.fake_engine import FakeEngine
+from support.grounded import unsupported
 from support.summary_docs import ITEMS, items_covered, numbered_report
 
 from edgechat.errors import InputError
@@ -155,6 +156,8 @@ def test_each_length_lands_in_its_word_band(engines, model, name, length):
     assert result.band == band(length, document_words)
     assert result.in_band, f"{result.words} words, band {result.band}: {result.text!r}"
     assert ends_sentence(result.text), result.text
+    # Issue 33: no quotation or number the text does not hold.
+    assert unsupported(result.text, (TEXTS / name).read_text()) == [], result.text
 
 
 def test_a_reply_over_its_band_is_trimmed_to_whole_sentences(engine):

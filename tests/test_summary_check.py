@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from support.cli import run_main
 from support.fake_engine import FakeEngine
-from support.summary_docs import numbered_report
+from support.grounded import unsupported
+from support.summary_docs import COUNCIL, INVENTED, TRUE_QUOTE, inventing, numbered_report
 
 from edgechat.planning.plan import Sampling
 from edgechat.tasks.grounding import SourceIndex, tokens
@@ -116,6 +117,7 @@ def test_names_by_the_name_or_a_clear_variant():
     # A capital that opens a sentence is not a name; one inside it is.
     assert judged("Zaha drew it.", GPL) == {}
     assert judged("Then Zaha drew it.", GPL) == {"Zaha": False}
+    assert judged("Then I'll say what I'm told, as I do.", GPL) == {}
 
 
 def test_the_index_keeps_a_big_source_on_disk_and_finds_runs_only_whole(monkeypatch):
@@ -168,57 +170,12 @@ def test_a_sentence_the_source_does_not_support_is_rewritten_or_dropped():
 
 # -- the pipeline, on FakeEngine -----------------------------------------------------------
 
-TRUE_QUOTE = "a place for every reader in Arden"
-DOC = "\n\n".join(
-    [
-        "The town council of Arden met on Tuesday to discuss the new public library. The "
-        "building will cost four million euros and open in 2027, on the old market square. "
-        f'The mayor called it "{TRUE_QUOTE}" and thanked the residents who had written in.',
-        "Residents asked for longer opening hours and a children's section. Several asked "
-        "for a reading room where students could work in the evenings, and for a café. The "
-        "librarians asked for a larger archive for the town's old newspapers and maps.",
-        "The council agreed to hold a public consultation in the spring, before the plans "
-        "are final. The plans will be shown in the town hall for six weeks, and anyone may "
-        "send comments by post or by email to the council's planning office.",
-        "Work on the site starts after the summer. The old market hall will be kept, and "
-        "its roof repaired, so the weekly market can go on while the library is built. "
-        "The council will report on the costs every three months until it opens.",
-    ]
-)
-INVENTED = ["2031", "Zaha Mendel", "longer opening hours on weekends"]
-FIRST = (
-    f'The council of Arden met to discuss the new library, which the mayor called "{TRUE_QUOTE}". '
-    "It will cost four million euros and open in 2031. "
-    "The architect Zaha Mendel designed the building on the old market square. "
-    'Residents asked for "longer opening hours on weekends" and a children\'s section. '
-    "The librarians asked for a larger archive for old newspapers and maps."
-)
-MORE_TEXT = (
-    "The council agreed to hold a public consultation in the spring. "
-    "Work on the site starts after the summer, and the weekly market can go on."
-)
-
-
-def inventing(request) -> str:
-    """A summariser's reply that invents a number, a name and a quote beside a true
-    quote; told what the text does not contain, it mends the number only."""
-    asked = request if isinstance(request, str) else request[-1]["content"]
-    if asked.startswith("The text does not contain"):
-        if '"2031"' in asked:
-            return "It will cost four million euros and open in 2027."
-        if "Zaha Mendel" in asked:
-            return "The architect Zaha Mendel drew the plans."
-        return 'Residents asked for "opening hours on weekends".'
-    if asked.startswith("Continue the summary"):
-        return MORE_TEXT
-    return FIRST
-
 
 def test_a_summary_keeps_the_true_quote_and_none_of_the_invented(monkeypatch, tmp_path):
     """Issue 33's CI test: the printed summary keeps the true quote and none of the
     invented ones, stays in its band, and --json and stderr say what was removed."""
     doc = tmp_path / "council.txt"
-    doc.write_text(DOC)
+    doc.write_text(COUNCIL)
     engine = FakeEngine(inventing)
     monkeypatch.setattr("edgechat.cli.summarise._load_engine", lambda args, settings: engine)
     result = run_main("summarise", str(doc), "--length", "short", "--json")
@@ -227,7 +184,7 @@ def test_a_summary_keeps_the_true_quote_and_none_of_the_invented(monkeypatch, tm
     summary = data["summary"]
     assert f'"{TRUE_QUOTE}"' in summary and "2027" in summary
     assert not [x for x in INVENTED if x in summary], summary
-    assert data["in_band"] and band("short", words(DOC)).holds(words(summary)), summary
+    assert data["in_band"] and band("short", words(COUNCIL)).holds(words(summary)), summary
     assert ends_sentence(summary)
     check = data["check"]
     assert check["on"] is True
@@ -280,45 +237,20 @@ def test_each_level_of_a_long_summary_is_checked():
 
 # -- the guarantee, on the real models -----------------------------------------------------
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_QUOTED = re.compile(r'"([^"\n]+)"|“([^”\n]+)”|«([^»\n]+)»')
-
-
-def _plain_words(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.casefold()))
-
 
 @pytest.mark.model
-@pytest.mark.parametrize(
-    "model, name, length", [("starter", "gpl-3.0.txt", "short"), ("gemma", "mit.txt", "short")]
-)
-def test_no_printed_summary_quotes_or_numbers_what_the_text_does_not_hold(
-    engines, model, name, length
-):
-    """Checked here with a plain reading of the rule, not the check's own code: every
-    quotation's words occur in the text in that order, every number in it occurs there
-    (as digits, or as a number word the check accepts)."""
+@pytest.mark.parametrize("model", ["starter", "gemma"])
+def test_no_printed_summary_quotes_or_numbers_what_the_text_does_not_hold(engines, model):
+    """On the real models (the band tests of test_summarise.py assert the same of theirs,
+    on the Gettysburg Address and CC0): read plainly, no quotation or number of the
+    printed summary is missing from the text."""
     from edgechat.tasks.documents import open_document
-    from edgechat.tasks.grounding import NUMBER_WORDS
 
-    text = (TEXTS / name).read_text()
-    doc = open_document(str(TEXTS / name))
-    result = Summariser(engines[model], Options(length), Sampling(0.0)).run(
-        doc.paragraphs, doc.size
-    )
+    doc = open_document(str(TEXTS / "mit.txt"))
+    s = Summariser(engines[model], Options("short"), Sampling(temperature=0.0))
+    result = s.run(doc.paragraphs, doc.size)
     assert result.text and ends_sentence(result.text)
-    source_words = f" {_plain_words(text)} "
-    for m in _QUOTED.finditer(result.text):
-        quoted = next(g for g in m.groups() if g)
-        for part in re.split(r"\.\.\.|…", quoted):
-            if _plain_words(part):
-                assert f" {_plain_words(part)} " in source_words, (quoted, result.text)
-    numbers = {n.replace(",", "") for n in _NUMBER.findall(text)}
-    numbers |= {str(int(n)) for n in numbers if n.isdigit()}
-    for n in _NUMBER.findall(result.text):
-        n = n.replace(",", "")
-        spelled = NUMBER_WORDS.get(str(int(n)) if n.isdigit() else n, ())
-        assert n in numbers or any(f" {w} " in source_words for w in spelled), (n, result.text)
+    assert unsupported(result.text, (TEXTS / "mit.txt").read_text()) == [], result.text
 
 
 @pytest.fixture(scope="module")

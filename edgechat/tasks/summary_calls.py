@@ -22,6 +22,7 @@ from edgechat.tasks.summary_prompts import MORE, SYSTEM
 from edgechat.tasks.summary_text import (
     Band,
     ends_sentence,
+    key,
     sentences,
     tidy,
     trim_to_sentence,
@@ -96,20 +97,28 @@ class Calls:
         return self.engine.chat(request, sampling, drop_oldest=False)
 
     def _stream(
-        self, request, target: int, high: int, more: str = "", follow: str = MORE, sampling=None
+        self,
+        request,
+        target: int,
+        high: int,
+        more: str = "",
+        follow: str = MORE,
+        sampling=None,
+        planned: bool = True,
     ) -> tuple[str, str]:
         """One reply, stopped at the first sentence end past ``target`` words.
 
         Returns the text and how it ended: ``done`` (the model stopped), ``enough``
         (stopped here at a sentence end) or ``cut`` (over ``high`` words or the cap).
+        ``planned``: the time left counted this call (a sentence written again is not).
         """
         # Going on, only what was written is new to the engine: the rest is cached.
-        planned = self._count(more) + 16 if more else self._size(request)
+        prompt = self._count(more) + 16 if more else self._size(request)
         sampling = replace(sampling or self.base, max_tokens=prompts.max_tokens(high))
         reply = self._ask(request, sampling, more, follow)
         out, how = "", "done"
         pieces = iter(reply)
-        self.meter.started(planned, prompts.tokens_of(target), planned=follow == MORE)
+        self.meter.started(prompt, prompts.tokens_of(target), planned)
         hook = hasattr(self.engine, "on_prompt")
         if hook:
             self.engine.on_prompt = self.meter.prompt  # how far the prompt is read
@@ -148,7 +157,13 @@ class Calls:
         seen |= {re.sub(r"\W+", " ", s).strip().lower() for s in sentences(SYSTEM + " " + MORE)}
         text, how = self._stream(request, want.target, want.high)
         changes = len(self.check.changes)
-        text = self._checked(request, tidy(self._whole(text, how), seen), sources, level)
+        text = self._checked(request, tidy(self._whole(text, how), seen), sources, level, "", seen)
+        if not text and len(self.check.changes) > changes:
+            # Not one sentence held: once more, told what the text does not say.
+            again, sampling = self._told(request, self._avoided(changes))
+            text, how = self._stream(again, want.target, want.high, sampling=sampling)
+            text = tidy(self._whole(text, how), seen)
+            text = self._checked(again, text, sources, level, "", seen)
         for _ in range(more + 2 * (len(self.check.changes) > changes)):
             have = words(text)
             # A reply the check made short goes on, whatever stopped the model.
@@ -156,12 +171,18 @@ class Calls:
             if have >= want.low or not text or (how != "done" and not checked_short):
                 break
             so_far = text + self._joint(text, "") if self.plain else text
+            follow = MORE + prompts.avoid(self._avoided(changes))
             try:
-                extra, how = self._stream(request, want.target - have, want.high - have, so_far)
+                extra, how = self._stream(
+                    request, want.target - have, want.high - have, so_far, follow
+                )
             except ContextOverflow:
                 break  # no room left to go on: what was written stands
             extra = tidy(self._whole(extra, how), seen)
-            extra = self._checked(request, extra, sources, level, before=text)
+            written = len(self.check.changes)
+            extra = self._checked(request, extra, sources, level, text, seen)
+            if not words(extra) and len(self.check.changes) > written:
+                continue  # all of it unsupported: once more, told what to leave out
             if not words(extra):
                 break
             text = f"{text}{self._joint(text, extra)}{extra}"
@@ -184,21 +205,49 @@ class Calls:
     # -- the check -------------------------------------------------------------------------
 
     def _checked(
-        self, request, text: str, sources: Sequence[SourceIndex], level: str, before: str = ""
+        self,
+        request,
+        text: str,
+        sources: Sequence[SourceIndex],
+        level: str,
+        before: str = "",
+        seen: set[str] | None = None,
     ) -> str:
         """``text`` with each sentence ``sources`` do not support written again or dropped
-        (the check off: as it is)."""
+        (the check off: as it is); a sentence written again says nothing ``seen``."""
         if not self.check.on or not text or not sources:
             return text
         t0, spent = time.perf_counter(), self._regenerating
+        seen = set() if seen is None else seen
 
         def again(kept: str, sentence: str, avoid: list[str]) -> str:
             so_far = f"{before}{self._joint(before, kept)}{kept}" if before and kept else ""
-            return self._regenerate(request, so_far or before or kept, sentence, avoid)
+            new = self._regenerate(request, so_far or before or kept, sentence, avoid)
+            if not new or key(new) in seen:
+                return ""
+            seen.add(key(new))
+            return new
 
         out = edit(text, sources, self.check, level, again)
         self.check.seconds += time.perf_counter() - t0 - (self._regenerating - spent)
         return out
+
+    def _avoided(self, since: int) -> list[str]:
+        """What the check found unsupported since change number ``since``."""
+        found = [s.text for c in self.check.changes[since:] for s in c.unsupported]
+        return list(dict.fromkeys(found))
+
+    def _told(self, request, avoid: list[str]):
+        """``request`` asked again: a chat told what not to write, a base model (which
+        takes no instructions) with another draw; and the sampling for it."""
+        if self.plain:
+            return request, self._redraw()
+        told = {**request[-1], "content": request[-1]["content"] + prompts.avoid(avoid)}
+        return [*request[:-1], told], self.base
+
+    def _redraw(self) -> Sampling:
+        seed = self.base.seed + 1 if self.base.seed != RANDOM_SEED else RANDOM_SEED
+        return replace(self.base, temperature=max(0.8, self.base.temperature), seed=seed)
 
     def _regenerate(self, request, before: str, sentence: str, avoid: list[str]) -> str:
         """``sentence`` written again without ``avoid``: a chat model is told what the
@@ -207,12 +256,11 @@ class Calls:
         sampling, follow = self.base, prompts.repair(sentence, avoid)
         more = f"{before}{self._joint(before, sentence)}{sentence}" if before else sentence
         if self.plain:
-            seed = self.base.seed + 1 if self.base.seed != RANDOM_SEED else RANDOM_SEED
-            sampling = replace(self.base, temperature=max(0.8, self.base.temperature), seed=seed)
+            sampling = self._redraw()
             more = f"{before}{self._joint(before, '')}" if before else ""
         high = max(12, words(sentence) * 3 // 2 + 8)
         try:
-            text, how = self._stream(request, 1, high, more, follow, sampling)
+            text, how = self._stream(request, 1, high, more, follow, sampling, planned=False)
         except ContextOverflow:
             return ""
         finally:
@@ -221,7 +269,8 @@ class Calls:
         new = _MARKER.sub("", first[0]) if first else ""
         if len(new) > 1 and new[0] == new[-1] == '"' and new.count('"') == 2:
             new = new[1:-1]  # the sentence as a quotation: it is the sentence
-        return new if ends_sentence(new) else ""
+        # A sentence, not a scrap ("I."): as many words as the one it stands for, up to 4.
+        return new if ends_sentence(new) and words(new) >= min(4, words(sentence)) else ""
 
     def _begin_check(self) -> None:
         self.check = Check(on=self.options.check)

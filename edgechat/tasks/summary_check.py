@@ -40,9 +40,10 @@ _NUMERIC = re.compile(
     r"(?:[$€£¥]|[vV](?=\d))?(\d+(?:[.,]\d+)*)(?:%|st|nd|rd|th|s)?"
     r"|(\d+(?:[.,]\d+)*(?:[-–/]\d+(?:[.,]\d+)*)+)"  # a date or range: 2007-06-29, 10-20
 )
-_CONNECTOR = {"of", "for", "and", "the", "on", "in", "de", "du", "des", "la", "le", "von", "van"}
+_CONNECTOR = {"of", "for", "the", "de", "du", "des", "la", "le", "von", "van", "der", "&"}
 _HEADING = re.compile(r"^\s*#{1,6}\s+")
 _MARKER = re.compile(r"^\s*(?:#{1,6}|[-*•+]|\d+[.)])\s+")
+_PRONOUN = re.compile(r"I(?:['’][a-z]+)?")  # I'll, I'm: not names
 _PIECES = re.compile(r"\d+(?:[.,]\d+)*|[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[^\W\d_]+")
 
 
@@ -147,7 +148,7 @@ def _words(rest: str, sources: Sequence[SourceIndex], names: bool) -> list[Span]
             close()
             kind = "name" if sum(c.isalpha() for c in word) >= 2 else "number"
             found.append(Span(kind, word, _name_ok(word, sources)))
-        elif names and word[0].isupper() and len(word) > 1:
+        elif names and word[0].isupper() and len(word) > 1 and not _PRONOUN.fullmatch(word):
             if not initial:
                 run.append(word)
         elif run and word.lower() in _CONNECTOR:
@@ -273,6 +274,17 @@ def edit(
         if kept:
             lines.append(prefix + " ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def claims(text: str, sources: Sequence[SourceIndex]) -> list[Span]:
+    """Every span of ``text`` (lines, list items and headings read as ``edit`` reads them),
+    judged against ``sources``."""
+    found: list[Span] = []
+    for line in text.split("\n"):
+        body = line[len(m.group(0)) :] if (m := _MARKER.match(line)) else line
+        for sentence in sentences(body):
+            found += spans(sentence, sources, names=not _HEADING.match(line))
+    return found
 
 
 def final(text: str, sources: Sequence[SourceIndex], check: Check) -> str:

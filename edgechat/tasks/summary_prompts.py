@@ -49,6 +49,14 @@ MORE = (
 )
 
 
+def avoid(spans: list[str]) -> str:
+    """Said after a request whose reply stated what the text does not hold."""
+    if not spans:
+        return ""
+    named = ", ".join(f'"{a}"' for a in spans[:12])
+    return f" The text does not contain {named}: do not write them."
+
+
 def repair(sentence: str, avoid: list[str]) -> str:
     """The request to write ``sentence`` again without what the text does not hold."""
     named = ", ".join(f'"{a}"' for a in avoid)

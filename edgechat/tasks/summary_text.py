@@ -148,7 +148,8 @@ def sentences(text: str) -> list[str]:
     return [s for s in out if s]
 
 
-def _key(text: str) -> str:
+def key(text: str) -> str:
+    """What a sentence says, for telling a repeat: its words, lower case, no marker."""
     return re.sub(r"\W+", " ", _BULLET.sub("", text)).strip().lower()
 
 
@@ -179,15 +180,15 @@ def tidy(text: str, seen: set[str] | None = None) -> str:
                 out.append("")
             continue
         if _HEADING.match(line):
-            if _key(line) not in seen:
-                seen.add(_key(line))
+            if key(line) not in seen:
+                seen.add(key(line))
                 out.append(line.rstrip())
             continue
         marker = _BULLET.match(line)
         prefix = marker.group(0) if marker else ""
         kept = []
         for s in sentences(line[len(prefix) :]):
-            k = _key(s)
+            k = key(s)
             if k and k not in seen:
                 seen.add(k)
                 kept.append(s)
