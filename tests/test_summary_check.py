@@ -235,6 +235,40 @@ def test_each_level_of_a_long_summary_is_checked():
     assert all(s.ok for s in result.check.spans) and result.check.spans
 
 
+def test_a_summary_with_nothing_true_in_it_is_one_line_and_no_file(monkeypatch, tmp_path):
+    """Hostile: a model that only invents. Not an empty file, not a traceback: one line
+    that says what happened and what to do."""
+    doc = tmp_path / "council.txt"
+    doc.write_text(COUNCIL)
+    out = tmp_path / "summary.md"
+    engine = FakeEngine('It opened in 1999 under Mayor Zaha Mendel, who said "never".')
+    monkeypatch.setattr("edgechat.cli.summarise._load_engine", lambda args, settings: engine)
+    result = run_main("summarise", str(doc), "--out", str(out))
+    assert result.returncode == 1 and not out.exists()
+    assert result.stderr.strip().splitlines()[-1] == (
+        "edgechat: every sentence the model wrote about council.txt stated what the document "
+        "does not say; try a larger model, or --no-check to see what it wrote"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_hostile_sources_stay_small_and_linear():
+    """A paragraph that is one endless run of capitals, or one endless word."""
+    index = SourceIndex("A " * 200_000 + "\n" + "x" * 1_000_000)
+    assert max(map(len, index._acronyms)) <= 12
+    assert index.has("x" * 1_000_000) and index.n_tokens == 200_001
+    long_quote = ("a " * 5000).strip()  # longer than the source's run of "a"
+    assert judged(f'It said "{long_quote}".', "a " * 4000) == {long_quote: False}
+
+
+def test_a_rewritten_summary_stays_in_its_band():
+    from edgechat.tasks.summary_text import within
+
+    assert within("One two three. Four five six.", 4) == "One two three."
+    assert within("- One two three.\n- Four five six seven.", 5) == "- One two three."
+    assert within("One two three four five six.", 3) == "One two three four five six."
+
+
 # -- the guarantee, on the real models -----------------------------------------------------
 
 

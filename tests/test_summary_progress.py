@@ -145,3 +145,24 @@ def test_the_bar_moves_within_a_chunk_and_within_a_part():
     assert [p.bar for p in maps] == sorted(p.bar for p in maps)
     within = [p for p in maps if p.done < p.total and p.bar > p.done / p.total]
     assert len({p.done for p in within}) > maps[-1].total // 2  # in most chunks
+
+
+def test_the_eta_counts_the_sentences_the_check_writes_again():
+    """Each partial summary states a number its chunk does not hold and is written again
+    (a call no plan counted): the ETA learns what that costs and still converges."""
+
+    def inventing(request) -> str:
+        text = request if isinstance(request, str) else request[-1]["content"]
+        if text.startswith("The text does not contain"):
+            return items_covered(request)  # the sentence named, without the year
+        return items_covered(request).replace(" were reported.", " were reported in 1999.")
+
+    engine = FakeEngine(inventing, n_ctx=512, speed=(200, 20))
+    seen: list[Progress] = []
+    s = Summariser(engine, Options("medium"), Sampling(0.0), progress=seen.append, now=engine.now)
+    result = s.run(numbered_report(300))
+    assert result.check.done("repaired") >= result.chunks
+    total = result.seconds
+    timed = [p for p in seen if p.eta_s is not None and p.elapsed_s > 0.2 * total]
+    for p in timed:
+        assert abs(p.eta_s - (total - p.elapsed_s)) <= 0.1 * total, (p.line(), total)

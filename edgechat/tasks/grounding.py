@@ -111,7 +111,7 @@ def acronyms(text: str) -> set[str]:
         for i in range(len(caps)):
             for j in range(i + 2, len(caps) + 1):
                 found.add(normalise("".join(w[0] for w in caps[i:j])))
-        if len(caps) < len(words):  # Bank of England: boe as well as be
+        if len(caps) < len(words) <= 12:  # Bank of England: boe as well as be
             found.add(normalise("".join(w[0] for w in words if w != "&")))
     return found
 

@@ -8,15 +8,17 @@ measured, the call under way included, times what the run spends around llama.cp
 re-costed at every report, so it converges as the rates settle. The first estimate comes
 as soon as the first batch of the first prompt is read (the engine's ``on_prompt``): until
 a reply is timed, writing is costed at ``READ_PER_WRITE`` prompt tokens a token. The bar
-moves within a step too, as the call's prompt is read and its reply written. The first
-time the run is found to need more than ``LONG_S`` it says so, once, with the estimate.
+moves within a step too, as the call's prompt is read and its reply written. Calls the
+work ahead did not plan (a sentence written again, tasks/summary_check.py) add to what is
+left in the proportion this run has seen. The first time the run is found to need more
+than ``LONG_S`` it says so, once, with the estimate.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -177,6 +179,7 @@ class Meter:
         self._timed = False  # an ETA has been shown
         self._rates: Rates | None = None
         self._floor = 0.0  # the step's bar never goes back
+        self._spent = [0.0, 0.0]  # engine seconds of the planned calls, and of the others
 
     # -- what the summariser tells it ---------------------------------------------------
 
@@ -228,6 +231,7 @@ class Meter:
             self._evaluated += stats.prompt_eval_tokens
             if planned:
                 self.ahead = self.ahead.less(prompt, stats.gen_tokens)
+            self._spent[not planned] += stats.prompt_s + stats.gen_s
         self._live = None
         self._read = None
 
@@ -266,12 +270,19 @@ class Meter:
         if rates is None:
             return None
         self._rates = rates
+        # Calls nobody planned (a sentence written again) go on at the rate seen so far.
+        rates = replace(rates, overhead=rates.overhead * (1 + self._unplanned()))
         left = seconds_left(self.ahead.less(done.read, done.write), rates)
         if self._live is not None and live is None:  # its prompt is partly read already
             start, prompt = self._live[:2]
             rest = seconds_left(self.ahead.less(prompt, 0), rates)
             left = max(rest, left - (now - start))
         return left
+
+    def _unplanned(self) -> float:
+        """The engine time of unplanned calls per second of planned ones, this run."""
+        planned, other = self._spent
+        return other / planned if planned > 0 else 0.0
 
     def _within(self) -> float:
         """Of the step under way, the share done: its call's prompt read and reply
