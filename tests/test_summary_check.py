@@ -235,14 +235,26 @@ def test_each_level_of_a_long_summary_is_checked():
     assert all(s.ok for s in result.check.spans) and result.check.spans
 
 
-def test_a_summary_with_nothing_true_in_it_is_one_line_and_no_file(monkeypatch, tmp_path):
-    """Hostile: a model that only invents. Not an empty file, not a traceback: one line
-    that says what happened and what to do."""
+def test_a_model_that_only_invents(monkeypatch, tmp_path):
+    """Hostile: every sentence invents and every rewrite too. The summary keeps its band
+    with the document's own sentences, quoted, and says so; where the document has none
+    to lend, one line says what happened and what to do, and no file is written."""
     doc = tmp_path / "council.txt"
     doc.write_text(COUNCIL)
-    out = tmp_path / "summary.md"
     engine = FakeEngine('It opened in 1999 under Mayor Zaha Mendel, who said "never".')
     monkeypatch.setattr("edgechat.cli.summarise._load_engine", lambda args, settings: engine)
+    result = run_main("summarise", str(doc), "--length", "short", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["in_band"] and data["check"]["filled"], data["summary"]
+    for sentence in data["check"]["filled"]:
+        quoted = sentence.removeprefix('The text says: "').removesuffix('"')
+        assert quoted in " ".join(COUNCIL.split()) and sentence in data["summary"]
+    assert "1999" not in data["summary"] and "Zaha" not in data["summary"]
+    assert "of the source in their place (--json lists them)" in result.stderr
+
+    doc.write_text("Yes. No. Maybe so.")  # nothing of five words to lend
+    out = tmp_path / "summary.md"
     result = run_main("summarise", str(doc), "--out", str(out))
     assert result.returncode == 1 and not out.exists()
     assert result.stderr.strip().splitlines()[-1] == (

@@ -34,7 +34,7 @@ from edgechat.tasks import summary_prompts as prompts
 from edgechat.tasks.chunking import Chunker, Spool
 from edgechat.tasks.grounding import SourceIndex
 from edgechat.tasks.progress import Ahead, Meter, Progress
-from edgechat.tasks.summary_calls import Calls, Cancelled
+from edgechat.tasks.summary_calls import REPAIRS, Calls, Cancelled
 from edgechat.tasks.summary_check import final
 from edgechat.tasks.summary_cost import Shape, maps_ahead, note_size, notes_ahead, parts_ahead
 from edgechat.tasks.summary_prompts import MAP_WORDS, PARTS, SHAPES, Options
@@ -194,7 +194,7 @@ class Summariser(Calls):
         ahead = Ahead(self._count(text) + self._overhead("final"), prompts.tokens_of(want.target))
         self.meter.stage("writing", 0, 1, "parts", ahead)
         request = self.request("final", text, want.target)
-        answer = self._write(request, want, 2, set(), [self.document], "summary")
+        answer = self._write(request, want, 2, set(), [self.document], "summary", (text, True))
         if self.options.style == "bullets":
             answer = as_bullets(answer)
         self.meter.finished("writing", 1, "parts")
@@ -205,6 +205,7 @@ class Summariser(Calls):
         request = self.request("map", text, self.map_words)
         reply, how = self._stream(request, self.map_words * 2 // 3, self.map_words)
         note = trim_to_sentence(reply) if how == "cut" else reply
+        self._repairs = REPAIRS
         return self._checked(request, note, [*self._index(text), *also], "map")
 
     def reduce(self, notes: list[str], chunks: int | None = None, levels: int = 0) -> Summary:
@@ -241,7 +242,8 @@ class Summariser(Calls):
             request = self.request("part", group, share.target)
             self._grounds += self._index(group)
             sources = [*self._grounds[-1:], self.document]
-            written.append(self._write(request, share, 1, seen, sources, "part"))
+            lend = (group, source == "text")  # the document's words are quoted, notes not
+            written.append(self._write(request, share, 1, seen, sources, "part", lend))
         self.meter.finished("writing", n_parts, "parts")
         answer = join_parts(written, self.options.style, self.options.length)
         summary = self._done(answer, chunks, deepest + (source == "notes"), want)

@@ -17,7 +17,7 @@ from edgechat.llama.contract import reply_reserve
 from edgechat.planning.plan import Sampling
 from edgechat.tasks import summary_prompts as prompts
 from edgechat.tasks.grounding import SourceIndex
-from edgechat.tasks.summary_check import Check, edit
+from edgechat.tasks.summary_check import Check, edit, stand_ins
 from edgechat.tasks.summary_prompts import MORE, SYSTEM
 from edgechat.tasks.summary_text import (
     Band,
@@ -31,6 +31,7 @@ from edgechat.tasks.summary_text import (
 )
 
 _MARKER = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
+REPAIRS = 4  # sentences written again, at most, for one reply and its continuations
 
 
 class Cancelled(EdgechatError):
@@ -149,10 +150,20 @@ class Calls:
         return out.strip(), how
 
     def _write(
-        self, request, want: Band, more: int, seen: set[str], sources=(), level: str = "part"
+        self,
+        request,
+        want: Band,
+        more: int,
+        seen: set[str],
+        sources=(),
+        level: str = "part",
+        source: tuple[str, bool] = ("", True),
     ) -> str:
         """A reply that lands in ``want`` words where the model lets it, in whole
-        sentences, each checked against ``sources``."""
+        sentences, each checked against ``sources``. Where the check left it short and
+        the model wrote nothing that held, ``source`` (the text it was written from, and
+        whether that is the document's own words) lends sentences (``stand_ins``)."""
+        self._repairs = REPAIRS
         # What the prompt says is not news: a model that echoes it has the echo dropped.
         seen |= {re.sub(r"\W+", " ", s).strip().lower() for s in sentences(SYSTEM + " " + MORE)}
         text, how = self._stream(request, want.target, want.high)
@@ -186,6 +197,13 @@ class Calls:
             if not words(extra):
                 break
             text = f"{text}{self._joint(text, extra)}{extra}"
+        if words(text) < want.low and len(self.check.changes) > changes and source[0]:
+            dropped = [c.sentence for c in self.check.changes[changes:]]
+            have = words(text)
+            lent = stand_ins(source[0], dropped, want.low - have, want.high - have, source[1])
+            self.check.filled += lent
+            for sentence in lent:
+                text = f"{text}{self._joint(text, sentence)}{sentence}" if text else sentence
         return within(text, want.high)
 
     def _whole(self, text: str, how: str) -> str:
@@ -221,6 +239,9 @@ class Calls:
         seen = set() if seen is None else seen
 
         def again(kept: str, sentence: str, avoid: list[str]) -> str:
+            if self._repairs <= 0:
+                return ""  # this reply's rewrites are spent: the sentence goes
+            self._repairs -= 1
             so_far = f"{before}{self._joint(before, kept)}{kept}" if before and kept else ""
             new = self._regenerate(request, so_far or before or kept, sentence, avoid)
             if not new or key(new) in seen:
@@ -275,3 +296,4 @@ class Calls:
     def _begin_check(self) -> None:
         self.check = Check(on=self.options.check)
         self._regenerating = 0.0
+        self._repairs = REPAIRS

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edgechat.tasks.grounding import SourceIndex, number, supported, tokens
-from edgechat.tasks.summary_text import sentences
+from edgechat.tasks.summary_text import ends_sentence, sentences, words
 
 _LINK = re.compile(
     r"\b(?:https?://|ftp://|www\.)[^\s<>\"'“”‘’)\]]+[^\s<>\"'“”‘’)\].,;:!?]"
@@ -189,6 +189,7 @@ class Check:
     on: bool = True
     spans: list[Span] = field(default_factory=list)  # the printed summary's, checked
     changes: list[Change] = field(default_factory=list)
+    filled: list[str] = field(default_factory=list)  # the source's sentences, for the band
     levels: dict[str, dict[str, int]] = field(default_factory=dict)  # spans checked, failed
     seconds: float = 0.0  # time spent checking (not regenerating)
 
@@ -208,7 +209,11 @@ class Check:
         what = [f"{n} {verb}" for n, verb in ((fixed, "rewritten"), (dropped, "dropped")) if n]
         noun = "sentence" if (fixed or dropped) == 1 else "sentences"
         what[0] = what[0].replace(" ", f" {noun} ", 1)  # 1 sentence rewritten and 2 dropped
-        return f"{' and '.join(what)}: they quoted, stated or named what the document does not say"
+        said = f"{' and '.join(what)}: they quoted, stated or named what the document does not say"
+        if self.filled:
+            n = len(self.filled)
+            said += f"; {n} {'sentence' if n == 1 else 'sentences'} of the source in their place"
+        return said
 
     def as_dict(self) -> dict:
         return {
@@ -216,6 +221,7 @@ class Check:
             "spans": [s.as_dict() for s in self.spans],
             "repaired": [c.as_dict() for c in self.changes if c.action == "repaired"],
             "dropped": [c.as_dict() for c in self.changes if c.action == "dropped"],
+            "filled": self.filled,
             "levels": self.levels,
             "seconds": round(self.seconds, 3),
         }
@@ -232,12 +238,11 @@ def edit(
     check: Check,
     level: str,
     regenerate: Regenerate | None = None,
-    tries: int = 4,
     kept_spans: list[Span] | None = None,
 ) -> str:
-    """``text`` with each sentence its sources do not support written again (at most
-    ``tries`` times in all) or dropped; lines, list items and headings kept as they are.
-    ``kept_spans`` receives the spans of the sentences kept."""
+    """``text`` with each sentence its sources do not support written again or dropped;
+    lines, list items and headings kept as they are. ``kept_spans`` receives the spans
+    of the sentences kept."""
     lines: list[str] = []
     for line in text.split("\n"):
         if not line.strip():
@@ -257,8 +262,7 @@ def edit(
                     kept_spans.extend(found)
                 continue
             new = ""
-            if regenerate is not None and tries > 0:
-                tries -= 1
+            if regenerate is not None:
                 this_line = [prefix + " ".join(kept)] if kept else []
                 before = "\n".join([*lines, *this_line]).strip()
                 new = regenerate(before, sentence, [s.text for s in bad]).strip()
@@ -292,3 +296,25 @@ def final(text: str, sources: Sequence[SourceIndex], check: Check) -> str:
     summaries): its spans recorded, anything unsupported dropped."""
     check.spans = []
     return edit(text, sources, check, "summary", kept_spans=check.spans)
+
+
+def stand_ins(source: str, dropped: list[str], need: int, room: int, quote: bool) -> list[str]:
+    """Sentences of ``source`` that keep a summary in its band when the check took
+    sentences out and the model wrote none that held: at least ``need`` words and at most
+    ``room``, those sharing most words with what was dropped first, in the source's
+    order; quoted (``quote``: the document's own words, not a summary's)."""
+    meant = set(tokens(" ".join(dropped)))
+    found = []
+    for para in source.split("\n\n"):
+        for s in sentences(" ".join(para.split())):
+            n = words(s)
+            if n >= 5 and ends_sentence(s) and not (quote and '"' in s):
+                found.append((-len(meant & set(tokens(s))) / n, len(found), s, n))
+    chosen, total = [], 0
+    for _, order, s, n in sorted(found):
+        if total >= need:
+            break
+        if total + n + 3 * quote <= room:
+            chosen.append((order, s))
+            total += n + 3 * quote
+    return [f'The text says: "{s}"' if quote else s for _, s in sorted(chosen)]
