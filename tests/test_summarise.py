@@ -228,6 +228,11 @@ def test_cut_replies_are_trimmed_to_their_last_sentence():
     assert trim_to_sentence(wrapped) == "Intro.\n1. Item one"
     assert not ends_sentence("2. The Work is subject to copyright and\n")
     assert not ends_sentence("which can increase the overall") and ends_sentence("It ends.")
+    # A short last word after a full stop is a sentence begun, not one ended (Gemma wrote
+    # "... served two terms. In" and the summary ended so).
+    assert not ends_sentence("He served two terms. In") and ends_sentence('He said "no."')
+    cut = "It began.\n\nHe served two terms. In"
+    assert whole_ending(cut) == "It began.\n\nHe served two terms."
     assert not ends_sentence("for example, e.g.")
 
 

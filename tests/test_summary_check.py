@@ -70,6 +70,12 @@ def test_a_quote_is_supported_only_by_the_same_words():
     }
     invented = "This License is not to be construed as an expression of permission"
     assert judged(f'The text says: "{invented}".', GPL) == {invented: False}
+    # A quotation opened and never closed is a quotation to the end of its sentence.
+    assert judged('"Here I stand, in the land of my birth.', GPL) == {
+        "Here I stand, in the land of my birth": False
+    }
+    opened = "This License refers to version 3"
+    assert judged(f"“{opened}", GPL) == {opened: True}
     # The users' rights: an apostrophe is not a quotation mark.
     assert judged("The users' rights and the authors' duties are kept.", GPL) == {}
 

@@ -33,6 +33,8 @@ _QUOTE = re.compile(
     r"|「([^」\n]+)」|『([^』\n]+)』|‘([^\n]+?)’(?!\w)"
     r"|(?<![\w'])'(?=\S)([^'\n]+?)(?<=\S)'(?!\w)|`([^`\n]+)`"
 )
+# A quotation opened and never closed runs to the end of the sentence.
+_OPEN = re.compile(r"(?:^|(?<=[\s(\[]))[\"“„«‘]\s*([^\"“”„«»‘’\n]*[^\W_][^\"“”„«»‘’\n]*)$")
 _ELLIPSIS = re.compile(r"\s*(?:\[?(?:\.\s?){3}\]?|\[?…\]?)\s*")
 _CHUNK = re.compile(r"(?:[^\s,;:()\[\]{}\"“”«»‹›!?*]|(?<=\d),(?=\d))+")
 _EDGES = ".'’-_/"
@@ -109,6 +111,10 @@ def spans(sentence: str, sources: Sequence[SourceIndex], names: bool = True) -> 
         if tokens(quoted):
             found.append(Span("quote", quoted, _quote_ok(quoted, sources)))
     rest = _QUOTE.sub(mask, rest)
+    if m := _OPEN.search(rest):
+        quoted = m.group(1).rstrip(" .,;:!?")
+        found.append(Span("quote", quoted, _quote_ok(quoted, sources)))
+        rest = rest[: m.start()]
     found.extend(_words(rest, sources, names))
     return found
 

@@ -28,6 +28,7 @@ _BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
 _HEADING = re.compile(r"^\s*#{1,6}\s+")
 # A sentence ends at . ! ? (and closing quotes or brackets) before a space or the end.
 _END = re.compile(r"[.!?。][\"'”’)\]]*(?=\s|$)")
+_LAST = re.compile(r"[.!?。][\"'”’)\]]*$")  # the text's very end is a sentence's
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Mr|Mrs|Dr|No|Inc|Ltd|St)\.$", re.IGNORECASE)
 
 
@@ -66,7 +67,7 @@ def ends_sentence(text: str) -> bool:
         return False
     if text[len(stripped) :].count("\n") and _HEADING.match(stripped.rsplit("\n", 1)[-1]):
         return True
-    return bool(_END.search(stripped[-4:] + " ")) and not _ABBREV.search(stripped)
+    return bool(_LAST.search(stripped)) and not _ABBREV.search(stripped)
 
 
 def _line_complete(line: str, after: str = "") -> bool:
@@ -75,7 +76,7 @@ def _line_complete(line: str, after: str = "") -> bool:
     line = line.rstrip()
     if not line or line.endswith(":"):
         return False
-    if _HEADING.match(line) or _END.search(line[-4:] + " "):
+    if _HEADING.match(line) or _LAST.search(line):
         return True
     return bool(_BULLET.match(line) and (_BULLET.match(after) or _HEADING.match(after)))
 
@@ -211,7 +212,7 @@ def _unwrapped(lines: list[str]) -> list[str]:
             and not _HEADING.match(line)
             and not _BULLET.match(line)
             and not prev.rstrip().endswith((":", "**"))
-            and not _END.search(prev.rstrip()[-4:] + " ")
+            and not _LAST.search(prev.rstrip())
         )
         if continues:
             out[-1] = f"{prev.rstrip()} {line.strip()}"
