@@ -15,7 +15,8 @@ and scores:
 - the check against the source (issue 33): each text is summarised with the check off
   (the model's own words) and on; for both, the quotes, numbers and names the summary
   gives and how many of them the document supports (judged by the same matching), the
-  facts kept, the sentences rewritten and dropped, the seconds the run took and the
+  facts kept, the sentences rewritten and dropped (and the source's own sentences put in
+  to keep the band), the seconds the run took and the
   check's own share of them (the rewriting calls are in the run's seconds);
 - the index: how long the matching's index takes to build over ``--index-mb`` MB of
   these texts, and to judge one sentence against it.
@@ -138,6 +139,7 @@ def score(engine: Engine, name: str, length: str, check: bool) -> dict:
         **{f"{kind}s": claims[kind] for kind in claims},
         "rewritten": done.done("repaired") if check else 0,
         "dropped": done.done("dropped") if check else 0,
+        "filled": len(done.filled) if check else 0,
         "check_s": round(done.seconds, 3) if check else 0.0,
         "facts": f"{len(found)}/{len(facts)}",
         "facts_share": round(len(found) / len(facts), 2),
@@ -220,7 +222,7 @@ def ratio(pair: list[int]) -> str:
 def table(rows: list[dict]) -> None:
     head = (
         f"{'model':<18} {'text':<10} {'chk':>3} {'quotes':>6} {'nums':>5} {'names':>5} "
-        f"{'facts':>5} {'rw/dr':>5} {'rep':>5} {'words':>5} {'band':>7} {'in':>2} {'whole':>5} "
+        f"{'facts':>5} {'rw/dr/fl':>8} {'rep':>5} {'words':>5} {'band':>7} {'in':>2} {'whole':>5} "
         f"{'calls':>5} {'s':>6} {'chk s':>5} {'ETA@1':>5}"
     )
     print(head)
@@ -230,7 +232,8 @@ def table(rows: list[dict]) -> None:
         print(
             f"{r['model'][:18]:<18} {r['text'][:10]:<10} {'on' if r['check'] else 'off':>3} "
             f"{ratio(r['quotes']):>6} {ratio(r['numbers']):>5} {ratio(r['names']):>5} "
-            f"{r['facts']:>5} {r['rewritten']:>2}/{r['dropped']:<2} {r['repeat_4gram']:>5.3f} "
+            f"{r['facts']:>5} {r['rewritten']:>2}/{r['dropped']}/{r['filled']:<2} "
+            f"{r['repeat_4gram']:>5.3f} "
             f"{r['words']:>5} {band:>7} {'y' if r['in_band'] else 'n':>2} "
             f"{'yes' if r['whole'] else 'no':>5} {r['calls']:>5} {r['seconds']:>6.1f} "
             f"{r['check_s']:>5.2f} {eta:>5}"
@@ -244,8 +247,9 @@ def table(rows: list[dict]) -> None:
             f"quotes/numbers/names supported {held[0]}/{held[1]}"
         )
     print(
-        "quotes/nums/names: supported by the document / found in the summary; rw/dr: "
-        "sentences rewritten / dropped; ETA@1 = elapsed + ETA at the first estimate"
+        "quotes/nums/names: supported by the document / found in the summary; rw/dr/fl: "
+        "sentences rewritten / dropped / the source's own put in to keep the band; "
+        "ETA@1 = elapsed + ETA at the first estimate"
     )
 
 

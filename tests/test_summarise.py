@@ -231,6 +231,10 @@ def test_cut_replies_are_trimmed_to_their_last_sentence():
     # A short last word after a full stop is a sentence begun, not one ended (Gemma wrote
     # "... served two terms. In" and the summary ended so).
     assert not ends_sentence("He served two terms. In") and ends_sentence('He said "no."')
+    # A lead-in ends a line of other sentences: only the lead-in goes.
+    lead = "The MIT License\n\nIt is free for personal use. To cite it, write as follows:"
+    assert whole_ending(lead) == "The MIT License\n\nIt is free for personal use."
+    assert whole_ending("- One.\n- Two. As follows:") == "- One.\n- Two."
     cut = "It began.\n\nHe served two terms. In"
     assert whole_ending(cut) == "It began.\n\nHe served two terms."
     assert not ends_sentence("for example, e.g.")

@@ -26,6 +26,7 @@ from edgechat.tasks.summary_text import (
     sentences,
     tidy,
     trim_to_sentence,
+    whole_ending,
     within,
     words,
 )
@@ -197,6 +198,7 @@ class Calls:
             if not words(extra):
                 break
             text = f"{text}{self._joint(text, extra)}{extra}"
+        text = whole_ending(text)  # as the summary will end: no lead-in left open
         if words(text) < want.low and len(self.check.changes) > changes and source[0]:
             dropped = [c.sentence for c in self.check.changes[changes:]]
             have = words(text)

@@ -132,10 +132,17 @@ def within(text: str, high: int) -> str:
 
 
 def _drop_lead_in(text: str) -> str:
-    """Without trailing lines that announce what was cut away ("... as follows:")."""
+    """Without what announces what was cut away ("... as follows:"): the last sentence
+    of a line that ends so, or the whole line when it has no other."""
     lines = text.rstrip().splitlines()
     while lines and (not lines[-1].strip() or lines[-1].rstrip().endswith(":")):
-        lines.pop()
+        marker = _BULLET.match(lines[-1])
+        prefix = marker.group(0) if marker else ""
+        said = sentences(lines[-1][len(prefix) :])
+        if len(said) > 1:
+            lines[-1] = prefix + " ".join(said[:-1])
+        else:
+            lines.pop()
     return "\n".join(lines).rstrip()
 
 
