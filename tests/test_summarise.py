@@ -274,6 +274,9 @@ def test_layout_is_kept_and_repeats_dropped():
     )
     wrapped = "The licence lets you\ncopy the work. You must\nkeep the notice."
     assert tidy(wrapped) == "The licence lets you copy the work. You must keep the notice."
+    # A quotation's closing mark stays with its sentence (it was dropped, leaving it open).
+    quoted = 'He said "it is free." Then (see it.) he left.'
+    assert tidy(quoted) == quoted
 
 
 # -- documents ----------------------------------------------------------------------------
