@@ -296,3 +296,25 @@ async def test_the_app_shows_a_summarys_progress_in_the_clis_words(tmp_path):
     assert all(total == 100 for *_, total in seen)
     assert len(warnings) == 1 and warnings[0].endswith("; Esc stops it")
     assert "Items 0-" in answer and "-399" in answer
+
+
+async def test_the_app_marks_a_summary_the_check_took_sentences_out_of(tmp_path):
+    """Issue 33: a summary whose model invented a number, a name and a quote shows the
+    true quote and none of them, and says in the chat what the check took out."""
+    from support.summary_docs import COUNCIL, INVENTED, TRUE_QUOTE, inventing
+
+    doc = tmp_path / "council.txt"
+    doc.write_text(COUNCIL)
+    app = fake_app(Opener(respond=inventing), model="fake-model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        screen = app.screen
+        screen._summarise(str(doc))
+        await pilot.pause()
+        await until(pilot, lambda: not screen.generating, 60)
+        answer = app.store.messages(screen.conversation.id)[-1].content
+        told = [n.message for n in app._notifications if "dropped" in n.message]
+    assert TRUE_QUOTE in answer and not [x for x in INVENTED if x in answer], answer
+    said = "1 sentence rewritten and 2 dropped: they quoted, stated or named what the document"
+    assert answer.endswith(f"_⚠ checked against the document: {said} does not say_")
+    assert told == [f"{said} does not say"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.cli import run_main
 from support.fake_engine import FakeEngine
+from support.grounded import unsupported
 from support.summary_docs import ITEMS, items_covered, numbered_report
 
 from edgechat.errors import InputError
@@ -155,6 +156,8 @@ def test_each_length_lands_in_its_word_band(engines, model, name, length):
     assert result.band == band(length, document_words)
     assert result.in_band, f"{result.words} words, band {result.band}: {result.text!r}"
     assert ends_sentence(result.text), result.text
+    # Issue 33: no quotation or number the text does not hold.
+    assert unsupported(result.text, (TEXTS / name).read_text()) == [], result.text
 
 
 def test_a_reply_over_its_band_is_trimmed_to_whole_sentences(engine):
@@ -225,6 +228,15 @@ def test_cut_replies_are_trimmed_to_their_last_sentence():
     assert trim_to_sentence(wrapped) == "Intro.\n1. Item one"
     assert not ends_sentence("2. The Work is subject to copyright and\n")
     assert not ends_sentence("which can increase the overall") and ends_sentence("It ends.")
+    # A short last word after a full stop is a sentence begun, not one ended (Gemma wrote
+    # "... served two terms. In" and the summary ended so).
+    assert not ends_sentence("He served two terms. In") and ends_sentence('He said "no."')
+    # A lead-in ends a line of other sentences: only the lead-in goes.
+    lead = "The MIT License\n\nIt is free for personal use. To cite it, write as follows:"
+    assert whole_ending(lead) == "The MIT License\n\nIt is free for personal use."
+    assert whole_ending("- One.\n- Two. As follows:") == "- One.\n- Two."
+    cut = "It began.\n\nHe served two terms. In"
+    assert whole_ending(cut) == "It began.\n\nHe served two terms."
     assert not ends_sentence("for example, e.g.")
 
 
@@ -262,6 +274,9 @@ def test_layout_is_kept_and_repeats_dropped():
     )
     wrapped = "The licence lets you\ncopy the work. You must\nkeep the notice."
     assert tidy(wrapped) == "The licence lets you copy the work. You must keep the notice."
+    # A quotation's closing mark stays with its sentence (it was dropped, leaving it open).
+    quoted = 'He said "it is free." Then (see it.) he left.'
+    assert tidy(quoted) == quoted
 
 
 # -- documents ----------------------------------------------------------------------------

@@ -114,3 +114,55 @@ def test_the_cli_renders_the_same_line_and_warns_once(capsys):
     assert err.index(warning[0]) < err.index(
         "big.txt: summarising 0/9000 chunks · about 19:49:45 left"
     )
+
+
+def test_the_first_estimate_comes_from_the_first_prompt_batch():
+    """Issue 31, item 11: no ETA came until the first part was written (40 s for the
+    GPL-3). A long first prompt is read in batches: the estimate comes after its first
+    one, costed from the reading speed, and the report goes on at each batch."""
+    result, seen = _run(100, 4096, (50, 5))  # one call, its prompt 50 s on the fake clock
+    first_call = result.calls[0]
+    assert first_call.prompt_tokens > 4 * 512
+    first = next(p for p in seen if p.eta_s is not None)
+    assert first.elapsed_s <= 512 / 50 + 0.5  # after the first batch, not after the prompt
+    left = result.seconds - first.elapsed_s
+    assert 0.5 * left <= first.eta_s <= 2 * left, (first.line(), result.seconds)
+    during = [p for p in seen if p.stage == "writing" and p.elapsed_s < first_call.prompt_s]
+    assert len(during) >= first_call.prompt_tokens // 512 - 1  # one at each batch
+    etas = [p.eta_s for p in during if p.eta_s is not None]
+    assert etas == sorted(etas, reverse=True) and len(set(etas)) == len(etas)  # it moves
+
+
+def test_the_bar_moves_within_a_chunk_and_within_a_part():
+    """The bar filled a step (a chunk, a part) at a time; it moves as the step's prompt is
+    read and its reply written, and never goes back."""
+    result, seen = _run(100, 4096, (50, 5))
+    writing = [p.bar for p in seen if p.stage == "writing"]
+    assert writing == sorted(writing) and writing[-1] == 1.0
+    assert len({b for b in writing if 0 < b < 1}) >= 4, writing
+    _, seen = _run(300, 512, (200, 20))
+    maps = [p for p in seen if p.stage == "summarising"]
+    assert [p.bar for p in maps] == sorted(p.bar for p in maps)
+    within = [p for p in maps if p.done < p.total and p.bar > p.done / p.total]
+    assert len({p.done for p in within}) > maps[-1].total // 2  # in most chunks
+
+
+def test_the_eta_counts_the_sentences_the_check_writes_again():
+    """Each partial summary states a number its chunk does not hold and is written again
+    (a call no plan counted): the ETA learns what that costs and still converges."""
+
+    def inventing(request) -> str:
+        text = request if isinstance(request, str) else request[-1]["content"]
+        if text.startswith("The text does not contain"):
+            return items_covered(request)  # the sentence named, without the year
+        return items_covered(request).replace(" were reported.", " were reported in 1999.")
+
+    engine = FakeEngine(inventing, n_ctx=512, speed=(200, 20))
+    seen: list[Progress] = []
+    s = Summariser(engine, Options("medium"), Sampling(0.0), progress=seen.append, now=engine.now)
+    result = s.run(numbered_report(300))
+    assert result.check.done("repaired") >= result.chunks
+    total = result.seconds
+    timed = [p for p in seen if p.eta_s is not None and p.elapsed_s > 0.2 * total]
+    for p in timed:
+        assert abs(p.eta_s - (total - p.elapsed_s)) <= 0.1 * total, (p.line(), total)

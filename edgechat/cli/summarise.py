@@ -22,7 +22,15 @@ def _facts(result) -> dict:
         "tokens_out": result.tokens_out,
         "seconds": round(result.seconds, 2),
         "engine_seconds": round(result.engine_seconds, 2),
+        "check": result.check.as_dict() if result.check else None,
     }
+
+
+def _say_checked(label: str, result) -> None:
+    """One line on stderr when the check took something out of a summary."""
+    line = result.check.line() if result.check else None
+    if line:
+        sys.stderr.write(f"edgechat: {label}{line} (--json lists them)\n")
 
 
 def _as_text(named: list[tuple[str, str]]) -> str:
@@ -35,7 +43,6 @@ def _as_text(named: list[tuple[str, str]]) -> str:
 def _summarise_each(args, engine, docs, sampling):
     """One summary per document (and one of them all with --combine)."""
     from edgechat.cli.progress import summary as summary_progress
-    from edgechat.errors import EdgechatError
     from edgechat.tasks.summarise import Options, Summariser
 
     several = len(docs) > 1
@@ -44,26 +51,38 @@ def _summarise_each(args, engine, docs, sampling):
         name = Path(doc.name).name if doc.name != "stdin" else "stdin"
         summariser = Summariser(
             engine,
-            Options(args.length, args.style, args.focus),
+            Options(args.length, args.style, args.focus, not args.no_check),
             sampling,
             progress=summary_progress(f"{name}: " if several else ""),
         )
         result = summariser.run(doc.paragraphs, doc.size)
-        if not result.text:
-            raise EdgechatError(
-                f"the model returned an empty summary of {name}; try a larger model"
-            )
+        _empty(result, name)
+        _say_checked(f"{name}: " if several else "", result)
         results.append((doc.name, name, result))
     combined = None
     if args.combine and several:
         summariser = Summariser(
             engine,
-            Options(args.length, args.style, args.focus),
+            Options(args.length, args.style, args.focus, not args.no_check),
             sampling,
             progress=summary_progress("all: "),
         )
         combined = summariser.combine([r.text for _, _, r in results])
+        _say_checked("all: ", combined)
     return results, combined
+
+
+def _empty(result, name: str) -> None:
+    from edgechat.errors import EdgechatError
+
+    if result.text:
+        return
+    if result.check and result.check.changes:
+        raise EdgechatError(
+            f"every sentence the model wrote about {name} stated what the document does not "
+            "say; try a larger model, or --no-check to see what it wrote"
+        )
+    raise EdgechatError(f"the model returned an empty summary of {name}; try a larger model")
 
 
 def cmd_summarise(args) -> int:
@@ -156,6 +175,16 @@ def register(sub) -> None:
     summ.add_argument(
         "--out", metavar="FILE", help="write the summary to FILE (--force replaces one)"
     )
-    summ.add_argument("--json", action="store_true", help="print the summary and its stats as JSON")
+    summ.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not check the summary against the document (by default a sentence that "
+        "quotes, numbers or names what the document does not hold is rewritten or dropped)",
+    )
+    summ.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary and its stats as JSON (with what the check found and did)",
+    )
     add_remote_options(summ)
     summ.set_defaults(func=cmd_summarise)

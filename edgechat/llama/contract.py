@@ -2,7 +2,9 @@
 a server reached over HTTP (``llama/remote.py``) and the tests' fake all keep this
 contract, so front ends and tasks never ask which one they hold.
 
-To add an engine: a class with these members, opened in ``service.open_model``.
+To add an engine: a class with these members, opened in ``service.open_model``. An
+engine that evaluates prompts itself may also have ``on_prompt``: a callback it calls
+after each batch of a prompt with (tokens evaluated, tokens to evaluate), or None.
 """
 
 from __future__ import annotations

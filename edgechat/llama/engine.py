@@ -68,6 +68,7 @@ class Engine:
         self.expected_tps: float | None = None  # the speed estimate, set by service.load
         self.backend_sampling = backend_sampling
         self.last_backend_sampling = False  # whether the last reply sampled in the graph
+        self.on_prompt = None  # hears (evaluated, to evaluate) after each prompt batch
         self._model = None
         self._ctx = None
 
@@ -337,6 +338,8 @@ class Engine:
                     self.clear_cache()  # the cache is in an unknown state: start clean
                     raise EngineError(f"llama.cpp could not evaluate the prompt (code {rc})")
                 kv.extend(chunk)
+                if self.on_prompt is not None:  # a long prompt's progress (a summary's bar)
+                    self.on_prompt(i + len(chunk), len(todo))
             prompt_s = time.perf_counter() - t0
             if todo and not sampler.backend:  # NaN scores would sample garbage: an empty
                 # reply, exit 0. With backend sampling the CPU row holds no scores to check.

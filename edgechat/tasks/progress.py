@@ -5,15 +5,20 @@ chunks, measured in bytes from the start), ``summarising`` (a partial summary of
 chunk) and ``writing`` (the summary written, in parts). The time left is the work still
 ahead in tokens (prompt tokens to evaluate, tokens to generate) at the rates this run has
 measured, the call under way included, times what the run spends around llama.cpp; it is
-re-costed at every report, so it converges as the rates settle. The first time the run
-is found to need more than ``LONG_S`` it says so, once, with the estimate.
+re-costed at every report, so it converges as the rates settle. The first estimate comes
+as soon as the first batch of the first prompt is read (the engine's ``on_prompt``): until
+a reply is timed, writing is costed at ``READ_PER_WRITE`` prompt tokens a token. The bar
+moves within a step too, as the call's prompt is read and its reply written. Calls the
+work ahead did not plan (a sentence written again, tasks/summary_check.py) add to what is
+left in the proportion this run has seen. The first time the run is found to need more
+than ``LONG_S`` it says so, once, with the estimate.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,6 +28,9 @@ STAGES = ("reading", "summarising", "writing")
 LONG_S = 600.0  # a summary longer than this is announced with its estimate
 MIN_INTERVALS = 8  # generated tokens timed before a writing rate is trusted
 EVERY_S = 0.5  # reports while a reply is being written, at most this often
+# Prompt tokens llama.cpp reads in the time it writes one (8-14 measured on a busy 2-core
+# Xeon, SmolLM2 and Gemma 3; less on big models): the cost of writing until it is timed.
+READ_PER_WRITE = 8.0
 
 
 def clock(seconds: float) -> str:
@@ -82,17 +90,20 @@ class Timed:
 
 
 def rates_of(calls: Sequence[Timed], wall_s: float, evaluated: float = 1.0) -> Rates | None:
-    """The rates these calls show, or None until there is enough to go on: a prompt timed
-    and ``MIN_INTERVALS`` generated tokens. ``wall_s``: the time since the first call
-    started, of which the calls' own time is the engine's share."""
+    """The rates these calls show, or None until a prompt (or a batch of one) is timed;
+    writing, until ``MIN_INTERVALS`` generated tokens are timed, at the reading speed
+    over ``READ_PER_WRITE``. ``wall_s``: the time since the first call started, of which
+    the calls' own time is the engine's share."""
     read = sum(c.read for c in calls)
     read_s = sum(c.read_s for c in calls if c.read)
     intervals = sum(c.intervals for c in calls)
     write_s = sum(c.write_s for c in calls if c.intervals)
-    if read <= 0 or read_s <= 0 or intervals < MIN_INTERVALS or write_s <= 0:
+    if read <= 0 or read_s <= 0:
         return None
+    timed = intervals >= MIN_INTERVALS and write_s > 0
+    write_tps = intervals / write_s if timed else read / read_s / READ_PER_WRITE
     engine_s = sum(c.read_s + c.write_s for c in calls)
-    return Rates(read / read_s, intervals / write_s, max(1.0, wall_s / engine_s), evaluated)
+    return Rates(read / read_s, write_tps, max(1.0, wall_s / engine_s), evaluated)
 
 
 def warning(seconds: float) -> str:
@@ -110,11 +121,12 @@ class Progress:
     eta_s: float | None  # seconds left for the whole summary; None until timed
     elapsed_s: float = 0.0
     long: bool = False  # the first report to find the run longer than LONG_S
+    within: float = 0.0  # of the step under way (chunk, part), the share done
 
     @property
     def bar(self) -> float | None:
         """How full this stage's bar is (None: not known, a pipe's bytes)."""
-        return min(1.0, self.done / self.total) if self.total else None
+        return min(1.0, (self.done + self.within) / self.total) if self.total else None
 
     def counts(self) -> str:
         if self.unit == "bytes":
@@ -156,11 +168,18 @@ class Meter:
         self._where: tuple[str, int, int | None, str] = ("reading", 0, None, "bytes")
         self._first_call: float | None = None
         self._planned = self._evaluated = 0  # prompt tokens planned, and evaluated
-        self._live: tuple[float, int] | None = None  # the call under way: start, its prompt
+        # The call under way: its start, prompt and reply (tokens), and whether the work
+        # ahead counts it; what of its prompt is read (tokens, of tokens, when).
+        self._live: tuple[float, int, float, bool] | None = None
+        self._read: tuple[int, int, float] | None = None
         self._first_piece = self._last_piece = 0.0
         self._pieces = 0
         self._shown = -1e9
         self._warned = False
+        self._timed = False  # an ETA has been shown
+        self._rates: Rates | None = None
+        self._floor = 0.0  # the step's bar never goes back
+        self._spent = [0.0, 0.0]  # engine seconds of the planned calls, and of the others
 
     # -- what the summariser tells it ---------------------------------------------------
 
@@ -174,14 +193,25 @@ class Meter:
         """Where the run is, and all the work from here on (the next call's included)."""
         self._where = (stage, done, total, unit)
         self.ahead = ahead
+        self._floor = 0.0
         self.show()
 
-    def started(self, prompt: int) -> None:
-        """A call starts, with about ``prompt`` tokens of prompt to evaluate."""
+    def started(self, prompt: int, write: float = 0.0, planned: bool = True) -> None:
+        """A call starts, with about ``prompt`` tokens of prompt to evaluate and ``write``
+        to generate; ``planned``: the work ahead counts it (a sentence written again is
+        not planned)."""
         t = self.now()
         self._first_call = t if self._first_call is None else self._first_call
-        self._live = (t, prompt)
+        self._live = (t, prompt, write, planned)
+        self._read = None
         self._pieces = 0
+
+    def prompt(self, done: int, total: int) -> None:
+        """The engine has read ``done`` of the ``total`` prompt tokens it evaluates."""
+        t = self.now()
+        self._read = (done, total, t)
+        if not self._timed or t - self._shown >= EVERY_S:
+            self.show()
 
     def piece(self) -> None:
         """A token of the reply under way has arrived."""
@@ -195,11 +225,15 @@ class Meter:
     def ended(self, stats: Stats | None) -> None:
         """The call is over: its own figures replace what was seen of it."""
         if self._live is not None and stats is not None:
+            _, prompt, _, planned = self._live
             self.calls.append(Timed.of(stats))
-            self._planned += self._live[1]
+            self._planned += prompt
             self._evaluated += stats.prompt_eval_tokens
-            self.ahead = self.ahead.less(self._live[1], stats.gen_tokens)
+            if planned:
+                self.ahead = self.ahead.less(prompt, stats.gen_tokens)
+            self._spent[not planned] += stats.prompt_s + stats.gen_s
         self._live = None
+        self._read = None
 
     # -- what it reports ----------------------------------------------------------------
 
@@ -207,12 +241,17 @@ class Meter:
         """The call under way as timed so far, and what of the work ahead it has done."""
         if self._live is None:
             return None, Ahead()
-        start, prompt = self._live
-        if not self._pieces:  # still reading its prompt: nothing to time yet
-            return None, Ahead()
-        read_s = self._first_piece - start
-        live = Timed(prompt, read_s, self._pieces - 1, self._last_piece - self._first_piece)
-        return live, Ahead(prompt, self._pieces)
+        start, prompt, _, planned = self._live
+        evaluated = self._read[1] if self._read else prompt
+        if self._pieces:
+            read_s, write_s = self._first_piece - start, self._last_piece - self._first_piece
+            live = Timed(evaluated, read_s, self._pieces - 1, write_s)
+            return live, Ahead(prompt, self._pieces) if planned else Ahead()
+        if self._read and self._read[0]:  # reading its prompt: timed a batch at a time
+            done, total, at = self._read
+            live = Timed(done, at - start, 0, 0.0)
+            return live, Ahead(prompt * done / total, 0) if planned else Ahead()
+        return None, Ahead()
 
     def eta(self) -> float | None:
         """Seconds left for the whole summary, or None until the rates are measured."""
@@ -224,24 +263,54 @@ class Meter:
         wall = now - self._first_call
         if self._live is not None and live is None:
             wall -= now - self._live[0]  # a prompt being read is no overhead
+        elif self._live is not None and not self._pieces and self._read:
+            wall -= now - self._read[2]  # nor is the batch being read now
         evaluated = self._evaluated / self._planned if self._planned else 1.0
         rates = rates_of(calls, wall, min(1.0, evaluated))
         if rates is None:
             return None
+        self._rates = rates
+        # Calls nobody planned (a sentence written again) go on at the rate seen so far.
+        rates = replace(rates, overhead=rates.overhead * (1 + self._unplanned()))
         left = seconds_left(self.ahead.less(done.read, done.write), rates)
         if self._live is not None and live is None:  # its prompt is partly read already
-            start, prompt = self._live
+            start, prompt = self._live[:2]
             rest = seconds_left(self.ahead.less(prompt, 0), rates)
             left = max(rest, left - (now - start))
         return left
+
+    def _unplanned(self) -> float:
+        """The engine time of unplanned calls per second of planned ones, this run."""
+        planned, other = self._spent
+        return other / planned if planned > 0 else 0.0
+
+    def _within(self) -> float:
+        """Of the step under way, the share done: its call's prompt read and reply
+        written, weighed by the time each takes (never going back within a step)."""
+        if self._live is None or self._where[0] == "reading":
+            return self._floor
+        _, prompt, write, _ = self._live
+        read_tps, write_tps = (
+            (self._rates.read_tps, self._rates.write_tps) if self._rates else (READ_PER_WRITE, 1)
+        )
+        read = prompt if self._pieces else 0.0
+        if self._read and not self._pieces:
+            read = prompt * self._read[0] / self._read[1]
+        whole = prompt / read_tps + max(write, self._pieces + 1) / write_tps
+        share = (read / read_tps + self._pieces / write_tps) / whole
+        self._floor = max(self._floor, min(0.95, share))
+        return self._floor
 
     def show(self) -> None:
         stage, done, total, unit = self._where
         eta = self.eta() if stage != "reading" else None
         long = eta is not None and eta > LONG_S and not self._warned
         self._warned |= long
+        self._timed |= eta is not None
         self._shown = self.now()
-        self.report(Progress(stage, done, total, unit, eta, self._shown - self.t0, long))
+        elapsed = self._shown - self.t0
+        within = self._within() if total and done < total else 0.0
+        self.report(Progress(stage, done, total, unit, eta, elapsed, long, within))
 
     def finished(self, stage: str, total: int, unit: str) -> None:
         """The stage is done and nothing is left."""

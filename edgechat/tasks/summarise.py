@@ -13,49 +13,50 @@ sentence end past the band's middle, a reply that runs past the band is trimmed 
 its last complete sentence (``Summary.trimmed`` says so), and a reply that stops short
 is asked to go on. The instructions come before the text, so the engine's cache
 reuses them from one call to the next. The document is read and cut into chunks first,
-so the time left is known before the first call (tasks/progress.py).
+so the time left is known before the first call (tasks/progress.py); the same read
+indexes its words, and every partial summary, part and final summary is checked against
+what it was written from (tasks/summary_check.py): a sentence its source does not
+support is written again or dropped (``Summary.check`` says which and why).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from edgechat.errors import ContextOverflow, EdgechatError
-from edgechat.llama.contract import ChatEngine, reply_reserve
-from edgechat.llama.reply import Stats
+from edgechat.errors import EdgechatError
+from edgechat.llama.contract import ChatEngine
 from edgechat.planning.plan import Sampling
 from edgechat.tasks import summary_prompts as prompts
 from edgechat.tasks.chunking import Chunker, Spool
+from edgechat.tasks.grounding import SourceIndex
 from edgechat.tasks.progress import Ahead, Meter, Progress
+from edgechat.tasks.summary_calls import REPAIRS, Calls, Cancelled
+from edgechat.tasks.summary_check import final
 from edgechat.tasks.summary_cost import Shape, maps_ahead, note_size, notes_ahead, parts_ahead
-from edgechat.tasks.summary_prompts import MAP_WORDS, MORE, PARTS, SHAPES, SYSTEM, Options
+from edgechat.tasks.summary_prompts import MAP_WORDS, PARTS, SHAPES, Options
 from edgechat.tasks.summary_text import (
     Band,
     Summary,
     as_bullets,
     band,
-    ends_sentence,
     join_parts,
-    sentences,
     share_out,
-    tidy,
     trim_to_sentence,
     whole_ending,
     words,
 )
 
+if TYPE_CHECKING:
+    from edgechat.llama.reply import Stats
+
 __all__ = ["PARTS", "Cancelled", "Options", "Progress", "Summariser", "Summary", "share_out"]
 
 
-class Cancelled(EdgechatError):
-    """The summary was stopped (``Summariser.cancel``)."""
-
-
-class Summariser:
+class Summariser(Calls):
     def __init__(
         self,
         engine: ChatEngine,
@@ -91,134 +92,9 @@ class Summariser:
         self._cancelled.set()
         self.engine.cancel()
 
-    # -- sizes ---------------------------------------------------------------------------
-
-    def _ask(self, request, sampling: Sampling, more: str = ""):
-        """Start one reply: a chat for chat models, a completion for base models;
-        ``more`` is what was already written, to be continued."""
-        if self._cancelled.is_set():
-            raise Cancelled("the summary was stopped")
-        if self.plain:
-            return self.engine.complete(request + more, sampling)
-        if more:
-            request = [*request, {"role": "assistant", "content": more}]
-            request.append({"role": "user", "content": MORE})
-        return self.engine.chat(request, sampling, drop_oldest=False)
-
-    def request(self, part: str, text: str, n_words: int = 0):
-        """What one call asks: a completion cue for a base model, else a chat."""
-        ask = prompts.plain if self.plain else prompts.messages
-        return ask(self.options, part, text, n_words)
-
-    def _size(self, request) -> int:
-        """The tokens of a request's prompt."""
-        if self.plain:
-            return len(self.engine.tokenize(request, add_special=True))
-        return len(self.engine.prompt_tokens(request))
-
-    def _overhead(self, part: str) -> int:
-        """The prompt's own tokens around the text (measured once for each kind of call)."""
-        if part not in self._overheads:
-            self._overheads[part] = self._size(self.request(part, "", 999))
-        return self._overheads[part]
-
-    def _reserve(self, high: int) -> int:
-        """Tokens kept free after the prompt: what the engine itself keeps for a reply of
-        ``prompts.max_tokens(high)``, and room for ``high`` words where the context allows."""
-        n_ctx = self.engine.n_ctx
-        engine_keeps = reply_reserve(prompts.max_tokens(high), n_ctx)  # as every engine keeps
-        return max(engine_keeps, min(prompts.tokens_for(high * 1.2), n_ctx // 2))
-
-    def budget(self, part: str, n_words: int = 0) -> int:
-        """Tokens of document text one call can take for ``part``, writing ``n_words``."""
-        high = self.map_words if part == "map" else n_words
-        room = self.engine.n_ctx - self._overhead(part) - self._reserve(high) - 16
-        if room < 64:
-            raise EdgechatError(
-                f"a {self.engine.n_ctx}-token context leaves no room for text to summarise; "
-                "use a larger --ctx"
-            )
-        return room
-
-    def _count(self, text: str) -> int:
-        return self.chunker.count(text)
-
     def chunks(self, paragraphs: Iterable[str], budget: int) -> Iterator[str]:
         """Paragraphs packed into chunks of at most ``budget`` tokens."""
         return self.chunker.chunks(paragraphs, budget)
-
-    # -- calls ---------------------------------------------------------------------------
-
-    def _stream(self, request, target: int, high: int, more: str = "") -> tuple[str, str]:
-        """One reply, stopped at the first sentence end past ``target`` words.
-
-        Returns the text and how it ended: ``done`` (the model stopped), ``enough``
-        (stopped here at a sentence end) or ``cut`` (over ``high`` words or the cap).
-        """
-        # Going on, only what was written is new to the engine: the rest is cached.
-        planned = self._count(more) + 16 if more else self._size(request)
-        reply = self._ask(request, replace(self.base, max_tokens=prompts.max_tokens(high)), more)
-        out, how = "", "done"
-        pieces = iter(reply)
-        self.meter.started(planned)
-        try:
-            for piece in pieces:
-                self.meter.piece()
-                if piece[:1].isspace() and words(out) >= target and ends_sentence(out + piece[:1]):
-                    how = "enough"
-                    break
-                out += piece
-                n = words(out)
-                # Past the band: stop, to be trimmed to the last whole sentence. With no
-                # whole sentence yet, let the one under way finish (up to twice the band).
-                if n > high and (trim_to_sentence(out) or n > 2 * high):
-                    how = "cut"
-                    break
-        finally:
-            pieces.close()
-            self.meter.ended(reply.stats)
-        if reply.stats:
-            self.calls.append(reply.stats)
-            if how == "done" and reply.stats.finish in ("length", "context"):
-                how = "cut"
-        if self._cancelled.is_set():
-            raise Cancelled("the summary was stopped")
-        return out.strip(), how
-
-    def _write(self, request, want: Band, more: int, seen: set[str]) -> str:
-        """A reply that lands in ``want`` words where the model lets it, in whole sentences."""
-        # What the prompt says is not news: a model that echoes it has the echo dropped.
-        seen |= {re.sub(r"\W+", " ", s).strip().lower() for s in sentences(SYSTEM + " " + MORE)}
-        text, how = self._stream(request, want.target, want.high)
-        text = tidy(self._whole(text, how), seen)
-        for _ in range(more):
-            have = words(text)
-            if have >= want.low or how != "done" or not text:
-                break
-            so_far = text + self._joint(text, "") if self.plain else text
-            try:
-                extra, how = self._stream(request, want.target - have, want.high - have, so_far)
-            except ContextOverflow:
-                break  # no room left to go on: what was written stands
-            extra = tidy(self._whole(extra, how), seen)
-            if not words(extra):
-                break
-            text = f"{text}{self._joint(text, extra)}{extra}"
-        return text
-
-    def _whole(self, text: str, how: str) -> str:
-        if how != "cut":
-            return text
-        self.trimmed = True
-        whole = trim_to_sentence(text) or text.rstrip()[: text.rstrip().rfind("\n") + 1].strip()
-        return whole or text.rstrip(" ,;:-") + " …"  # one unfinished sentence: mark the cut
-
-    def _joint(self, text: str, extra: str) -> str:
-        last = text.rstrip().rsplit("\n", 1)[-1].lstrip()[:1]
-        listy = (last and last in "-*#") or (extra[:1] and extra[:1] in "-*#")
-        if listy or self.options.style == "bullets":
-            return "\n"
-        return "\n\n" if self.options.length == "long" else " "
 
     # -- the pipeline ----------------------------------------------------------------------
 
@@ -226,6 +102,13 @@ class Summariser:
         self.calls: list[Stats] = []
         self.trimmed = False
         self.meter = Meter(self.progress, self.now)
+        self._begin_check()
+        self.document = SourceIndex()  # the whole document's words, indexed as it is read
+        self._grounds: list[SourceIndex] = []  # what the parts were written from
+
+    def _index(self, text: str) -> list[SourceIndex]:
+        """``text`` indexed to check what was written from it (nothing, the check off)."""
+        return [SourceIndex(text)] if self.check.on else []
 
     def run(self, paragraphs: Iterable[str], size_hint: int | None = None) -> Summary:
         """Summarise the document; ``size_hint`` (bytes of text, when known) lets reading
@@ -241,7 +124,7 @@ class Summariser:
         # and never one chunk for a document too big for one call (it has at least two).
         map_budget = min(self.budget("map"), self.budget("part", high // 2), final_budget)
         head, spool = self._read(paragraphs, map_budget, final_budget, size_hint)
-        with spool:
+        with spool, self.document:
             if head is not None:  # the whole document fits one call
                 if not head.strip():
                     raise EdgechatError("the document has no text to summarise")
@@ -252,7 +135,7 @@ class Summariser:
             if len(spool) <= PARTS[self.options.length]:
                 return self._parts([text for text, _ in spool], len(spool), 0, source="text")
             notes = self._maps(spool, map_budget)
-        return self.reduce(notes, chunks=len(notes))
+            return self.reduce(notes, chunks=len(notes))
 
     def _read(
         self, paragraphs: Iterable[str], budget: int, final_budget: int, size: int | None
@@ -266,6 +149,8 @@ class Summariser:
             nonlocal read, used, head
             for para in paragraphs:
                 read += len(para.encode("utf-8", "replace")) + 2
+                if self.check.on:
+                    self.document.add(para)
                 self.meter.reading(read, max(size, read) if size else None)
                 if head is not None:  # while it may all fit one call, keep it as it is
                     head.append(para)
@@ -308,16 +193,20 @@ class Summariser:
         want = band(self.options.length, words(text))
         ahead = Ahead(self._count(text) + self._overhead("final"), prompts.tokens_of(want.target))
         self.meter.stage("writing", 0, 1, "parts", ahead)
-        answer = self._write(self.request("final", text, want.target), want, more=2, seen=set())
+        request = self.request("final", text, want.target)
+        answer = self._write(request, want, 2, set(), [self.document], "summary", (text, True))
         if self.options.style == "bullets":
             answer = as_bullets(answer)
         self.meter.finished("writing", 1, "parts")
         return self._done(answer, chunks=1, levels=0, want=want)
 
-    def _map(self, text: str) -> str:
+    def _map(self, text: str, also: Iterable[SourceIndex] = ()) -> str:
+        """A partial summary of ``text``, checked against it (and ``also``)."""
         request = self.request("map", text, self.map_words)
         reply, how = self._stream(request, self.map_words * 2 // 3, self.map_words)
-        return trim_to_sentence(reply) if how == "cut" else reply
+        note = trim_to_sentence(reply) if how == "cut" else reply
+        self._repairs = REPAIRS
+        return self._checked(request, note, [*self._index(text), *also], "map")
 
     def reduce(self, notes: list[str], chunks: int | None = None, levels: int = 0) -> Summary:
         """One summary of partial summaries, in order, each of them represented.
@@ -351,7 +240,10 @@ class Summariser:
                 group = "\n\n".join(pieces)
                 deepest = max(deepest, levels + depth)
             request = self.request("part", group, share.target)
-            written.append(self._write(request, share, more=1, seen=seen))
+            self._grounds += self._index(group)
+            sources = [*self._grounds[-1:], self.document]
+            lend = (group, source == "text")  # the document's words are quoted, notes not
+            written.append(self._write(request, share, 1, seen, sources, "part", lend))
         self.meter.finished("writing", n_parts, "parts")
         answer = join_parts(written, self.options.style, self.options.length)
         summary = self._done(answer, chunks, deepest + (source == "notes"), want)
@@ -368,7 +260,7 @@ class Summariser:
                     f"a {self.engine.n_ctx}-token context is too small to combine the partial "
                     "summaries; use a larger --ctx"
                 )
-            notes = [self._map(g) for g in groups]
+            notes = [self._map(g, [self.document]) for g in groups]
             depth += 1
         return notes, depth
 
@@ -381,6 +273,8 @@ class Summariser:
         # Whatever stopped the model, the summary ends whole: no trailing lead-in ("...
         # as follows:"), no prose sentence left open.
         answer = whole_ending(answer)
+        if self.check.on:  # the printed summary, against the document and what it came from
+            answer = whole_ending(final(answer, [self.document, *self._grounds], self.check))
         return Summary(
             answer.strip(),
             chunks,
@@ -389,4 +283,5 @@ class Summariser:
             self.now() - self.meter.t0,
             band=want,
             trimmed=self.trimmed,
+            check=self.check,
         )

@@ -14,6 +14,7 @@ class Options:
     length: str = "medium"
     style: str = "paragraph"  # paragraph | bullets
     focus: str | None = None
+    check: bool = True  # every summary checked against its source (tasks/summary_check.py)
 
 
 def tokens_for(n_words: float) -> int:
@@ -34,7 +35,7 @@ def tokens_of(n_words: float) -> float:
 
 SYSTEM = (
     "You summarise documents faithfully. Keep the main points, names and figures; "
-    "add nothing that is not in the text."
+    "add nothing that is not in the text. Quote only the text's exact words."
 )
 SHAPES = {
     "short": "in two or three sentences",
@@ -46,6 +47,24 @@ MORE = (
     "Continue the summary: add key points from the text that it does not cover yet, "
     "in the same style. Do not repeat what it already says."
 )
+
+
+def avoid(spans: list[str]) -> str:
+    """Said after a request whose reply stated what the text does not hold."""
+    if not spans:
+        return ""
+    named = ", ".join(f'"{a}"' for a in spans[:12])
+    return f" The text does not contain {named}: do not write them."
+
+
+def repair(sentence: str, avoid: list[str]) -> str:
+    """The request to write ``sentence`` again without what the text does not hold."""
+    named = ", ".join(f'"{a}"' for a in avoid)
+    return (
+        f'The text does not contain {named}. Write the sentence "{sentence}" again as one '
+        "sentence that says only what the text says, quoting only its exact words, without "
+        f"{named}."
+    )
 
 
 def instruction(options, part: str, n_words: int = 0) -> str:

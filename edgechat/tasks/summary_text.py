@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgechat.llama.reply import Stats
+    from edgechat.tasks.summary_check import Check
 
 # Word bands: where a summary of each length lands (fewer when the document is short).
 BANDS = {
@@ -27,7 +28,7 @@ _BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+")
 _HEADING = re.compile(r"^\s*#{1,6}\s+")
 # A sentence ends at . ! ? (and closing quotes or brackets) before a space or the end.
 _END = re.compile(r"[.!?。][\"'”’)\]]*(?=\s|$)")
-_SENTENCE = re.compile(r"(?<=[.!?。])[\"'”’)\]]*\s+")
+_LAST = re.compile(r"[.!?。][\"'”’)\]]*$")  # the text's very end is a sentence's
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Mr|Mrs|Dr|No|Inc|Ltd|St)\.$", re.IGNORECASE)
 
 
@@ -66,7 +67,7 @@ def ends_sentence(text: str) -> bool:
         return False
     if text[len(stripped) :].count("\n") and _HEADING.match(stripped.rsplit("\n", 1)[-1]):
         return True
-    return bool(_END.search(stripped[-4:] + " ")) and not _ABBREV.search(stripped)
+    return bool(_LAST.search(stripped)) and not _ABBREV.search(stripped)
 
 
 def _line_complete(line: str, after: str = "") -> bool:
@@ -75,7 +76,7 @@ def _line_complete(line: str, after: str = "") -> bool:
     line = line.rstrip()
     if not line or line.endswith(":"):
         return False
-    if _HEADING.match(line) or _END.search(line[-4:] + " "):
+    if _HEADING.match(line) or _LAST.search(line):
         return True
     return bool(_BULLET.match(line) and (_BULLET.match(after) or _HEADING.match(after)))
 
@@ -115,19 +116,48 @@ def whole_ending(text: str) -> str:
     return text
 
 
+def within(text: str, high: int) -> str:
+    """``text`` with whole sentences taken off its end until it has at most ``high``
+    words (never its only sentence): a sentence written again may be longer."""
+    while words(text) > high:
+        lines = text.rstrip().split("\n")
+        marker = _BULLET.match(lines[-1]) or _HEADING.match(lines[-1])
+        prefix = marker.group(0) if marker else ""
+        body = sentences(lines[-1][len(prefix) :])
+        if len(lines) == 1 and len(body) <= 1:
+            break
+        lines[-1] = prefix + " ".join(body[:-1]) if len(body) > 1 else ""
+        text = "\n".join(lines).rstrip()
+    return text
+
+
 def _drop_lead_in(text: str) -> str:
-    """Without trailing lines that announce what was cut away ("... as follows:")."""
+    """Without what announces what was cut away ("... as follows:"): the last sentence
+    of a line that ends so, or the whole line when it has no other."""
     lines = text.rstrip().splitlines()
     while lines and (not lines[-1].strip() or lines[-1].rstrip().endswith(":")):
-        lines.pop()
+        marker = _BULLET.match(lines[-1])
+        prefix = marker.group(0) if marker else ""
+        said = sentences(lines[-1][len(prefix) :])
+        if len(said) > 1:
+            lines[-1] = prefix + " ".join(said[:-1])
+        else:
+            lines.pop()
     return "\n".join(lines).rstrip()
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    """``text`` cut after each sentence end, closing quotes and brackets kept with it."""
+    out, start = [], 0
+    for m in _END.finditer(text):
+        out.append(text[start : m.end()].strip())
+        start = m.end()
+    out.append(text[start:].strip())
+    return [s for s in out if s]
 
 
-def _key(text: str) -> str:
+def key(text: str) -> str:
+    """What a sentence says, for telling a repeat: its words, lower case, no marker."""
     return re.sub(r"\W+", " ", _BULLET.sub("", text)).strip().lower()
 
 
@@ -158,15 +188,15 @@ def tidy(text: str, seen: set[str] | None = None) -> str:
                 out.append("")
             continue
         if _HEADING.match(line):
-            if _key(line) not in seen:
-                seen.add(_key(line))
+            if key(line) not in seen:
+                seen.add(key(line))
                 out.append(line.rstrip())
             continue
         marker = _BULLET.match(line)
         prefix = marker.group(0) if marker else ""
         kept = []
         for s in sentences(line[len(prefix) :]):
-            k = _key(s)
+            k = key(s)
             if k and k not in seen:
                 seen.add(k)
                 kept.append(s)
@@ -189,7 +219,7 @@ def _unwrapped(lines: list[str]) -> list[str]:
             and not _HEADING.match(line)
             and not _BULLET.match(line)
             and not prev.rstrip().endswith((":", "**"))
-            and not _END.search(prev.rstrip()[-4:] + " ")
+            and not _LAST.search(prev.rstrip())
         )
         if continues:
             out[-1] = f"{prev.rstrip()} {line.strip()}"
@@ -258,6 +288,7 @@ class Summary:
     band: Band = field(default_factory=lambda: band("medium"))
     trimmed: bool = False  # a reply was cut by its cap and trimmed to whole sentences
     parts: list[str] = field(default_factory=list)  # the part summaries, in document order
+    check: Check | None = None  # what the check against the source found and did
 
     @property
     def words(self) -> int:

@@ -261,6 +261,10 @@ class ChatActions:
                 f"{result.text}\n\n_{result.chunks} chunk(s), {result.tokens_in} tokens in, "
                 f"{clock(result.seconds)}_"
             )
+            checked = result.check.line() if result.check else None
+            if checked:  # what the check against the document took out, marked
+                text += f"\n\n_⚠ checked against the document: {checked}_"
+                self.app.call_from_thread(self.notify, checked, severity="warning", timeout=10)
             self.app.call_from_thread(self._summary_done, doc.name, text, None)
         except EdgechatError as e:
             self.app.call_from_thread(self._summary_done, doc.name, None, str(e))

@@ -49,6 +49,7 @@ class FakeEngine:
         self._prompts = EstimatedPrompts()
         self.speed = speed
         self._clock = 0.0
+        self.on_prompt = None  # hears (evaluated, to evaluate) after each batch, as llama's
 
     def now(self) -> float:
         """The engine's clock: real time, or with ``speed`` the time its calls took."""
@@ -107,7 +108,11 @@ class FakeEngine:
     def _stream(self, text: str, n_prompt: int, s: Sampling, dropped: int) -> Iterator[str]:
         t0 = self.now()
         prompt_s = n_prompt / self.speed[0] if self.speed else 0.0
-        self._clock += prompt_s
+        for start in range(0, n_prompt, 512):  # read in batches of 512, as llama.cpp does
+            done = min(n_prompt, start + 512)
+            self._clock += (done - start) / self.speed[0] if self.speed else 0.0
+            if self.on_prompt is not None:
+                self.on_prompt(done, n_prompt)
         finish, n = "stop", 0
         try:
             for piece in estimate_tokens(text):
