@@ -258,9 +258,8 @@ class Engine:
         return tokens
 
     def complete(self, prompt: str, sampling: Sampling | None = None) -> Reply:
-        """Stream the continuation of raw ``prompt`` text (no chat template): what an
-        OpenAI ``/v1/completions`` request asks for. Raises ContextOverflow when it
-        does not fit with room for the reply."""
+        """Stream the continuation of raw ``prompt`` text (no chat template), as OpenAI's
+        ``/v1/completions`` asks; ContextOverflow when it leaves no room for a reply."""
         sampling = sampling or Sampling()
         self._cancel.clear()
         t_request = time.perf_counter()
@@ -290,9 +289,7 @@ class Engine:
                 f"it does not fit the {n_ctx}-token context{advice}"
             )
 
-    @property
-    def n_vocab(self) -> int:
-        return self.vocab.n_tokens
+    n_vocab = property(lambda self: self.vocab.n_tokens)
 
     def logits(self, tokens: Sequence[int], first: int = 0):
         """Raw next-token logits at positions ``first`` .. end of a fresh sequence (a
