@@ -108,8 +108,14 @@ def test_options_reach_the_sampler(client, name):
 
 
 def test_a_follow_up_chat_reads_only_what_is_new(client, name):
-    first = client.chat(model=name, messages=HI, options=GREEDY)
-    turns = [*HI, first.message.model_dump(exclude_none=True), {"role": "user", "content": "More?"}]
+    # A question no other test asks: its first reading is whole, not a cached start.
+    ask = [{"role": "user", "content": "Name three colours of the sea at dawn."}]
+    first = client.chat(model=name, messages=ask, options=GREEDY)
+    turns = [
+        *ask,
+        first.message.model_dump(exclude_none=True),
+        {"role": "user", "content": "More?"},
+    ]
     follow = client.chat(model=name, messages=turns, options=GREEDY)
     assert follow.prompt_eval_count < first.prompt_eval_count + first.eval_count
 
