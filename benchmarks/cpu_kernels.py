@@ -79,7 +79,7 @@ def main() -> int:
     methods: dict[str, object] = {f"edgechat auto ({chosen.title})": "auto"}
     for setting in ("amx", "repack", "plain"):
         names = kernels.choose(setting, verdict.available, verdict).names if verdict else ()
-        ok = verdict and all(verdict.result((n,)).ok for n in names if verdict.result((n,)))
+        ok = verdict and all((r := verdict.result((n,))) and r.ok for n in names)
         if names != chosen.names and ok:
             methods[f"edgechat {setting} ({kernels.title(names)})"] = setting
     if args.llama_bench.exists():

@@ -304,8 +304,12 @@ def _measure(runs: list[tuple[str, ...]], results: dict) -> tuple[str, ...] | No
                     obj.get("prompt_tps"),
                     obj.get("gen_tps"),
                 )
-        if died and started is None:
-            return available if results else None  # it failed before any run: unknown
+        if died and started is None:  # between two runs, or before the first
+            if not results:
+                return None  # nothing ran: unknown, the caller falls back
+            for run in todo:
+                results.setdefault("+".join(run), facts.Result(False, died))
+            return available
         if died:
             results[started] = facts.Result(False, died)
             if started == "":  # the plain kernels themselves: nothing else can be judged
@@ -380,7 +384,7 @@ def _check_once(available: tuple[str, ...], say) -> facts.Verdict | None:
             return None
         facts.remember(verdict)
         chosen = verdict.fastest(verdict.available)
-        bad = [n for n in verdict.available if not verdict.result((n,)).ok]
+        bad = [n for n in verdict.available if not (r := verdict.result((n,))) or not r.ok]
         if bad and say:
             r = verdict.result((bad[0],))
             say(
