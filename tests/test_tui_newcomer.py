@@ -372,7 +372,7 @@ def test_first_run_at_80x24_under_tmux(edgechat_home, starter_path, tmp_path):
 
     tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
     try:
-        wait_for("Esc goes back")  # the picker, on the first run
+        wait_for("Esc chats with")  # the picker, on the first run, says what Esc does
         keys("Escape")
         shown = wait_for("is ready")
         assert "Loading the model" not in shown
@@ -401,7 +401,7 @@ def test_first_run_at_80x24_under_tmux(edgechat_home, starter_path, tmp_path):
         # Reopen: no picker this time, the same chat is back.
         tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
         shown = wait_for(question)
-        assert "Esc goes back" not in shown
+        assert "Esc chats with" not in shown
         store = Store()
         (chat,) = [c for c in store.list() if store.messages(c.id)]
         reply = store.messages(chat.id)[-1]

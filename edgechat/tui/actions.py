@@ -131,9 +131,15 @@ class ChatActions:
         hit = await self.app.push_screen_wait(Search(self.app.store))
         if hit is None or self.generating:
             return
-        self.open_conversation(hit.conversation)
+        if self.conversation.id != hit.conversation:
+            if not self.open_conversation(hit.conversation):
+                return  # open in another window, and said so
+            await self.rendered  # every bubble holds its text: the heights are known
+        for other in self.query(".hit"):
+            other.remove_class("hit")
         widget = self.bubbles.get(hit.message)
-        if widget is not None:
+        if widget is not None:  # the matching message, at the top of the view, marked
+            widget.add_class("hit")
             messages = self.query_one("#messages", VerticalScroll)
             self.call_after_refresh(messages.scroll_to_widget, widget, animate=False, top=True)
 
@@ -172,6 +178,14 @@ class ChatActions:
     async def action_regenerate(self) -> None:
         """Write the last reply again (its old text is dropped)."""
         if not self._can_reply():
+            return
+        if not self.may_send_here():
+            self.notify(
+                f"this chat was not written with {self.where()}: sending a message in it "
+                "asks whether it goes there (Ctrl+N starts a chat there)",
+                severity="warning",
+                markup=False,
+            )
             return
         stored = self.app.store.messages(self.conversation.id)
         if not stored or stored[-1].role not in ("user", "assistant"):
@@ -243,7 +257,11 @@ class ChatActions:
             ProgressBar(total=100, show_eta=False, id="summary-bar"),  # the ETA: the label's
             id="summary-progress",
         )
-        self.query_one("#messages", VerticalScroll).mount(progress)
+        messages = self.query_one("#messages", VerticalScroll)
+        messages.mount(progress)
+        messages.scroll_end(animate=False)  # the bar is followed, as a reply is
+        if self.may_send_here():  # the file goes to the model, not the chat before it
+            self.sent_to_engine()
         self._run_summary(doc)
 
     @work(thread=True, exclusive=True, group="reply")
@@ -294,7 +312,6 @@ class ChatActions:
             await messages.mount(self._bubble("assistant", text))
             model = self.session.label or ""
             self.app.store.add_message(self.conversation.id, "assistant", text, model=model)
-            messages.scroll_end(animate=False)
         self._ctx_used = None
         self.session.context_replaced()  # the summary's chunks, not this chat, are cached now
         self.generating = False

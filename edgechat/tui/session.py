@@ -87,11 +87,12 @@ class ModelLoaded(ModelChanged):
 
 
 class ModelFailed(ModelChanged):
-    """The load failed (the model in use before, if any, stays); ``why`` says what to do."""
+    """The load failed (the model in use before, if any, stays); ``why`` says what to do;
+    ``remote``: it was a server that could not be used."""
 
-    def __init__(self, state: ModelState, why: str) -> None:
+    def __init__(self, state: ModelState, why: str, remote: bool = False) -> None:
         super().__init__(state)
-        self.why = why
+        self.why, self.remote = why, remote
 
 
 class ModelWarning(Message):
@@ -175,7 +176,7 @@ class ModelSession:
         def opening(say, run) -> Loaded:
             return self._opener(request, say=say, device=self.device, run=run)
 
-        return self._start(opening, request.ctx, remember)
+        return self._start(opening, request.ctx, remember, bool(request.remote))
 
     def adopt(self, engine: ChatEngine, label: str, wanted_ctx: int) -> Future:
         """Use an engine loaded elsewhere (a benchmark's); it is never closed here."""
@@ -184,13 +185,14 @@ class ModelSession:
         self._borrowed = engine
         return self._start(lambda say, run: Loaded(engine, None, None, (), label), wanted_ctx)
 
-    def _start(self, opening, wanted_ctx: int, remember: bool = False) -> Future:
+    def _start(self, opening, wanted_ctx: int, remember=False, remote=False) -> Future:
         self._ticket += 1
         self.state = replace(self.state, loading=True)
         self._post(ModelLoading(self.state))
-        return self._loader.submit(self._open, self._ticket, opening, wanted_ctx, remember)
+        args = (self._ticket, opening, wanted_ctx, remember, remote)
+        return self._loader.submit(self._open, *args)
 
-    def _open(self, ticket: int, opening, wanted_ctx: int, remember: bool) -> None:
+    def _open(self, ticket: int, opening, wanted_ctx: int, remember: bool, remote: bool) -> None:
         """On the loader thread: open, check, then hand over on the app's thread."""
         from edgechat.service import chat_check
 
@@ -206,7 +208,7 @@ class ModelSession:
             if loaded is not None:
                 self._close(loaded.engine)
             why = str(e) if isinstance(e, EdgechatError) else f"{type(e).__name__}: {e}"
-            self._soon(self._failed, ticket, why)
+            self._soon(self._failed, ticket, why, remote)
             return
         said = said if loaded.engine.is_local else []  # a server's notice is the greeting's
         warnings = (*said, *check.warnings)
@@ -224,10 +226,10 @@ class ModelSession:
         self._close(old)
         self._post(ModelLoaded(self.state, tuple(warnings), remember))
 
-    def _failed(self, ticket: int, why: str) -> None:
+    def _failed(self, ticket: int, why: str, remote: bool) -> None:
         if ticket == self._ticket and not self._closed:
             self.state = replace(self.state, loading=False, error=why)
-            self._post(ModelFailed(self.state, why))
+            self._post(ModelFailed(self.state, why, remote))
 
     def _close(self, engine: ChatEngine | None) -> None:
         """Stop its reply and free it on the llama thread, after what is queued there."""
