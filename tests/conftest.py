@@ -123,14 +123,26 @@ def kernels_verdict(tmp_path_factory) -> bytes:
             os.environ["EDGECHAT_HOME"] = saved
 
 
+@pytest.fixture(scope="session")
+def new_home(tmp_path_factory, kernels_verdict):
+    """A maker of fresh edgechat homes holding the run's CPU kernels verdict (for a
+    module's server, whose home outlives one test's)."""
+
+    def make(name: str = "edgechat-home") -> Path:
+        home = tmp_path_factory.mktemp(name)
+        if kernels_verdict:
+            (home / "cache").mkdir()
+            (home / "cache" / "cpu-kernels.json").write_bytes(kernels_verdict)
+        return home
+
+    return make
+
+
 @pytest.fixture(autouse=True)
-def edgechat_home(tmp_path_factory, monkeypatch, kernels_verdict) -> Path:
+def edgechat_home(new_home, monkeypatch) -> Path:
     """Every test gets its own config and data dirs, never the user's; its cache holds
     the run's CPU kernels verdict."""
-    home = tmp_path_factory.mktemp("edgechat-home")
-    if kernels_verdict:
-        (home / "cache").mkdir()
-        (home / "cache" / "cpu-kernels.json").write_bytes(kernels_verdict)
+    home = new_home()
     monkeypatch.setenv("EDGECHAT_HOME", str(home))
     # Other tools' model stores (models/stores.py) are looked for under HOME and in their
     # variables: never the user's Ollama, LM Studio or llama.cpp models.

@@ -18,8 +18,8 @@ HI = [{"role": "user", "content": "Name three colours."}]
 
 
 @pytest.fixture(scope="module")
-def server(starter_path, tmp_path_factory):
-    home = tmp_path_factory.mktemp("ollama-home")
+def server(starter_path, new_home):
+    home = new_home("ollama-home")
     srv = edgechat_serve(
         starter_path,
         *("--ctx", "1024", "--parallel", "2", "--threads", "1", "--quiet"),

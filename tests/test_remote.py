@@ -21,8 +21,8 @@ SHORT = Sampling(temperature=0.0, max_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def ours(starter_path, tmp_path_factory):
-    home = tmp_path_factory.mktemp("remote-home")
+def ours(starter_path, new_home):
+    home = new_home("remote-home")
     srv = edgechat_serve(
         starter_path, "--ctx", "1024", "--threads", "1", "--quiet", env={"EDGECHAT_HOME": str(home)}
     )

@@ -22,11 +22,12 @@ TOPICS = ["the sea", "Rome", "owls", "apples", "trains", "winter", "bread", "mus
 
 
 @pytest.fixture(scope="module")
-def server(gemma_path, tmp_path_factory):
+def server(gemma_path, new_home):
+    home = new_home("exact-home")
     srv = edgechat_serve(
         gemma_path,
         *("--ctx", "512", "--parallel", "8", "--exact", "--threads", "1", "--quiet"),
-        env={"EDGECHAT_HOME": str(tmp_path_factory.mktemp("exact-home"))},
+        env={"EDGECHAT_HOME": str(home)},
     )
     yield srv
     assert srv.stop() in (0, 130)

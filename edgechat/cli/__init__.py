@@ -48,12 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The program (``argv`` None) runs its command in a supervised child process
+    (cli/supervise.py: a native crash in llama.cpp gives one line and a usable terminal);
+    a caller passing ``argv`` (the tests) runs it here."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         # No command: the app (or, on a pipe, the line chat), with the model picker first.
         args = parser.parse_args(["chat", *(argv if argv is not None else sys.argv[1:])])
         args.no_command = True
+    if argv is None and args.command != "completion":
+        from edgechat.cli import supervise
+        from edgechat.cli.chat import _wants_app
+
+        app = args.command == "chat" and _wants_app(args)  # it stores a reply as it streams
+        saved = "the chat is saved up to the crash" if app else ""
+        return supervise.run(lambda: _run(args), f"edgechat {args.command}", saved)
+    return _run(args)
+
+
+def _run(args) -> int:
     from edgechat.errors import EdgechatError
 
     try:

@@ -32,7 +32,10 @@ def cmd_bench(args) -> int:
     models = []
     for m in args.models or [None]:
         planned = _planned(args, settings, m)
-        models.append((planned.label, planned.plan))
+        if args.kernels:
+            models += _kernel_variants(planned.label, planned.plan)
+        else:
+            models.append((planned.label, planned.plan))
     shown: dict = {}  # one bar per model
     results = bench(
         models,
@@ -58,6 +61,32 @@ def cmd_bench(args) -> int:
     for line in bars(results):
         print(line)
     return 0
+
+
+def _kernel_variants(label: str, plan) -> list:
+    """``plan`` on each set of llama.cpp's CPU kernels that passed this machine's check
+    (bench --kernels): auto's choice first, marked, then the others it chose between."""
+    from dataclasses import replace
+
+    from edgechat.errors import EdgechatError
+    from edgechat.facts import kernels
+
+    verdict = kernels.remembered()
+    if verdict is None:
+        raise EdgechatError(
+            "llama.cpp's CPU kernels have not been checked here yet; run `edgechat doctor "
+            "--check-kernels` (or load any model) first"
+        )
+    auto = kernels.choose("auto", verdict.available, verdict)
+    out = [(f"{label} auto={kernels.setting_of(auto.names)}", replace(plan, cpu_kernels="auto"))]
+    seen = {auto.names}
+    for setting in ("amx", "repack", "plain"):
+        names = kernels.choose(setting, verdict.available, verdict).names
+        passed = all(r is not None and r.ok for r in (verdict.result((n,)) for n in names))
+        if names not in seen and passed:
+            seen.add(names)
+            out.append((f"{label} {setting}", replace(plan, cpu_kernels=setting)))
+    return out
 
 
 def cmd_quality(args) -> int:
@@ -165,6 +194,12 @@ def register(sub) -> None:
     )
     ben.add_argument(
         "--tokens", type=flag("tokens"), default=128, metavar="N", help="tokens to generate"
+    )
+    ben.add_argument(
+        "--kernels",
+        action="store_true",
+        help="each model on every set of llama.cpp's CPU kernels that passed this machine's "
+        "check (AMX, repacked weights, plain), auto's choice marked",
     )
     add_json(ben, "print the table as JSON")
     ben.set_defaults(func=cmd_bench)

@@ -53,9 +53,9 @@ def cmd_serve(args) -> int:
     from edgechat.errors import EdgechatError
     from edgechat.models import credentials, registry
     from edgechat.serve.app import ServeConfig
+    from edgechat.serve.runner import RunnerWorker
     from edgechat.serve.server import bind, is_loopback, run
-    from edgechat.serve.worker import LlamaWorker
-    from edgechat.service import load, plan_model, sampling
+    from edgechat.service import plan_model, sampling
 
     if args.store_key:
         return _store_key(args)
@@ -72,7 +72,8 @@ def cmd_serve(args) -> int:
         _request(args, settings, parallel=args.parallel or 0, exact=args.exact), say=_warn
     )
     sock = bind(args.host, args.port)  # before loading: a taken port fails in a moment
-    worker = LlamaWorker(lambda: load(planned, args.verbose, _warn).engine, queue_size=args.queue)
+    # The model runs in a runner process (serve/runner.py): a crash there is answered.
+    worker = RunnerWorker(planned, args.verbose, queue_size=args.queue, say=_warn)
     sys.stderr.write(f"loading {planned.plan.model_path.name} ...\n")
     worker.start()
     path = planned.plan.model_path

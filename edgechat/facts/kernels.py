@@ -34,6 +34,11 @@ def title(names) -> str:
     return " + ".join(TITLES.get(n, n) for n in names) if names else TITLES[""]
 
 
+def setting_of(names) -> str:
+    """The cpu_kernels value that asks for ``names``: amx, repack or plain."""
+    return "amx" if AMX in names else "repack" if names else "plain"
+
+
 @dataclass(frozen=True)
 class Result:
     """One set of extra buffer types as the check ran it."""
@@ -214,7 +219,7 @@ def choose(setting: str, available: tuple[str, ...], verdict: Verdict | None) ->
             if bad:
                 warning = (
                     f"{title(bad[:1])} {_failed(verdict, bad[0])}; using it anyway, as "
-                    f"cpu_kernels = {setting} asks (`edgechat config unset cpu_kernels` undoes it)"
+                    f"asked (cpu_kernels {setting})"
                 )
         return Kernels(names, why, warning)
     # auto

@@ -96,10 +96,19 @@ def measure(plan: RunPlan, fill: float = 0.9, gen_tokens: int = 32) -> dict:
         text=True,
     )
     if out.returncode != 0:
+        import signal
+
         from edgechat.errors import EdgechatError
 
         lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
         why = lines[-1] if lines else f"exit code {out.returncode}"
+        if out.returncode < 0:  # a native fault in llama.cpp: the child alone died
+            sig = (
+                signal.Signals(-out.returncode).name
+                if -out.returncode in signal.valid_signals()
+                else -out.returncode
+            )
+            why = f"llama.cpp crashed ({sig}); `edgechat doctor` checks the CPU kernels"
         raise EdgechatError(f"measuring {Path(plan.model_path).name} failed: {why}")
     return json.loads(out.stdout)
 
