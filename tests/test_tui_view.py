@@ -76,6 +76,18 @@ async def test_a_streamed_reply_is_followed_to_its_last_line_at_80x24():
             assert _in_view(screen, bubble.children[-1]), n  # its last line is on screen
 
 
+async def test_a_short_chat_stays_at_the_top_of_the_view():
+    app = fake_app(FakeOpener(respond="Hi!"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.engine is not None)
+        screen = app.screen
+        await pilot.press(*"Hello", "enter")
+        await until(pilot, lambda: screen._reply_id and not screen.generating)
+        await pilot.pause(0.2)
+        first = screen.query_one("#messages").children[0]
+        assert first.region.y == screen.query_one("#messages").content_region.y
+
+
 async def test_a_reader_who_scrolled_up_is_left_where_they_read():
     app = fake_app(FakeOpener(respond=REPLY * 3, delay=0.01))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -99,15 +111,16 @@ async def test_the_summarys_progress_bar_is_in_view(tmp_path):
     _stored("Long", [(f"Question {i}", REPLY) for i in range(3)])
     doc = tmp_path / "minutes.md"
     doc.write_text("The council met on Tuesday and agreed the library budget.\n" * 40)
-    app = fake_app(FakeOpener(respond="A summary.", delay=0.05))
+    app = fake_app(FakeOpener(respond="A summary of it. " * 40, delay=0.1))  # a minute
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.engine is not None)
         screen = app.screen
         await pilot.pause(0.3)
         screen._summarise(str(doc))
         await until(pilot, lambda: screen.query("#summary-bar"))
-        await pilot.pause(0.3)
-        assert _in_view(screen, screen.query_one("#summary-progress"))
+        progress = screen.query_one("#summary-progress")
+        await until(pilot, lambda: _in_view(screen, progress), 20)
+        await pilot.press("escape")  # stopped: the test is done
         await until(pilot, lambda: not screen.generating, 60)
 
 

@@ -23,6 +23,7 @@ from edgechat.tui.actions import ChatActions
 from edgechat.tui.chatlist import ChatList
 from edgechat.tui.widgets import (
     ChatInput,
+    ChatView,
     Finished,
     Readouts,
     Token,
@@ -96,7 +97,7 @@ class ChatScreen(ChatActions, ChatList, Screen):
                 yield Label("Chats (Ctrl+N new)")
                 yield ListView(id="conversations")
             with Vertical():
-                yield VerticalScroll(id="messages")
+                yield ChatView(id="messages")
                 yield ChatInput(id="input")
         yield Readouts(id="readouts")
         yield Footer()
@@ -109,11 +110,6 @@ class ChatScreen(ChatActions, ChatList, Screen):
     def on_mount(self) -> None:
         if self.app.size.width >= 100:
             self.query_one("#sidebar").add_class("shown")
-        # Anchored: each layout pass keeps the view at the end as a reply, a note or the
-        # summary's bar grows (or the box under it does), until the user scrolls up;
-        # back at the end, it follows again. A scroll_end after each write ran before
-        # the Markdown's new blocks were laid out, and stopped lines short.
-        self.query_one("#messages", VerticalScroll).anchor()
         box = self.query_one(ChatInput)
         box.focus()
         box.loading = self.app.model_state.loading
@@ -134,7 +130,9 @@ class ChatScreen(ChatActions, ChatList, Screen):
         for note in self.query(".note"):
             note.update(state.greeting())
         if self.conversation is not None:
-            self.keep_chats_here()  # a server now: a chat written here is not sent to it
+            # A server now: a chat written here is not sent to it; where text goes is said.
+            if not self.keep_chats_here():
+                self.say_where()
             self.session.conversation_opened(self.conversation.id)
 
     # -- readouts -------------------------------------------------------------------------
@@ -174,9 +172,9 @@ class ChatScreen(ChatActions, ChatList, Screen):
 
     # -- conversations --------------------------------------------------------------------
 
-    def render_messages(self):
-        """Show the open conversation; returns what to await for all of it to be on
-        screen (a Markdown bubble parses its text after it is mounted)."""
+    def render_messages(self) -> None:
+        """Show the open conversation; ``rendered``, awaited, has all of it on screen (a
+        Markdown bubble parses its text after it is mounted)."""
         messages = self.query_one("#messages", VerticalScroll)
         messages.remove_children()
         self.bubbles = {}
@@ -190,10 +188,9 @@ class ChatScreen(ChatActions, ChatList, Screen):
                     widgets.append(Label(UNFINISHED[None], classes="unfinished"))
         if not stored:
             widgets.append(Label(self.app.model_state.greeting(), classes="note"))
-        shown = messages.mount_all(widgets)
+        self.rendered = messages.mount_all(widgets)
         self.say_where()
         messages.scroll_end(animate=False)
-        return shown
 
     def _bubble(self, role: str, text: str, message_id: int | None = None):
         if role == "user":

@@ -68,7 +68,7 @@ class ChatList:
         self.conversation = conv
         self._ctx_used = None
         self.query_one("#input").restore(conv.draft)
-        self.rendered = self.render_messages()
+        self.render_messages()
         self.refresh_sidebar()
         self.sub_title = conv.title
         self.refresh_readouts()
@@ -133,19 +133,20 @@ class ChatList:
                 self.app.store.mark_sent(conv.id, where)
             conv.sent_to = where
 
-    def keep_chats_here(self) -> None:
+    def keep_chats_here(self) -> bool:
         """A server is in use: a chat holding text it was never sent gives way to a new
-        chat (it stays in the list; sending in it asks first). Says where text goes."""
-        where, conv = self.where(), self.conversation
-        if where and not self.generating and not self.may_send_here():
-            self.open_conversation(None)
-            self.notify(
-                f"a new chat for {where}: your chats on this machine are not sent there "
-                "(sending in one asks first)",
-                timeout=10,
-            )
-        elif conv is not None:
-            self.say_where()
+        chat (it stays in the list; sending in it asks first). True if it did."""
+        where = self.where()
+        if not where or self.generating or self.may_send_here():
+            return False
+        self.open_conversation(None)
+        self.notify(
+            f"a new chat for {where}: your chats on this machine are not sent there "
+            "(sending in one asks first)",
+            timeout=10,
+            markup=False,
+        )
+        return True
 
     def say_where(self) -> None:
         """Above the box, and at the end of a chat that is not empty (an empty one's

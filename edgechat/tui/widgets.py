@@ -6,7 +6,8 @@ from collections import deque
 
 from textual import events
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
+from textual.geometry import Offset
 from textual.message import Message
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
@@ -93,6 +94,23 @@ class ChatInput(TextArea):
             self._show(self._back - 1)
             return
         await super()._on_key(event)
+
+
+class ChatView(VerticalScroll):
+    """The conversation, anchored (Textual's ``anchor()``): each layout pass keeps its
+    end in view as a reply, a note or the summary's bar grows (or the box under it
+    does), until the reader scrolls up; back at the end, it follows again. A scroll_end
+    after each write ran before the Markdown's new blocks were laid out, and stopped
+    lines short. A chat shorter than the view stays at its top: Textual 8.2.8 moves an
+    anchored view to a negative offset there (textual#6652), clamped here."""
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    @property
+    def scroll_offset(self) -> Offset:
+        offset = super().scroll_offset
+        return Offset(offset.x, max(0, offset.y))
 
 
 class UserText(Static):
