@@ -6,7 +6,7 @@ a server answers (tests/test_remote.py drives real servers)."""
 from __future__ import annotations
 
 from support.app import FakeOpener, fake_app, until
-from textual.widgets import Label
+from textual.widgets import Label, OptionList
 
 from edgechat.tasks.conversations import Store
 from edgechat.tui.chat import ChatScreen
@@ -76,7 +76,9 @@ async def test_a_local_chat_opened_in_a_remote_session_asks_before_it_is_sent():
             await until(pilot, lambda: isinstance(app.screen, Pick))
             return app.screen
 
-        await send("What is my PIN?")
+        question = await send("What is my PIN?")
+        choices = question.query_one(OptionList)
+        assert choices.region.height == choices.option_count + 2  # no empty rows below
         await pilot.press("escape")  # send nothing: the words stay in the box
         await until(pilot, lambda: app.screen is screen)
         assert box.text == "What is my PIN?" and _sent(opener) == []
@@ -127,3 +129,24 @@ async def test_a_server_chosen_mid_chat_gets_a_new_chat_and_regenerate_asks_noth
         await until(pilot, lambda: again.engine is not None and not again.engine.is_local)
         await until(pilot, lambda: isinstance(again.screen, ChatScreen))
         await until(pilot, lambda: again.screen.conversation.id != local)
+
+
+def test_snapshot_the_question_before_a_local_chat_goes_to_a_server(snap_compare):
+    _local_chat()
+
+    async def asked(pilot) -> None:
+        app = pilot.app
+        await until(pilot, lambda: app.engine is not None and not app.engine.is_local)
+        screen = app.screen
+        await until(pilot, lambda: screen.conversation.id != 1)
+        screen.open_conversation(1)
+        await until(pilot, lambda: any("new chat" in n.message for n in app._notifications))
+        await pilot.pause(0.3)
+        app.clear_notifications()  # a load's time is not the layout
+        screen.query_one("#input").cursor_blink = False
+        await pilot.pause(0.3)
+        await pilot.press(*"What is my PIN?", "enter")
+        await until(pilot, lambda: isinstance(app.screen, Pick))
+        await pilot.pause(0.3)
+
+    assert snap_compare(fake_app(remote=SERVER), terminal_size=(80, 24), run_before=asked)

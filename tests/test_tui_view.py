@@ -129,7 +129,7 @@ async def test_the_summarys_progress_bar_is_in_view(tmp_path):
 
 async def test_a_search_hit_opens_at_the_matching_message_and_marks_it():
     pairs = [(f"Question {i}", REPLY) for i in range(8)]
-    pairs[2] = ("Where in May?", "**Lisbon** is lovely in May.\n\n" + REPLY)
+    pairs[2] = ("Where in May?", REPLY + "\n\nIn May, **Lisbon** is lovely.\n\n" + REPLY)
     trip = _stored("Trip", pairs)
     _stored("Other", [("Hello", "Hi!")])
     app = fake_app()
@@ -146,7 +146,8 @@ async def test_a_search_hit_opens_at_the_matching_message_and_marks_it():
         await pilot.pause(0.3)
         messages = screen.query_one("#messages")
         assert messages.scroll_y < messages.max_scroll_y  # not at the end of the chat
-        assert bubble.region.y == messages.content_region.y  # at the top of the view
+        (block,) = [b for b in bubble.children if "Lisbon" in str(b._content)]
+        assert block.region.y == messages.content_region.y  # the match, atop the view
         assert [b for b in screen.query(".hit")] == [bubble]  # the one marked
         await pilot.press(*"Thanks", "enter")  # a new message: the mark goes
         await until(pilot, lambda: not screen.query(".hit"))

@@ -22,6 +22,23 @@ def code_blocks(markdown: str) -> list[str]:
     return [t.content for t in tokens if t.type in ("fence", "code_block") and t.content.strip()]
 
 
+def _matching_block(bubble, snippet: str):
+    """The first block of a reply (a paragraph, a list, ...) holding the search's match
+    (the snippet's first [word]); None for a message of one block, or no match."""
+    import re
+
+    found = re.search(r"\[([^\]]+)\]", snippet)
+    lines = getattr(bubble, "source", "").splitlines()
+    if found is None or len(bubble.children) < 2:
+        return None
+    word = found.group(1).lower()
+    for block in bubble.children:
+        start, end = getattr(block, "source_range", (0, 0))
+        if word in "\n".join(lines[start:end]).lower():
+            return block
+    return None
+
+
 def _free_name(folder: Path, stem: str) -> Path:
     """``stem.md`` in ``folder``, numbered when that name is taken: never overwrite."""
     target = folder / f"{stem}.md"
@@ -129,6 +146,7 @@ class ChatActions:
         from edgechat.tui.dialogs import Search
 
         hit = await self.app.push_screen_wait(Search(self.app.store))
+        self.query_one("#input").focus()  # the box keeps the keys, as everywhere here
         if hit is None or self.generating:
             return
         if self.conversation.id != hit.conversation:
@@ -138,10 +156,11 @@ class ChatActions:
         for other in self.query(".hit"):
             other.remove_class("hit")
         widget = self.bubbles.get(hit.message)
-        if widget is not None:  # the matching message, at the top of the view, marked
+        if widget is not None:  # the matching message marked, its match at the top
             widget.add_class("hit")
+            target = _matching_block(widget, hit.snippet) or widget
             messages = self.query_one("#messages", VerticalScroll)
-            self.call_after_refresh(messages.scroll_to_widget, widget, animate=False, top=True)
+            self.call_after_refresh(messages.scroll_to_widget, target, animate=False, top=True)
 
     # -- replies --------------------------------------------------------------------------
 
