@@ -225,21 +225,24 @@ async def test_models_on_this_machine_sit_under_the_right_columns(tmp_path, monk
     cache = tmp_path / "llama-cache"
     cache.mkdir()
     write_base(tmp_path)
-    shutil.copy(tmp_path / "tiny-valid.gguf", cache / "someone_tiny_model.gguf")
+    name = "bartowski_SmolLM2-135M-Instruct-GGUF_SmolLM2-135M-Instruct-Q4_1.gguf"  # as named
+    shutil.copy(tmp_path / "tiny-valid.gguf", cache / name)
     monkeypatch.setenv("LLAMA_CACHE", str(cache))
     app = fake_app(start="auto")
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, WizardScreen) and app.screen.rows)
         wizard = app.screen
         await until(pilot, lambda: len(wizard.rows) > 3)  # the ranking too
         table = wizard.query_one(DataTable)
         assert wizard.rows[0] == ON_THIS_MACHINE
         assert wizard.rows[table.cursor_row] not in HEADINGS  # the cursor is on a model
-        row = wizard.rows.index("llamacpp:someone_tiny_model.gguf")
+        row = wizard.rows.index(f"llamacpp:{name}")
         label, ram, vram, speed, fit, mark = table.get_row_at(row)
         fits = dict(app.choices.machine_fits("chat"))
-        choice = next(c for f, c in fits.items() if f.name == "someone_tiny_model.gguf")
-        assert "llama.cpp" in str(label)  # which tool keeps it, beside its name
+        choice = next(c for f, c in fits.items() if f.name == name)
+        assert str(label).endswith("Q4_1.gguf · llama.cpp")  # the tool beside the name
+        await pilot.pause()
+        assert table.virtual_size.width <= table.size.width  # every column on screen
         assert fit in FIT_BADGE.values() and mark == "○"
         assert ram not in ("", "llama.cpp") and "MiB" in ram or "GiB" in ram
         from edgechat.facts.device import format_size
@@ -265,6 +268,25 @@ async def test_a_server_that_cannot_be_reached_leaves_the_chat_as_it_was():
         assert app.engine is local
         await pilot.press("enter")
     assert config.load().default_model == ""
+
+
+async def test_a_server_that_cannot_be_reached_leaves_the_model_that_was_loading():
+    """A newcomer asks for a server while the first model still loads: the server fails,
+    and the model that was loading is there to chat with (only the newest load used to
+    be kept: the model was dropped, and nothing was left)."""
+    import threading
+
+    opener = FakeOpener(unreachable=("nowhere:8080",))
+    opener.hold["local-model"] = threading.Event()
+    app = fake_app(opener, model="local-model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.model_state.loading)
+        app.use_remote("http://nowhere:8080/v1")
+        opener.hold["local-model"].set()
+        await until(pilot, lambda: any("cannot reach" in n.message for n in app._notifications))
+        await until(pilot, lambda: not app.model_state.loading)
+        assert app.engine is not None and app.engine.is_local
+        assert isinstance(app.screen, ChatScreen) and not app.screen.query_one("#input").loading
 
 
 async def test_the_first_run_picker_says_what_esc_does():

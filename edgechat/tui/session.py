@@ -144,7 +144,10 @@ class ModelSession:
         self._own_llama = llama is None
         self.llama = llama or ThreadPoolExecutor(1, thread_name_prefix="llama")
         # Plans and connections are made here, off the app's thread; loads are queued
-        # one after another, and only the newest asked for is kept (``_ticket``).
+        # one after another, and only the newest asked for is kept (``_ticket``), but
+        # for a model that finishes loading while a server is being reached with nothing
+        # else in use: it is used meanwhile, so a server that cannot be reached leaves
+        # the chat a model (a server takes no memory here to wait for).
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
         self._opener = opener or open_model
         if sample_readouts is None:
@@ -153,6 +156,7 @@ class ModelSession:
             sample_readouts = Sampler()
         self._sample = sample_readouts
         self._ticket = 0
+        self._newest_remote = False  # the newest load asked for is a server's
         self._borrowed: ChatEngine | None = None  # handed in loaded: its owner closes it
         self._kv_conversation: int | None = None  # whose tokens the context holds
         self.last_restore: Restored | None = None  # what the last reopen found
@@ -187,6 +191,7 @@ class ModelSession:
 
     def _start(self, opening, wanted_ctx: int, remember=False, remote=False) -> Future:
         self._ticket += 1
+        self._newest_remote = remote
         self.state = replace(self.state, loading=True)
         self._post(ModelLoading(self.state))
         args = (self._ticket, opening, wanted_ctx, remember, remote)
@@ -216,12 +221,14 @@ class ModelSession:
             self._close(loaded.engine)  # the app has gone meanwhile
 
     def _opened(self, ticket: int, loaded: Loaded, refusal, warnings, remember) -> None:
-        if ticket != self._ticket or self._closed:  # a newer load was asked for meanwhile
+        outdated = ticket != self._ticket  # a newer load was asked for meanwhile
+        meanwhile = outdated and self._newest_remote and self.state.engine is None
+        if self._closed or (outdated and not meanwhile):
             self._close(loaded.engine)
             return
         old = self.state.engine
         refusal = f"{refusal} (Ctrl+P → Choose a model)" if refusal else None
-        self.state = ModelState(loaded.engine, loaded.label, refusal=refusal)
+        self.state = ModelState(loaded.engine, loaded.label, loading=outdated, refusal=refusal)
         self._kv_conversation = None
         self._close(old)
         self._post(ModelLoaded(self.state, tuple(warnings), remember))

@@ -111,11 +111,15 @@ class WizardScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         measured = self.app.choices.measured()
+        # The name column leaves the figures room on screen (a file name from another
+        # tool can be 70 characters: cut in the middle, its quant kept).
+        room = max(24, self.app.size.width - 46 - self.why_width)
         for model_id, cells in rows:
             found = self.found.get(model_id)
-            label = Text(clean(_short(found) if found else model_id))  # no markup in a name
-            if found:  # which tool keeps it, beside its name (its columns are figures)
-                label.append(f" · {STORE_SHORT[found.store]}", style="dim")
+            where = f" · {STORE_SHORT[found.store]}" if found else ""  # which tool keeps it
+            shown = _short(found) if found else model_id
+            label = Text(_squeeze(clean(shown), room - len(where)))  # no markup in a name
+            label.append(where, style="dim")
             if model_id in measured:  # measured on the user's own text
                 label.append(f" KLD {measured[model_id].figures.kl_mean:.3g}", style="dim")
             table.add_row(label, *cells)
@@ -287,6 +291,14 @@ def _escape_does(app) -> str:
         return "Esc goes back to the chat"
     label = next((model_id for model_id, p in installed.items() if p == path), path.name)
     return f"Esc chats with {clean(label)}"
+
+
+def _squeeze(text: str, width: int) -> str:
+    """``text`` in ``width`` characters at most, cut in the middle where it must be."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
 
 
 def _short(found) -> str:

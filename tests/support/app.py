@@ -35,12 +35,14 @@ class FakeOpener:
     """Opens a ``FakeEngine`` (tests/support/fake_engine.py) for each load the app asks
     for: a server's (``is_local`` False, ``where`` its host:port) when the request names
     one, where ``unreachable`` says it cannot be reached. ``engine_options`` go to each
-    engine (``respond``, ``delay``); ``opened``: the engines, in order."""
+    engine (``respond``, ``delay``); ``opened``: the engines, in order; ``hold``: a
+    model's name -> an Event its load waits for."""
 
     def __init__(self, unreachable: tuple[str, ...] = (), **engine_options) -> None:
         self.unreachable, self.engine_options = unreachable, engine_options
         self.opened: list = []
         self.requests: list = []
+        self.hold: dict = {}
 
     def __call__(self, request, *, say, device, run):
         from urllib.parse import urlsplit
@@ -50,6 +52,8 @@ class FakeOpener:
         from support.fake_engine import FakeEngine
 
         self.requests.append(request)
+        if request.model in self.hold:
+            assert self.hold[request.model].wait(30)
         if request.remote:
             where = urlsplit(request.remote).netloc
             if where in self.unreachable:
