@@ -10,6 +10,7 @@ SIGSEGV) and open the same home again."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import sqlite3
@@ -178,7 +179,7 @@ def test_the_app_killed_mid_reply_keeps_the_chat_and_the_draft(edgechat_home, st
         words = [line for line in shown if len(line) > 20 and line in text]
         assert words, (shown, text)  # what was on screen before the kill is on disk
         assert draft == {"my next question, not sent"}
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _end(session)
         # Opened again: the chat with its cut reply, marked so, and the draft in the box.
         tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
         assert "unfinished reply" in wait_for("Ctrl+G continues")
@@ -191,7 +192,20 @@ def test_the_app_killed_mid_reply_keeps_the_chat_and_the_draft(edgechat_home, st
             time.sleep(0.2)
         assert longer.startswith(reply[1].rstrip())
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _end(session)
+
+
+def _end(session: str) -> None:
+    """Close the session, and the app in it: a closed terminal's hangup reaches only the
+    supervisor `edgechat` runs as (the session leader), which leaves its child running."""
+    pane = subprocess.run(
+        ["tmux", "display", "-p", "-t", session, "#{pane_pid}"], capture_output=True, text=True
+    ).stdout.strip()
+    if pane:
+        with contextlib.suppress(psutil.Error):
+            for process in [*psutil.Process(int(pane)).children(True), psutil.Process(int(pane))]:
+                process.kill()
+    subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
 def _reply(path: Path) -> str:

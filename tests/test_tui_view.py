@@ -186,6 +186,9 @@ async def test_up_and_down_walk_history_and_bring_the_draft_back():
         assert box.text == "second again"
         await pilot.press("down")
         assert box.text == ""  # sent: no draft left to bring back
+        await pilot.press(*"unsent", "f3")  # editing the last message would replace it
+        await pilot.pause()
+        assert box.text == "unsent" and len(app.store.messages(screen.conversation.id)) == 6
 
 
 # -- 14. the readouts and the picker --------------------------------------------------------

@@ -226,6 +226,9 @@ class ChatActions:
         if last is None:
             self.notify("no message to edit yet", severity="warning")
             return
+        if self.query_one(ChatInput).text.strip():  # the draft would be replaced: never
+            self.notify("the box holds a message not sent yet: send or clear it first")
+            return
         self.app.store.delete_messages_from(self.conversation.id, last.id)
         self._ctx_used = None
         self.render_messages()
@@ -233,6 +236,7 @@ class ChatActions:
         box.text = last.content
         box.move_cursor(box.document.end)
         box.focus()
+        self.save_draft()  # out of the chat, into the draft: on disk at once
         self.notify("edit the message, then Enter sends it again")
 
     async def action_continue_reply(self) -> None:
