@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
+from support.app import hold_still, until
 from support.app import make_app as _make_app
-from support.app import until
 from support.cli import REPO, run_main
 from textual.command import CommandInput
 from textual.widgets import Button, Input, Label, ProgressBar, TextArea
@@ -420,6 +420,6 @@ def test_snapshot_settings_dialog_at_80x24(snap_compare, starter_path):
         await pilot.press("ctrl+o")
         await pilot.pause()
         for area in pilot.app.screen.query(TextArea):
-            area.cursor_blink = False
+            hold_still(area)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=opened)

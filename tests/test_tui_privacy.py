@@ -5,7 +5,7 @@ a server answers (tests/test_remote.py drives real servers)."""
 
 from __future__ import annotations
 
-from support.app import FakeOpener, fake_app, until
+from support.app import FakeOpener, fake_app, hold_still, until
 from textual.widgets import Label, OptionList
 
 from edgechat.tasks.conversations import Store
@@ -143,7 +143,7 @@ def test_snapshot_the_question_before_a_local_chat_goes_to_a_server(snap_compare
         await until(pilot, lambda: any("new chat" in n.message for n in app._notifications))
         await pilot.pause(0.3)
         app.clear_notifications()  # a load's time is not the layout
-        screen.query_one("#input").cursor_blink = False
+        hold_still(screen.query_one("#input"))
         await pilot.pause(0.3)
         await pilot.press(*"What is my PIN?", "enter")
         await until(pilot, lambda: isinstance(app.screen, Pick))

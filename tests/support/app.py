@@ -75,3 +75,14 @@ def fake_app(opener: FakeOpener | None = None, start="chat", **options) -> Edgec
         device=LAPTOP,
         opener=opener or FakeOpener(),
     )
+
+
+def hold_still(area) -> None:
+    """A text box that no longer blinks, drawn the same whatever the blink's phase was
+    (a snapshot's). Textual 8.2.8's TextArea caches a line under one key for "cursor
+    hidden mid-blink" and "not blinking", so a box stopped after a hidden phase was drawn
+    had no cursor, and otherwise had one (the chat snapshots failed one run in two, on
+    main too): its line cache is cleared (as a style change does) to draw it afresh."""
+    area.cursor_blink = False
+    area.notify_style_update()
+    area.refresh()
