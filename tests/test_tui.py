@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from support.app import LAPTOP, conversation_text, make_app, until
+from support.app import LAPTOP, conversation_text, hold_still, make_app, until
 from support.cli import REPO, run_main
 
 from edgechat.facts.device import GPU, GiB
@@ -214,7 +214,7 @@ async def _loaded(pilot) -> None:
     await until(pilot, lambda: not app.screen.query_one("#input").loading)
     await pilot.pause()
     app.clear_notifications()
-    pilot.app.screen.query_one("#input").cursor_blink = False  # a blink is not a change
+    hold_still(pilot.app.screen.query_one("#input"))  # a blink is not a change
     await pilot.pause()
 
 

@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
+from support.app import hold_still, until
 from support.app import make_app as _make_app
-from support.app import until
 from support.cli import REPO, run_main
 from textual.command import CommandInput
 from textual.widgets import Button, Input, Label, ProgressBar, TextArea
@@ -375,7 +375,7 @@ def test_first_run_at_80x24_under_tmux(edgechat_home, starter_path, tmp_path):
 
     tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
     try:
-        wait_for("Esc goes back")  # the picker, on the first run
+        wait_for("Esc chats with")  # the picker, on the first run, says what Esc does
         keys("Escape")
         shown = wait_for("is ready")
         assert "Loading the model" not in shown
@@ -404,7 +404,7 @@ def test_first_run_at_80x24_under_tmux(edgechat_home, starter_path, tmp_path):
         # Reopen: no picker this time, the same chat is back.
         tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd)
         shown = wait_for(question)
-        assert "Esc goes back" not in shown
+        assert "Esc chats with" not in shown
         store = Store()
         (chat,) = [c for c in store.list() if store.messages(c.id)]
         reply = store.messages(chat.id)[-1]
@@ -423,6 +423,6 @@ def test_snapshot_settings_dialog_at_80x24(snap_compare, starter_path):
         await pilot.press("ctrl+o")
         await pilot.pause()
         for area in pilot.app.screen.query(TextArea):
-            area.cursor_blink = False
+            hold_still(area)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=opened)

@@ -1,8 +1,11 @@
 """Conversations kept in SQLite (WAL) under the data dir, readable by this user only.
 
-Each message is committed when it completes; a reply is written as it streams
-(``update_message`` at most once a second from the app), so a killed app loses at
-most the last second of it. The schema is versioned (``PRAGMA user_version``) and
+Every write commits at once (autocommit), so the database holds what the app had at
+any moment, even if the process dies with no Python running after (a native fault in
+llama.cpp): the user's message is stored before its reply starts, the reply is written
+into its own row as it streams (``update_message``, about twice a second from the app)
+and stays marked incomplete until it ends, and the unsent draft is kept beside its
+conversation (``save_draft``, as it is typed). The schema is versioned (``PRAGMA user_version``) and
 brought up to date by numbered upgrades when a database is opened.
 """
 
@@ -53,6 +56,13 @@ UPGRADES: tuple[str, ...] = (
     """,
     # 3: full-text search over every message (tasks/search.py)
     FTS_SCHEMA,
+    # 4: a conversation keeps its unsent draft, and where all of its text has been sent
+    #    ('': some of it never left this machine; else the server's host:port), so the
+    #    app asks before a server is sent a chat written here
+    """
+    ALTER TABLE conversations ADD COLUMN draft TEXT NOT NULL DEFAULT '';
+    ALTER TABLE conversations ADD COLUMN sent_to TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(UPGRADES)
 NEW_TITLE = "New chat"  # until the first message names it
@@ -79,6 +89,8 @@ class Conversation:
     model: str = ""  # the model of its latest reply
     updated: float = 0.0
     messages: list[Message] = field(default_factory=list)  # filled by Store.load, or in memory
+    draft: str = ""  # what the user typed and has not sent yet
+    sent_to: str = ""  # the server all of it has been sent to ('': not all, or none)
 
     def prompt(self) -> list[dict]:
         """What the engine is given: the system prompt, then the user and assistant turns."""
@@ -132,7 +144,9 @@ def _statements(script: str) -> list[str]:
 
 
 _MESSAGE = "SELECT id, role, content, complete, model, stats FROM messages"
-_CONVERSATION = "SELECT id, title, system, sampling, model, updated FROM conversations"
+_CONVERSATION = (
+    "SELECT id, title, system, sampling, model, updated, draft, sent_to FROM conversations"
+)
 
 
 def _message(r) -> Message:
@@ -140,7 +154,9 @@ def _message(r) -> Message:
 
 
 def _conversation(r) -> Conversation:
-    return Conversation(r[0], r[1], r[2], json.loads(r[3] or "{}"), r[4], r[5])
+    return Conversation(
+        r[0], r[1], r[2], json.loads(r[3] or "{}"), r[4], r[5], draft=r[6], sent_to=r[7]
+    )
 
 
 class Store:
@@ -225,6 +241,17 @@ class Store:
             "UPDATE conversations SET system=?, sampling=? WHERE id=?",
             (system, json.dumps(sampling), conversation_id),
         )
+
+    @guarded
+    def save_draft(self, conversation_id: int, text: str) -> None:
+        """Keep what is typed and not sent yet ('' once it is sent)."""
+        self.db.execute("UPDATE conversations SET draft=? WHERE id=?", (text, conversation_id))
+
+    @guarded
+    def mark_sent(self, conversation_id: int, where: str) -> None:
+        """All of the conversation has been sent to ``where`` (a server's host:port), or
+        ('') it holds text that never left this machine."""
+        self.db.execute("UPDATE conversations SET sent_to=? WHERE id=?", (where, conversation_id))
 
     @guarded
     def delete(self, conversation_id: int) -> None:

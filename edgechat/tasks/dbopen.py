@@ -115,6 +115,11 @@ def _connect(path: Path, schema: Schema) -> sqlite3.Connection:
         if fresh:
             os.chmod(path, 0o600)
         db.execute("PRAGMA journal_mode=WAL")
+        # A commit reaches the WAL file without waiting for the disk: what the app wrote
+        # survives the app's own crash (a native fault), and only a power cut may lose
+        # the last second. The reply is saved as it streams, about twice a second: 0.8
+        # ms a save here against 10 ms with a disk sync each (FULL), on the UI thread.
+        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         if not fresh:
             row = db.execute("PRAGMA quick_check(1)").fetchone()

@@ -22,6 +22,23 @@ def code_blocks(markdown: str) -> list[str]:
     return [t.content for t in tokens if t.type in ("fence", "code_block") and t.content.strip()]
 
 
+def _matching_block(bubble, snippet: str):
+    """The first block of a reply (a paragraph, a list, ...) holding the search's match
+    (the snippet's first [word]); None for a message of one block, or no match."""
+    import re
+
+    found = re.search(r"\[([^\]]+)\]", snippet)
+    lines = getattr(bubble, "source", "").splitlines()
+    if found is None or len(bubble.children) < 2:
+        return None
+    word = found.group(1).lower()
+    for block in bubble.children:
+        start, end = getattr(block, "source_range", (0, 0))
+        if word in "\n".join(lines[start:end]).lower():
+            return block
+    return None
+
+
 def _free_name(folder: Path, stem: str) -> Path:
     """``stem.md`` in ``folder``, numbered when that name is taken: never overwrite."""
     target = folder / f"{stem}.md"
@@ -129,13 +146,21 @@ class ChatActions:
         from edgechat.tui.dialogs import Search
 
         hit = await self.app.push_screen_wait(Search(self.app.store))
+        self.query_one("#input").focus()  # the box keeps the keys, as everywhere here
         if hit is None or self.generating:
             return
-        self.open_conversation(hit.conversation)
+        if self.conversation.id != hit.conversation:
+            if not self.open_conversation(hit.conversation):
+                return  # open in another window, and said so
+            await self.rendered  # every bubble holds its text: the heights are known
+        for other in self.query(".hit"):
+            other.remove_class("hit")
         widget = self.bubbles.get(hit.message)
-        if widget is not None:
+        if widget is not None:  # the matching message marked, its match at the top
+            widget.add_class("hit")
+            target = _matching_block(widget, hit.snippet) or widget
             messages = self.query_one("#messages", VerticalScroll)
-            self.call_after_refresh(messages.scroll_to_widget, widget, animate=False, top=True)
+            self.call_after_refresh(messages.scroll_to_widget, target, animate=False, top=True)
 
     # -- replies --------------------------------------------------------------------------
 
@@ -173,6 +198,14 @@ class ChatActions:
         """Write the last reply again (its old text is dropped)."""
         if not self._can_reply():
             return
+        if not self.may_send_here():
+            self.notify(
+                f"this chat was not written with {self.where()}: sending a message in it "
+                "asks whether it goes there (Ctrl+N starts a chat there)",
+                severity="warning",
+                markup=False,
+            )
+            return
         stored = self.app.store.messages(self.conversation.id)
         if not stored or stored[-1].role not in ("user", "assistant"):
             self.notify("nothing to regenerate yet", severity="warning")
@@ -193,6 +226,9 @@ class ChatActions:
         if last is None:
             self.notify("no message to edit yet", severity="warning")
             return
+        if self.query_one(ChatInput).text.strip():  # the draft would be replaced: never
+            self.notify("the box holds a message not sent yet: send or clear it first")
+            return
         self.app.store.delete_messages_from(self.conversation.id, last.id)
         self._ctx_used = None
         self.render_messages()
@@ -200,6 +236,7 @@ class ChatActions:
         box.text = last.content
         box.move_cursor(box.document.end)
         box.focus()
+        self.save_draft()  # out of the chat, into the draft: on disk at once
         self.notify("edit the message, then Enter sends it again")
 
     async def action_continue_reply(self) -> None:
@@ -243,7 +280,11 @@ class ChatActions:
             ProgressBar(total=100, show_eta=False, id="summary-bar"),  # the ETA: the label's
             id="summary-progress",
         )
-        self.query_one("#messages", VerticalScroll).mount(progress)
+        messages = self.query_one("#messages", VerticalScroll)
+        messages.mount(progress)
+        messages.scroll_end(animate=False)  # the bar is followed, as a reply is
+        if self.may_send_here():  # the file goes to the model, not the chat before it
+            self.sent_to_engine()
         self._run_summary(doc)
 
     @work(thread=True, exclusive=True, group="reply")
@@ -298,7 +339,6 @@ class ChatActions:
             await messages.mount(self._bubble("assistant", text))
             model = self.session.label or ""
             self.app.store.add_message(self.conversation.id, "assistant", text, model=model)
-            messages.scroll_end(animate=False)
         self._ctx_used = None
         self.session.context_replaced()  # the summary's chunks, not this chat, are cached now
         self.generating = False

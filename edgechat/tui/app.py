@@ -263,6 +263,10 @@ class EdgechatApp(App):
         from edgechat.text import clean
 
         why = escape(clean(message.why))
+        if message.remote:  # the chat stays as it was: no picker for a stray Enter to pick in
+            self.notify(why, title="cannot use this server", severity="error", timeout=15)
+            self._show(message.state)
+            return
         self.notify(why, title="cannot load this model", severity="error", timeout=15)
         self._show(message.state)
         self.call_later(self.open_wizard)  # after the notification, as ``_show``

@@ -23,12 +23,21 @@ from edgechat.tui.actions import ChatActions
 from edgechat.tui.chatlist import ChatList
 from edgechat.tui.widgets import (
     ChatInput,
+    ChatView,
     Finished,
     Readouts,
     Token,
     UserText,
     vram_text,  # noqa: F401 - where tests and readers look for it
 )
+
+# How often a streaming reply is written to its row: a process killed mid-reply (a
+# native fault in llama.cpp runs no Python after it) leaves the reply on disk up to
+# about this long before the end. Text reaches the screen every UI_BATCH_S (0.5 s on
+# two cores), so there each batch is saved; more often, at most this often.
+SAVE_EVERY_S = 0.4
+# How long typing pauses before the draft is saved (and its tokens counted).
+TYPED_SETTLE_S = 0.3
 
 # Why a reply ended early, as the screen says it (Ctrl+G continues any of them).
 UNFINISHED = {
@@ -78,6 +87,8 @@ class ChatScreen(ChatActions, ChatList, Screen):
         self._ctx_used: int | None = None  # tokens this conversation fills; None: count it
         self._count_timer = None
         self.bubbles: dict[int, object] = {}  # message id -> its widget on screen
+        self.rendered = None  # awaited: the open chat is all on screen (render_messages)
+        self._agreed: tuple[int, str] | None = None  # (chat, server) the user let it go to
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -86,7 +97,7 @@ class ChatScreen(ChatActions, ChatList, Screen):
                 yield Label("Chats (Ctrl+N new)")
                 yield ListView(id="conversations")
             with Vertical():
-                yield VerticalScroll(id="messages")
+                yield ChatView(id="messages")
                 yield ChatInput(id="input")
         yield Readouts(id="readouts")
         yield Footer()
@@ -119,6 +130,9 @@ class ChatScreen(ChatActions, ChatList, Screen):
         for note in self.query(".note"):
             note.update(state.greeting())
         if self.conversation is not None:
+            # A server now: a chat written here is not sent to it; where text goes is said.
+            if not self.keep_chats_here():
+                self.say_where()
             self.session.conversation_opened(self.conversation.id)
 
     # -- readouts -------------------------------------------------------------------------
@@ -139,13 +153,15 @@ class ChatScreen(ChatActions, ChatList, Screen):
 
     @on(TextArea.Changed, "#input")
     def _typed(self) -> None:
-        """The size of the message being typed, in tokens, under the box (debounced)."""
+        """Once typing pauses: the draft is kept on disk, and its size in tokens shown
+        under the box."""
         if self._count_timer is not None:
             self._count_timer.stop()
-        self._count_timer = self.set_timer(0.3, self._count_typed)
+        self._count_timer = self.set_timer(TYPED_SETTLE_S, self._typed_settled)
 
-    def _count_typed(self) -> None:
+    def _typed_settled(self) -> None:
         box = self.query_one(ChatInput)
+        self.save_draft()
         engine = self.session.engine
         text = box.text.strip()
         if engine is None or not text:
@@ -157,6 +173,8 @@ class ChatScreen(ChatActions, ChatList, Screen):
     # -- conversations --------------------------------------------------------------------
 
     def render_messages(self) -> None:
+        """Show the open conversation; ``rendered``, awaited, has all of it on screen (a
+        Markdown bubble parses its text after it is mounted)."""
         messages = self.query_one("#messages", VerticalScroll)
         messages.remove_children()
         self.bubbles = {}
@@ -170,7 +188,8 @@ class ChatScreen(ChatActions, ChatList, Screen):
                     widgets.append(Label(UNFINISHED[None], classes="unfinished"))
         if not stored:
             widgets.append(Label(self.app.model_state.greeting(), classes="note"))
-        messages.mount_all(widgets)
+        self.rendered = messages.mount_all(widgets)
+        self.say_where()
         messages.scroll_end(animate=False)
 
     def _bubble(self, role: str, text: str, message_id: int | None = None):
@@ -209,6 +228,12 @@ class ChatScreen(ChatActions, ChatList, Screen):
             if not box.text:
                 box.text = event.text  # nothing typed is lost
             return
+        if not self.may_send_here():  # a server, and this chat was written elsewhere
+            box = self.query_one(ChatInput)
+            if not box.text:
+                box.text = event.text
+            self.ask_before_sending(event.text)
+            return
         try:  # another process may hold the database: the typed text must survive that
             message_id = self.add_user_message(event.text)
         except StoreError as e:
@@ -222,6 +247,8 @@ class ChatScreen(ChatActions, ChatList, Screen):
         messages = self.query_one("#messages", VerticalScroll)
         for note in messages.query(".note"):
             await note.remove()
+        for hit in messages.query(".hit"):
+            hit.remove_class("hit")
         await messages.mount(self._bubble("user", event.text, message_id))
         await self.start_reply()
 
@@ -251,11 +278,12 @@ class ChatScreen(ChatActions, ChatList, Screen):
                 m.content for m in store.messages(conv.id) if m.id == partial_id
             )
             chat, partial = self.chat_messages(upto=partial_id), self._reply_text
-        messages.scroll_end(animate=False)
+        messages.scroll_end(animate=False)  # the reply is followed, even if scrolled away
         self._stream = Markdown.get_stream(bubble)
         self._saved_at = time.monotonic()
         sampling = replace(self.app.sampling, **conv.sampling)
         self.generating = True
+        self.sent_to_engine()
         self._generate(conv.id, chat, partial, sampling)
 
     def watch_generating(self, generating: bool) -> None:
@@ -272,12 +300,9 @@ class ChatScreen(ChatActions, ChatList, Screen):
         self._reply_text += message.text
         if self._stream is not None:
             await self._stream.write(message.text)
-        if time.monotonic() - self._saved_at >= 1.0:  # a killed app loses at most a second
+        if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
             self._save_reply(complete=False, retry=False)
             self._saved_at = time.monotonic()
-        messages = self.query_one("#messages", VerticalScroll)
-        if messages.max_scroll_y - messages.scroll_y < 3:
-            messages.scroll_end(animate=False)
 
     def _save_reply(
         self, complete: bool, retry: bool, tries: int = 0, stats: dict | None = None
@@ -336,7 +361,7 @@ class ChatScreen(ChatActions, ChatList, Screen):
             self._show_speed(readouts, message.stats)
             self._ctx_used = message.stats.n_ctx_used
             readouts.show_context(message.stats.n_ctx_used, message.stats.n_ctx)
-        messages.scroll_end(animate=False)
+        self.keep_chats_here()  # a server loaded while this reply was written here
 
     def action_stop(self) -> None:
         if self._summariser is not None:

@@ -27,6 +27,7 @@ class ModelChoices:
         self._recommended: dict[str, list] = {}
         self._cpu_gb_s: float | None = None
         self._found: list | None = None  # models other tools keep here
+        self._found_fits: dict[str, list] = {}  # task -> (Found, Choice or None) each
         self._measured: dict | None = None  # quality receipts of installed models
 
     @property
@@ -56,8 +57,35 @@ class ModelChoices:
         from edgechat.models import stores
 
         record = stores.adopt(store, name)
-        self._found = None
+        self._found, self._found_fits = None, {}
         return record["id"]
+
+    def machine_fits(self, task: str) -> list[tuple]:
+        """Each model other tools keep here with what it needs and how it fits for
+        ``task``, planned from its own header as an installed model is (a Choice; None
+        where it does not suit the task or the CPU's bandwidth is not known yet)."""
+        from edgechat.planning.recommend import choose_file
+
+        if self._bandwidth() is None:
+            return [(found, None) for found in self.machine_models()]
+        if task not in self._found_fits:
+            request = self.request
+            self._found_fits[task] = [
+                (
+                    f,
+                    choose_file(
+                        f.name,
+                        f.path,
+                        task,
+                        request.ctx,
+                        self.device,
+                        self._cpu_gb_s,
+                        request.type_k,
+                    ),
+                )
+                for f in self.machine_models()
+            ]
+        return self._found_fits[task]
 
     def measured(self) -> dict:
         """Installed models' newest quality receipts (models/receipts.py), by id and by
@@ -71,11 +99,7 @@ class ModelChoices:
     def recommendations(self, task: str) -> list | None:
         """The ranked choices for ``task``; None while the CPU's bandwidth is unknown
         (``measure_bandwidth`` in a worker, then ask again)."""
-        from edgechat.planning.speed import known_cpu_bandwidth
-
-        if self._cpu_gb_s is None:
-            self._cpu_gb_s = known_cpu_bandwidth(self.device)
-        if self._cpu_gb_s is None:
+        if self._bandwidth() is None:
             return None
         if task not in self._recommended:
             from edgechat.planning import catalog
@@ -101,6 +125,14 @@ class ModelChoices:
             # merits, not moved up: they keep their figures and reasons).
             self._recommended[task] = [c for i, c in enumerate(ranked) if i < 15 or c.installed]
         return self._recommended[task]
+
+    def _bandwidth(self) -> float | None:
+        """The CPU's read bandwidth when known (measured before, or simulated)."""
+        from edgechat.planning.speed import known_cpu_bandwidth
+
+        if self._cpu_gb_s is None:
+            self._cpu_gb_s = known_cpu_bandwidth(self.device)
+        return self._cpu_gb_s
 
     def _catalog_warning(self, line: str) -> None:
         self._warn(line)

@@ -87,11 +87,12 @@ class ModelLoaded(ModelChanged):
 
 
 class ModelFailed(ModelChanged):
-    """The load failed (the model in use before, if any, stays); ``why`` says what to do."""
+    """The load failed (the model in use before, if any, stays); ``why`` says what to do;
+    ``remote``: it was a server that could not be used."""
 
-    def __init__(self, state: ModelState, why: str) -> None:
+    def __init__(self, state: ModelState, why: str, remote: bool = False) -> None:
         super().__init__(state)
-        self.why = why
+        self.why, self.remote = why, remote
 
 
 class ModelWarning(Message):
@@ -143,7 +144,10 @@ class ModelSession:
         self._own_llama = llama is None
         self.llama = llama or ThreadPoolExecutor(1, thread_name_prefix="llama")
         # Plans and connections are made here, off the app's thread; loads are queued
-        # one after another, and only the newest asked for is kept (``_ticket``).
+        # one after another, and only the newest asked for is kept (``_ticket``), but
+        # for a model that finishes loading while a server is being reached with nothing
+        # else in use: it is used meanwhile, so a server that cannot be reached leaves
+        # the chat a model (a server takes no memory here to wait for).
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
         self._opener = opener or open_model
         if sample_readouts is None:
@@ -152,6 +156,7 @@ class ModelSession:
             sample_readouts = Sampler()
         self._sample = sample_readouts
         self._ticket = 0
+        self._newest_remote = False  # the newest load asked for is a server's
         self._borrowed: ChatEngine | None = None  # handed in loaded: its owner closes it
         self._kv_conversation: int | None = None  # whose tokens the context holds
         self.last_restore: Restored | None = None  # what the last reopen found
@@ -175,7 +180,7 @@ class ModelSession:
         def opening(say, run) -> Loaded:
             return self._opener(request, say=say, device=self.device, run=run)
 
-        return self._start(opening, request.ctx, remember)
+        return self._start(opening, request.ctx, remember, bool(request.remote))
 
     def adopt(self, engine: ChatEngine, label: str, wanted_ctx: int) -> Future:
         """Use an engine loaded elsewhere (a benchmark's); it is never closed here."""
@@ -184,13 +189,15 @@ class ModelSession:
         self._borrowed = engine
         return self._start(lambda say, run: Loaded(engine, None, None, (), label), wanted_ctx)
 
-    def _start(self, opening, wanted_ctx: int, remember: bool = False) -> Future:
+    def _start(self, opening, wanted_ctx: int, remember=False, remote=False) -> Future:
         self._ticket += 1
+        self._newest_remote = remote
         self.state = replace(self.state, loading=True)
         self._post(ModelLoading(self.state))
-        return self._loader.submit(self._open, self._ticket, opening, wanted_ctx, remember)
+        args = (self._ticket, opening, wanted_ctx, remember, remote)
+        return self._loader.submit(self._open, *args)
 
-    def _open(self, ticket: int, opening, wanted_ctx: int, remember: bool) -> None:
+    def _open(self, ticket: int, opening, wanted_ctx: int, remember: bool, remote: bool) -> None:
         """On the loader thread: open, check, then hand over on the app's thread."""
         from edgechat.service import chat_check
 
@@ -206,7 +213,7 @@ class ModelSession:
             if loaded is not None:
                 self._close(loaded.engine)
             why = str(e) if isinstance(e, EdgechatError) else f"{type(e).__name__}: {e}"
-            self._soon(self._failed, ticket, why)
+            self._soon(self._failed, ticket, why, remote)
             return
         said = said if loaded.engine.is_local else []  # a server's notice is the greeting's
         warnings = (*said, *check.warnings)
@@ -214,20 +221,22 @@ class ModelSession:
             self._close(loaded.engine)  # the app has gone meanwhile
 
     def _opened(self, ticket: int, loaded: Loaded, refusal, warnings, remember) -> None:
-        if ticket != self._ticket or self._closed:  # a newer load was asked for meanwhile
+        outdated = ticket != self._ticket  # a newer load was asked for meanwhile
+        meanwhile = outdated and self._newest_remote and self.state.engine is None
+        if self._closed or (outdated and not meanwhile):
             self._close(loaded.engine)
             return
         old = self.state.engine
         refusal = f"{refusal} (Ctrl+P → Choose a model)" if refusal else None
-        self.state = ModelState(loaded.engine, loaded.label, refusal=refusal)
+        self.state = ModelState(loaded.engine, loaded.label, loading=outdated, refusal=refusal)
         self._kv_conversation = None
         self._close(old)
         self._post(ModelLoaded(self.state, tuple(warnings), remember))
 
-    def _failed(self, ticket: int, why: str) -> None:
+    def _failed(self, ticket: int, why: str, remote: bool) -> None:
         if ticket == self._ticket and not self._closed:
             self.state = replace(self.state, loading=False, error=why)
-            self._post(ModelFailed(self.state, why))
+            self._post(ModelFailed(self.state, why, remote))
 
     def _close(self, engine: ChatEngine | None) -> None:
         """Stop its reply and free it on the llama thread, after what is queued there."""

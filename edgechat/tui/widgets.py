@@ -6,9 +6,10 @@ from collections import deque
 
 from textual import events
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
+from textual.geometry import Offset
 from textual.message import Message
-from textual.widgets import Label, ProgressBar, Sparkline, Static, TextArea
+from textual.widgets import Label, ProgressBar, Static, TextArea
 
 
 def _batch_seconds() -> float:
@@ -35,7 +36,28 @@ class ChatInput(TextArea):
     def __init__(self, **kwargs) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, **kwargs)
         self.sent: list[str] = []
-        self._back = 0
+        self._back = 0  # how far back in ``sent`` the box is; 0: the draft
+        self._draft = ""  # what was in the box when Up first left it
+
+    @property
+    def draft(self) -> str:
+        """The message being written: the box, or, while a sent one is shown unchanged,
+        what was there before Up (the one to keep)."""
+        if self._back and self.text == self.sent[-self._back]:
+            return self._draft
+        return self.text
+
+    def restore(self, draft: str) -> None:
+        """Show a chat's kept draft (a chat opened), its history walk started afresh."""
+        self._back, self._draft = 0, ""
+        if self.text != draft:
+            self.text = draft
+            self.move_cursor(self.document.end)
+
+    def _show(self, back: int) -> None:
+        self._back = back
+        self.text = self.sent[-back] if back else self._draft
+        self.move_cursor(self.document.end)
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
@@ -44,7 +66,7 @@ class ChatInput(TextArea):
             text = self.text.strip()
             if text:
                 self.sent.append(text)
-                self._back = 0
+                self._back, self._draft = 0, ""
                 self.clear()
                 self.post_message(self.Send(text))
             return
@@ -53,21 +75,42 @@ class ChatInput(TextArea):
             event.stop()
             self.insert("\n")
             return
+        # Up and Down walk what was sent, as a shell's history does: the draft is kept
+        # when Up leaves it, and Down past the newest entry brings it back. A sent
+        # message changed in the box is the draft from then on.
+        edited = self._back and self.text != self.sent[-self._back]
         if event.key == "up" and self.cursor_location[0] == 0 and self.sent:
             event.prevent_default()
             event.stop()
-            self._back = min(self._back + 1, len(self.sent))
-            self.text = self.sent[-self._back]
-            self.move_cursor(self.document.end)
+            if edited or not self._back:
+                self._draft, self._back = self.text, 0
+            self._show(min(self._back + 1, len(self.sent)))
             return
         if event.key == "down" and self._back and self.cursor_at_last_line:
             event.prevent_default()
             event.stop()
-            self._back -= 1
-            self.text = self.sent[-self._back] if self._back else ""
-            self.move_cursor(self.document.end)
+            if edited:
+                self._draft, self._back = self.text, 1
+            self._show(self._back - 1)
             return
         await super()._on_key(event)
+
+
+class ChatView(VerticalScroll):
+    """The conversation, anchored (Textual's ``anchor()``): each layout pass keeps its
+    end in view as a reply, a note or the summary's bar grows (or the box under it
+    does), until the reader scrolls up; back at the end, it follows again. A scroll_end
+    after each write ran before the Markdown's new blocks were laid out, and stopped
+    lines short. A chat shorter than the view stays at its top: Textual 8.2.8 moves an
+    anchored view to a negative offset there (textual#6652), clamped here."""
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    @property
+    def scroll_offset(self) -> Offset:
+        offset = super().scroll_offset
+        return Offset(offset.x, max(0, offset.y))
 
 
 class UserText(Static):
@@ -88,7 +131,7 @@ class Readouts(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label("RSS -", id="rss")
-        yield Sparkline([0], id="rss-spark")
+        yield Label("", id="rss-spark")
         yield Label("RAM -", id="ram")
         yield Label("", id="vram")
         yield Label("ctx", id="ctx")
@@ -102,7 +145,7 @@ class Readouts(Horizontal):
         self._rss.append(r.rss / 2**20)
         rss = f"remote · app {_short(r.rss)}" if remote else f"RSS {_short(r.rss)}"
         self.query_one("#rss", Label).update(rss)
-        self.query_one("#rss-spark", Sparkline).data = list(self._rss)
+        self.query_one("#rss-spark", Label).update(trend(self._rss, TREND_WIDTH, TREND_FLOOR_MIB))
         self.query_one("#ram", Label).update(f"RAM {_short(r.ram_used)}/{_short(r.ram_total)}")
         if r.vram_total:
             vram = self.query_one("#vram", Label)
@@ -123,6 +166,27 @@ class Readouts(Horizontal):
             + (f", on {n} CPU thread{'s' * (n > 1)}" if n else "")
             + (f" ({threads_why})" if threads_why else "")
         )
+
+
+BARS = "▁▂▃▄▅▆▇█"
+TREND_WIDTH = 8  # columns of the RSS trend
+TREND_FLOOR_MIB = 64.0  # the least change that fills the trend's height
+
+
+def trend(values, width: int, floor: float) -> str:
+    """``values`` as ``width`` bars (each the highest of its share, the newest last),
+    from the lowest value up, where a full bar is a change of at least ``floor``:
+    Textual's Sparkline always stretches its lowest to highest value to full height,
+    so a 1 MiB wobble of a 300 MiB process looked like a leap."""
+    values = list(values)
+    if not values:
+        return ""
+    n = len(values)
+    shares = [values[i * n // width : (i + 1) * n // width] or [values[-1]] for i in range(width)]
+    peaks = [max(share) for share in shares]
+    low = min(values)
+    extent = max(max(values) - low, floor)
+    return "".join(BARS[round((p - low) / extent * (len(BARS) - 1))] for p in peaks)
 
 
 def vram_text(r) -> str:

@@ -66,11 +66,7 @@ class WizardScreen(Screen):
                 for task in ("chat", "code", "math", "summarise"):
                     yield Button(task, id=f"task-{task}", compact=True)
             yield DataTable(id="choices", cursor_type="row", zebra_stripes=True)
-            yield Label(
-                "Enter uses the highlighted model (installed ones load at once, others "
-                "download first); Esc goes back.",
-                id="wizard-help",
-            )
+            yield Label("", id="wizard-help")
             with Vertical(id="pull"):
                 yield Label("", id="pull-label")
                 yield ProgressBar(id="pull-bar", show_eta=True)
@@ -89,6 +85,10 @@ class WizardScreen(Screen):
         self.query_one("#device", Label).update(
             f"This device: {format_size(d.ram_total)} RAM ({format_size(d.ram_available)} free)"
             f" · {d.cores_usable or d.cores_physical or '?'} cores · {gpus}{board}"
+        )
+        self.query_one("#wizard-help", Label).update(
+            "Enter uses the highlighted model (installed ones load at once, others "
+            f"download first); {_escape_does(self.app)}."
         )
         table = self.query_one(DataTable)
         # A wide terminal (140 columns) has room for why each model is suggested.
@@ -111,30 +111,33 @@ class WizardScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         measured = self.app.choices.measured()
+        # The name column leaves the figures room on screen (a file name from another
+        # tool can be 70 characters: cut in the middle, its quant kept).
+        room = max(24, self.app.size.width - 46 - self.why_width)
         for model_id, cells in rows:
-            shown = _short(self.found[model_id]) if model_id in self.found else model_id
-            label = Text(clean(shown))  # no markup from the hub or a file
+            found = self.found.get(model_id)
+            where = f" · {STORE_SHORT[found.store]}" if found else ""  # which tool keeps it
+            shown = _short(found) if found else model_id
+            label = Text(_squeeze(clean(shown), room - len(where)))  # no markup in a name
+            label.append(where, style="dim")
             if model_id in measured:  # measured on the user's own text
                 label.append(f" KLD {measured[model_id].figures.kl_mean:.3g}", style="dim")
             table.add_row(label, *cells)
         self.rows = [model_id for model_id, _ in rows]
+        # The cursor starts on a model, never on a heading.
+        first = next((i for i, model_id in enumerate(self.rows) if model_id not in HEADINGS), 0)
+        table.move_cursor(row=first)
 
     def _rows(self, task: str) -> list[tuple[str, tuple[str, ...]]]:
         """The ranking `edgechat recommend` prints, installed models in it (●), then any
         installed model the task does not suit (a base model): they can be picked too."""
-        from edgechat.planning.recommend import speed_text
 
         rows = []
         recommended = self.app.choices.recommendations(task)
         if recommended is None:  # the CPU's bandwidth is unknown: measure it, then refill
             self._measure_bandwidth()
         for c in recommended or []:
-            e = c.estimate
-            vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
-            reason = [Text(_fit(c.reason, self.why_width))] if self.why_width else []
-            badge = FIT_BADGE[c.fit.label]
-            cells = (format_size(e.ram_needed), vram, speed_text(c.speed.tokens_per_s), badge)
-            rows.append((c.id, (*cells, "●" if c.installed else "", *reason)))
+            rows.append((c.id, self._cells(c, "●" if c.installed else "")))
         ranked = {model_id for model_id, _ in rows}
         why = [""] * bool(self.why_width)
         for model_id in self.app.choices.installed():
@@ -145,16 +148,34 @@ class WizardScreen(Screen):
     def _found_rows(self) -> list[tuple[str, tuple[str, ...]]]:
         """Models Ollama, LM Studio, llama.cpp and the HF cache keep here, under their own
         heading: choosing one imports it where it lies (no copy), then loads it."""
-        found = self.app.choices.machine_models()
-        if not found:
+        fits = self.app.choices.machine_fits(self.chosen_task)
+        if not fits:
             return []
         why = [""] * bool(self.why_width)
         rows = [(ON_THIS_MACHINE, ("", "", "", "", "", *why))]
-        for f in found:
+        for f, choice in fits:
             key = f"{f.store}:{f.name}"
             self.found[key] = f
-            rows.append((key, (format_size(f.size), "", "", STORE_SHORT[f.store], "○", *why)))
+            # Blank while the CPU is being measured, or where it does not suit the task.
+            rows.append((key, self._cells(choice, "○") if choice else ("", "", "", "", "○", *why)))
         return rows
+
+    def _cells(self, c, mark: str) -> tuple:
+        """A choice's columns: RAM, VRAM, tok/s, fit, the mark, and why (when shown)."""
+        from edgechat.planning.recommend import speed_text
+
+        e = c.estimate
+        vram = "unified" if e.backend == "metal" else (format_size(e.vram) if e.vram else "-")
+        reason = [Text(_fit(c.reason, self.why_width))] if self.why_width else []
+        badge = FIT_BADGE[c.fit.label]
+        return (
+            format_size(e.ram_needed),
+            vram,
+            speed_text(c.speed.tokens_per_s),
+            badge,
+            mark,
+            *reason,
+        )
 
     @work(thread=True, exclusive=True, group="bandwidth")
     def _measure_bandwidth(self) -> None:
@@ -251,6 +272,33 @@ class WizardScreen(Screen):
             return
         self.show_task(self.chosen_task)
         self.app.use_model(message.model_id, remember=True)
+
+
+def _escape_does(app) -> str:
+    """What Esc in the picker does now (``EdgechatApp.picker_closed``), as its help says."""
+    from edgechat.errors import EdgechatError
+    from edgechat.models import registry
+
+    state = app.session.state
+    if state.engine is not None or state.loading or state.error is not None:
+        return "Esc goes back to the chat"
+    installed = app.choices.installed()
+    if not installed:
+        return "Esc: nothing to chat with yet, choose one to download"
+    try:
+        path = registry.resolve(app.request.model, app.request.default_model)
+    except EdgechatError:
+        return "Esc goes back to the chat"
+    label = next((model_id for model_id, p in installed.items() if p == path), path.name)
+    return f"Esc chats with {clean(label)}"
+
+
+def _squeeze(text: str, width: int) -> str:
+    """``text`` in ``width`` characters at most, cut in the middle where it must be."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
 
 
 def _short(found) -> str:
