@@ -49,8 +49,7 @@ N_EMBD, N_FF, N_HEAD, N_HEAD_KV = 512, 1536, 8, 4
 
 
 def _say(**obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    print(json.dumps(obj), flush=True)
 
 
 def _quantize(lc, data, type_name: str):
