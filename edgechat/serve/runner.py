@@ -51,7 +51,9 @@ def unpack(event: tuple) -> tuple:
 
 class _Outbox:
     """The runner's events: those of the llama thread sent once per step (its
-    ``on_step``), any other thread's (the prompt thread's refusals, a cancel) at once."""
+    ``on_step``), any other thread's (the prompt thread's refusals, a cancel) at once by
+    a sender thread of their own: the worker emits those holding its lock, which the
+    status sent with them needs."""
 
     def __init__(self, conn) -> None:
         self.conn = conn
@@ -60,6 +62,15 @@ class _Outbox:
         self.worker: LlamaWorker | None = None
         self._status: dict | None = None
         self._llama: int | None = None  # the llama thread, once it has stepped
+        self._kick = threading.Event()
+        threading.Thread(target=self._sender, name="outbox", daemon=True).start()
+
+    def _sender(self) -> None:
+        while True:
+            self._kick.wait()
+            self._kick.clear()
+            with contextlib.suppress(OSError, ValueError):
+                self.flush()
 
     def emitter(self, jid: int, job_ref: list) -> Callable[[tuple], None]:
         def emit(event: tuple) -> None:
@@ -74,7 +85,7 @@ class _Outbox:
             with self.lock:
                 self.items.append((jid, pack(event), done))
             if threading.get_ident() != self._llama:
-                self.flush()
+                self._kick.set()
 
         return emit
 
