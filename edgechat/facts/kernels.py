@@ -13,6 +13,7 @@ kept in the cache dir until either changes. Read without importing llama_cpp, so
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -109,8 +110,10 @@ def _cpu_libs() -> list[Path]:
     return [p for p in libs if p.is_file() and not p.is_symlink()]
 
 
+@functools.lru_cache(maxsize=1)
 def key() -> str:
-    """This build of llama.cpp's CPU library on this CPU: a verdict holds until it changes."""
+    """This build of llama.cpp's CPU library on this CPU: a verdict holds until it changes
+    (neither does while a process runs, so it is worked out once)."""
     h = hashlib.sha256()
     for lib in _cpu_libs():
         with contextlib.suppress(OSError):
@@ -239,6 +242,16 @@ def choose(setting: str, available: tuple[str, ...], verdict: Verdict | None) ->
     if not notes:
         notes.append(f"passed a check on {verdict.checked}")
     return Kernels(names, "; ".join(notes))
+
+
+def repacks(setting: str) -> bool:
+    """Whether a load with ``setting`` keeps llama.cpp's repacked weights (a copy the memory
+    estimate counts): not when the check found plain kernels faster or a user asked for
+    them. Before any check, auto keeps them, as a first load does."""
+    if setting == "plain":
+        return False
+    chosen = current(setting)
+    return chosen is None or REPACK in chosen.names
 
 
 def current(setting: str) -> Kernels | None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edgechat.facts import kernels
 from edgechat.planning.gpu import GPU_RUNTIME, gpu_compute, host_compute, offload_split
 from edgechat.planning.plan import RunPlan
 
@@ -285,8 +286,10 @@ def estimate(
     discrete = uses_gpu and backend != "metal"
     # With a discrete GPU in use, llama.cpp keeps CPU weights in the GPU's host buffer
     # type, ahead of the repacking ones: nothing is repacked (no CPU_REPACK line); nor
-    # with exact batches, which turn repacking off.
-    repack = frozenset() if discrete or plan.exact_batches else repack_types(simd)
+    # with exact batches, which turn repacking off, nor with CPU kernels that leave it
+    # out (facts/kernels.py: plain ones asked for, or found faster in the check).
+    keeps = not (discrete or plan.exact_batches) and kernels.repacks(plan.cpu_kernels)
+    repack = repack_types(simd) if keeps else frozenset()
     parts: dict[str, list[int]] = {}
 
     def add(name: str, ram: int = 0, vram: int = 0) -> None:
