@@ -6,8 +6,9 @@ by side in one run (the servers alternate per client count, so drift hits both a
 The schema asks for a list of at least 16 small records, so a constrained reply runs to
 ``--tokens`` as a free one does; the free request has the same prompt (the schema is in
 it) and the same cap. Rows: per-client tok/s (median of the clients' own rates), total
-tok/s (all tokens over the wall time), and for constrained replies how many parse and
-validate. Target (issue 32): constrained >= 0.9x free, and >= llama-server constrained.
+tok/s (all tokens over the wall time), and for constrained replies how many of those
+the model ended itself parse and validate (one cut at ``--tokens`` is unfinished JSON).
+Target (issue 32): constrained >= 0.9x free, and >= llama-server constrained.
 
     python benchmarks/structured.py [--model PATH] [--clients 1,4] [--tokens 160]
         [--ctx 1024] [--threads N] [--llama-server PATH] [--json]
@@ -86,6 +87,7 @@ def stream(url: str, model: str, i: int, tokens: int, constrained: bool, barrier
     t0 = time.perf_counter()
     first = last = None
     text = []
+    finish = None
     try:
         conn.request(
             "POST",
@@ -103,6 +105,7 @@ def stream(url: str, model: str, i: int, tokens: int, constrained: bool, barrier
                     break
                 continue
             choices = json.loads(data).get("choices") or [{}]
+            finish = choices[0].get("finish_reason") or finish
             piece = (choices[0].get("delta") or {}).get("content")
             if piece:
                 last = time.perf_counter()
@@ -117,6 +120,7 @@ def stream(url: str, model: str, i: int, tokens: int, constrained: bool, barrier
         "t0": t0,
         "end": last or time.perf_counter(),
         "text": "".join(text),
+        "finish": finish,
     }
 
 
@@ -142,6 +146,9 @@ def measure(url: str, n: int, tokens: int, constrained: bool) -> dict:
         "per_client_tok_s": round(statistics.median(r["tps"] for r in runs), 2),
         "total_tok_s": round(sum(r["tokens"] for r in runs) / wall, 2),
         "tokens": [r["tokens"] for r in runs],
+        # A reply cut at --tokens is unfinished JSON on either server: validity is
+        # counted among the replies the model ended itself.
+        "ended": sum(r["finish"] == "stop" for r in runs),
         "valid": sum(valid(r["text"]) for r in runs) if constrained else None,
     }
 
@@ -202,15 +209,15 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{'server':<18} {'mode':<12} {'tok/s each':>10} {'tok/s all':>10} {'valid':>6}")
+    print(f"{'server':<18} {'mode':<12} {'tok/s each':>10} {'tok/s all':>10} {'valid/ended':>12}")
     for key, modes in out.items():
         if isinstance(modes, dict) and key != "ratios":
             for mode, rows in modes.items():
                 for r in rows:
-                    ok = "" if r["valid"] is None else f"{r['valid']}/{len(r['tokens'])}"
+                    ok = "" if r["valid"] is None else f"{r['valid']}/{r['ended']}"
                     print(
                         f"{key:<18} {mode:<12} {r['per_client_tok_s']:>10} "
-                        f"{r['total_tok_s']:>10} {ok:>6}"
+                        f"{r['total_tok_s']:>10} {ok:>12}"
                     )
     for name, value in ratios.items():
         print(f"{name}: {value}")
