@@ -277,6 +277,17 @@ def test_layout_is_kept_and_repeats_dropped():
     # A quotation's closing mark stays with its sentence (it was dropped, leaving it open).
     quoted = 'He said "it is free." Then (see it.) he left.'
     assert tidy(quoted) == quoted
+    # A sentence that says again most of what one said is a repeat too (SmolLM2 on the
+    # Gettysburg Address wrote both); one that shares a phrase is not.
+    looped = (
+        "It is often cited as the most iconic speech of the war and remains one of the most "
+        "widely recognized speeches. Lincoln spoke of a nation conceived in liberty. The "
+        "Gettysburg Address is often cited as the most iconic speech of the war and remains "
+        "one of the most widely recognized speeches."
+    )
+    assert tidy(looped) == looped[: looped.index(" The Gettysburg")]
+    shared = "The speech is often cited today. Its words are often cited as a model of prose."
+    assert tidy(shared) == shared
 
 
 # -- documents ----------------------------------------------------------------------------

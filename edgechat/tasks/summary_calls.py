@@ -22,7 +22,9 @@ from edgechat.tasks.summary_prompts import MORE, SYSTEM
 from edgechat.tasks.summary_text import (
     Band,
     ends_sentence,
-    key,
+    remember,
+    repeats,
+    said,
     sentences,
     tidy,
     trim_to_sentence,
@@ -166,7 +168,8 @@ class Calls:
         whether that is the document's own words) lends sentences (``stand_ins``)."""
         self._repairs = REPAIRS
         # What the prompt says is not news: a model that echoes it has the echo dropped.
-        seen |= {re.sub(r"\W+", " ", s).strip().lower() for s in sentences(SYSTEM + " " + MORE)}
+        for echo in sentences(SYSTEM + " " + MORE):
+            remember(seen, echo)
         text, how = self._stream(request, want.target, want.high)
         changes = len(self.check.changes)
         text = self._checked(request, tidy(self._whole(text, how), seen), sources, level, "", seen)
@@ -246,9 +249,10 @@ class Calls:
             self._repairs -= 1
             so_far = f"{before}{self._joint(before, kept)}{kept}" if before and kept else ""
             new = self._regenerate(request, so_far or before or kept, sentence, avoid)
-            if not new or key(new) in seen:
+            # A rewrite says again much of the sentence it stands for, not of the others.
+            if not new or repeats(seen - said(sentence), new):
                 return ""
-            seen.add(key(new))
+            remember(seen, new)
             return new
 
         out = edit(text, sources, self.check, level, again)

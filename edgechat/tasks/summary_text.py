@@ -161,6 +161,33 @@ def key(text: str) -> str:
     return re.sub(r"\W+", " ", _BULLET.sub("", text)).strip().lower()
 
 
+def _grams(k: str) -> set[str]:
+    words = k.split()
+    return {"\x1f" + " ".join(words[i : i + 4]) for i in range(len(words) - 3)}
+
+
+def repeats(seen: set[str], text: str) -> bool:
+    """Whether sentence ``text`` says again what ``seen`` holds: the same words, or most
+    of its word 4-grams already used ("It is often cited as the most iconic speech ..."
+    then "The Gettysburg Address is often cited as the most iconic speech ...")."""
+    k = key(text)
+    if k in seen:
+        return True
+    grams = _grams(k)
+    return len(grams) >= 4 and len(grams & seen) >= 0.6 * len(grams)
+
+
+def said(text: str) -> set[str]:
+    """What ``seen`` holds once sentence ``text`` is used (``remember``)."""
+    k = key(text)
+    return {k} | _grams(k)
+
+
+def remember(seen: set[str], text: str) -> None:
+    """``text`` used: a later sentence repeating it is dropped (``repeats``)."""
+    seen |= said(text)
+
+
 _FILLER = re.compile(
     r"^\W*(?:sure|certainly|of course|okay|ok|i'm glad|i am glad|i'd be happy|happy to)\b"
     r"[^.!?\n]*[.!?:]\s*"
@@ -196,9 +223,8 @@ def tidy(text: str, seen: set[str] | None = None) -> str:
         prefix = marker.group(0) if marker else ""
         kept = []
         for s in sentences(line[len(prefix) :]):
-            k = key(s)
-            if k and k not in seen:
-                seen.add(k)
+            if key(s) and not repeats(seen, s):
+                remember(seen, s)
                 kept.append(s)
         if kept:
             out.append(prefix + " ".join(kept))
