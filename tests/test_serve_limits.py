@@ -144,13 +144,20 @@ def test_a_head_without_end_is_refused_by_its_size(live):
 
 
 def test_beyond_the_connection_cap_a_request_gets_503_at_once(monkeypatch):
-    """Failed before the fix (no cap): 200 half-sent requests were all held open."""
+    """Failed before the fix (no cap): 200 half-sent requests were all held open; then the
+    503 was uvicorn's plain text."""
     monkeypatch.setattr(guard, "HEAD_S", 30)
     server = Live(limit_concurrency=8)
     try:
         held = [server.raw(b"GET /health HTTP/1.1\r\n") for _ in range(8)]
         time.sleep(0.2)
         assert httpx.get(server.url + "/health", timeout=10).status_code == 503
+        # In the shape of the API asked, as every other refusal (uvicorn's was plain text).
+        openai_busy = httpx.get(server.url + "/v1/models", timeout=10)
+        assert openai_busy.status_code == 503
+        assert openai_busy.json()["error"]["code"] == "server_busy"
+        ollama_busy = httpx.get(server.url + "/api/tags", timeout=10)
+        assert ollama_busy.status_code == 503 and "try again" in ollama_busy.json()["error"]
         for s in held:
             s.close()
         deadline = time.monotonic() + 10

@@ -32,6 +32,14 @@ def guarded(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
         _timer: asyncio.TimerHandle | None = None
         _head = 0  # bytes of the head so far
 
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            # uvicorn's own cap answers a bare "Service Unavailable": this one, in the
+            # shape of the API asked (the same count, made as the request starts).
+            cap, self.limit_concurrency = self.limit_concurrency, None
+            if cap is not None:
+                self.app = _capped(self.app, self.connections, self.tasks, cap, self.logger)
+
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm()
@@ -75,6 +83,36 @@ def guarded(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
+
+
+def _capped(app, connections: set, tasks: set, cap: int, logger):
+    """``app`` behind the cap on open connections and requests in progress."""
+
+    async def capped(scope, receive, send) -> None:
+        # The request's own task is already counted among ``tasks`` here.
+        if scope["type"] == "http" and (len(connections) >= cap or len(tasks) > cap):
+            logger.warning("Exceeded concurrency limit.")
+            await _busy(scope, send)
+            return
+        await app(scope, receive, send)
+
+    return capped
+
+
+async def _busy(scope, send) -> None:
+    import json
+
+    from edgechat.serve.app import _ollama_path
+    from edgechat.serve.protocol import ApiError
+
+    message = "the server holds as many connections as it takes: try again shortly"
+    err = ApiError(503, message, "server_busy")
+    body = {"error": err.message} if _ollama_path(scope.get("path", "")) else err.body()
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    headers += [(b"connection", b"close"), (b"retry-after", b"1")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
 
 
 def _refusal(status: int, reason: str) -> bytes:
