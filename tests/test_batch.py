@@ -229,3 +229,37 @@ def test_a_cache_is_reused_by_its_owner_only(engine, alone):
     run(batcher)
     assert [r.text for r in taken] == [alone[t] for t in TOPICS]
     assert all(s.owner == "mallory" for s in batcher.slots)  # ... alice's start is gone
+
+
+def test_a_long_prompt_beside_a_reply_is_read_in_chunks_and_changes_no_token(
+    engine, alone, monkeypatch
+):
+    """A prompt read while another reply is written comes in chunks (batch.STEP_S), so
+    that reply gets a token every step instead of waiting for a whole batch of prompt;
+    both replies are still what they are alone."""
+    import edgechat.llama.batch as batch
+
+    monkeypatch.setattr(batch, "STEP_S", 1e-6)  # every chunk as small as it may be
+    long_chat = [{"role": "user", "content": "Tell me about owls. " + "Owls hoot. " * 60}]
+    with Engine(RunPlan(engine.plan.model_path, n_ctx=512, n_threads=1)) as single:
+        single.clear_cache()
+        long_alone = single.chat(long_chat, GREEDY).collect()
+    batcher = Batcher(engine)
+    writer = Reply(engine, chat("apples"), Sampling(temperature=0.0, max_tokens=60))
+    batcher.admit(writer.req)
+    for _ in range(3):
+        batcher.step()  # the writer is writing
+    reader = Reply(engine, long_chat)
+    n_prompt = len(reader.req.tokens)
+    assert n_prompt > 4 * batch.MIN_CHUNK
+    batcher.admit(reader.req)
+    written, steps = len(writer.parts), 0
+    while not reader.parts:
+        batcher.step()
+        steps += 1
+        prompt_tokens = batcher.decoded[1]
+        assert prompt_tokens <= batch.MIN_CHUNK  # the writer's one token beside it
+    assert steps >= n_prompt // batch.MIN_CHUNK
+    assert len(writer.parts) >= written + steps - 1  # a token (nearly) every step
+    run(batcher)
+    assert writer.text.startswith(alone["apples"]) and reader.text == long_alone

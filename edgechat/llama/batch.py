@@ -1,6 +1,7 @@
 """Continuous batching: several replies share one llama.cpp context, and each step is one
 ``llama_decode`` holding every generating sequence's next token plus chunks of the
-prompts that wait, as llama-server does.
+prompts that wait, as llama-server does; beside replies being written, a prompt's chunks
+are sized to about ``STEP_S`` of decoding, so those replies never wait long.
 
 - Each reply runs in a slot (its ``seq_id``), with its own sampler chain, stop strings
   and limits, sampling at its own index in the batch.
@@ -38,6 +39,14 @@ from edgechat.llama.reply import Stats
 from edgechat.llama.sampling import Sampler
 from edgechat.llama.scoring import check_finite
 from edgechat.planning.plan import Sampling
+
+# While replies are being written, a prompt read beside them comes in chunks of about this
+# many seconds of decoding, so their tokens keep coming. A whole batch of prompt at once (as
+# llama-server reads it) paused every other stream 2.0 s on SmolLM2 on two cores; chunks of
+# 0.5 s pause them 0.58 s, and the prompt's own first token comes 8 % later (0.25 s: 0.31 s,
+# but 42 % later: smaller chunks read a prompt less efficiently). benchmarks/stall.py.
+STEP_S = 0.5
+MIN_CHUNK = 32  # tokens: below this, a chunk reads the prompt too slowly for what it saves
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class Batcher(Recovery):
         self._full = False  # the cache refused a step: start nothing new until a reply ends
         self.threads = engine.plan.n_threads  # what the next decode runs on
         self.decoded: tuple[int, int, float] | None = None  # tokens, prompt's, seconds
+        self._token_s = 0.0  # seconds a token of a step with prompt in it took, lately
         cap = self._cap = max(engine.plan.n_batch, engine.n_seq)
         # The batch, once: llama_batch points into these arrays; a step fills their heads.
         self._tok = (lc.llama_token * cap)()
@@ -213,7 +223,10 @@ class Batcher(Recovery):
         reading = [s for s in busy if s.pending < 0]
         takes: dict[int, int] = {}
         if reading:  # the oldest prompts first, while the batch has room
-            room = self._cap - (len(busy) - len(reading))
+            writing = len(busy) - len(reading)
+            room = self._cap - writing
+            if writing and self._token_s:
+                room = min(room, max(MIN_CHUNK, int(STEP_S / self._token_s) - writing))
             for s in sorted(reading, key=lambda s: s.order):
                 take = min(room, len(s.todo) - s.done)
                 if take <= 0:
@@ -259,6 +272,9 @@ class Batcher(Recovery):
         rc = self._decode(self._ctx, self._batch)
         now = time.perf_counter()
         self.decoded = (n, n - len(gen), now - t0)
+        if chunks:  # what a token of prompt costs, for the next chunks' size
+            spent = (now - t0) / n
+            self._token_s = spent if not self._token_s else 0.7 * self._token_s + 0.3 * spent
         if rc != 0:
             return self._failed(rc, chunks, gen, now)
         for s in gen:
