@@ -87,6 +87,24 @@ def test_the_schema_goes_into_the_system_prompt():
     assert g.with_note(ASK, note)[0] == {"role": "system", "content": note}
 
 
+def test_a_schema_the_client_already_shows_is_not_told_twice():
+    """A client that writes the schema into its prompt (as LangChain and many scripts do)
+    gets it once: told twice, the reply is written at a greater depth, more slowly."""
+    from edgechat.serve.structured import plan
+
+    shown = [
+        {
+            "role": "user",
+            "content": f"Reply with JSON of this schema:\n{json.dumps(PERSON, indent=2)}",
+        }
+    ]
+    assert g.shown(shown, PERSON) and not g.shown(ASK, PERSON)
+    assert plan({}, "m", shown, Sampling(), schema=PERSON).messages == shown
+    told = plan({}, "m", ASK, Sampling(), schema=PERSON).messages
+    assert told[0] == {"role": "system", "content": g.schema_note(PERSON)}
+    assert plan({}, "m", shown, Sampling(), schema=True).messages[0]["role"] == "system"
+
+
 def test_tools_are_checked_and_tool_choice_picks():
     tools = t.check_tools(WEATHER)
     assert t.choose(tools, "auto") == (tools, False)

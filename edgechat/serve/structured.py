@@ -81,7 +81,8 @@ def plan(
         except g.GrammarError as exc:
             raise ApiError(400, str(exc), "invalid_schema", "format") from None
         out.sampling = replace(out.sampling, grammar=grammar, grammar_after=())
-        out.messages = g.with_note(messages, g.schema_note(None if schema is True else schema))
+        if not g.shown(messages, schema):
+            out.messages = g.with_note(messages, g.schema_note(None if schema is True else schema))
     return out
 
 
