@@ -78,6 +78,24 @@ def test_signals_from_other_programs_reach_the_command(starter_path, edgechat_ho
     assert not list((edgechat_home / "cache").glob("crash-*.log"))  # no fault: no log left
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("home", ["rel", "/proc/self"])
+def test_a_home_the_supervisor_cannot_use_is_the_commands_one_line(home):
+    """The supervisor makes its crash log in the home's cache before the command runs: a
+    relative EDGECHAT_HOME raised there, a traceback (found by hand; run_main, which the
+    other tests of homes use, is not supervised)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgechat", "history", "list"],
+        capture_output=True,
+        text=True,
+        env=child_env() | {"EDGECHAT_HOME": home},
+        timeout=60,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("edgechat: ") and "EDGECHAT_HOME" in lines[0]
+
+
 @pytest.mark.tmux
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_closed_terminal_ends_the_app_and_its_supervisor(edgechat_home, starter_path):

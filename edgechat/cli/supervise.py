@@ -51,12 +51,13 @@ RESET = (
 def crash_log() -> str | None:
     """Where the child's Python stack goes on a fault (faulthandler), for a bug report:
     one file per run, removed when the run ends without a fault."""
+    from edgechat.errors import EdgechatError
     from edgechat.paths import ensure_private_dir, paths
 
     try:
         folder = ensure_private_dir(paths().cache_dir)
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError, EdgechatError):
+        return None  # no log; the command itself says what is wrong with the folder
     return str(folder / f"crash-{os.getpid()}.log")
 
 
