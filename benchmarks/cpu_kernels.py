@@ -3,8 +3,9 @@ against the other kernel sets that passed the check, and llama-bench built witho
 (and with it, when given), on the same models and thread count, in one run.
 
 Each edgechat row runs in a fresh process (``lab.measure``, as ``edgechat bench``), so
-a kernel set that crashes takes only its own row; llama-bench reports its own pp/tg.
-Rows alternate per round, so drift hits every method alike; medians over the rounds.
+a kernel set that crashes takes only its own row; llama-bench reports its own pp, and its
+tg at the depth the edgechat rows write at. Rows alternate per round, so drift hits every
+method alike; medians over the rounds.
 
     python benchmarks/cpu_kernels.py [--llama-bench PATH] [--llama-bench-amx PATH]
         [--threads N] [--prompt 256] [--tokens 64] [--rounds 3] [--json]
@@ -36,22 +37,24 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def llama_bench(binary: Path, model: Path, threads: int, prompt: int, tokens: int) -> dict:
-    """llama-bench's own pp and tg rates; ``{"error": ...}`` when it fails or crashes."""
-    cmd = [str(binary), "-m", str(model), "-p", str(prompt), "-n", str(tokens)]
-    cmd += ["-t", str(threads), "-r", "1", "-o", "json"]
-    env = {"LD_LIBRARY_PATH": str(binary.parent)}
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out"}
-    if out.returncode < 0:
-        return {"error": f"crashed (signal {-out.returncode})"}
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:80]}
-    rows = json.loads(out.stdout)
-    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] and not r["n_gen"])
-    tg = next(r["avg_ts"] for r in rows if r["n_gen"] and not r["n_prompt"])
-    return {"prompt_tps": pp, "gen_tps": tg}
+    """llama-bench's own pp and tg rates, tg at the depth ``lab.measure`` writes at (after
+    its prompt, about ``prompt`` + 48 tokens: at depth 0 tg is much faster, and not what
+    the edgechat rows measure); ``{"error": ...}`` when it fails or crashes."""
+    rates = {}
+    for key, p, n, depth in (("prompt_tps", prompt, 0, 0), ("gen_tps", 0, tokens, prompt + 48)):
+        cmd = [str(binary), "-m", str(model), "-p", str(p), "-n", str(n), "-d", str(depth)]
+        cmd += ["-t", str(threads), "-r", "1", "-o", "json"]
+        env = {"LD_LIBRARY_PATH": str(binary.parent)}
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        except subprocess.TimeoutExpired:
+            return {"error": "timed out"}
+        if out.returncode < 0:
+            return {"error": f"crashed (signal {-out.returncode})"}
+        if out.returncode != 0:
+            return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+        rates[key] = json.loads(out.stdout)[0]["avg_ts"]
+    return rates
 
 
 def edgechat_row(plan: RunPlan, setting: str, prompt: int, tokens: int) -> dict:
