@@ -63,10 +63,31 @@ PI_OS = {
 }
 
 
+SAPPHIRE_RAPIDS = {
+    **DEBIAN,
+    "/proc/cpuinfo": "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c bmi2 avx_vnni "
+    "avx512f avx512vbmi avx512_vnni avx512_bf16 avx512_fp16 amx_int8 amx_tile\n",
+}
+AVX2_ONLY = {**DEBIAN, "/proc/cpuinfo": "flags\t\t: fpu sse2 avx avx2 fma f16c bmi2\n"}
+
+
 @pytest.mark.parametrize(
     "name, uname, tools, files, backend, flags",
     [
         ("plain x86", ("Linux", "x86_64"), (), DEBIAN, "cpu", "(none: plain CPU build)"),
+        ("AVX2 x86", ("Linux", "x86_64"), (), AVX2_ONLY, "cpu", "(none: plain CPU build)"),
+        (
+            # -march=native would bring AVX512-FP16 (flash attention at two thirds of
+            # the speed deep in a chat) and the AMX kernels (a crash): features by name.
+            "Xeon with AVX512-FP16",
+            ("Linux", "x86_64"),
+            (),
+            SAPPHIRE_RAPIDS,
+            "cpu",
+            "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+            "-DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON "
+            "-DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON\n",
+        ),
         (
             "NVIDIA",
             ("Linux", "x86_64"),
