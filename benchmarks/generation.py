@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -143,6 +144,7 @@ def bench_llama_bench(binary: str, path: Path, threads: int, n_predict: int) -> 
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "LD_LIBRARY_PATH": str(Path(binary).resolve().parent)},
     )
     rows = json.loads(out.stdout)
     return float(rows[0]["avg_ts"]), n_predict

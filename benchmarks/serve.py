@@ -39,7 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _models  # noqa: E402, F401 - edgechat on its own llama.cpp, whatever LD_LIBRARY_PATH says
 from support.serving import Server, edgechat_serve, free_port, ready  # noqa: E402
 
 from edgechat.llama.engine import Engine  # noqa: E402
