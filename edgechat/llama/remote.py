@@ -84,6 +84,22 @@ class EstimatedPrompts(Prompts):
         return len(self.tokens([message]))
 
 
+class Relay:
+    """How a streamed reply went, for its Stats: its pieces, their times, how it ended."""
+
+    def __init__(self) -> None:
+        self.t0 = self.t_first = self.t_last = time.perf_counter()
+        self.n_chunks = 0
+        self.finish: str | None = None  # still None after: the reader stopped early
+
+    @property
+    def ended(self) -> str:
+        return self.finish or "cancelled"
+
+    def ttft(self) -> float:
+        return (self.t_first - self.t0) if self.n_chunks else 0.0
+
+
 class RemoteEngine:
     """A model on another machine, reached over HTTP (a ``ChatEngine``, see
     llama/contract.py). ``cancel()`` is safe from any thread."""
@@ -284,56 +300,69 @@ class RemoteEngine:
         )
         if s.seed != RANDOM_SEED:
             args["seed"] = s.seed
-        t0 = t_first = t_last = time.perf_counter()
-        n_chunks, finish, use = 0, None, None
-        stream = None
-        try:
-            api = self._client.chat.completions if chat else self._client.completions
-            stream = api.create(**args)
+        use = None  # the server's usage, in the last chunk (stream_options)
+
+        def pieces(stream) -> Iterator[tuple[str | None, str | None]]:
+            nonlocal use
             for chunk in stream:
                 use = getattr(chunk, "usage", None) or use
-                for text, reason in self._pieces(chunk, chat):
-                    if text:
-                        n_chunks += 1
-                        t_last = time.perf_counter()
-                        if n_chunks == 1:
-                            t_first = t_last
-                        yield text
-                    if reason:
-                        finish = "length" if reason == "length" else "stop"
-                if self._cancel.is_set():
-                    finish = "cancelled"
-                    break
-            if finish is None:
-                finish = "cut"
-                raise self._cut(n_chunks)
-        except GeneratorExit:
-            raise
-        except EdgechatError:
-            finish = "cut"
-            raise
-        except Exception as exc:
-            finish = "cut"
-            raise self._explain(exc) from None
+                yield from self._pieces(chunk, chat)
+
+        api = self._client.chat.completions if chat else self._client.completions
+        run = Relay()
+        try:
+            yield from self._relay(lambda: api.create(**args), pieces, run)
         finally:
-            if stream is not None:
-                stream.close()
             prompt = positive_int(getattr(use, "prompt_tokens", None)) or estimate
-            gen = positive_int(getattr(use, "completion_tokens", None)) or n_chunks
+            gen = positive_int(getattr(use, "completion_tokens", None)) or run.n_chunks
             self.n_ctx_used = prompt + gen
             self.last_stats = Stats(
                 load_s=self.load_s,
                 prompt_tokens=prompt,
                 prompt_eval_tokens=prompt,
-                prompt_s=(t_first - t0) if n_chunks else time.perf_counter() - t0,
+                prompt_s=run.ttft() if run.n_chunks else time.perf_counter() - run.t0,
                 gen_tokens=gen,
-                gen_s=t_last - t_first,
-                ttft_s=(t_first - t0) if n_chunks else 0.0,
+                gen_s=run.t_last - run.t_first,
+                ttft_s=run.ttft(),
                 n_ctx_used=self.n_ctx_used,
                 n_ctx=self.n_ctx,
-                finish=finish or "cancelled",  # None: the reader stopped early
+                finish=run.ended,
                 dropped_messages=dropped,
             )
+
+    def _relay(self, start, pieces, run: Relay) -> Iterator[str]:
+        """The text of a streamed reply, one API's stream opened by ``start()`` and read as
+        (text, finish reason) by ``pieces``, counted in ``run``: a stream that stops
+        without its end, or breaks, is said in one error, and the stream is closed."""
+        stream = None
+        try:
+            stream = start()
+            for text, reason in pieces(stream):
+                if text:
+                    run.n_chunks += 1
+                    run.t_last = time.perf_counter()
+                    if run.n_chunks == 1:
+                        run.t_first = run.t_last
+                    yield text
+                if reason:
+                    run.finish = "length" if reason == "length" else "stop"
+                if self._cancel.is_set():
+                    run.finish = "cancelled"
+                    break
+            if run.finish is None:
+                run.finish = "cut"
+                raise self._cut(run.n_chunks)
+        except GeneratorExit:
+            raise
+        except EdgechatError:
+            run.finish = "cut"
+            raise
+        except Exception as exc:
+            run.finish = "cut"
+            raise self._explain(exc) from None
+        finally:
+            if stream is not None:
+                stream.close()
 
     def _pieces(self, chunk, chat: bool) -> Iterator[tuple[str | None, str | None]]:
         """(text, finish reason) of each choice of a streamed chunk, its shape checked:

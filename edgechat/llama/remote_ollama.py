@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.limits import RANDOM_SEED
-from edgechat.llama.remote import DEFAULT_CTX, EstimatedPrompts, RemoteEngine, base_url
+from edgechat.llama.remote import DEFAULT_CTX, EstimatedPrompts, Relay, RemoteEngine, base_url
 from edgechat.llama.remote_http import (
     BadReply,
     check_url,
@@ -123,68 +123,52 @@ class OllamaEngine(RemoteEngine):
         if s.seed != RANDOM_SEED:
             options["seed"] = s.seed
         chat = "messages" in what
-        t0 = t_first = t_last = time.perf_counter()
-        n_chunks, finish, last = 0, None, None
-        stream = None
-        try:
+        last = None  # the closing part: the server's counts and times
+
+        def start():
             if chat:
-                stream = self._client.chat(
+                return self._client.chat(
                     self.model, messages=what["messages"], options=options, stream=True
                 )
-            else:
-                stream = self._client.generate(
-                    self.model, what["prompt"], raw=True, options=options, stream=True
-                )
+            return self._client.generate(
+                self.model, what["prompt"], raw=True, options=options, stream=True
+            )
+
+        def pieces(stream) -> Iterator[tuple[str | None, str | None]]:
+            nonlocal last
             for part in stream:
                 text = part.message.content if chat else part.response
                 if not isinstance(text, str | None):
                     raise BadReply(f"the server at {self.where} sent a part of the wrong shape")
-                if text:
-                    n_chunks += 1
-                    t_last = time.perf_counter()
-                    if n_chunks == 1:
-                        t_first = t_last
-                    yield text
                 if part.done:
                     last = part
-                    finish = "length" if part.done_reason == "length" else "stop"
-                if self._cancel.is_set():
-                    finish = "cancelled"
-                    break
-            if finish is None:
-                finish = "cut"
-                raise self._cut(n_chunks)
-        except GeneratorExit:
-            raise
-        except EdgechatError:
-            finish = "cut"
-            raise
-        except Exception as exc:
-            finish = "cut"
-            raise self._explain(exc) from None
-        finally:
-            if stream is not None:
-                stream.close()
-            finish = finish or "cancelled"  # None: the reader stopped early
-            self._record(last, estimate, n_chunks, t0, t_first, t_last, finish, dropped)
+                    yield text, "length" if part.done_reason == "length" else "stop"
+                else:
+                    yield text, None
 
-    def _record(self, last, estimate, n_chunks, t0, t_first, t_last, finish, dropped) -> None:
+        run = Relay()
+        try:
+            yield from self._relay(start, pieces, run)
+        finally:
+            self._record(last, estimate, run, dropped)
+
+    def _record(self, last, estimate: int, run: Relay, dropped: int) -> None:
         """The reply's Stats: the server's own counts and times where it sent them."""
         evaluated = positive_int(getattr(last, "prompt_eval_count", None)) or estimate
-        gen = positive_int(getattr(last, "eval_count", None)) or n_chunks
+        gen = positive_int(getattr(last, "eval_count", None)) or run.n_chunks
         prompt = max(estimate, evaluated)  # the API counts only what it evaluated
         self.n_ctx_used = prompt + gen
         self.last_stats = Stats(
             load_s=self.load_s,
             prompt_tokens=prompt,
             prompt_eval_tokens=evaluated,
-            prompt_s=_seconds(last, "prompt_eval_duration", t_first - t0),
+            prompt_s=_seconds(last, "prompt_eval_duration", run.t_first - run.t0),
             gen_tokens=gen,
-            gen_s=_seconds(last, "eval_duration", t_last - t_first),
-            ttft_s=(t_first - t0) if n_chunks else 0.0,
+            gen_s=_seconds(last, "eval_duration", run.t_last - run.t_first),
+            ttft_s=run.ttft(),
             n_ctx_used=self.n_ctx_used,
             n_ctx=self.n_ctx,
-            finish=finish,
+            finish=run.ended,
             dropped_messages=dropped,
         )
 
