@@ -70,17 +70,15 @@ def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None
     with the server they measure, so they do as little as a client can (no pydantic
     model per chunk, as the official client builds)."""
     where = urllib.parse.urlsplit(url)
-    body = json.dumps(
-        {
-            "model": model,
-            "messages": messages,
-            "max_tokens": tokens,
-            "temperature": 0,
-            "repeat_penalty": 1.0,  # both servers' sampler alike (edgechat's default: 1.1)
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-    )
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": tokens,
+        "temperature": 0,
+        "repeat_penalty": 1.0,  # both servers' sampler alike (edgechat's default: 1.1)
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=600)
     if barrier is not None:
         barrier.wait()
@@ -88,19 +86,7 @@ def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None
     first = last = None
     text, used, server_tps = [], None, None
     try:
-        conn.request(
-            "POST", f"{where.path}/chat/completions", body, {"Content-Type": "application/json"}
-        )
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise SystemExit(f"{url}: HTTP {resp.status}: {resp.read()[:500]!r}")
-        for line in resp:
-            if not line.startswith(b"data: "):
-                continue
-            data = line[6:].strip()
-            if data == b"[DONE]":
-                break
-            chunk = json.loads(data)
+        for chunk in sse(conn, url, body):
             if chunk.get("timings"):  # both servers report their own rate here
                 server_tps = chunk["timings"].get("predicted_per_second")
             if chunk.get("usage"):
@@ -124,6 +110,24 @@ def stream(url: str, model: str, messages: list[dict], tokens: int, barrier=None
         "end": last or time.perf_counter(),
         "text": "".join(text),
     }
+
+
+def sse(conn: http.client.HTTPConnection, url: str, body: dict):
+    """``body`` POSTed to ``url``'s /chat/completions on ``conn``: each chunk of the
+    streamed reply, parsed, until [DONE]. Any answer but 200 ends the benchmark."""
+    path = urllib.parse.urlsplit(url).path
+    headers = {"Content-Type": "application/json"}
+    conn.request("POST", f"{path}/chat/completions", json.dumps(body), headers)
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise SystemExit(f"{url}: HTTP {resp.status}: {resp.read()[:500]!r}")
+    for line in resp:
+        if not line.startswith(b"data: "):
+            continue
+        data = line[6:].strip()
+        if data == b"[DONE]":
+            return
+        yield json.loads(data)
 
 
 def pct(values: list[float], q: float) -> float:

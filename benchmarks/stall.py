@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serve import llama_server, model_of  # noqa: E402
+from serve import llama_server, model_of, sse  # noqa: E402
 from support.serving import edgechat_serve  # noqa: E402
 
 from edgechat.models import registry  # noqa: E402
@@ -40,21 +40,10 @@ def stream(url: str, body: dict, times: list[float]) -> None:
     where = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=900)
     try:
-        conn.request(
-            "POST", f"{where.path}/chat/completions", json.dumps(body),
-            {"Content-Type": "application/json"},
-        )  # fmt: skip
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise SystemExit(f"{url}: HTTP {resp.status}: {resp.read()[:300]!r}")
-        for line in resp:
-            data = line[6:].strip() if line.startswith(b"data: ") else b""
-            if data == b"[DONE]":
-                break
-            if data:
-                choices = json.loads(data).get("choices") or [{}]
-                if (choices[0].get("delta") or {}).get("content"):
-                    times.append(time.perf_counter())
+        for chunk in sse(conn, url, body):
+            choices = chunk.get("choices") or [{}]
+            if (choices[0].get("delta") or {}).get("content"):
+                times.append(time.perf_counter())
     finally:
         conn.close()
 

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import llama_server, model_of  # noqa: E402
+from serve import llama_server, model_of, sse  # noqa: E402
 from support.serving import edgechat_serve  # noqa: E402
 
 from edgechat.models import registry  # noqa: E402
@@ -89,22 +89,8 @@ def stream(url: str, model: str, i: int, tokens: int, constrained: bool, barrier
     text = []
     finish = None
     try:
-        conn.request(
-            "POST",
-            f"{where.path}/chat/completions",
-            json.dumps(body),
-            {"Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise SystemExit(f"{url}: HTTP {resp.status}: {resp.read()[:500]!r}")
-        for line in resp:
-            data = line[6:].strip() if line.startswith(b"data: ") else b""
-            if not data or data == b"[DONE]":
-                if data:
-                    break
-                continue
-            choices = json.loads(data).get("choices") or [{}]
+        for chunk in sse(conn, url, body):
+            choices = chunk.get("choices") or [{}]
             finish = choices[0].get("finish_reason") or finish
             piece = (choices[0].get("delta") or {}).get("content")
             if piece:
