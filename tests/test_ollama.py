@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from support.serving import edgechat_serve
+from support.serving import served
 
 ollama = pytest.importorskip("ollama")
 pytestmark = [pytest.mark.model, pytest.mark.subprocess]
@@ -19,16 +19,9 @@ HI = [{"role": "user", "content": "Name three colours."}]
 
 @pytest.fixture(scope="module")
 def server(starter_path, new_home):
-    home = new_home("ollama-home")
-    srv = edgechat_serve(
-        starter_path,
-        *("--ctx", "1024", "--parallel", "2", "--threads", "1", "--quiet"),
-        env={"EDGECHAT_HOME": str(home)},
-    )
-    srv.base = srv.url.removesuffix("/v1")
-    yield srv
-    assert srv.stop() in (0, 130)
-    assert "Traceback" not in srv.log
+    args = ("--ctx", "1024", "--parallel", "2", "--threads", "1", "--quiet")
+    with served(starter_path, new_home("ollama-home"), *args) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support.filekeyring import keyring_env
-from support.serving import edgechat_serve
+from support.serving import edgechat_serve, served
 
 from edgechat import cli
 
@@ -44,16 +44,10 @@ def wait_idle(url: str, timeout: float = 60) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(starter_path, tmp_path_factory):
-    home = tmp_path_factory.mktemp("serve-home")
-    srv = edgechat_serve(
-        starter_path,
-        *("--ctx", "1024", "--parallel", "4", "--threads", "1", "--quiet"),
-        env={"EDGECHAT_HOME": str(home)},
-    )
-    yield srv
-    assert srv.stop() in (0, 130)
-    assert "Traceback" not in srv.log
+def server(starter_path, new_home):
+    args = ("--ctx", "1024", "--parallel", "4", "--threads", "1", "--quiet")
+    with served(starter_path, new_home("serve-home"), *args) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from support.serving import edgechat_serve
+from support.serving import served
 
 openai = pytest.importorskip("openai")
 ollama = pytest.importorskip("ollama")
@@ -24,17 +24,10 @@ COUNT = "1, 2, 3, 4,"
 
 
 @pytest.fixture(scope="module")
-def server(starter_path, tmp_path_factory):
-    home = tmp_path_factory.mktemp("hostile-home")
-    srv = edgechat_serve(
-        starter_path,
-        *("--ctx", "1024", "--parallel", "4", "--threads", "1"),
-        env={"EDGECHAT_HOME": str(home)},
-    )
-    srv.base = srv.url.removesuffix("/v1")
-    yield srv
-    assert srv.stop() in (0, 130)
-    assert "Traceback" not in srv.log
+def server(starter_path, new_home):
+    args = ("--ctx", "1024", "--parallel", "4", "--threads", "1")
+    with served(starter_path, new_home("hostile-home"), *args) as srv:
+        yield srv
 
 
 def client(server, source: str = "127.0.0.1"):

@@ -63,7 +63,7 @@ def test_stopping_ends_every_open_ollama_stream_as_cut(starter_path, sig):
     finish reason), never a stream that just stops mid-reply."""
     ollama = pytest.importorskip("ollama")
     server = edgechat_serve(starter_path, "--ctx", "1024", "--parallel", "2", "--threads", "1")
-    client = ollama.Client(host=server.url.removesuffix("/v1"))
+    client = ollama.Client(host=server.base)
     name = client.list().models[0].model
     options = {"temperature": 0, "num_predict": 1000}
     streams = {

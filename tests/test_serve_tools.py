@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from support.serving import edgechat_serve
+from support.serving import edgechat_serve, served
 
 ollama = pytest.importorskip("ollama")
 openai = pytest.importorskip("openai")
@@ -67,17 +67,10 @@ OPTS = {"temperature": 0.8, "num_predict": 120, "seed": 4}
 
 
 @pytest.fixture(scope="module")
-def server(tools_model_path, tmp_path_factory):
-    home = tmp_path_factory.mktemp("tools-home")
-    srv = edgechat_serve(
-        tools_model_path,
-        *("--ctx", "1024", "--parallel", "2", "--threads", "1", "--quiet"),
-        env={"EDGECHAT_HOME": str(home)},
-    )
-    srv.base = srv.url.removesuffix("/v1")
-    yield srv
-    assert srv.stop() in (0, 130)
-    assert "Traceback" not in srv.log
+def server(tools_model_path, new_home):
+    args = ("--ctx", "1024", "--parallel", "2", "--threads", "1", "--quiet")
+    with served(tools_model_path, new_home("tools-home"), *args) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +312,7 @@ def test_a_model_without_tools_says_so(starter_path, tmp_path):
         env={"EDGECHAT_HOME": str(tmp_path)},
     )
     try:
-        client = ollama.Client(host=srv.url.removesuffix("/v1"))
+        client = ollama.Client(host=srv.base)
         name = client.list().models[0].model
         assert client.show(name).capabilities == ["completion"]
         with pytest.raises(ollama.ResponseError) as e:

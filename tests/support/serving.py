@@ -3,6 +3,7 @@ and llama-cpp-python's own `python -m llama_cpp.server`, both on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from support.cli import child_env
@@ -41,6 +43,11 @@ class Server:
     def log(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def base(self) -> str:
+        """The server's root, where edgechat serve answers Ollama's API."""
+        return self.url.removesuffix("/v1")
+
     def wait_for_line(self, pattern: str, timeout: float = 90) -> re.Match:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -64,6 +71,17 @@ class Server:
                 self.proc.wait()
         self._reader.join(5)
         return self.proc.returncode
+
+
+@contextlib.contextmanager
+def served(model: Path, home: Path, *extra: str) -> Iterator[Server]:
+    """`edgechat serve` for a module's tests, with a home of its own (``new_home``, which
+    holds the run's CPU kernels verdict); on leaving, it must stop cleanly, having logged
+    no traceback."""
+    srv = edgechat_serve(model, *extra, env={"EDGECHAT_HOME": str(home)})
+    yield srv
+    assert srv.stop() in (0, 130)
+    assert "Traceback" not in srv.log
 
 
 def edgechat_serve(model: Path, *extra: str, env: dict | None = None) -> Server:
