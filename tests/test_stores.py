@@ -11,30 +11,14 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from support.cli import run_cli
+from support.ggufs import tiny_gguf
 
 from edgechat.errors import EdgechatError
 from edgechat.models import ollama, registry, stores
 
 COMMIT = "a" * 40
-
-
-def tiny_gguf(path: Path, name: str = "tiny") -> Path:
-    """A small synthetic GGUF (its structure only: the stores never load it)."""
-    import gguf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(name)
-    w.add_block_count(1)
-    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -11,27 +11,13 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from support.cli import run_main
+from support.ggufs import tiny_gguf
 
 from edgechat.models import registry, stores
 
 LIST = "application/vnd.ollama.manifest.list.v2+json"
-
-
-def tiny_gguf(path: Path) -> Path:
-    import gguf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(1)
-    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
 
 
 class Ollama:
