@@ -187,3 +187,16 @@ def tools_model_path(starter_path, tmp_path_factory) -> Path:
     from support.tools_gguf import with_template
 
     return with_template(starter_path, tmp_path_factory.mktemp("tools") / "smol-tools.gguf")
+
+
+@pytest.fixture(scope="module")
+def engines(starter_path, gemma_path):
+    """Both real models loaded once for a module's summary tests (ctx 2048)."""
+    from edgechat.llama.engine import Engine
+    from edgechat.planning.plan import RunPlan
+
+    with (
+        Engine(RunPlan(starter_path, n_ctx=2048)) as a,
+        Engine(RunPlan(gemma_path, n_ctx=2048)) as b,
+    ):
+        yield {"starter": a, "gemma": b}

@@ -135,18 +135,6 @@ BAND_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def engines(starter_path, gemma_path):
-    from edgechat.llama.engine import Engine
-    from edgechat.planning.plan import RunPlan
-
-    with (
-        Engine(RunPlan(starter_path, n_ctx=2048)) as a,
-        Engine(RunPlan(gemma_path, n_ctx=2048)) as b,
-    ):
-        yield {"starter": a, "gemma": b}
-
-
 @pytest.mark.parametrize("model, name, length", BAND_CASES)
 def test_each_length_lands_in_its_word_band(engines, model, name, length):
     doc = documents.open_document(str(TEXTS / name))

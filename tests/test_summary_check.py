@@ -303,15 +303,3 @@ def test_no_printed_summary_quotes_or_numbers_what_the_text_does_not_hold(engine
     result = s.run(doc.paragraphs, doc.size)
     assert result.text and ends_sentence(result.text)
     assert unsupported(result.text, (TEXTS / "mit.txt").read_text()) == [], result.text
-
-
-@pytest.fixture(scope="module")
-def engines(starter_path, gemma_path):
-    from edgechat.llama.engine import Engine
-    from edgechat.planning.plan import RunPlan
-
-    with (
-        Engine(RunPlan(starter_path, n_ctx=2048)) as a,
-        Engine(RunPlan(gemma_path, n_ctx=2048)) as b,
-    ):
-        yield {"starter": a, "gemma": b}
