@@ -98,7 +98,8 @@ def test_a_schema_the_client_already_shows_is_not_told_twice():
             "content": f"Reply with JSON of this schema:\n{json.dumps(PERSON, indent=2)}",
         }
     ]
-    assert g.shown(shown, PERSON) and not g.shown(ASK, PERSON)
+    assert g.told(shown, PERSON) == shown  # chat --schema and serve alike
+    assert g.told(ASK, PERSON)[0] == {"role": "system", "content": g.schema_note(PERSON)}
     assert plan({}, "m", shown, Sampling(), schema=PERSON).messages == shown
     told = plan({}, "m", ASK, Sampling(), schema=PERSON).messages
     assert told[0] == {"role": "system", "content": g.schema_note(PERSON)}

@@ -119,7 +119,13 @@ def schema_note(schema: Any = None) -> str:
     return f"Answer with one JSON object that matches this JSON schema, and nothing else: {shown}"
 
 
-def shown(messages: list[dict], schema: Any) -> bool:
+def told(messages: list[dict], schema: Any = None) -> list[dict]:
+    """``messages`` with the schema told to the model in the system prompt, unless they
+    already show it."""
+    return messages if _shown(messages, schema) else with_note(messages, schema_note(schema))
+
+
+def _shown(messages: list[dict], schema: Any) -> bool:
     """Whether ``messages`` already show the model ``schema`` (spacing aside), as a client
     that writes it into its own prompt does: told twice, the model reads a longer prompt
     and writes more slowly at that depth (10 % slower for SmolLM2, with a 250-token

@@ -81,8 +81,7 @@ def plan(
         except g.GrammarError as exc:
             raise ApiError(400, str(exc), "invalid_schema", "format") from None
         out.sampling = replace(out.sampling, grammar=grammar, grammar_after=())
-        if not g.shown(messages, schema):
-            out.messages = g.with_note(messages, g.schema_note(None if schema is True else schema))
+        out.messages = g.told(messages, None if schema is True else schema)
     return out
 
 

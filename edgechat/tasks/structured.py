@@ -51,9 +51,7 @@ def answer(
         )
     rule = grammar.json_grammar(schema)
     messages = [{"role": "system", "content": system}] if system else []
-    messages = grammar.with_note(
-        [*messages, {"role": "user", "content": prompt}], grammar.schema_note(schema)
-    )
+    messages = grammar.told([*messages, {"role": "user", "content": prompt}], schema)
     from dataclasses import replace
 
     reply = engine.chat(messages, replace(sampling, grammar=rule, grammar_after=()))
