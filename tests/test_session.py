@@ -209,13 +209,19 @@ async def test_the_chat_screen_follows_what_the_session_says():
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ChatScreen) and app.screen.query(".note"))
         box = app.screen.query_one("#input")
-        await until(pilot, lambda: box.loading and note(app) == "Loading the model ...")
+        await until(pilot, lambda: box.waiting and note(app) == "Loading the model ...")
+        # Typed while the model loads (a first load checks the CPU kernels: seconds), the
+        # text stays in the box, and Enter keeps it there until the model is ready.
+        await pilot.press(*"Hi", "enter")
+        assert box.text == "Hi" and "loading the model" in box.border_subtitle
+        assert any("still loading" in n.message for n in app._notifications)
         opener.hold["fake-model"].set()  # ModelLoaded: the greeting, the box, the title follow
         await until(pilot, lambda: "fake-model is ready" in note(app))
-        assert not box.loading and app.title == "edgechat · fake-model"
+        assert not box.waiting and app.title == "edgechat · fake-model"
         await until(pilot, lambda: box.has_focus, 5)  # back to the box, to type at once
         assert any("fake-model was loaded anyway" in n.message for n in app._notifications)
-        await pilot.press(*"Hi", "enter")
+        assert box.text == "Hi"
+        await pilot.press("enter")
         screen = app.screen
         await until(pilot, lambda: screen._reply_id and not screen.generating)
         user, reply = app.store.messages(screen.conversation.id)

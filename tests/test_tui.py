@@ -211,7 +211,7 @@ async def _loaded(pilot) -> None:
     """The screen has followed the load (the engine alone is set a message earlier)."""
     app = pilot.app
     await until(pilot, lambda: app.engine is not None and app.model_state.engine is app.engine)
-    await until(pilot, lambda: not app.screen.query_one("#input").loading)
+    await until(pilot, lambda: not app.screen.query_one("#input").waiting)
     await pilot.pause()
     app.clear_notifications()
     hold_still(pilot.app.screen.query_one("#input"))  # a blink is not a change

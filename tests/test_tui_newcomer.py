@@ -52,7 +52,7 @@ async def test_esc_in_the_first_run_picker_leaves_a_usable_chat(starter_path):
         await pilot.press("escape")
         await until(pilot, lambda: app.engine is not None and isinstance(app.screen, ChatScreen))
         box = app.screen.query_one("#input")
-        assert box.has_focus and not box.loading
+        assert box.has_focus and not box.waiting
         assert "is ready" in str(app.screen.query_one(".note").render())
     assert config.load().default_model == "", "Esc picks nothing: no default is saved"
 

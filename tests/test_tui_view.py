@@ -289,7 +289,7 @@ async def test_a_server_that_cannot_be_reached_leaves_the_model_that_was_loading
         await until(pilot, lambda: any("cannot reach" in n.message for n in app._notifications))
         await until(pilot, lambda: not app.model_state.loading)
         assert app.engine is not None and app.engine.is_local
-        assert isinstance(app.screen, ChatScreen) and not app.screen.query_one("#input").loading
+        assert isinstance(app.screen, ChatScreen) and not app.screen.query_one("#input").waiting
 
 
 async def test_the_first_run_picker_says_what_esc_does():

@@ -112,7 +112,7 @@ class ChatScreen(ChatActions, ChatList, Screen):
             self.query_one("#sidebar").add_class("shown")
         box = self.query_one(ChatInput)
         box.focus()
-        box.loading = self.app.model_state.loading
+        box.waiting = self.app.model_state.loading
         self.set_interval(1.0, self.refresh_readouts)
         self.refresh_readouts()
         self.open_latest(say=True)
@@ -122,7 +122,7 @@ class ChatScreen(ChatActions, ChatList, Screen):
         """A model is loading, in use, or failed to load: the box, readouts and greeting
         follow, and the open chat's KV cache comes back for the new model."""
         box = self.query_one(ChatInput)
-        box.loading = state.loading
+        box.waiting = state.loading
         if self.is_current and not state.loading:
             box.focus()
         self._ctx_used = None
@@ -211,7 +211,12 @@ class ChatScreen(ChatActions, ChatList, Screen):
 
     def _can_reply(self) -> bool:
         if self.session.engine is None:
-            self.notify("no model is loaded yet", severity="warning")
+            if self.session.state.loading:
+                self.notify(
+                    "the model is still loading: your message stays in the box", severity="warning"
+                )
+            else:
+                self.notify("no model is loaded yet", severity="warning")
             return False
         if self.generating:
             self.notify("a reply is still being written: Esc stops it", severity="warning")

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.geometry import Offset
 from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
 
@@ -33,11 +34,21 @@ class ChatInput(TextArea):
             super().__init__()
             self.text = text
 
+    waiting = reactive(False)  # the model is loading: typing goes on, sending waits
+
     def __init__(self, **kwargs) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, **kwargs)
         self.sent: list[str] = []
         self._back = 0  # how far back in ``sent`` the box is; 0: the draft
         self._draft = ""  # what was in the box when Up first left it
+
+    def watch_waiting(self, waiting: bool) -> None:
+        # Not Textual's ``loading``: its overlay swallows every key typed meanwhile, and a
+        # first load (with the CPU kernels' check) takes seconds.
+        self.set_class(waiting, "-waiting")
+        self.border_subtitle = (
+            "loading the model: type away; Enter sends once it has loaded" if waiting else ""
+        )
 
     @property
     def draft(self) -> str:
