@@ -31,6 +31,7 @@ from edgechat.llama.remote_http import (
     shown,
     timeout,
 )
+from edgechat.llama.remote_stream import Relay, relay
 from edgechat.llama.reply import Reply, Stats
 from edgechat.planning.plan import Sampling
 
@@ -82,22 +83,6 @@ class EstimatedPrompts(Prompts):
 
     def measure(self, message: Message, cap: int) -> int:
         return len(self.tokens([message]))
-
-
-class Relay:
-    """How a streamed reply went, for its Stats: its pieces, their times, how it ended."""
-
-    def __init__(self) -> None:
-        self.t0 = self.t_first = self.t_last = time.perf_counter()
-        self.n_chunks = 0
-        self.finish: str | None = None  # still None after: the reader stopped early
-
-    @property
-    def ended(self) -> str:
-        return self.finish or "cancelled"
-
-    def ttft(self) -> float:
-        return (self.t_first - self.t0) if self.n_chunks else 0.0
 
 
 class RemoteEngine:
@@ -311,7 +296,7 @@ class RemoteEngine:
         api = self._client.chat.completions if chat else self._client.completions
         run = Relay()
         try:
-            yield from self._relay(lambda: api.create(**args), pieces, run)
+            yield from relay(self, lambda: api.create(**args), pieces, run)
         finally:
             prompt = positive_int(getattr(use, "prompt_tokens", None)) or estimate
             gen = positive_int(getattr(use, "completion_tokens", None)) or run.n_chunks
@@ -329,40 +314,6 @@ class RemoteEngine:
                 finish=run.ended,
                 dropped_messages=dropped,
             )
-
-    def _relay(self, start, pieces, run: Relay) -> Iterator[str]:
-        """The text of a streamed reply, one API's stream opened by ``start()`` and read as
-        (text, finish reason) by ``pieces``, counted in ``run``: a stream that stops
-        without its end, or breaks, is said in one error, and the stream is closed."""
-        stream = None
-        try:
-            stream = start()
-            for text, reason in pieces(stream):
-                if text:
-                    run.n_chunks += 1
-                    run.t_last = time.perf_counter()
-                    if run.n_chunks == 1:
-                        run.t_first = run.t_last
-                    yield text
-                if reason:
-                    run.finish = "length" if reason == "length" else "stop"
-                if self._cancel.is_set():
-                    run.finish = "cancelled"
-                    break
-            if run.finish is None:
-                run.finish = "cut"
-                raise self._cut(run.n_chunks)
-        except GeneratorExit:
-            raise
-        except EdgechatError:
-            run.finish = "cut"
-            raise
-        except Exception as exc:
-            run.finish = "cut"
-            raise self._explain(exc) from None
-        finally:
-            if stream is not None:
-                stream.close()
 
     def _pieces(self, chunk, chat: bool) -> Iterator[tuple[str | None, str | None]]:
         """(text, finish reason) of each choice of a streamed chunk, its shape checked:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.limits import RANDOM_SEED
-from edgechat.llama.remote import DEFAULT_CTX, EstimatedPrompts, Relay, RemoteEngine, base_url
+from edgechat.llama.remote import DEFAULT_CTX, EstimatedPrompts, RemoteEngine, base_url
 from edgechat.llama.remote_http import (
     BadReply,
     check_url,
@@ -26,6 +26,7 @@ from edgechat.llama.remote_http import (
     positive_int,
     shown,
 )
+from edgechat.llama.remote_stream import Relay, relay
 from edgechat.llama.reply import Stats
 from edgechat.planning.plan import Sampling
 
@@ -148,7 +149,7 @@ class OllamaEngine(RemoteEngine):
 
         run = Relay()
         try:
-            yield from self._relay(start, pieces, run)
+            yield from relay(self, start, pieces, run)
         finally:
             self._record(last, estimate, run, dropped)
 
