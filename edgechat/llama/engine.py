@@ -69,9 +69,7 @@ class Engine:
         self.backend_sampling = backend_sampling
         self.last_backend_sampling = False  # whether the last reply sampled in the graph
         self.on_prompt = None  # hears (evaluated, to evaluate) after each prompt batch
-        self._model = None
-        self._ctx = None
-
+        self._model = self._ctx = self.vocab = None
         self.kernels = kernels_for(lc, plan.cpu_kernels, say)  # checked once per build and CPU
         t0 = time.perf_counter()
         mark = LOG.mark()
@@ -121,6 +119,8 @@ class Engine:
 
     def close(self) -> None:
         lc = self._lc
+        if self.vocab is not None:
+            self.vocab.close()
         if self._ctx:
             lc.llama_free(self._ctx)
             self._ctx = None

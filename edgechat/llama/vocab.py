@@ -92,6 +92,11 @@ class Vocab:
         """Every token's text, in id order (to tell whether two models share one)."""
         return [self.text(t) for t in range(self.n_tokens)]
 
+    def close(self) -> None:
+        """Let go of llguidance's view, which points into the model's vocabulary: the
+        model is being freed (and the view holds tens of MB)."""
+        self._guide_tokens = None
+
     def guide_tokens(self):
         """llguidance's view of this vocabulary, built when a reply first needs it."""
         if self._guide_tokens is None:

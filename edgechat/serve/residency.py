@@ -15,6 +15,22 @@ from edgechat.errors import ContextOverflow, EdgechatError
 from edgechat.serve.protocol import ApiError
 
 
+def give_back_memory() -> None:
+    """What an unloaded model held, back to the system now: the objects that pointed
+    into it (cycles wait for the collector), then the C heap's free pages (glibc keeps
+    freed memory for the process; a model's buffers below its mmap threshold stay
+    counted against it until trimmed)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc's: musl has none
+        libc.malloc_trim(0)
+
+
 class Residency:
     def keep(self, seconds: float | None, load: bool = True) -> None:
         """A request for the model alone (Ollama's empty generate): keep it loaded for
@@ -49,7 +65,10 @@ class Residency:
             self._embedder.close()
         self.engine.close()
         with self._cond:
-            self.engine, self._embedder, self.loaded, self.expires = None, None, False, None
+            self._embedder, self.loaded, self.expires = None, False, None
+        give_back_memory()
+        with self._cond:  # /api/ps shows the model until here (LlamaWorker.status)
+            self.engine = None
 
     def _idle(self) -> bool:
         """Nothing to do (under the lock): wait, until the keep-alive runs out."""

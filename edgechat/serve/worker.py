@@ -188,7 +188,8 @@ class LlamaWorker(Residency, Preparing):
                 "slots": self.slots,
                 "waiting": len(self._waiting) + len(self._preparing),
                 "queue_size": self.queue_size,
-                "loaded": self.loaded,
+                # until its memory is given back (``loaded`` falls as unloading begins)
+                "loaded": self.engine is not None,
                 "expires_at": self.expires,  # time.time() of the unload; None: not planned
                 **self.counts,
                 **self._threads(),
