@@ -201,7 +201,7 @@ def note(app) -> str:
 
 
 async def test_the_chat_screen_follows_what_the_session_says():
-    from edgechat.tui.chat import ChatScreen
+    from edgechat.tui.chat import TYPED_SETTLE_S, ChatScreen
 
     opener = Opener(respond="Hello from the fake.")
     opener.hold["fake-model"] = threading.Event()
@@ -213,6 +213,7 @@ async def test_the_chat_screen_follows_what_the_session_says():
         # Typed while the model loads (a first load checks the CPU kernels: seconds), the
         # text stays in the box, and Enter keeps it there until the model is ready.
         await pilot.press(*"Hi", "enter")
+        await pilot.pause(TYPED_SETTLE_S + 0.2)  # the token count waits for a pause in typing
         assert box.text == "Hi" and "loading the model" in box.border_subtitle
         assert any("still loading" in n.message for n in app._notifications)
         opener.hold["fake-model"].set()  # ModelLoaded: the greeting, the box, the title follow

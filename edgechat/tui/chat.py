@@ -164,6 +164,8 @@ class ChatScreen(ChatActions, ChatList, Screen):
         self.save_draft()
         engine = self.session.engine
         text = box.text.strip()
+        if box.waiting:  # its subtitle says the model is loading, until it has
+            return
         if engine is None or not text:
             box.border_subtitle = ""
             return
