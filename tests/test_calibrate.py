@@ -168,6 +168,7 @@ def test_micro_batches_change_nothing(tiny_matrix, tiny, text):
         np.testing.assert_allclose(halves.in_sum2[name], whole.in_sum2[name], rtol=1e-5)
 
 
+@pytest.mark.subprocess  # quantising runs in a child process
 def test_experts_each_count_the_tokens_routed_to_them(folder, text):
     """A mixture of experts (4, two per token): every expert has its own sums and count,
     and together they hold each token twice; the router sees each token once, on the
@@ -246,6 +247,7 @@ def test_llama_imatrix_files_are_read(tmp_path):
         imatrix.load(dat)
 
 
+@pytest.mark.subprocess  # quantising runs in a child process
 def test_a_matrix_changes_the_quant(tiny_matrix, tiny, folder):
     import numpy as np
     from gguf import GGUFReader

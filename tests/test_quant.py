@@ -95,6 +95,7 @@ def test_a_model_against_itself(starter_path, text):
     assert q.top1_agreement == 1.0 and 1 < q.ppl < 200
 
 
+@pytest.mark.subprocess  # quantising runs in a child process
 def test_requantising_is_refused_unless_allowed(lab, tmp_path):
     with pytest.raises(EdgechatError, match="already quantised.*--allow-requantize"):
         quantize(lab["Q8_0-mixed"], tmp_path / "again.gguf", "Q4_K_M")
@@ -118,6 +119,7 @@ def test_requantising_is_refused_unless_allowed(lab, tmp_path):
     assert not (tmp_path / "y.gguf").exists()
 
 
+@pytest.mark.subprocess  # quantising runs in a child process
 def test_quality_and_quantize_commands(lab, tmp_path, text, gemma_path):
     doc = tmp_path / "text.txt"
     doc.write_text(text[:3000])  # two chunks: the ordering of quants is the test above
@@ -168,3 +170,30 @@ def test_bench_of_a_broken_file_is_one_line(tmp_path):
     result = run_main("bench", str(bad), "--repeat", "1")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "measuring bad.gguf failed" in result.stderr and "not a GGUF" in result.stderr
+
+
+@pytest.mark.subprocess
+def test_a_ctrl_c_as_the_quantiser_starts_is_not_lost(monkeypatch, tmp_path):
+    """Ctrl-C pressed while the child starts stops the work (ignoring SIGINT for that
+    time lost it), and the child, in a session of its own, never hears the terminal's."""
+    import os
+    import signal
+    import subprocess
+
+    from edgechat.lab import quantchild
+
+    started = []
+    real = subprocess.Popen
+
+    def pressed(*args, **kwargs):
+        child = real(*args, **kwargs)
+        started.append((child, os.getsid(child.pid)))
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands as the child starts
+        return child
+
+    monkeypatch.setattr(quantchild.subprocess, "Popen", pressed)
+    with pytest.raises(KeyboardInterrupt):
+        quantchild.quantise_in_child(tmp_path / "a.gguf", tmp_path / "b", {}, None, None)
+    ((child, session),) = started
+    assert session == child.pid != os.getsid(0)
+    assert child.wait(timeout=30) in (0, -signal.SIGKILL)  # it ends, not left behind

@@ -180,6 +180,7 @@ def test_bad_input_gets_one_line(tiny, starter_path, text_file, tmp_path, capsys
 
 
 @pytest.mark.model
+@pytest.mark.subprocess  # quantising runs in a child process
 def test_a_kept_reference_judges_as_the_live_one(tiny, tmp_path):
     from edgechat.lab.quantize import quantize
 
@@ -197,6 +198,7 @@ def test_a_kept_reference_judges_as_the_live_one(tiny, tmp_path):
 
 
 @pytest.mark.model
+@pytest.mark.subprocess  # quantising runs in a child process
 def test_quality_keeps_a_receipt(tiny, text_file, tmp_path, capsys):
     from edgechat.lab.quantize import quantize
 

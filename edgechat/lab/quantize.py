@@ -17,17 +17,14 @@ next run beside it (paths.clean_partials).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgechat.errors import EdgechatError
 from edgechat.lab.imatrix import ImportanceMatrix
+from edgechat.lab.quantchild import quantise_in_child
 
 # Target -> (llama_ftype name, the tensor type it is made of)
 TYPES = {
@@ -60,7 +57,6 @@ NEEDS_MATRIX = {"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"}
 # ggml_quantize_requires_imatrix: ggml asserts (the process dies) without a matrix.
 _ALWAYS_MATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S"}
 _FULL = {"F32", "F16", "BF16"}
-_PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ def quantize(
     clean_partials(dst)  # what a killed run left beside it
     tmp = partial_beside(dst)
     try:
-        rc, why = _in_child(src, tmp, spec, imatrix, progress)
+        rc, why = quantise_in_child(src, tmp, spec, imatrix, progress)
         if rc != 0:
             why = why or f"code {rc}"
             if "imatrix" in why or "importance matrix" in why:
@@ -154,108 +150,6 @@ def quantize(
     return Quantized(
         dst, qtype, recipe, src.stat().st_size, dst.stat().st_size, out.bits_per_weight
     )
-
-
-def _in_child(src: Path, tmp: Path, spec: dict, imatrix, progress) -> tuple[int, str]:
-    """llama_model_quantize in a child process (spawned: no llama.cpp threads forked):
-    its progress comes back through a pipe; Ctrl-C, SIGTERM or SIGHUP here ends it at
-    once. Returns (llama.cpp's code, its first complaint)."""
-    import multiprocessing
-
-    mp = multiprocessing.get_context("spawn")
-    receive, send = mp.Pipe(duplex=False)
-    child = mp.Process(target=_child, args=(send, str(src), str(tmp), spec, imatrix), daemon=True)
-    try:
-        with _stops():
-            _start_deaf(child)  # Ctrl-C is the parent's to act on, from the child's start
-            send.close()
-            while True:
-                if not receive.poll(0.2):
-                    if child.is_alive():
-                        continue
-                    if not receive.poll(0):
-                        break
-                try:
-                    message = receive.recv()
-                except EOFError:
-                    break
-                if message[0] == "progress":
-                    if progress:
-                        progress(message[1], message[2])
-                    continue
-                return message[1], message[2]
-            child.join()
-            code = child.exitcode or 0
-            how = signal.Signals(-code).name if code < 0 else f"exit code {code}"
-            raise EdgechatError(
-                f"llama.cpp stopped while quantising {src.name} ({how}): out of memory or "
-                "disk? nothing was written"
-            )
-    finally:
-        if child.is_alive():
-            child.kill()
-        if child.pid is not None:
-            child.join()
-        receive.close()
-
-
-def _start_deaf(child) -> None:
-    """Start ``child`` ignoring SIGINT (inherited through exec, so even while Python
-    starts there, Ctrl-C at the terminal prints nothing from it)."""
-    if threading.current_thread() is not threading.main_thread():
-        child.start()
-        return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        child.start()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler if before is None else before)
-
-
-def _child(send, src: str, tmp: str, spec: dict, imatrix) -> None:
-    """In the child: quantise, sending ("progress", i, n) and ("done", rc, why)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides, and ends it
-    from edgechat.llama.backend import LOG, load
-
-    try:
-        lc = load()
-        params = lc.llama_model_quantize_default_params()
-        for name, value in spec.items():
-            setattr(params, name, value)
-        keep = _hand_over(lc, params, imatrix) if imatrix is not None else None
-
-        def listen(line: str) -> None:
-            m = _PROGRESS.search(line)
-            if m:
-                send.send(("progress", int(m.group(1)), int(m.group(2))))
-
-        LOG.listener = listen
-        mark = LOG.mark()
-        rc = lc.llama_model_quantize(src.encode(), tmp.encode(), params)
-        send.send(("done", rc, LOG.first_error_since(mark) if rc else ""))
-        del keep  # the matrix's C arrays lived until llama.cpp was done with them
-    except Exception as exc:  # said by the parent, in one line
-        send.send(("done", -1, f"{type(exc).__name__}: {exc}"))
-
-
-@contextlib.contextmanager
-def _stops():
-    """SIGTERM and SIGHUP (a closed terminal) stop the work as Ctrl-C does, so the
-    partial file is removed on the way out (main thread only: signals land there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(_signum, _frame) -> None:
-        raise KeyboardInterrupt
-
-    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    before = {sig: signal.signal(sig, stop) for sig in wanted}
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
 
 
 def preflight(
@@ -320,42 +214,6 @@ def _check_output(src: Path, dst: Path, force: bool, inputs: Sequence[str | Path
     from edgechat.paths import output_path
 
     output_path(dst, force, inputs=[src, *inputs])
-
-
-def _hand_over(lc, params, matrix: ImportanceMatrix) -> list:
-    """Point ``params`` at the matrix's means of squares, as llama-quantize does: a C
-    array of {name, data, size} ended by an empty entry, and the same metadata keys
-    (``quantize.imatrix.*``). Returns what must stay alive until quantising is done."""
-    import ctypes
-
-    means = matrix.mean_squares()
-    entries = (lc.llama_model_imatrix_data * (len(means) + 1))()
-    keep: list = [entries, means]
-    for entry, (name, values) in zip(entries, means.items(), strict=False):
-        entry.name = name.encode()
-        entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        entry.size = values.size
-    params.imatrix = entries
-    kv = []
-    if matrix.path:
-        kv.append(("quantize.imatrix.file", matrix.path))
-    if matrix.datasets:
-        kv.append(("quantize.imatrix.dataset", matrix.datasets[0]))
-    kv.append(("quantize.imatrix.entries_count", len(means)))
-    if matrix.chunk_count > 0:
-        kv.append(("quantize.imatrix.chunks_count", matrix.chunk_count))
-    overrides = (lc.llama_model_kv_override * (len(kv) + 1))()  # the last key is empty
-    for o, (key, value) in zip(overrides, kv, strict=False):
-        o.key = key.encode()
-        if isinstance(value, str):
-            o.tag = lc.LLAMA_KV_OVERRIDE_TYPE_STR
-            o.value.val_str = value.encode()[:127]
-        else:
-            o.tag = lc.LLAMA_KV_OVERRIDE_TYPE_INT
-            o.value.val_i64 = value
-    params.kv_overrides = overrides
-    keep.append(overrides)
-    return keep
 
 
 def dequantize(src: str | Path, dst: str | Path, to: str = "F16") -> Path:
