@@ -81,6 +81,7 @@ class RunnerWorker:
             [sys.executable, "-m", "edgechat.serve.runner", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the terminal's Ctrl-C is the server's, even as it starts
         )
         theirs.close()
         conn = Connection(ours.detach())
