@@ -134,6 +134,7 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.model
+@pytest.mark.subprocess  # quantising runs in a child process
 def test_quantize_never_makes_folders_nor_overwrites_without_force(capsys, tiny, tmp_path):
     missing = tmp_path / "nonexistent" / "q.gguf"
     code, _, err = run(capsys, "quantize", str(tiny), str(missing), "--type", "Q8_0")
