@@ -81,13 +81,21 @@ async def test_stop_keeps_the_partial_reply(starter_path):
         await until(pilot, lambda: app.engine is not None)
         screen = app.screen
         app.store.configure(screen.conversation.id, "", {"max_tokens": 2000, "temperature": 0.8})
-        screen.conversation.sampling = {"max_tokens": 2000, "temperature": 0.8}
+        # The reply cannot end before Escape, however busy the machine: a grammar holds it
+        # to lower-case words of 20,000 letters at least (the subject is the stop, not what
+        # the model writes; it wrote 59 tokens and stopped first on a busy CI runner).
+        screen.conversation.sampling = {
+            "max_tokens": 2000,
+            "temperature": 0.8,
+            "grammar": "start: /[a-z ]{20000,}/",
+        }
         await pilot.press(*"Write a very long story about the sea.", "enter")
         await until(pilot, lambda: len(screen._reply_text) > 20)
         await pilot.press("escape")
         await until(pilot, lambda: not screen.generating)
         reply = app.store.messages(screen.conversation.id)[-1]
         assert reply.role == "assistant" and reply.content and not reply.complete
+        assert set(reply.content) <= set("abcdefghijklmnopqrstuvwxyz ")  # under the grammar
         assert screen.query(".assistant").last().has_class("stopped")
         # The app answered keys while generating: a second chat can start right after.
         await pilot.press("ctrl+n")

@@ -256,7 +256,12 @@ async def test_the_context_readout_moves_while_a_reply_streams(starter_path):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.engine is not None)
         screen = app.screen
-        screen.conversation.sampling = {"max_tokens": 2000, "temperature": 0.8, "seed": 7}
+        screen.conversation.sampling = {  # a grammar keeps the reply going (test_tui.py)
+            "max_tokens": 2000,
+            "temperature": 0.8,
+            "seed": 7,
+            "grammar": "start: /[a-z ]{20000,}/",
+        }
         await pilot.press(*"Write a very long story about the sea.", "enter")
         await until(pilot, lambda: screen.generating)
         seen = []
