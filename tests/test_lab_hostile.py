@@ -305,7 +305,8 @@ def f16(starter_path, tmp_path_factory) -> Path:
     return dequantize(starter_path, tmp_path_factory.mktemp("f16") / "smol-f16.gguf")
 
 
-def _quantize_then(sig: int, f16: Path, out: Path) -> subprocess.CompletedProcess:
+def _quantize_then(sig, f16: Path, out: Path) -> subprocess.CompletedProcess:
+    """Quantise, and once the output is being written send ``sig`` (or call it)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "edgechat", "quantize", str(f16), str(out), "--type", "IQ4_XS",
          "--threads", "1"],
@@ -316,7 +317,7 @@ def _quantize_then(sig: int, f16: Path, out: Path) -> subprocess.CompletedProces
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
         time.sleep(0.05)
     time.sleep(0.3)
-    child.send_signal(sig)
+    sig(child) if callable(sig) else child.send_signal(sig)
     stdout, stderr = child.communicate(timeout=60)
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
@@ -331,6 +332,25 @@ def test_quantize_stops_at_once_and_leaves_nothing(sig, f16, tmp_path):
     assert "interrupted" in done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # no output, no partial file
+
+
+@pytest.mark.model
+@pytest.mark.subprocess
+def test_a_killed_quantize_leaves_no_process_running(f16, tmp_path):
+    """Killed outright (SIGKILL, the OOM killer), edgechat cannot end its child: the child,
+    in a session of its own, stops at its next tensor once nobody hears it."""
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "out.gguf"
+    seen: list = []
+
+    def kill(child) -> None:
+        seen.extend(psutil.Process(child.pid).children(recursive=True))
+        child.kill()
+
+    _quantize_then(kill, f16, out)
+    assert seen  # the quantiser's process
+    gone, alive = psutil.wait_procs(seen, timeout=10)
+    assert not alive, alive
 
 
 @pytest.mark.model

@@ -9,6 +9,7 @@ Its progress and its result come back through a socket.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import socket
@@ -50,7 +51,9 @@ def quantise_in_child(src: Path, tmp: Path, spec: dict, imatrix, progress) -> tu
                         progress(message[1], message[2])
                     continue
                 return message[1], message[2]
-        except (EOFError, OSError):
+        except (EOFError, OSError) as exc:
+            if child is None:
+                raise EdgechatError(f"could not start a process to quantise in: {exc}") from None
             code = child.wait()
             how = signal.Signals(-code).name if code < 0 else f"exit code {code}"
             raise EdgechatError(
@@ -88,7 +91,10 @@ def main(fd: int) -> None:
         def listen(line: str) -> None:
             m = _PROGRESS.search(line)
             if m:
-                conn.send(("progress", int(m.group(1)), int(m.group(2))))
+                try:
+                    conn.send(("progress", int(m.group(1)), int(m.group(2))))
+                except OSError:  # the parent is gone (killed): stop now, not at the end
+                    os._exit(1)  # its partial file goes at the next run beside it
 
         LOG.listener = listen
         mark = LOG.mark()
