@@ -66,7 +66,9 @@ class Residency:
         self.engine.close()
         with self._cond:
             self._embedder, self.loaded, self.expires = None, False, None
-        give_back_memory()
+            stopping = self._stopping
+        if not stopping:  # a server that stops gives everything back as its process ends
+            give_back_memory()
         with self._cond:  # /api/ps shows the model until here (LlamaWorker.status)
             self.engine = None
 

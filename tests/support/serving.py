@@ -22,13 +22,14 @@ class Server:
     """A child process serving HTTP; ``log`` collects everything it wrote to stderr."""
 
     def __init__(self, args: list[str], env: dict | None = None) -> None:
+        self.env = child_env({"PYTHONFAULTHANDLER": "1", **(env or {})})  # stacks on a hang
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=child_env(env),
+            env=self.env,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -67,10 +68,41 @@ class Server:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self._dump_and_kill()
+                raise AssertionError(
+                    f"the server did not stop within {timeout} s of {signal.Signals(sig).name};"
+                    f" what it and its runner were doing (faulthandler):\n{self.log[-8000:]}"
+                    f"{self._crash_log()}"
+                ) from None
         self._reader.join(5)
         return self.proc.returncode
+
+    def _dump_and_kill(self) -> None:
+        """Every thread's stack of the server and its runner into the log (SIGABRT, with
+        PYTHONFAULTHANDLER set), then an end: a hang says where it hung."""
+        import psutil
+
+        procs = [psutil.Process(self.proc.pid)]
+        with contextlib.suppress(psutil.Error):
+            procs += procs[0].children(recursive=True)
+        for p in procs:  # at once: each as it was (a runner's stderr is the server's)
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGABRT)
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        self.proc.wait()
+        self._reader.join(5)
+
+    def _crash_log(self) -> str:
+        """The supervised server's stacks: `edgechat` writes them to its crash log
+        (cli/supervise.py), named for the supervisor's process."""
+        home = self.env.get("EDGECHAT_HOME")
+        log = Path(home) / "cache" / f"crash-{self.proc.pid}.log" if home else None
+        if log is None or not log.is_file():
+            return ""
+        return f"\nthe server's own (its crash log):\n{log.read_text(errors='replace')[-8000:]}"
 
 
 @contextlib.contextmanager
