@@ -221,7 +221,7 @@ async def test_the_chat_screen_follows_what_the_session_says():
         assert not box.waiting and app.title == "edgechat · fake-model"
         await until(pilot, lambda: box.has_focus, 5)  # back to the box, to type at once
         assert any("fake-model was loaded anyway" in n.message for n in app._notifications)
-        assert box.text == "Hi"
+        assert box.text == "Hi" and box.border_subtitle.endswith(("token", "tokens"))
         await pilot.press("enter")
         screen = app.screen
         await until(pilot, lambda: screen._reply_id and not screen.generating)

@@ -123,6 +123,8 @@ class ChatScreen(ChatActions, ChatList, Screen):
         follow, and the open chat's KV cache comes back for the new model."""
         box = self.query_one(ChatInput)
         box.waiting = state.loading
+        if not state.loading:
+            self._typed_settled()  # what was typed while it loaded: its size in tokens
         if self.is_current and not state.loading:
             box.focus()
         self._ctx_used = None
